@@ -1,0 +1,215 @@
+"""The CRM contract: pandera schemas for the five tables and the checks that span tables.
+
+Every table that enters the pipeline, from the demo generator, a database or a user's mapped export, passes
+through `validate_crm`, so downstream code may rely on ids being unique, categories being spelled as in
+`pipelines.crm.vocab`, and every timestamp being timezone-aware UTC. A violation raises `CrmDataError` whose
+message names the table, the column, the check and example rows by their primary key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+import pandas as pd
+import pandera.pandas as pa
+
+from pipelines.crm import vocab
+
+UTC_NS: Final = pd.DatetimeTZDtype("ns", "UTC")
+
+
+class CrmDataError(ValueError):
+    """The CRM data breaks the contract; the message names table, column and example rows."""
+
+
+def _ts(**kwargs: object) -> pa.Column:
+    return pa.Column(UTC_NS, coerce=True, **kwargs)
+
+
+def _text(*checks: pa.Check, nullable: bool = True) -> pa.Column:
+    return pa.Column(str, list(checks), nullable=nullable, coerce=True)
+
+
+def _category(values: tuple[str, ...] | frozenset[str], nullable: bool = False) -> pa.Column:
+    return pa.Column(str, pa.Check.isin(sorted(values)), nullable=nullable, coerce=True)
+
+
+def _id(unique: bool = True) -> pa.Column:
+    return pa.Column("int64", pa.Check.ge(0), nullable=False, unique=unique, coerce=True)
+
+
+def _ref() -> pa.Column:
+    return pa.Column("Int64", pa.Check.ge(0), nullable=True, coerce=True)
+
+
+SCHEMAS: Final[dict[str, pa.DataFrameSchema]] = {
+    "campaigns": pa.DataFrameSchema(
+        {
+            "campaign_id": _id(),
+            "name": _text(nullable=False),
+            "channel": _category(vocab.CAMPAIGN_CHANNELS),
+            "region": _category((*vocab.REGIONS, "Global")),
+            "start_date": _ts(),
+            "end_date": _ts(),
+        },
+        checks=pa.Check(lambda df: df["end_date"] >= df["start_date"], name="end_date >= start_date"),
+        strict=True,
+        ordered=False,
+    ),
+    "accounts": pa.DataFrameSchema(
+        {
+            "account_id": _id(),
+            "company_name": _text(),
+            "domain": _text(),
+            "industry": _text(),
+            "employee_count": pa.Column("Int64", pa.Check.ge(0), nullable=True, coerce=True),
+            "annual_revenue": pa.Column("float64", pa.Check.ge(0), nullable=True, coerce=True),
+            "country": _text(pa.Check.str_length(2, 2)),
+            "region": _category(vocab.REGIONS, nullable=True),
+        },
+        strict=True,
+    ),
+    "leads": pa.DataFrameSchema(
+        {
+            "lead_id": _id(),
+            "account_id": _ref(),
+            "created_at": _ts(),
+            "first_name": _text(),
+            "last_name": _text(),
+            "email": _text(),
+            "phone": _text(),
+            "job_title": _text(),
+            "lead_source": _category(vocab.LEAD_SOURCES),
+            "campaign_id": _ref(),
+            "country": _text(pa.Check.str_length(2, 2)),
+            "budget_range": _category(vocab.BUDGET_RANGES, nullable=True),
+            "purchase_timeframe": _category(vocab.PURCHASE_TIMEFRAMES, nullable=True),
+            "status": _category(vocab.LEAD_STATUSES),
+            "updated_at": _ts(),
+        },
+        checks=pa.Check(lambda df: df["updated_at"] >= df["created_at"], name="updated_at >= created_at"),
+        strict=True,
+    ),
+    "activities": pa.DataFrameSchema(
+        {
+            "activity_id": _id(),
+            "lead_id": _id(unique=False),
+            "occurred_at": _ts(),
+            "activity_type": _category(vocab.ACTIVITY_TYPES),
+            "detail": _text(),
+        },
+        strict=True,
+    ),
+    "stage_history": pa.DataFrameSchema(
+        {
+            "stage_history_id": _id(),
+            "lead_id": _id(unique=False),
+            "stage": _category(vocab.STAGES),
+            "entered_at": _ts(),
+            "reason": _text(),
+        },
+        strict=True,
+    ),
+}
+
+TABLES: Final[tuple[str, ...]] = tuple(SCHEMAS)
+PRIMARY_KEYS: Final[dict[str, str]] = {
+    "campaigns": "campaign_id",
+    "accounts": "account_id",
+    "leads": "lead_id",
+    "activities": "activity_id",
+    "stage_history": "stage_history_id",
+}
+TIMESTAMP_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
+    name: tuple(col for col, spec in schema.columns.items() if spec.dtype.type == UTC_NS)
+    for name, schema in SCHEMAS.items()
+}
+#: (table, column) -> (referenced table, referenced key); checked across tables by `validate_crm`.
+FOREIGN_KEYS: Final[dict[tuple[str, str], tuple[str, str]]] = {
+    ("leads", "account_id"): ("accounts", "account_id"),
+    ("leads", "campaign_id"): ("campaigns", "campaign_id"),
+    ("activities", "lead_id"): ("leads", "lead_id"),
+    ("stage_history", "lead_id"): ("leads", "lead_id"),
+}
+#: Columns holding personal data: they are read for validation and derived signals, never used as features.
+PERSONAL_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
+    "leads": ("first_name", "last_name", "email", "phone"),
+}
+
+_MAX_EXAMPLES: Final = 5
+
+
+def to_utc(values: pd.Series) -> pd.Series:
+    """Timestamps as tz-aware UTC with nanosecond unit: naive values are taken to be UTC already."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC").astype(UTC_NS)
+    if pd.api.types.is_datetime64_dtype(values.dtype):
+        return values.dt.tz_localize("UTC").astype(UTC_NS)
+    return pd.to_datetime(values, utc=True, format="mixed").astype(UTC_NS)
+
+
+def _describe_failures(table: str, frame: pd.DataFrame, failures: pd.DataFrame) -> str:
+    key = PRIMARY_KEYS[table]
+    lines = []
+    for (column, check), group in failures.groupby(["column", "check"], sort=False, dropna=False):
+        column_name = column if isinstance(column, str) and column else "<table>"
+        rows = [int(i) for i in group["index"].dropna().unique()[:_MAX_EXAMPLES]]
+        if rows and key in frame.columns:
+            shown = ", ".join(f"{key}={frame[key].iloc[r]!r}: {frame[column_name].iloc[r]!r}"
+                              if column_name in frame.columns else f"{key}={frame[key].iloc[r]!r}"
+                              for r in rows if r < len(frame))
+        else:
+            shown = ", ".join(repr(v) for v in group["failure_case"].unique()[:_MAX_EXAMPLES])
+        lines.append(
+            f"table '{table}', column '{column_name}': check {check} failed for {len(group)} row(s); "
+            f"e.g. {shown or 'see the column'}"
+        )
+    return "\n".join(lines)
+
+
+def validate_table(table: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """One table checked against its schema and returned with canonical dtypes."""
+    if table not in SCHEMAS:
+        raise CrmDataError(f"unknown CRM table '{table}'; expected one of {', '.join(TABLES)}")
+    schema = SCHEMAS[table]
+    missing = [c for c in schema.columns if c not in frame.columns]
+    if missing:
+        raise CrmDataError(f"table '{table}' is missing column(s) {missing}; it has {list(frame.columns)}")
+    frame = frame.reset_index(drop=True)
+    for column in TIMESTAMP_COLUMNS[table]:
+        try:
+            frame[column] = to_utc(frame[column])
+        except (ValueError, TypeError) as exc:
+            parsed = pd.to_datetime(frame[column], utc=True, errors="coerce", format="mixed")
+            bad = frame.loc[parsed.isna() & frame[column].notna()].head(_MAX_EXAMPLES)
+            examples = ", ".join(f"{PRIMARY_KEYS[table]}={r[PRIMARY_KEYS[table]]!r}: {r[column]!r}"
+                                 for _, r in bad.iterrows())
+            raise CrmDataError(f"table '{table}', column '{column}': not a timestamp; e.g. {examples}") from exc
+    try:
+        return schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        raise CrmDataError(_describe_failures(table, frame, exc.failure_cases)) from None
+
+
+def validate_crm(tables: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """All five tables checked one by one, then for references between them; returns canonical frames."""
+    absent = [t for t in TABLES if t not in tables]
+    if absent:
+        raise CrmDataError(f"CRM is missing table(s) {absent}")
+    checked = {name: validate_table(name, tables[name]) for name in TABLES}
+    problems = []
+    for (table, column), (ref_table, ref_key) in FOREIGN_KEYS.items():
+        values = checked[table][column]
+        orphan = values.notna() & ~values.isin(checked[ref_table][ref_key])
+        if orphan.any():
+            rows = checked[table].loc[orphan].head(_MAX_EXAMPLES)
+            key = PRIMARY_KEYS[table]
+            examples = ", ".join(f"{key}={r[key]!r}: {column}={r[column]!r}" for _, r in rows.iterrows())
+            problems.append(
+                f"table '{table}', column '{column}': {int(orphan.sum())} row(s) refer to no row of "
+                f"'{ref_table}.{ref_key}'; e.g. {examples}"
+            )
+    if problems:
+        raise CrmDataError("\n".join(problems))
+    return checked
