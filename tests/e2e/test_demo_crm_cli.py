@@ -1,0 +1,62 @@
+"""`leadscore demo-crm` end to end: the real console script writes a CRM that `validate` accepts."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines.crm import demo
+
+LEADSCORE = shutil.which("leadscore", path=str(Path(sys.executable).parent)) or shutil.which("leadscore")
+
+
+@pytest.mark.skipif(LEADSCORE is None, reason="the leadscore console script is not installed (pip install -e .)")
+def test_demo_crm_writes_a_valid_database_and_truth_beside_it(tmp_path: Path) -> None:
+    db = tmp_path / "out" / "crm.db"
+    url = f"sqlite:///{db}"
+    run = subprocess.run(
+        [LEADSCORE, "demo-crm", "--url", url, "--leads", "1500", "--seed", "3", "--end-date", "2026-11-20"],
+        capture_output=True, text=True, check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    truth = demo.read_truth(tmp_path / "out" / "crm_truth.parquet")
+    assert len(truth) == 1500
+    with sqlite3.connect(db) as conn:
+        tables = {row[0] for row in conn.execute("select name from sqlite_master where type = 'table'")}
+        leads = pd.read_sql_query("select lead_id from leads", conn)
+    assert tables == {"campaigns", "accounts", "leads", "activities", "stage_history"}
+    assert set(leads["lead_id"]) == set(truth["lead_id"])
+    check = subprocess.run([LEADSCORE, "validate", "--url", url], capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stderr
+    assert "valid" in check.stdout
+
+
+def test_demo_crm_rerun_replaces_the_tables_not_appends(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    url = f"sqlite:///{tmp_path / 'crm.db'}"
+    args = ["demo-crm", "--url", url, "--leads", "400", "--seed", "5", "--end-date", "2026-11-20",
+            "--history-days", "200", "--truth", str(tmp_path / "truth.parquet")]
+    for _ in range(2):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+    with sqlite3.connect(tmp_path / "crm.db") as conn:
+        assert conn.execute("select count(*) from leads").fetchone()[0] == 400
+
+
+def test_demo_crm_rejects_a_bad_end_date(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    result = CliRunner().invoke(app, ["demo-crm", "--url", f"sqlite:///{tmp_path / 'x.db'}", "--end-date", "20-11"])
+    assert result.exit_code == 2
+    assert not (tmp_path / "x.db").exists()
