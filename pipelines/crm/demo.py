@@ -138,6 +138,8 @@ IN_MARKET_RATES: Final[dict[str, float]] = {
     "email_click": 0.02, "content_download": 0.012,
 }
 EMAIL_TYPES: Final[frozenset[str]] = frozenset({"email_open", "email_click"})
+#: Activity types travel as small integer codes (positions in vocab.ACTIVITY_TYPES) until the table is built.
+ACTIVITY_CODE: Final[dict[str, int]] = {name: i for i, name in enumerate(vocab.ACTIVITY_TYPES)}
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,13 @@ def _choice(rng: np.random.Generator, mix: dict[str, float], size: int) -> np.nd
     return labels[rng.choice(len(labels), size=size, p=weights / weights.sum())]
 
 
+def _choice_codes(rng: np.random.Generator, mix: dict[str, float], size: int) -> np.ndarray:
+    """Activity codes drawn from a {activity type: weight} mix."""
+    codes = np.array([ACTIVITY_CODE[name] for name in mix], dtype=np.int8)
+    weights = np.array(list(mix.values()), dtype=float)
+    return codes[rng.choice(len(codes), size=size, p=weights / weights.sum())]
+
+
 def _lookup(mapping: dict[str, float], keys: np.ndarray, default: float = 0.0) -> np.ndarray:
     return pd.Series(keys).map(mapping).fillna(default).to_numpy(dtype=float)
 
@@ -216,7 +225,7 @@ class _Clock:
         seconds = np.round(np.asarray(days, dtype=float) * DAY_SECONDS)
         finite = np.isfinite(seconds)
         ns = np.where(finite, seconds, 0).astype(np.int64) * 1_000_000_000 + self.start.value
-        values = pd.Series(pd.to_datetime(ns, utc=True)).astype(UTC_NS)
+        values = pd.Series(ns.view("datetime64[ns]")).dt.tz_localize("UTC")
         return values.where(finite)
 
 
@@ -727,8 +736,7 @@ def _interest_events(
     u = rng.random(len(lead))
     trunc = 1 - np.exp(-length[lead] / tau)
     age = np.where(rng.random(len(lead)) < uniform_share, u * length[lead], -tau * np.log1p(-u * trunc))
-    kind = _choice(rng, INTEREST_MIX, len(lead))
-    return lead, begin[lead] + age, kind
+    return lead, begin[lead] + age, _choice_codes(rng, INTEREST_MIX, len(lead))
 
 
 def _in_market_events(
@@ -741,7 +749,7 @@ def _in_market_events(
     seg = _segment_ids(counts)
     lead = lead_windows["lead"].to_numpy()[seg]
     when = lead_windows["start"].to_numpy()[seg] + rng.random(len(seg)) * length[seg]
-    return lead, when, _choice(rng, IN_MARKET_RATES, len(seg))
+    return lead, when, _choice_codes(rng, IN_MARKET_RATES, len(seg))
 
 
 def _activities(
@@ -751,34 +759,35 @@ def _activities(
     """All activities (lead row, day, type) before the unsubscribe/bounce cut of email events."""
     n = len(begin)
     parts = [_interest_events(rng, begin, stop, latent["interest"].to_numpy()), _in_market_events(rng, lead_windows)]
-    creation = pd.Series(source).map(_CREATION_EVENT)
+    creation = pd.Series(source).map({src: ACTIVITY_CODE[kind] for src, kind in _CREATION_EVENT.items()})
     rows = np.flatnonzero(creation.notna().to_numpy())
-    parts.append((rows, begin[rows], creation.to_numpy()[rows]))
+    parts.append((rows, begin[rows], creation.to_numpy()[rows].astype(np.int8)))
     webinar = np.flatnonzero((source == "webinar") & (rng.random(n) < 0.55))
-    parts.append((webinar, begin[webinar] + rng.uniform(1, 14, len(webinar)), np.full(len(webinar),
-                                                                                       "webinar_attend")))
+    parts.append((webinar, begin[webinar] + rng.uniform(1, 14, len(webinar)),
+                  np.full(len(webinar), ACTIVITY_CODE["webinar_attend"], dtype=np.int8)))
     bogus = latent["bogus"].to_numpy()
     bounce = np.where(bogus & (rng.random(n) < 0.7), begin + rng.uniform(0, 2, n),
                       np.where(rng.random(n) < 0.02, begin + rng.random(n) * (stop - begin), np.inf))
     unsub = np.where(~bogus & (rng.random(n) < 0.06), begin + rng.random(n) * (stop - begin), np.inf)
     for when, kind in ((bounce, "email_bounce"), (unsub, "unsubscribe")):
         rows = np.flatnonzero(np.isfinite(when))
-        parts.append((rows, when[rows], np.full(len(rows), kind)))
+        parts.append((rows, when[rows], np.full(len(rows), ACTIVITY_CODE[kind], dtype=np.int8)))
     lead = np.concatenate([p[0] for p in parts])
     day = np.concatenate([p[1] for p in parts])
-    kind = np.concatenate([np.asarray(p[2], dtype=object) for p in parts])
+    kind = np.concatenate([np.asarray(p[2], dtype=np.int8) for p in parts])
     email_cut = np.minimum(bounce, unsub)[lead]
-    keep = (day < stop[lead] + 1e-9) & ~(np.isin(kind, list(EMAIL_TYPES)) & (day > email_cut))
-    frame = pd.DataFrame({"lead": lead[keep], "day": day[keep], "activity_type": kind[keep]})
+    email = np.isin(kind, [ACTIVITY_CODE[t] for t in EMAIL_TYPES])
+    keep = (day < stop[lead] + 1e-9) & ~(email & (day > email_cut))
+    frame = pd.DataFrame({"lead": lead[keep], "day": day[keep], "kind": kind[keep]})
     return frame
 
 
-def _details(rng: np.random.Generator, kinds: pd.Series) -> np.ndarray:
+def _details(rng: np.random.Generator, kinds: np.ndarray) -> np.ndarray:
+    """A plausible detail (asset, page, webinar, form) for each activity code."""
     out = np.empty(len(kinds), dtype=object)
-    codes, uniques = pd.factorize(kinds)
-    for k, kind in enumerate(uniques):
-        rows = np.flatnonzero(codes == k)
-        options = np.array(_DETAILS[kind], dtype=object)
+    for code, name in enumerate(vocab.ACTIVITY_TYPES):
+        rows = np.flatnonzero(kinds == code)
+        options = np.array(_DETAILS[name], dtype=object)
         out[rows] = options[rng.integers(0, len(options), len(rows))]
     return out
 
@@ -820,9 +829,13 @@ def historical_static_points(leads: pd.DataFrame, accounts: pd.DataFrame,
 def _mql_days(activities: pd.DataFrame, static: np.ndarray, threshold: np.ndarray) -> np.ndarray:
     """Per lead, the day of the activity whose points first lift the running score to the threshold."""
     n = len(static)
-    acts = activities.sort_values(["lead", "day"], kind="stable")
-    lead = acts["lead"].to_numpy()
-    pts = acts["activity_type"].map(dict(HISTORICAL_RULE.activity_points)).to_numpy(dtype=float)
+    order = np.lexsort((activities["day"].to_numpy(), activities["lead"].to_numpy()))
+    lead = activities["lead"].to_numpy()[order]
+    day = activities["day"].to_numpy()[order]
+    points = np.zeros(len(vocab.ACTIVITY_TYPES))
+    for name, value in HISTORICAL_RULE.activity_points:
+        points[ACTIVITY_CODE[name]] = value
+    pts = points[activities["kind"].to_numpy()[order]]
     cum = np.cumsum(pts)
     first_row = np.searchsorted(lead, np.arange(n))
     offset = np.concatenate([[0.0], cum])[first_row]
@@ -830,7 +843,7 @@ def _mql_days(activities: pd.DataFrame, static: np.ndarray, threshold: np.ndarra
     crossed = np.flatnonzero(score >= threshold[lead])
     hit, pos = np.unique(lead[crossed], return_index=True)
     out = np.full(n, np.inf)
-    out[hit] = acts["day"].to_numpy()[crossed[pos]]
+    out[hit] = day[crossed[pos]]
     return out
 
 
@@ -927,7 +940,7 @@ def generate(params: DemoCrmParams) -> DemoResult:
     # Rule MQLs, BDR review, nurture and conversion.
     static, threshold = historical_static_points(obs.assign(account_id=obs["account_id"]), accounts)
     crossing = _mql_days(acts, static, threshold)
-    demo_requests = acts[acts["activity_type"] == "demo_request"]
+    demo_requests = acts[acts["kind"] == ACTIVITY_CODE["demo_request"]]
     first_demo = np.full(n, np.inf)
     np.minimum.at(first_demo, demo_requests["lead"].to_numpy(), demo_requests["day"].to_numpy())
     mql_day = crossing + rng.uniform(1, 30, n) / 1440.0
@@ -1059,13 +1072,15 @@ def _assemble(
     lead_id = np.empty(n, dtype=np.int64)
     lead_id[order] = np.arange(1, n + 1)
 
-    acts = acts.sort_values(["day", "lead"], kind="stable").reset_index(drop=True)
+    by_time = np.lexsort((acts["lead"].to_numpy(), acts["day"].to_numpy()))
+    acts = acts.iloc[by_time].reset_index(drop=True)
+    kind = acts["kind"].to_numpy()
     activities = pd.DataFrame({
         "activity_id": np.arange(1, len(acts) + 1, dtype=np.int64),
         "lead_id": lead_id[acts["lead"].to_numpy()],
         "occurred_at": clock.to_timestamps(acts["day"].to_numpy()),
-        "activity_type": acts["activity_type"].to_numpy(dtype=object),
-        "detail": _details(rng, acts["activity_type"]),
+        "activity_type": np.array(vocab.ACTIVITY_TYPES, dtype=object)[kind],
+        "detail": _details(rng, kind),
     })
 
     ev = pd.DataFrame({

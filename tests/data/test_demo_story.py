@@ -220,6 +220,7 @@ def test_ground_truth_file_round_trips_and_keeps_the_oracle(crm: demo.DemoResult
     demo.write_truth(crm.truth, path)
     back = demo.read_truth(path)
     assert list(back.columns) == list(crm.truth.columns)
-    rows = pd.DataFrame({"lead_id": crm.truth["lead_id"].head(500), "snapshot_at": pd.Timestamp("2026-01-05", tz="UTC")})
+    snapshot = pd.Timestamp("2026-01-05", tz="UTC")
+    rows = pd.DataFrame({"lead_id": crm.truth["lead_id"].head(500), "snapshot_at": snapshot})
     np.testing.assert_allclose(demo.oracle_probability(back, rows, 90), demo.oracle_probability(crm.truth, rows, 90))
     assert not set(back.columns) & {"first_name", "last_name", "email", "phone"}
