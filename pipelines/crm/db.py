@@ -11,6 +11,7 @@ import csv
 import io
 import logging
 import re
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Final
@@ -42,13 +43,17 @@ def display_url(url: str | sa.URL) -> str:
     """The URL with any password masked, fit for logs and error messages."""
     try:
         return sa.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):  # ValueError: a non-numeric port
         return "<unparseable database URL>"
 
 
 def make_engine(url: str, create_dirs: bool = False) -> Engine:
     """An engine whose transactions cover DDL too (SQLite needs explicit BEGIN for that)."""
-    parsed = sa.make_url(url)
+    try:
+        parsed = sa.make_url(url)
+        parsed.get_dialect()  # an unknown dialect fails here, before any file or directory is made
+    except (sa.exc.ArgumentError, ValueError, ImportError) as exc:
+        raise CrmDataError(f"not a usable database URL {display_url(url)}: {exc}") from None
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         path = Path(parsed.database)
         if create_dirs:
@@ -114,15 +119,20 @@ def _python_rows(frame: pd.DataFrame, dialect: str) -> Iterator[tuple[object, ..
 def _copy_postgres(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> None:
     from psycopg import sql
 
+    # An explicit NULL marker: with csv's default (an unquoted empty field) every "" would arrive as NULL.
+    null = r"\N"
+    if frame.select_dtypes(include=["object", "string"]).eq(null).any(axis=None):
+        null = f"\\N{uuid.uuid4().hex}"
     cursor = conn.connection.driver_connection.cursor()
-    statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
-        sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
+    statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, NULL {})").format(
+        sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns),
+        sql.Literal(null),
     )
     with cursor.copy(statement) as copy:
         for start in range(0, len(frame), _INSERT_BATCH):
             chunk = frame.iloc[start:start + _INSERT_BATCH]
             buffer = io.StringIO()
-            chunk.to_csv(buffer, header=False, index=False, quoting=csv.QUOTE_MINIMAL,
+            chunk.to_csv(buffer, header=False, index=False, quoting=csv.QUOTE_MINIMAL, na_rep=null,
                          date_format="%Y-%m-%d %H:%M:%S.%f%z")
             copy.write(buffer.getvalue())
 

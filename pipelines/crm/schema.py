@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
@@ -53,7 +54,8 @@ SCHEMAS: Final[dict[str, pa.DataFrameSchema]] = {
             "start_date": _ts(),
             "end_date": _ts(),
         },
-        checks=pa.Check(lambda df: df["end_date"] >= df["start_date"], name="end_date >= start_date"),
+        # Nulls are the column checks' business: a row fails only when both are present and out of order.
+        checks=pa.Check(lambda df: ~(df["end_date"] < df["start_date"]), name="end_date >= start_date"),
         strict=True,
         ordered=False,
     ),
@@ -88,7 +90,7 @@ SCHEMAS: Final[dict[str, pa.DataFrameSchema]] = {
             "status": _category(vocab.LEAD_STATUSES),
             "updated_at": _ts(),
         },
-        checks=pa.Check(lambda df: df["updated_at"] >= df["created_at"], name="updated_at >= created_at"),
+        checks=pa.Check(lambda df: ~(df["updated_at"] < df["created_at"]), name="updated_at >= created_at"),
         strict=True,
     ),
     "activities": pa.DataFrameSchema(
@@ -149,21 +151,32 @@ def to_utc(values: pd.Series) -> pd.Series:
     return pd.to_datetime(values, utc=True, format="mixed").astype(UTC_NS)
 
 
+def _plain(value: object) -> object:
+    """Numpy scalars as Python values, so messages read `lead_id=3` rather than `lead_id=np.int64(3)`."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _describe_failures(table: str, frame: pd.DataFrame, failures: pd.DataFrame) -> str:
     key = PRIMARY_KEYS[table]
+    # A frame-wide check (end_date >= start_date) reports each column of a failing row: one line per check.
+    wide = failures["schema_context"].eq("DataFrameSchema") & failures["index"].notna()
+    failures = pd.concat([failures[~wide], failures[wide].assign(column=None).drop_duplicates(["check", "index"])])
     lines = []
     for (column, check), group in failures.groupby(["column", "check"], sort=False, dropna=False):
-        column_name = column if isinstance(column, str) and column else "<table>"
-        rows = [int(i) for i in group["index"].dropna().unique()[:_MAX_EXAMPLES]]
+        column_name = column if isinstance(column, str) and column else None
+        rows = [int(i) for i in group["index"].dropna().unique()[:_MAX_EXAMPLES] if int(i) < len(frame)]
         if rows and key in frame.columns:
-            shown = ", ".join(f"{key}={frame[key].iloc[r]!r}: {frame[column_name].iloc[r]!r}"
-                              if column_name in frame.columns else f"{key}={frame[key].iloc[r]!r}"
-                              for r in rows if r < len(frame))
+            shown = ", ".join(dict.fromkeys(
+                f"{key}={_plain(frame[key].iloc[r])!r}"
+                + (f": {_plain(frame[column_name].iloc[r])!r}" if column_name in frame.columns and column_name != key
+                   else "")
+                for r in rows
+            ))
         else:
-            shown = ", ".join(repr(v) for v in group["failure_case"].unique()[:_MAX_EXAMPLES])
+            shown = ", ".join(repr(_plain(v)) for v in group["failure_case"].unique()[:_MAX_EXAMPLES])
+        where = f", column '{column_name}'" if column_name else ""
         lines.append(
-            f"table '{table}', column '{column_name}': check {check} failed for {len(group)} row(s); "
-            f"e.g. {shown or 'see the column'}"
+            f"table '{table}'{where}: check {check} failed for {len(group)} row(s); e.g. {shown or 'see the column'}"
         )
     return "\n".join(lines)
 
@@ -176,16 +189,23 @@ def validate_table(table: str, frame: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in schema.columns if c not in frame.columns]
     if missing:
         raise CrmDataError(f"table '{table}' is missing column(s) {missing}; it has {list(frame.columns)}")
+    extra = [c for c in frame.columns if c not in schema.columns]
+    if extra:
+        raise CrmDataError(f"table '{table}' has unexpected column(s) {extra}; expected {list(schema.columns)}")
     frame = frame.reset_index(drop=True)
     for column in TIMESTAMP_COLUMNS[table]:
         try:
             frame[column] = to_utc(frame[column])
         except (ValueError, TypeError) as exc:
             parsed = pd.to_datetime(frame[column], utc=True, errors="coerce", format="mixed")
-            bad = frame.loc[parsed.isna() & frame[column].notna()].head(_MAX_EXAMPLES)
+            # NaT for text that is no date; outside the nanosecond range for sentinels such as 9999-12-31.
+            in_range = parsed.between(pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC"))
+            bad = frame.loc[~in_range & frame[column].notna()].head(_MAX_EXAMPLES)
             examples = ", ".join(f"{PRIMARY_KEYS[table]}={r[PRIMARY_KEYS[table]]!r}: {r[column]!r}"
                                  for _, r in bad.iterrows())
-            raise CrmDataError(f"table '{table}', column '{column}': not a timestamp; e.g. {examples}") from exc
+            raise CrmDataError(
+                f"table '{table}', column '{column}': not a timestamp (within 1677-2262); e.g. {examples}"
+            ) from exc
     try:
         return schema.validate(frame, lazy=True)
     except pa.errors.SchemaErrors as exc:

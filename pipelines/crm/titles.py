@@ -132,6 +132,10 @@ _VOCABULARY: Final[tuple[str, ...]] = tuple(
     )
 )
 _SPLIT = re.compile(r"[^a-z0-9&]+")
+#: Real words within typo distance of a keyword of another meaning ("Internal Audit" is no intern).
+_NOT_TYPOS: Final[frozenset[str]] = frozenset(
+    {"internal", "trainer", "trainers", "general", "producer", "production", "control"}
+)
 
 
 def _normalise(title: str) -> list[str]:
@@ -145,7 +149,7 @@ def _normalise(title: str) -> list[str]:
         if not raw:
             continue
         token = _ABBREVIATIONS.get(raw, raw)
-        if len(token) >= 5 and token not in _VOCABULARY:
+        if len(token) >= 5 and token not in _VOCABULARY and token not in _NOT_TYPOS:
             close = difflib.get_close_matches(token, _VOCABULARY, n=1, cutoff=0.8)
             if close:
                 token = close[0]
