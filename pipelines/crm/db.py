@@ -105,8 +105,10 @@ def _python_rows(frame: pd.DataFrame, dialect: str) -> Iterator[tuple[object, ..
         values = frame[col]
         if isinstance(values.dtype, pd.DatetimeTZDtype):
             if dialect == "sqlite":
-                text = values.dt.tz_convert("UTC").dt.strftime("%Y-%m-%d %H:%M:%S.%f")
-                columns.append(text.astype(object).where(values.notna(), None).to_numpy())
+                utc = values.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]")
+                text = np.char.replace(np.datetime_as_string(utc, unit="us"), "T", " ").astype(object)
+                text[values.isna().to_numpy()] = None
+                columns.append(text)
             else:
                 columns.append(values.astype(object).where(values.notna(), None).to_numpy())
         elif pd.api.types.is_integer_dtype(values.dtype) and not values.hasnans:

@@ -221,12 +221,15 @@ class _Clock:
     start: pd.Timestamp
     horizon: float
 
-    def to_timestamps(self, days: np.ndarray) -> pd.Series:
+    def to_ns(self, days: np.ndarray) -> np.ndarray:
+        """Epoch nanoseconds of day offsets, rounded to the second (infinite days give 0: mask them)."""
         seconds = np.round(np.asarray(days, dtype=float) * DAY_SECONDS)
-        finite = np.isfinite(seconds)
-        ns = np.where(finite, seconds, 0).astype(np.int64) * 1_000_000_000 + self.start.value
-        values = pd.Series(ns.view("datetime64[ns]")).dt.tz_localize("UTC")
-        return values.where(finite)
+        return np.where(np.isfinite(seconds), seconds, 0).astype(np.int64) * 1_000_000_000 + self.start.value
+
+    def to_timestamps(self, days: np.ndarray) -> pd.Series:
+        """UTC timestamps of day offsets; infinite days (events that never happen) become NaT."""
+        values = pd.Series(self.to_ns(days).view("datetime64[ns]")).dt.tz_localize("UTC")
+        return values.where(np.isfinite(np.asarray(days, dtype=float)))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1052,7 +1055,7 @@ def generate(params: DemoCrmParams) -> DemoResult:
     # Each lead's in-market windows as list columns, built from offsets (the windows are sorted by lead row).
     offsets = np.concatenate([[0], np.cumsum(np.bincount(in_market["lead"].to_numpy(), minlength=n))])
     for col in ("start", "end"):
-        values = pa.array(clock.to_timestamps(in_market[col].to_numpy()).array, type=_TS_TYPE)
+        values = pa.array(clock.to_ns(in_market[col].to_numpy()), type=pa.int64()).cast(_TS_TYPE)
         truth[f"in_market_{col}"] = pd.Series(pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values),
                                               dtype=pd.ArrowDtype(pa.list_(_TS_TYPE)))
     truth["duplicate_of"] = truth["duplicate_of"].mask(truth["duplicate_of"] < 0)

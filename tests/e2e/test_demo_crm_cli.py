@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipelines.config import DemoCrmParams
 from pipelines.crm import demo
 
 LEADSCORE = shutil.which("leadscore", path=str(Path(sys.executable).parent)) or shutil.which("leadscore")
@@ -60,3 +61,25 @@ def test_demo_crm_rejects_a_bad_end_date(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["demo-crm", "--url", f"sqlite:///{tmp_path / 'x.db'}", "--end-date", "20-11"])
     assert result.exit_code == 2
     assert not (tmp_path / "x.db").exists()
+
+
+@pytest.mark.postgres
+def test_demo_crm_writes_to_postgresql_and_validates(pg_schema_url: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    from pipelines.crm.db import make_engine, read_crm
+
+    truth_path = tmp_path / "truth.parquet"
+    result = CliRunner().invoke(app, ["demo-crm", "--url", pg_schema_url, "--leads", "600", "--seed", "11",
+                                      "--end-date", "2026-11-20", "--history-days", "300",
+                                      "--truth", str(truth_path)])
+    assert result.exit_code == 0, result.output
+    tables = read_crm(make_engine(pg_schema_url))
+    expected = demo.generate(DemoCrmParams(leads=600, seed=11, end_date=pd.Timestamp("2026-11-20").date(),
+                                                history_days=300)).tables
+    for name, frame in expected.items():
+        assert len(tables[name]) == len(frame), name
+    pd.testing.assert_series_equal(tables["activities"]["occurred_at"], expected["activities"]["occurred_at"],
+                                   check_names=False)
+    assert CliRunner().invoke(app, ["validate", "--url", pg_schema_url]).exit_code == 0
