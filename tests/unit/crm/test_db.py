@@ -1,7 +1,12 @@
-"""Database I/O on SQLite: safe identifiers, masked URLs, a lossless round trip and all-or-nothing writes."""
+"""Database I/O: safe identifiers, masked URLs, a lossless round trip and all-or-nothing writes.
+
+Tests taking the `engine` fixture run on SQLite and on PostgreSQL (COPY path, throwaway schema; skipped with a
+reason where PostgreSQL is absent).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -29,11 +34,12 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'crm.db'}"
 
 
-@pytest.fixture
-def engine(sqlite_url: str):  # type: ignore[no-untyped-def]
-    engine = make_engine(sqlite_url, create_dirs=True)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def engine(request: pytest.FixtureRequest, sqlite_url: str) -> Iterator[sa.Engine]:
+    url = sqlite_url if request.param == "sqlite" else request.getfixturevalue("pg_schema_url")
+    engine = make_engine(url, create_dirs=True)
     yield engine
-    engine.dispose()
+    engine.dispose()  # no idle connection may outlive the test: the PostgreSQL schema is dropped next
 
 
 # --- identifiers and URLs ---------------------------------------------------------------------------------------
@@ -173,6 +179,7 @@ def test_write_then_read_round_trips_values_and_dtypes(engine: sa.Engine, tiny_c
 def test_round_trip_keeps_empty_strings_distinct_from_null(engine: sa.Engine, tiny_crm: Crm) -> None:
     tiny_crm["campaigns"].loc[1, "name"] = ""  # non-null column: "" is a value
     tiny_crm["activities"].loc[0, "detail"] = ""
+    tiny_crm["activities"].loc[2, "detail"] = "\\N"  # PostgreSQL COPY's usual NULL marker, as a value
 
     write_crm(engine, tiny_crm)
     actual = read_crm(engine)
@@ -180,6 +187,7 @@ def test_round_trip_keeps_empty_strings_distinct_from_null(engine: sa.Engine, ti
     assert actual["campaigns"]["name"][1] == ""
     assert actual["activities"]["detail"][0] == ""
     assert pd.isna(actual["activities"]["detail"][1])
+    assert actual["activities"]["detail"][2] == "\\N"
 
 
 def test_round_trip_of_empty_event_tables(engine: sa.Engine, tiny_crm: Crm) -> None:
