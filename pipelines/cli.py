@@ -13,10 +13,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
-from pipelines.config import ParamsError
-from pipelines.crm.schema import CrmDataError
+from pipelines.errors import BadInputError
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +55,14 @@ def bad_input_exits() -> Iterator[None]:
     """Turn a data or params error into one clear message on stderr and exit code 2."""
     try:
         yield
-    except (CrmDataError, ParamsError, ValidationError) as exc:
+    except BadInputError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except ValueError as exc:
+        from pydantic import ValidationError
+
+        if not isinstance(exc, ValidationError):
+            raise
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
@@ -118,6 +123,214 @@ def validate(url: UrlOption) -> None:
         tables = read_crm(make_engine(url))
         counts = ", ".join(f"{name} {len(frame):,}" for name, frame in tables.items())
         typer.echo(f"{display_url(url)}: valid ({counts} rows)")
+
+
+@app.command("extract")
+def extract(
+    out: Annotated[Path, typer.Option("--out", help="Snapshot folder: <table>.parquet files and manifest.json.")],
+    params: ParamsOption = Path("params.yaml"),
+    url: Annotated[
+        str | None,
+        typer.Option("--url", envvar="LEADSCORE_DB_URL",
+                     help="Database URL (default: base.crm_url of the params; or env LEADSCORE_DB_URL)."),
+    ] = None,
+) -> None:
+    """Snapshot the five validated CRM tables into Parquet files plus a manifest, atomically."""
+    from pipelines.config import load_params
+    from pipelines.extract import extract as run_extract
+
+    with bad_input_exits():
+        base = load_params(params).base
+        manifest = run_extract(url or base.crm_url, out)
+        counts = ", ".join(f"{name} {meta['rows']:,}" for name, meta in manifest["tables"].items())
+        typer.echo(f"snapshot in {out}: {counts} rows; history ends {manifest['history_end']}")
+
+
+@app.command("features")
+def features(
+    raw: Annotated[Path, typer.Option("--raw", help="The CRM snapshot folder written by `leadscore extract`.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder: snapshots.parquet, feature_list.json.")],
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Point-in-time training examples: the snapshot grid, its labels and every feature, chunk by chunk."""
+    from pipelines.config import load_params
+    from pipelines.features.stage import run_features
+
+    with bad_input_exits():
+        summary = run_features(raw, out, load_params(params).features)
+        typer.echo(f"features in {out}: {summary['rows']:,} rows, {summary['features']} features, "
+                   f"{summary['positives']:,} positives ({100 * summary['positive_rate']:.2f}%)")
+
+
+@app.command("rules")
+def rules(
+    raw: Annotated[Path, typer.Option("--raw", help="The CRM snapshot folder written by `leadscore extract`.")],
+    snapshots: Annotated[
+        Path, typer.Option("--snapshots", help="Parquet file with the (lead_id, snapshot_at) rows to score.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output Parquet file of rule scores.")],
+    params: ParamsOption = Path("params.yaml"),
+    rules_file: Annotated[
+        Path | None, typer.Option("--rules", help="Rules file to evaluate instead of rules.file of the params.")
+    ] = None,
+) -> None:
+    """Rule-based MQL scores point-in-time: score, MQL flag and the rules that fired, per (lead, snapshot)."""
+    from pipelines import rules as mql_rules
+    from pipelines.config import load_params
+
+    with bad_input_exits():
+        ruleset = mql_rules.load_rules(rules_file or load_params(params).rules.file)
+        tables = mql_rules.read_raw_tables(raw)
+        keys = mql_rules.read_snapshot_keys(snapshots)
+        scores = mql_rules.evaluate_rules(ruleset, keys, tables)
+        mql_rules.write_scores(scores, out)
+        typer.echo(f"rule scores in {out}: {len(scores):,} rows, {int(scores['rule_mql'].sum()):,} MQL at the snapshot")
+
+
+FeaturesDirOption = Annotated[
+    Path, typer.Option("--features", help="Features folder: snapshots.parquet and feature_list.json.")
+]
+ModelsDirOption = Annotated[Path, typer.Option("--models", help="Models folder written by `leadscore train`.")]
+
+
+@app.command("train")
+def train(
+    features: FeaturesDirOption,
+    out: Annotated[Path, typer.Option("--out", help="Models folder: booster.txt, baselines/, split.json.")],
+    params: ParamsOption = Path("params.yaml"),
+    metrics: Annotated[
+        Path | None, typer.Option("--metrics", help="Write validation-slice figures to this JSON file.")
+    ] = None,
+) -> None:
+    """Out-of-time split, LightGBM with early stopping, and the logistic-regression baseline."""
+    from pipelines.config import load_params
+    from pipelines.train import run_train
+
+    with bad_input_exits():
+        result = run_train(load_params(params), features, out, metrics)
+        valid = result.report["validation"]
+        typer.echo(f"models in {out}: {result.report['best_iteration']} rounds; validation ROC-AUC "
+                   f"LightGBM {valid['lightgbm']['roc_auc']:.4f}, logistic regression {valid['logreg']['roc_auc']:.4f}")
+
+
+@app.command("calibrate")
+def calibrate(
+    features: FeaturesDirOption,
+    models: ModelsDirOption,
+    params: ParamsOption = Path("params.yaml"),
+    rules: Annotated[
+        Path | None, typer.Option("--rules", help="Rule scores Parquet (needed by the match_rules policy).")
+    ] = None,
+) -> None:
+    """Fit the calibrator and the per-stage thresholds on the calibration slice (models/thresholds.json)."""
+    from pipelines.calibrate import run_calibrate
+    from pipelines.config import load_params
+
+    with bad_input_exits():
+        _, thresholds = run_calibrate(load_params(params), features, models, rules)
+        shown = ", ".join(f"{s} {t:.4f}" for s, t in thresholds.global_thresholds.items())
+        typer.echo(f"calibrator and thresholds in {models}: {shown}")
+
+
+@app.command("evaluate")
+def evaluate(
+    features: FeaturesDirOption,
+    models: ModelsDirOption,
+    rules: Annotated[Path, typer.Option("--rules", help="Rule scores Parquet of the same snapshots.")],
+    metrics: Annotated[Path, typer.Option("--metrics", help="Metrics folder (evaluate.json).")],
+    plots: Annotated[Path, typer.Option("--plots", help="Plots folder (CSV tables for `dvc plots show`).")],
+    params: ParamsOption = Path("params.yaml"),
+    truth: Annotated[
+        Path | None, typer.Option("--truth", help="Demo ground truth; when present, oracle figures are added.")
+    ] = None,
+) -> None:
+    """Test-slice metrics and plots of the model, the baselines and (demo only) the oracle."""
+    from pipelines.config import load_params
+    from pipelines.evaluate import run_evaluate
+
+    with bad_input_exits():
+        result = run_evaluate(load_params(params), features, models, rules, truth, metrics, plots)
+        m = result.metrics
+        oracle = f" (oracle {m['oracle_roc_auc']:.4f})" if "oracle_roc_auc" in m else ""
+        typer.echo(f"test ROC-AUC {m['roc_auc']:.4f}{oracle}, ECE {m['ece']:.4f}, SQL capture vs rules "
+                   f"{m['sql_capture_ratio_vs_rules']:.2f}x; metrics in {metrics}, plots in {plots}")
+
+
+TrackingOption = Annotated[
+    str | None,
+    typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+                 help="MLflow tracking URI (or env MLFLOW_TRACKING_URI; default sqlite:///mlflow.db + mlartifacts/)."),
+]
+ForceOption = Annotated[bool, typer.Option("--force", help="Move the champion alias even if the gate fails.")]
+
+
+@app.command("register")
+def register(
+    features: FeaturesDirOption,
+    models: ModelsDirOption,
+    metrics: Annotated[Path, typer.Option("--metrics", help="Metrics folder (evaluate.json, train.json).")],
+    plots: Annotated[Path, typer.Option("--plots", help="Plots folder written by `leadscore evaluate`.")],
+    out: Annotated[Path, typer.Option("--out", help="Small JSON of the registered version (name, version, ...).")],
+    card: Annotated[Path | None, typer.Option("--card", help="Also write the model card (Markdown) here.")] = None,
+    lock: Annotated[Path, typer.Option("--lock", help="dvc.lock holding the inputs' hashes.")] = Path("dvc.lock"),
+    params: ParamsOption = Path("params.yaml"),
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Log the training run to MLflow, register its scoring model as challenger, promote it if the gate passes."""
+    from pipelines.config import load_params
+    from pipelines.registry.tracking import RegisterInputs, run_register
+
+    with bad_input_exits():
+        summary = run_register(load_params(params), RegisterInputs(features, models, metrics, plots, lock), out, card,
+                               tracking_uri)
+        typer.echo(f"{summary['name']} version {summary['version']} registered ({', '.join(summary['aliases'])}); "
+                   f"champion is version {summary['champion']}; details in {out}")
+
+
+@app.command("promote")
+def promote(
+    version: Annotated[str, typer.Option("--version", help="The model version to make champion.")],
+    features: FeaturesDirOption = Path("data/features"),
+    models: ModelsDirOption = Path("models"),
+    params: ParamsOption = Path("params.yaml"),
+    force: ForceOption = False,
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Make a version champion if it passes the gate against the current champion on the test rows (exit 2 if not)."""
+    from pipelines.config import load_params
+    from pipelines.registry import tracking
+
+    with bad_input_exits():
+        loaded = load_params(params)
+        client = tracking.registry_client(tracking_uri)
+        gate = tracking.promote(client, loaded.registry.model_name, version, tracking.gate_rows(features, models),
+                                loaded, force)
+        typer.echo(f"{loaded.registry.model_name} version {version} is champion"
+                   f"{'' if gate.passed else ' (gate failed, forced)'}: " + "; ".join(gate.reasons))
+
+
+@app.command("rollback")
+def rollback(
+    version: Annotated[
+        str | None, typer.Option("--version", help="Version to return to (default: the previous champion).")
+    ] = None,
+    features: FeaturesDirOption = Path("data/features"),
+    models: ModelsDirOption = Path("models"),
+    params: ParamsOption = Path("params.yaml"),
+    force: ForceOption = False,
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Return the champion alias to the previous champion, through the same gate (exit 2 if it fails)."""
+    from pipelines.config import load_params
+    from pipelines.registry import tracking
+
+    with bad_input_exits():
+        loaded = load_params(params)
+        client = tracking.registry_client(tracking_uri)
+        target, gate = tracking.rollback(client, loaded.registry.model_name, version,
+                                         tracking.gate_rows(features, models), loaded, force)
+        typer.echo(f"{loaded.registry.model_name} champion rolled back to version {target}"
+                   f"{'' if gate.passed else ' (gate failed, forced)'}: " + "; ".join(gate.reasons))
 
 
 def main() -> None:

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from typing import Literal
 
 import sqlalchemy as sa
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-
-class ParamsError(ValueError):
-    """params.yaml is missing, malformed or breaks the typed contract."""
+from pipelines.errors import ParamsError
 
 
 class StrictModel(BaseModel):
@@ -56,11 +55,171 @@ class DemoCrmParams(StrictModel):
     history_days: int = Field(ge=120, le=3650, description="Days of history before end_date")
 
 
+class IcpParams(StrictModel):
+    """The ideal customer profile: fit features flag a lead whose account matches each part."""
+
+    industries: tuple[str, ...] = Field(min_length=1, description="Industries of the ideal customer")
+    employees_min: int = Field(ge=0, description="Smallest ideal account size (employees, inclusive)")
+    employees_max: int = Field(ge=0, description="Largest ideal account size (employees, inclusive)")
+    regions: tuple[str, ...] = Field(min_length=1, description="Regions of the ideal customer")
+
+    @model_validator(mode="after")
+    def _size_range(self) -> IcpParams:
+        if self.employees_max < self.employees_min:
+            raise ValueError("employees_max must be >= employees_min")
+        return self
+
+
+class FeaturesParams(StrictModel):
+    """Snapshot grid, label definition and feature windows of the features stage."""
+
+    target_stage: Literal["SAL", "SQL", "Won"] = Field(
+        description="Stage the label asks about; reaching it or any later stage counts (SQL: SQL/Opportunity/Won/Lost)"
+    )
+    horizon_days: int = Field(gt=0, le=730, description="Label: target reached within this many days after t")
+    cadence_days: int = Field(gt=0, le=365, description="Days between training snapshots (UTC midnights)")
+    max_lead_age_days: int = Field(
+        gt=0, description="Training rows only for leads at most this many days old at the snapshot"
+    )
+    windows_days: tuple[int, ...] = Field(min_length=1, description="Engagement count windows (days), plus all-time")
+    velocity_days: int = Field(gt=0, description="Velocity: activity in the last N days vs the N days before")
+    chunk_leads: int = Field(gt=0, description="Leads per processing chunk (whole accounts kept together)")
+    icp: IcpParams
+
+    @field_validator("windows_days")
+    @classmethod
+    def _positive_sorted_windows(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(w <= 0 for w in value) or len(set(value)) != len(value):
+            raise ValueError("windows_days must be distinct positive day counts")
+        return tuple(sorted(value))
+
+
+class TrainParams(StrictModel):
+    """Out-of-time split, LightGBM hyper-parameters and the logistic-regression baseline of the train stage."""
+
+    test_fraction: float = Field(gt=0, lt=0.5, description="Share of rows (latest snapshot dates) held out as test")
+    calibration_fraction: float = Field(gt=0, lt=0.5, description="Share of rows before the test slice: calibration")
+    valid_fraction: float = Field(gt=0, lt=0.5, description="Share of train rows at its end: early stopping")
+    min_positives: int = Field(ge=1, description="Refuse to train with fewer positive rows in the train slice")
+    exclude_features: tuple[str, ...] = Field(description="Feature columns the models must not use")
+    monotone_engagement: bool = Field(description="+1 monotone constraints on the lead's own engagement counts")
+    learning_rate: float = Field(gt=0, le=1)
+    num_leaves: int = Field(ge=2)
+    min_child_samples: int = Field(ge=1)
+    feature_fraction: float = Field(gt=0, le=1)
+    bagging_fraction: float = Field(gt=0, le=1)
+    bagging_freq: int = Field(ge=0)
+    lambda_l2: float = Field(ge=0)
+    cat_smooth: float = Field(ge=0)
+    max_rounds: int = Field(ge=1, description="Upper bound on boosting rounds")
+    early_stopping_rounds: int = Field(ge=1)
+    refit_full_train: bool = Field(description="Refit on the whole train slice with the early-stopped round count")
+    num_threads: int = Field(ge=0, description="LightGBM threads (0: all cores)")
+    logreg_c: float = Field(gt=0, description="Inverse L2 strength of the logistic-regression baseline")
+    logreg_max_iter: int = Field(ge=10)
+
+    @model_validator(mode="after")
+    def _slices_leave_training_rows(self) -> TrainParams:
+        if self.test_fraction + self.calibration_fraction >= 0.8:
+            raise ValueError("test_fraction + calibration_fraction must leave at least 20% of rows for training")
+        return self
+
+
+class StagePolicy(StrictModel):
+    """How one stage's threshold on the calibrated probability is chosen."""
+
+    policy: Literal["capacity", "precision", "match_rules"] = Field(
+        description="capacity: N leads per week; precision: at least p of the picked reach the target; "
+                    "match_rules: as many as the rule MQLs"
+    )
+    leads_per_week: float | None = Field(default=None, gt=0, description="capacity: leads the team works a week")
+    min_precision: float | None = Field(default=None, gt=0, lt=1, description="precision: share that must convert")
+
+    @model_validator(mode="after")
+    def _value_for_policy(self) -> StagePolicy:
+        if self.policy == "capacity" and self.leads_per_week is None:
+            raise ValueError("policy capacity needs leads_per_week")
+        if self.policy == "precision" and self.min_precision is None:
+            raise ValueError("policy precision needs min_precision")
+        return self
+
+
+class StageThresholds(StrictModel):
+    """One policy per predicted stage, from the lowest (MQL) to the highest (SQL)."""
+
+    MQL: StagePolicy
+    SAL: StagePolicy
+    SQL: StagePolicy
+
+
+class CalibrateParams(StrictModel):
+    """Probability calibration on the calibration slice and the per-stage thresholds chosen there."""
+
+    method: Literal["isotonic", "platt"] = Field(description="isotonic regression or Platt (logistic) scaling")
+    thresholds: StageThresholds
+    segment_column: str | None = Field(
+        description="Optional categorical feature (e.g. region) with its own thresholds, shrunk toward the global"
+    )
+    segment_k: float = Field(gt=0, description="Shrinkage: segment weight = positives / (positives + k)")
+    bootstrap: int = Field(ge=0, description="Bootstrap resamples (of leads) for the confidence intervals")
+    ci_level: float = Field(gt=0, lt=1)
+
+
+class EvaluateParams(StrictModel):
+    """Test-slice evaluation: calibration bins, lift deciles and bootstrap intervals."""
+
+    ece_bins: int = Field(ge=2, description="Bins of the reliability curve and ECE")
+    ece_strategy: Literal["quantile", "uniform"] = Field(description="quantile: equal-mass bins; uniform: equal-width")
+    top_deciles: tuple[int, ...] = Field(min_length=1, description="Lift and capture in the top k deciles")
+    bootstrap: int = Field(ge=0, description="Bootstrap resamples (of leads, not rows) for the headline figures")
+    ci_level: float = Field(gt=0, lt=1)
+    curve_points: int = Field(ge=10, description="Points kept per ROC/PR/gains curve in plots/")
+
+    @field_validator("top_deciles")
+    @classmethod
+    def _deciles_in_range(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(not 1 <= d <= 10 for d in value):
+            raise ValueError("top_deciles must lie in 1..10")
+        return tuple(sorted(set(value)))
+
+
+class RulesParams(StrictModel):
+    """The rule-based MQL baseline: which rules file to evaluate (format and keys: docs/rules.md)."""
+
+    file: Path = Field(description="Rules file (YAML), relative to the working directory")
+
+
+class GateParams(StrictModel):
+    """Promotion gate: a challenger replaces the champion only if it is not worse on the same test rows."""
+
+    auc_margin: float = Field(ge=0, lt=0.5, description="Largest tolerated AUC loss vs the champion (lower CI bound)")
+    max_ece: float = Field(gt=0, lt=1, description="The challenger's ECE on the test rows must not exceed this")
+    max_ece_increase: float = Field(ge=0, lt=1, description="Largest tolerated ECE increase vs the champion")
+    bootstrap: int = Field(ge=10, description="Paired bootstrap resamples (of leads) of the AUC difference")
+    ci_level: float = Field(gt=0, lt=1, description="Two-sided level of the AUC-difference interval")
+
+
+class RegisterParams(StrictModel):
+    """MLflow tracking and model registry: names, reason codes per lead and the promotion gate."""
+
+    model_name: str = Field(min_length=1, description="Registered model name; production loads models:/<name>@champion")
+    experiment: str = Field(min_length=1, description="MLflow experiment of the training runs")
+    top_reasons: int = Field(ge=0, le=10, description="Positive and negative reasons returned per lead")
+    input_example_rows: int = Field(ge=1, le=20, description="Rows of the logged input example (feature columns only)")
+    gate: GateParams
+
+
 class Params(StrictModel):
     """All of params.yaml."""
 
     base: BaseParams
     demo_crm: DemoCrmParams
+    features: FeaturesParams
+    rules: RulesParams
+    train: TrainParams
+    calibrate: CalibrateParams
+    evaluate: EvaluateParams
+    registry: RegisterParams = Field(alias="register")  # `register` would shadow pydantic's ABC classmethod
 
 
 def _format_errors(path: Path, exc: ValidationError) -> str:

@@ -799,20 +799,13 @@ def _details(rng: np.random.Generator, kinds: np.ndarray) -> np.ndarray:
 # The historical MQL rule
 # ----------------------------------------------------------------------------------------------------------------
 
-def lead_region(leads: pd.DataFrame, accounts: pd.DataFrame) -> pd.Series:
-    """A lead's region: from its own country, else its account's region (None when neither is known)."""
-    own = leads["country"].map(vocab.COUNTRY_REGION)
-    account_region = leads["account_id"].map(accounts.set_index("account_id")["region"])
-    return own.fillna(account_region).astype(object).where(lambda s: s.notna(), None)
-
-
 def historical_static_points(leads: pd.DataFrame, accounts: pd.DataFrame,
                              rule: HistoricalRule = HISTORICAL_RULE) -> tuple[np.ndarray, np.ndarray]:
     """Fit points known at creation and the MQL threshold for each lead, as the history's rule saw them."""
     acc = accounts.set_index("account_id")
     industry = leads["account_id"].map(acc["industry"])
     employees = leads["account_id"].map(acc["employee_count"]).astype("Float64")
-    region = lead_region(leads, accounts)
+    region = vocab.lead_region(leads["country"], leads["account_id"].map(acc["region"]))
     parsed = parse_titles(leads["job_title"])
     points = np.where(industry.isin(rule.icp_industries), rule.industry_points, 0)
     lo, hi = rule.ideal_size

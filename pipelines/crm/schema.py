@@ -16,12 +16,11 @@ import pandas as pd
 import pandera.pandas as pa
 
 from pipelines.crm import vocab
+from pipelines.errors import CrmDataError
+
+__all__ = ["CrmDataError", "validate_crm", "validate_table"]
 
 UTC_NS: Final = pd.DatetimeTZDtype("ns", "UTC")
-
-
-class CrmDataError(ValueError):
-    """The CRM data breaks the contract; the message names table, column and example rows."""
 
 
 def _ts(**kwargs: object) -> pa.Column:

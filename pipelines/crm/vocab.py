@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Final
 
+import pandas as pd
+
 ACTIVITY_TYPES: Final[tuple[str, ...]] = (
     "email_open",
     "email_click",
@@ -136,3 +138,12 @@ def email_domain(email: str | None) -> str | None:
         return None
     domain = email.rsplit("@", 1)[1].strip().lower()
     return domain or None
+
+
+def lead_region(country: pd.Series, account_region: pd.Series) -> pd.Series:
+    """A lead's region: from its own country, else its account's region (None when neither is known).
+
+    The features stage applies the same rule in Arrow on its hot path (`pipelines/features/static.py`).
+    """
+    own = country.map(COUNTRY_REGION)
+    return own.where(own.notna(), account_region).astype(object).where(lambda s: s.notna(), None)

@@ -1,0 +1,151 @@
+"""The extract stage: an immutable, validated Parquet snapshot of the five CRM tables, plus a manifest.
+
+Everything downstream reads this snapshot instead of the live CRM, so a run is reproducible and DVC can hash
+its input. The tables pass the schemas on the way out of the database (`read_crm` validates), and the manifest
+records row counts, when the snapshot was taken and `history_end`, the latest event timestamp in the CRM: label
+windows that reach past it are not observed yet. The folder is written beside its final place and renamed over
+it, so a failed run never leaves half a snapshot, nor destroys the previous good one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from pipelines.crm.schema import SCHEMAS, TABLES
+from pipelines.errors import CrmDataError
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FILE: Final = "manifest.json"
+#: Timestamp columns that show how far the CRM's history reaches (campaign dates are plans, so they do not count).
+HISTORY_COLUMNS: Final[tuple[tuple[str, str], ...]] = (
+    ("leads", "created_at"),
+    ("leads", "updated_at"),
+    ("activities", "occurred_at"),
+    ("stage_history", "entered_at"),
+)
+
+
+def history_end(tables: Mapping[str, pd.DataFrame]) -> pd.Timestamp:
+    """The latest event timestamp in the CRM: outcomes are known up to here and no further."""
+    latest = [tables[t][c].max() for t, c in HISTORY_COLUMNS if t in tables and len(tables[t])]
+    latest = [ts for ts in latest if pd.notna(ts)]
+    if not latest:
+        raise CrmDataError("the CRM holds no event timestamps (no leads, activities or stage entries)")
+    return pd.Timestamp(max(latest)).tz_convert("UTC")
+
+
+@contextmanager
+def atomic_directory(out: Path) -> Iterator[Path]:
+    """A fresh temporary folder beside `out`; on success it replaces `out`, on failure it is removed.
+
+    The old folder is moved aside first and put back if the final rename fails, so `out` is always either the
+    previous complete output or the new complete output.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old.exists():
+            os.replace(old, out)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def build_manifest(tables: Mapping[str, pd.DataFrame], extracted_at: datetime, source: str) -> dict[str, Any]:
+    """Row counts, extraction time and end of history of a snapshot (JSON-ready)."""
+    return {
+        "extracted_at": pd.Timestamp(extracted_at).tz_convert("UTC").isoformat(),
+        "history_end": history_end(tables).isoformat(),
+        "source": source,
+        "tables": {name: {"file": f"{name}.parquet", "rows": len(tables[name])} for name in TABLES},
+    }
+
+
+def write_snapshot(tables: Mapping[str, pd.DataFrame], out: Path, source: str,
+                   extracted_at: datetime | None = None) -> dict[str, Any]:
+    """Write `<out>/<table>.parquet` for the five (validated) tables and `<out>/manifest.json`, atomically."""
+    manifest = build_manifest(tables, extracted_at or datetime.now(UTC), source)
+    with atomic_directory(out) as tmp:
+        for name in TABLES:
+            tables[name].to_parquet(tmp / f"{name}.parquet", index=False, compression="zstd")
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    log.info("snapshot of %s written to %s (history ends %s)",
+             ", ".join(f"{n} {m['rows']:,}" for n, m in manifest["tables"].items()), out, manifest["history_end"])
+    return manifest
+
+
+def read_manifest(raw: Path) -> dict[str, Any]:
+    """The snapshot's manifest; CrmDataError when the folder is not a complete snapshot."""
+    path = Path(raw) / MANIFEST_FILE
+    if not path.exists():
+        raise CrmDataError(f"{path} not found: {raw} is not a CRM snapshot (run `leadscore extract` first)")
+    try:
+        manifest = json.loads(path.read_text())
+        manifest["history_end"] = pd.Timestamp(manifest["history_end"]).tz_convert("UTC")
+        manifest["tables"] = {name: dict(manifest["tables"][name]) for name in TABLES}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CrmDataError(f"{path} is not a valid snapshot manifest: {exc!r}") from None
+    return manifest
+
+
+def read_snapshot(raw: Path, columns: Mapping[str, Sequence[str]] | None = None,
+                  categorical: Mapping[str, Sequence[str]] | None = None
+                  ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """The snapshot's tables (all columns, or those named per table) and its manifest.
+
+    `categorical` names text columns to read as pandas categoricals (Parquet dictionaries): much less memory for
+    repetitive text such as activity types at millions of rows. Row counts are checked against the manifest.
+    """
+    raw = Path(raw)
+    manifest = read_manifest(raw)
+    tables = {}
+    for name in TABLES:
+        path = raw / manifest["tables"][name]["file"]
+        if not path.exists():
+            raise CrmDataError(f"{path} not found: the snapshot in {raw} is incomplete")
+        wanted = list(columns[name]) if columns and name in columns else list(SCHEMAS[name].columns)
+        as_dict = [c for c in (categorical or {}).get(name, ()) if c in wanted]
+        frame = pq.read_table(path, columns=wanted, read_dictionary=as_dict or None).to_pandas()
+        if len(frame) != manifest["tables"][name]["rows"]:
+            raise CrmDataError(f"{path} holds {len(frame):,} rows but the manifest says "
+                               f"{manifest['tables'][name]['rows']:,}: the snapshot is inconsistent")
+        tables[name] = frame
+    return tables, manifest
+
+
+def extract(url: str, out: Path, source: str | None = None) -> dict[str, Any]:
+    """Read and validate the five tables from the database at `url`, and snapshot them into `out`."""
+    from pipelines.crm.db import display_url, make_engine, read_crm
+
+    engine = make_engine(url)
+    try:
+        tables = read_crm(engine)
+    finally:
+        engine.dispose()
+    return write_snapshot(tables, out, source or display_url(url))

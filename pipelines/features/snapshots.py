@@ -1,0 +1,193 @@
+"""The snapshot grid and its labels: which (lead, t) pairs are training examples, and did each one convert.
+
+Training mirrors nightly scoring. On every grid date t (UTC midnight every `cadence_days`; Mondays when weekly)
+each lead that is *open* at t is one example. Open at t means: created at or before t; by t it has not entered the
+target stage or any later one, nor Won or Lost; and its latest stage by t is not Disqualified (a recycled lead
+that re-enters the funnel is open again). The label says whether the lead enters the target stage (or later)
+within (t, t + horizon]. A snapshot whose horizon runs past the end of history is dropped, never labelled
+negative, because its outcome is not known yet. `max_lead_age_days` keeps only snapshots at which the lead is at
+most that old, which bounds the rows per lead (about max_age / cadence).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import pandas as pd
+
+from pipelines.config import FeaturesParams
+from pipelines.crm import vocab
+from pipelines.crm.schema import UTC_NS
+from pipelines.extract import history_end
+from pipelines.features import timeline as tl
+
+log = logging.getLogger(__name__)
+
+#: For each selectable target, the stages whose entry counts as reaching it.
+TARGET_STAGES: Final[dict[str, frozenset[str]]] = {
+    "SAL": frozenset({"SAL"}) | vocab.SQL_OR_LATER,
+    "SQL": vocab.SQL_OR_LATER,
+    "Won": frozenset({"Won"}),
+}
+#: Terminal stages: a lead that has entered one is closed for good, whatever the target.
+TERMINAL_STAGES: Final = frozenset({"Won", "Lost"})
+DISQUALIFIED: Final = "Disqualified"
+STAGE_CODES: Final[dict[str, int]] = {stage: code for code, stage in enumerate(vocab.STAGES)}
+
+
+def stage_codes(stages: frozenset[str] | set[str]) -> np.ndarray:
+    """The integer codes (positions in `vocab.STAGES`) of a set of stage names."""
+    return np.array(sorted(STAGE_CODES[s] for s in stages), dtype=np.int8)
+
+
+@dataclass(frozen=True)
+class StageIndex:
+    """Stage entries sorted by (lead position, known second, stage_history_id): the as-of view of the funnel."""
+
+    keys: np.ndarray
+    stage: np.ndarray
+
+    @classmethod
+    def build(cls, stage_history: pd.DataFrame, lead_ids: np.ndarray) -> StageIndex:
+        """Index `stage_history` by the position of each row's lead within `lead_ids`; other leads are skipped."""
+        owner = tl.index_of(lead_ids, stage_history["lead_id"].to_numpy())
+        codes = pd.Categorical(stage_history["stage"], categories=vocab.STAGES).codes
+        keep = (owner >= 0) & (codes >= 0)
+        keys = tl.make_keys(owner[keep], tl.known_seconds(stage_history["entered_at"])[keep])
+        ids = stage_history["stage_history_id"].to_numpy(dtype=np.int64)[keep]
+        order = np.lexsort((ids, keys))
+        return cls(keys=keys[order], stage=codes[keep][order].astype(np.int8))
+
+    def owners(self, lo: int, hi: int) -> StageIndex:
+        """The entries of owners lo..hi-1 only (keys unchanged, so queries by owner position still work)."""
+        start, stop = np.searchsorted(self.keys, [lo << tl.SECOND_BITS, hi << tl.SECOND_BITS])
+        return StageIndex(keys=self.keys[start:stop], stage=self.stage[start:stop])
+
+    def prefix(self, owner: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+        """Prefix length: entries of this owner known at `seconds` end just before this index."""
+        return tl.count_upto(self.keys, owner, seconds)
+
+    def start(self, owner: np.ndarray) -> np.ndarray:
+        """Index of each owner's first entry."""
+        return tl.owner_start(self.keys, owner)
+
+    def count_in(self, stages: frozenset[str], owner: np.ndarray, since: np.ndarray | None, until: np.ndarray
+                 ) -> np.ndarray:
+        """Entries into any of `stages` with since < known second <= until (since None: from the start)."""
+        sums = tl.prefix_sums(np.isin(self.stage, stage_codes(stages)).astype(np.int32))
+        lower = self.start(owner) if since is None else self.prefix(owner, since)
+        return sums[self.prefix(owner, until)] - sums[lower]
+
+    def latest(self, owner: np.ndarray, seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(stage code, key) of the latest entry known at `seconds`; code -1 and key -1 when there is none."""
+        prefix = self.prefix(owner, seconds)
+        has = prefix > self.start(owner)
+        code = np.full(len(owner), -1, dtype=np.int8)
+        key = np.full(len(owner), -1, dtype=np.int64)
+        code[has] = self.stage[prefix[has] - 1]
+        key[has] = self.keys[prefix[has] - 1]
+        return code, key
+
+
+def open_mask(stage_index: StageIndex, created_known: np.ndarray, owner: np.ndarray, seconds: np.ndarray,
+              target_stage: str) -> np.ndarray:
+    """Whether each (lead position, second) is an open lead: created, not converted, not closed or disqualified."""
+    created = created_known[owner] <= seconds
+    closing = TARGET_STAGES[target_stage] | TERMINAL_STAGES
+    closed = stage_index.count_in(closing, owner, None, seconds) > 0
+    latest, _ = stage_index.latest(owner, seconds)
+    disqualified = latest == STAGE_CODES[DISQUALIFIED]
+    return created & ~closed & ~disqualified
+
+
+def labels(stage_index: StageIndex, owner: np.ndarray, seconds: np.ndarray, target_stage: str,
+           horizon_days: int) -> np.ndarray:
+    """1 when the lead enters the target stage (or later) within (t, t + horizon], else 0 (int8)."""
+    until = seconds + horizon_days * tl.DAY
+    return (stage_index.count_in(TARGET_STAGES[target_stage], owner, seconds, until) > 0).astype(np.int8)
+
+
+def _grid_candidates(created_ns: np.ndarray, last_allowed: np.ndarray, cadence_days: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(lead position, snapshot second) for every grid date from creation to `last_allowed`, vectorised."""
+    step = cadence_days * tl.DAY
+    anchor = int(tl.GRID_ANCHOR.value // 1_000_000_000)
+    created_sec = -(-created_ns // 1_000_000_000)
+    first = -(-(created_sec - anchor) // step)
+    last = (last_allowed - anchor) // step
+    counts = np.clip(last - first + 1, 0, None)
+    owner = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+    offsets = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    seconds = anchor + (np.repeat(first, counts) + offsets) * step
+    return owner, seconds
+
+
+def first_entry_seconds(stage_index: StageIndex, stages: frozenset[str], n_leads: int) -> np.ndarray:
+    """Per lead position, the known second of its first entry into any of `stages` (int64 max when never)."""
+    keys = stage_index.keys[np.isin(stage_index.stage, stage_codes(stages))]
+    owners = tl.key_owner(keys)
+    first = np.r_[True, owners[1:] != owners[:-1]] if len(keys) else np.zeros(0, dtype=bool)
+    out = np.full(n_leads, np.iinfo(np.int64).max, dtype=np.int64)
+    out[owners[first]] = tl.key_seconds(keys[first])
+    return out
+
+
+def snapshot_grid(tables: Mapping[str, pd.DataFrame], params: FeaturesParams,
+                  end: pd.Timestamp | None = None) -> pd.DataFrame:
+    """Training examples: (lead_id, snapshot_at, label) for every open lead on every uncensored grid date.
+
+    `end` is the end of history (default: the latest timestamp in the tables); a snapshot t is kept only when
+    t + horizon <= end, so every label is fully observed. Rows come grouped by lead, in time order. Work is per
+    lead, not per candidate row: a lead is open from creation until its first closing entry (target or later,
+    Won, Lost), except while its latest stage is Disqualified, which is checked only for leads ever disqualified;
+    its label at t is whether its first target entry (necessarily after t, as it is open) is within the horizon.
+    """
+    leads = tables["leads"]
+    end = history_end(tables) if end is None else pd.Timestamp(end).tz_convert("UTC")
+    lead_ids = leads["lead_id"].to_numpy(dtype=np.int64)
+    n = len(lead_ids)
+    created_ns = tl.nanoseconds(leads["created_at"])
+    stage_index = StageIndex.build(tables["stage_history"], lead_ids)
+    target = TARGET_STAGES[params.target_stage]
+    closes = first_entry_seconds(stage_index, target | TERMINAL_STAGES, n)
+    end_sec = int(end.value // 1_000_000_000)
+    oldest = created_ns // 1_000_000_000 + params.max_lead_age_days * tl.DAY
+    last_allowed = np.minimum(np.minimum(oldest, end_sec - params.horizon_days * tl.DAY), closes - 1)
+    owner, seconds = _grid_candidates(created_ns, last_allowed, params.cadence_days)
+    ever_dq = first_entry_seconds(stage_index, frozenset({DISQUALIFIED}), n) <= end_sec
+    check = np.flatnonzero(ever_dq[owner])
+    if len(check):
+        latest, _ = stage_index.latest(owner[check], seconds[check])
+        drop = check[latest == STAGE_CODES[DISQUALIFIED]]
+        keep = np.ones(len(owner), dtype=bool)
+        keep[drop] = False
+        owner, seconds = owner[keep], seconds[keep]
+    reaches = first_entry_seconds(stage_index, target, n)[owner]
+    label = (reaches <= seconds + params.horizon_days * tl.DAY).astype(np.int8)
+    grid = pd.DataFrame({"lead_id": lead_ids[owner], "snapshot_at": tl.from_seconds(seconds), "label": label})
+    last = tl.from_seconds(seconds.max(keepdims=True))[0] if len(grid) else "-"
+    log.info("snapshot grid: %s rows (%s leads, positive rate %.2f%%) up to %s; history ends %s",
+             f"{len(grid):,}", f"{int((np.bincount(owner, minlength=n) > 0).sum()):,}",
+             100 * float(label.mean()) if len(label) else 0.0, last, end)
+    return grid
+
+
+def open_leads_at(tables: Mapping[str, pd.DataFrame], as_of: pd.Timestamp, params: FeaturesParams
+                  ) -> pd.DataFrame:
+    """(lead_id, snapshot_at) of every lead open at `as_of`, whatever its age: the rows nightly scoring scores."""
+    leads = tables["leads"]
+    as_of = pd.Timestamp(as_of)
+    as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
+    lead_ids = leads["lead_id"].to_numpy(dtype=np.int64)
+    owner = np.arange(len(lead_ids), dtype=np.int64)
+    seconds = np.full(len(owner), int(as_of.value // 1_000_000_000), dtype=np.int64)
+    stage_index = StageIndex.build(tables["stage_history"], lead_ids)
+    keep = open_mask(stage_index, tl.known_seconds(leads["created_at"]), owner, seconds, params.target_stage)
+    return pd.DataFrame({
+        "lead_id": lead_ids[keep],
+        "snapshot_at": pd.Series(as_of, index=range(int(keep.sum())), dtype=UTC_NS),
+    })

@@ -1,0 +1,110 @@
+"""The features stage's I/O shell: CRM snapshot in, labelled feature snapshots and their feature list out.
+
+Reads the extract stage's Parquet snapshot, builds the snapshot grid with labels (censored at the manifest's
+`history_end`), computes features chunk by chunk and streams them into one Parquet file while the next chunk is
+computed (the writer runs in a thread; Arrow releases the GIL). The output folder is swapped in atomically:
+`snapshots.parquet` (lead_id, snapshot_at, label, features; no personal data), `feature_list.json` (name, kind,
+family per feature) and `summary.json` (row counts, positive rate, dates).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Final
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.config import FeaturesParams
+from pipelines.errors import CrmDataError
+from pipelines.extract import atomic_directory, read_snapshot
+from pipelines.features.build import feature_specs, iter_feature_chunks, personal_columns
+from pipelines.features.snapshots import snapshot_grid
+
+log = logging.getLogger(__name__)
+
+SNAPSHOTS_FILE: Final = "snapshots.parquet"
+FEATURE_LIST_FILE: Final = "feature_list.json"
+SUMMARY_FILE: Final = "summary.json"
+#: Only the columns the features read; personal data is read for derived signals and never written.
+RAW_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
+    "campaigns": ("campaign_id", "channel", "region"),
+    "accounts": ("account_id", "domain", "industry", "employee_count", "annual_revenue", "country", "region"),
+    "leads": ("lead_id", "account_id", "created_at", "first_name", "last_name", "email", "phone", "job_title",
+              "lead_source", "campaign_id", "country", "budget_range", "purchase_timeframe"),
+    "activities": ("lead_id", "occurred_at", "activity_type", "detail"),
+    "stage_history": ("stage_history_id", "lead_id", "stage", "entered_at"),
+}
+#: Repetitive text read as Parquet dictionaries (pandas categoricals) to save memory at millions of rows.
+DICTIONARY_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
+    "activities": ("activity_type", "detail"),
+    "stage_history": ("stage",),
+}
+
+
+def write_feature_rows(tables: Mapping[str, pd.DataFrame], grid: pd.DataFrame, params: FeaturesParams, path: Path,
+                       progress: bool = True) -> int:
+    """Stream every chunk's rows into one Parquet file (lz4, dictionaries only for categoricals); rows written."""
+    writer: pq.ParquetWriter | None = None
+    pending: Future[None] | None = None
+    rows = 0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet") as pool:
+        try:
+            for chunk in iter_feature_chunks(tables, grid, params, progress=progress):
+                table = chunk.to_arrow()
+                if writer is None:
+                    categorical = [f.name for f in table.schema if pa.types.is_dictionary(f.type)]
+                    writer = pq.ParquetWriter(path, table.schema, compression="lz4", use_dictionary=categorical,
+                                              write_statistics=["lead_id", "snapshot_at", "label"])
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(writer.write_table, table)
+                rows += table.num_rows
+            if pending is not None:
+                pending.result()
+        finally:
+            if writer is not None:
+                writer.close()
+    return rows
+
+
+def run_features(raw: Path, out: Path, params: FeaturesParams, progress: bool = True) -> dict[str, Any]:
+    """The features stage: read the snapshot at `raw`, write snapshots, feature list and summary into `out`."""
+    tables, manifest = read_snapshot(raw, RAW_COLUMNS, DICTIONARY_COLUMNS)
+    end = manifest["history_end"]
+    grid = snapshot_grid(tables, params, end)
+    if grid.empty:
+        raise CrmDataError(
+            f"no training examples: no lead is open on a snapshot date whose {params.horizon_days}-day horizon "
+            f"ends by {end} (history too short, or features.max_lead_age_days / cadence_days too small)"
+        )
+    specs = feature_specs(params)
+    leaked = personal_columns() & {s.name for s in specs}
+    if leaked:  # a programming error, checked here too because the file leaves the pipeline
+        raise RuntimeError(f"personal-data columns among the features: {sorted(leaked)}")
+    with atomic_directory(out) as tmp:
+        rows = write_feature_rows(tables, grid, params, tmp / SNAPSHOTS_FILE, progress=progress)
+        feature_list = [{"name": s.name, "kind": s.kind, "family": s.family} for s in specs]
+        (tmp / FEATURE_LIST_FILE).write_text(json.dumps(feature_list, indent=2) + "\n")
+        summary = {
+            "rows": rows,
+            "leads": int(grid["lead_id"].nunique()),
+            "positives": int(grid["label"].sum()),
+            "positive_rate": float(grid["label"].mean()),
+            "snapshot_dates": int(grid["snapshot_at"].nunique()),
+            "first_snapshot": grid["snapshot_at"].min().isoformat(),
+            "last_snapshot": grid["snapshot_at"].max().isoformat(),
+            "history_end": end.isoformat(),
+            "features": len(specs),
+            "target_stage": params.target_stage,
+            "horizon_days": params.horizon_days,
+        }
+        (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("features: %s rows x %d features (%s positives, %.2f%%) written to %s",
+             f"{rows:,}", len(specs), f"{summary['positives']:,}", 100 * summary["positive_rate"], out)
+    return summary
