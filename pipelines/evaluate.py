@@ -1,0 +1,319 @@
+"""The evaluate stage: every headline figure on the out-of-time test slice, beside the baselines and the oracle.
+
+`evaluate_scores` is the pure core: the test rows' labels and scores (calibrated model, raw model, logistic
+regression, rule score and rule MQL flag, and the oracle when the demo's ground truth is there) in, a metrics dict
+and plot tables out. `run_evaluate` loads the models and inputs and writes metrics/evaluate.json (for
+`dvc metrics show`) and plots/*.csv (for `dvc plots show`).
+
+Conventions:
+- ROC-AUC, PR-AUC (average precision), log loss, Brier and ECE are on rows (one row = one open lead at one
+  snapshot); ECE uses the bins of params `evaluate.ece_bins` / `ece_strategy` (quantile = equal-mass).
+- Lift and capture of the top deciles pool all test rows.
+- Equal-volume comparison with the rules: at each snapshot, k = the rule MQLs among the open leads then; the
+  model picks its top k at that snapshot. `sql_capture_ratio_vs_rules` = conversions among the model's picks /
+  conversions among the rule MQLs, summed over snapshots.
+- Confidence intervals resample *leads* with replacement (all of a lead's snapshot rows together), because rows
+  of one lead are strongly correlated; resampling rows would make the intervals too narrow.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import brier_score_loss, log_loss, roc_curve
+
+from pipelines.calibrate import (
+    CALIBRATOR_FILE,
+    STAGES,
+    THRESHOLDS_FILE,
+    Thresholds,
+    load_calibrator,
+    load_thresholds,
+    read_rule_scores,
+    slice_share,
+    stage_statistics,
+)
+from pipelines.config import EvaluateParams, Params
+from pipelines.modeling import (
+    LABEL,
+    LeadBootstrap,
+    ModelInputError,
+    align_rows,
+    assign_slices,
+    average_precision,
+    expected_calibration_error,
+    lift_and_capture,
+    precision_recall,
+    read_features,
+    reliability_table,
+    roc_auc,
+    top_k_per_group,
+    write_csv,
+    write_json,
+)
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE: Final = "evaluate.json"
+#: Plot tables written under the plots folder (each a CSV that dvc.yaml's top-level `plots:` refers to).
+PLOT_FILES: Final[tuple[str, ...]] = (
+    "roc.csv", "pr.csv", "calibration.csv", "calibration_raw.csv", "gains.csv", "threshold_tradeoff.csv",
+)
+
+
+@dataclass(frozen=True)
+class ScoredRows:
+    """The test rows with their label and every score, aligned."""
+
+    lead_id: np.ndarray
+    snapshot_at: pd.Series
+    y: np.ndarray
+    prob: np.ndarray                 # calibrated model probability (what scoring uses)
+    raw: np.ndarray                  # the booster's raw probability
+    logreg: np.ndarray               # logistic-regression baseline
+    rule_score: np.ndarray
+    rule_mql: np.ndarray
+    oracle: np.ndarray | None = None  # Bayes-optimal probability (demo ground truth), when available
+    segments: pd.Series | None = None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Metrics (JSON-ready) and plot tables (file name -> frame)."""
+
+    metrics: dict[str, Any]
+    plots: dict[str, pd.DataFrame]
+
+
+def _auc(y: np.ndarray, s: np.ndarray) -> float:
+    return roc_auc(y, s)
+
+
+def _ap(y: np.ndarray, s: np.ndarray) -> float:
+    return average_precision(y, s) if 0 < np.sum(y) < len(y) else float("nan")
+
+
+def probability_metrics(y: np.ndarray, p: np.ndarray, params: EvaluateParams) -> dict[str, float]:
+    """ROC-AUC, PR-AUC, log loss, Brier and ECE of probabilities."""
+    p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
+    return {
+        "roc_auc": _auc(y, p),
+        "pr_auc": _ap(y, p),
+        "log_loss": float(log_loss(y, np.clip(p, 1e-15, 1 - 1e-15), labels=[0, 1])),
+        "brier": float(brier_score_loss(y, p)),
+        "ece": expected_calibration_error(y, p, params.ece_bins, params.ece_strategy),
+    }
+
+
+def capture_at_rule_volume(y: np.ndarray, score: np.ndarray, rule_mql: np.ndarray, snapshot_code: np.ndarray
+                           ) -> dict[str, float]:
+    """Model top-k per snapshot (k = rule MQLs at that snapshot) vs the rule MQLs: conversions each captures.
+
+    `snapshot_code` numbers the snapshot dates 0..S-1 (e.g. from `pd.factorize`).
+    """
+    k = np.bincount(snapshot_code, weights=rule_mql.astype(float)).astype(np.int64)
+    picked = top_k_per_group(score, snapshot_code, k)
+    model_hits, rule_hits = float(y[picked].sum()), float(y[rule_mql].sum())
+    model_p, model_r = precision_recall(y, picked)
+    rule_p, rule_r = precision_recall(y, rule_mql)
+    return {
+        "sql_capture_ratio_vs_rules": model_hits / rule_hits if rule_hits else float("nan"),
+        "model_precision_at_rule_volume": model_p, "model_recall_at_rule_volume": model_r,
+        "rule_mql_precision": rule_p, "rule_mql_recall": rule_r,
+        "model_conversions_at_rule_volume": model_hits, "rule_mql_conversions": rule_hits,
+    }
+
+
+def _lift_block(y: np.ndarray, scores: dict[str, np.ndarray], deciles: tuple[int, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, s in scores.items():
+        for d in deciles:
+            lift, capture = lift_and_capture(y, s, d / 10)
+            out.setdefault(name, {})[f"top{d}0pct_lift"] = lift
+            out[name][f"top{d}0pct_capture"] = capture
+    return out
+
+
+def _roc_table(y: np.ndarray, scores: dict[str, np.ndarray], points: int) -> pd.DataFrame:
+    grid = np.linspace(0.0, 1.0, points)
+    table = {"fpr": grid}
+    for name, s in scores.items():
+        fpr, tpr, _ = roc_curve(y, s)
+        table[name] = np.interp(grid, fpr, tpr)
+    return pd.DataFrame(table)
+
+
+def _pr_table(y: np.ndarray, scores: dict[str, np.ndarray], points: int) -> pd.DataFrame:
+    """Interpolated precision (the best precision at recall >= r) on a common recall grid."""
+    grid = np.linspace(0.0, 1.0, points)
+    table = {"recall": grid}
+    for name, s in scores.items():
+        order = np.argsort(-s, kind="stable")
+        hits = np.cumsum(y[order])
+        ends = np.flatnonzero(np.r_[s[order][1:] != s[order][:-1], True])
+        recall, precision = hits[ends] / max(y.sum(), 1), hits[ends] / (ends + 1)
+        best_after = np.maximum.accumulate(precision[::-1])[::-1]
+        idx = np.searchsorted(recall, grid, side="left")
+        table[name] = np.where(idx < len(recall), best_after[np.minimum(idx, len(recall) - 1)], np.nan)
+    return pd.DataFrame(table)
+
+
+def _gains_table(y: np.ndarray, scores: dict[str, np.ndarray], points: int) -> pd.DataFrame:
+    """Share of conversions captured by the top share of rows, for each score (random = the diagonal)."""
+    grid = np.linspace(0.0, 1.0, points)
+    table = {"share_of_leads": grid, "random": grid}
+    total = max(float(y.sum()), 1.0)
+    for name, s in scores.items():
+        captured = np.r_[0.0, np.cumsum(y[np.argsort(-s, kind="stable")]) / total]
+        table[name] = captured[np.round(grid * len(s)).astype(int)]
+    return pd.DataFrame(table)
+
+
+def _tradeoff_table(y: np.ndarray, prob: np.ndarray, weeks: float, points: int) -> pd.DataFrame:
+    """For thresholds across the score range: leads per week picked vs expected and observed conversions."""
+    cuts = np.unique(np.quantile(prob, np.linspace(0.0, 1.0, points)))[::-1]
+    order = np.argsort(-prob, kind="stable")
+    p_sorted = prob[order]
+    n_picked = np.searchsorted(-p_sorted, -cuts, side="right")
+    expected = np.r_[0.0, np.cumsum(p_sorted)][n_picked]
+    observed = np.r_[0.0, np.cumsum(y[order])][n_picked]
+    return pd.DataFrame({
+        "threshold": cuts, "leads_per_week": n_picked / weeks,
+        "expected_sqls_per_week": expected / weeks, "observed_sqls_per_week": observed / weeks,
+    })
+
+
+def evaluate_scores(rows: ScoredRows, thresholds: Thresholds, params: EvaluateParams, cadence_days: int,
+                    snapshot_share: float, seed: int) -> Evaluation:
+    """All test-slice figures (with lead-bootstrap CIs on the headline ones) and the plot tables."""
+    y = np.asarray(rows.y, dtype=np.int64)
+    snapshot, dates = pd.factorize(pd.to_datetime(rows.snapshot_at, utc=True), sort=True)
+    weeks = len(dates) * snapshot_share * cadence_days / 7
+    oracle = rows.oracle
+    model = probability_metrics(y, rows.prob, params)
+    equal_volume = capture_at_rule_volume(y, rows.prob, rows.rule_mql, snapshot)
+    metrics: dict[str, Any] = {
+        **model,
+        "roc_auc_raw": _auc(y, rows.raw),
+        "sql_capture_ratio_vs_rules": equal_volume["sql_capture_ratio_vs_rules"],
+    }
+    if oracle is not None:
+        metrics["oracle_roc_auc"] = _auc(y, oracle)
+        metrics["oracle_brier"] = float(brier_score_loss(y, oracle))
+        metrics["oracle_pr_auc"] = _ap(y, oracle)
+        metrics["roc_auc_vs_oracle"] = metrics["roc_auc"] / metrics["oracle_roc_auc"]
+        metrics["oracle_sql_capture_ratio_vs_rules"] = capture_at_rule_volume(
+            y, oracle, rows.rule_mql, snapshot)["sql_capture_ratio_vs_rules"]
+
+    def statistic(idx: np.ndarray) -> dict[str, float]:
+        yi = y[idx]
+        out = {"roc_auc": _auc(yi, rows.prob[idx]), "pr_auc": _ap(yi, rows.prob[idx]),
+               "brier": float(brier_score_loss(yi, rows.prob[idx])),
+               "ece": expected_calibration_error(yi, rows.prob[idx], params.ece_bins, params.ece_strategy),
+               "sql_capture_ratio_vs_rules": capture_at_rule_volume(
+                   yi, rows.prob[idx], rows.rule_mql[idx], snapshot[idx])["sql_capture_ratio_vs_rules"]}
+        if oracle is not None:
+            out["roc_auc_vs_oracle"] = out["roc_auc"] / _auc(yi, oracle[idx])
+        return out
+
+    boot = LeadBootstrap(rows.lead_id, seed)
+    for name, (lo, hi) in boot.intervals(statistic, params.bootstrap, params.ci_level).items():
+        metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"] = lo, hi
+
+    scores = {"model": rows.prob, "logreg": rows.logreg, "rules": rows.rule_score}
+    if oracle is not None:
+        scores["oracle"] = oracle
+    metrics["logreg"] = {**probability_metrics(y, rows.logreg, params), "sql_capture_ratio_vs_rules":
+                         capture_at_rule_volume(y, rows.logreg, rows.rule_mql, snapshot)["sql_capture_ratio_vs_rules"]}
+    metrics["rules"] = {"roc_auc": _auc(y, rows.rule_score), "pr_auc": _ap(y, rows.rule_score),
+                        "mql_leads_per_week": float(rows.rule_mql.sum() / weeks)}
+    metrics["equal_volume"] = equal_volume
+    metrics["lift"] = _lift_block(y, scores, params.top_deciles)
+    metrics["stages"] = stage_statistics(thresholds, rows.prob, y, rows.lead_id, rows.snapshot_at, rows.segments,
+                                         cadence_days, snapshot_share, params.bootstrap, params.ci_level, seed)
+    limits = thresholds.matrix(len(y), rows.segments)
+    for j, stage in enumerate(STAGES):  # the rule score at the same volume, snapshot by snapshot
+        picked = rows.prob >= limits[:, j]
+        k = np.bincount(snapshot, weights=picked.astype(float), minlength=len(dates)).astype(np.int64)
+        rule_p, rule_r = precision_recall(y, top_k_per_group(rows.rule_score, snapshot, k))
+        metrics["stages"][stage]["rules_precision_at_equal_volume"] = rule_p
+        metrics["stages"][stage]["rules_recall_at_equal_volume"] = rule_r
+    metrics["test"] = {"rows": len(y), "leads": len(np.unique(rows.lead_id)), "positives": int(y.sum()),
+                       "snapshots": len(dates), "base_rate": float(y.mean())}
+
+    calibration = reliability_table(y, rows.prob, params.ece_bins, params.ece_strategy)
+    calibration["perfect"] = calibration["mean_predicted"]
+    plots = {
+        "roc.csv": _roc_table(y, scores, params.curve_points),
+        "pr.csv": _pr_table(y, scores, params.curve_points),
+        "calibration.csv": calibration,
+        "calibration_raw.csv": reliability_table(y, rows.raw, params.ece_bins, params.ece_strategy),
+        "gains.csv": _gains_table(y, scores, params.curve_points),
+        "threshold_tradeoff.csv": _tradeoff_table(y, np.asarray(rows.prob, dtype=float), weeks, params.curve_points),
+    }
+    return Evaluation(metrics=metrics, plots=plots)
+
+
+def oracle_for(truth_path: Path | None, rows: pd.DataFrame, horizon_days: int) -> np.ndarray | None:
+    """The demo oracle's probability for the rows, or None when there is no ground-truth file."""
+    if truth_path is None or not Path(truth_path).exists():
+        if truth_path is not None:
+            log.info("no ground truth at %s: oracle metrics omitted", truth_path)
+        return None
+    from pipelines.crm.demo import oracle_probability, read_truth
+
+    return np.asarray(oracle_probability(read_truth(Path(truth_path)), rows[["lead_id", "snapshot_at"]],
+                                         horizon_days), dtype=float)
+
+
+def run_evaluate(params: Params, features_dir: Path, model_dir: Path, rules_path: Path, truth_path: Path | None,
+                 metrics_dir: Path, plots_dir: Path) -> Evaluation:
+    """Entry point of the evaluate stage: score the test slice with every model and write metrics and plots."""
+    from pipelines.train import booster_predict, load_booster, load_logreg, load_split, logreg_predict
+
+    frame, _ = read_features(features_dir)
+    model_dir = Path(model_dir)
+    split = load_split(model_dir)
+    slices = assign_slices(frame, split)
+    test = frame.loc[slices == "test"].reset_index(drop=True)
+    if test.empty:
+        raise ModelInputError("no feature rows fall in the test slice of models/split.json (stale split?)")
+    booster = load_booster(model_dir)
+    calibrator = load_calibrator(model_dir / CALIBRATOR_FILE)
+    thresholds = load_thresholds(model_dir / THRESHOLDS_FILE)
+    logreg, logreg_features = load_logreg(model_dir)
+    rules = align_rows(test, read_rule_scores(rules_path), ["rule_score", "rule_mql"], "rule scores")
+    raw = booster_predict(booster, test)
+    column = thresholds.segment_column
+    rows = ScoredRows(
+        lead_id=test["lead_id"].to_numpy(), snapshot_at=test["snapshot_at"], y=test[LABEL].to_numpy(),
+        prob=calibrator.apply(raw), raw=raw, logreg=logreg_predict(logreg, test, logreg_features),
+        rule_score=rules["rule_score"].to_numpy(dtype=float), rule_mql=rules["rule_mql"].to_numpy(dtype=bool),
+        oracle=oracle_for(truth_path, test, params.features.horizon_days),
+        segments=test[column] if column and column in test.columns else None,
+    )
+    result = evaluate_scores(rows, thresholds, params.evaluate, params.features.cadence_days,
+                             slice_share(slices, frame["snapshot_at"], "test"), params.base.seed)
+    write_json(Path(metrics_dir) / METRICS_FILE, result.metrics)
+    for name, table in result.plots.items():
+        write_csv(Path(plots_dir) / name, table)
+    _log_headline(result.metrics)
+    return result
+
+
+def _log_headline(m: dict[str, Any]) -> None:
+    fmt: Callable[[str], str] = lambda k: f"{m[k]:.4f}" if isinstance(m.get(k), float) else "n/a"  # noqa: E731
+    log.info("test: ROC-AUC %s (oracle %s, ratio %s), PR-AUC %s, Brier %s (oracle %s), ECE %s, "
+             "SQL capture vs rules at equal volume %s", fmt("roc_auc"), fmt("oracle_roc_auc"),
+             fmt("roc_auc_vs_oracle"), fmt("pr_auc"), fmt("brier"), fmt("oracle_brier"), fmt("ece"),
+             fmt("sql_capture_ratio_vs_rules"))
+    for stage in STAGES:
+        s = m["stages"][stage]
+        log.info("%s: %.0f leads/week, precision %.3f, recall %.3f", stage, s["leads_per_week"], s["precision"],
+                 s["recall"])

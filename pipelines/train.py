@@ -1,0 +1,272 @@
+"""The train stage: out-of-time split, LightGBM propensity model and its logistic-regression baseline.
+
+`train_models` is the pure core (feature frame + typed params in, fitted models and a report out); `run_train`
+reads the features stage's output and writes models/booster.txt (LightGBM text model, which carries its own
+category levels), models/baselines/logreg.joblib, models/split.json and models/train_report.json, plus
+metrics/train.json for `dvc metrics show`. The rule score needs no training: the evaluate stage scores it on the
+same test rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss, roc_auc_score
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+
+from pipelines.config import Params, TrainParams
+from pipelines.modeling import (
+    LABEL,
+    ColdStartError,
+    FeatureInfo,
+    ModelInputError,
+    SplitPlan,
+    assign_slices,
+    atomic_path,
+    model_features,
+    monotone_directions,
+    plan_split,
+    read_features,
+    read_json,
+    write_json,
+)
+
+log = logging.getLogger(__name__)
+
+BOOSTER_FILE = "booster.txt"
+LOGREG_FILE = "baselines/logreg.joblib"
+SPLIT_FILE = "split.json"
+REPORT_FILE = "train_report.json"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The fitted models, the split they were fitted on and a JSON-ready report."""
+
+    booster: lgb.Booster
+    logreg: Pipeline
+    split: SplitPlan
+    features: list[FeatureInfo]
+    report: dict[str, Any]
+
+
+def check_positives(count: int, needed: int, where: str) -> None:
+    """ColdStartError unless `count` >= `needed` (the message says both numbers and the param to change)."""
+    if count < needed:
+        raise ColdStartError(
+            f"cannot train: {where} holds {count:,} positive example(s) (leads reaching the target stage within the "
+            f"horizon); at least {needed:,} are needed (train.min_positives). Collect more history, or lower "
+            f"train.min_positives knowing the model will be unreliable."
+        )
+
+
+def lgb_params(params: TrainParams, seed: int, monotone: list[int] | None) -> dict[str, Any]:
+    """LightGBM's parameter dict from the typed params (deterministic, quiet)."""
+    out: dict[str, Any] = {
+        "objective": "binary",
+        "metric": ["binary_logloss", "auc"],
+        "learning_rate": params.learning_rate,
+        "num_leaves": params.num_leaves,
+        "min_child_samples": params.min_child_samples,
+        "feature_fraction": params.feature_fraction,
+        "bagging_fraction": params.bagging_fraction,
+        "bagging_freq": params.bagging_freq,
+        "lambda_l2": params.lambda_l2,
+        "cat_smooth": params.cat_smooth,
+        "num_threads": params.num_threads,
+        "seed": seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "verbosity": -1,
+    }
+    if monotone and any(monotone):
+        out["monotone_constraints"] = monotone
+        out["monotone_constraints_method"] = "advanced"
+    return out
+
+
+def build_logreg(features: list[FeatureInfo], params: TrainParams, seed: int) -> Pipeline:
+    """Baseline on the same features: impute (with missing flags), asinh counts, scale; one-hot the categoricals."""
+    numeric = [f.name for f in features if f.kind == "numeric"]
+    categorical = [f.name for f in features if f.kind == "categorical"]
+    numeric_steps = make_pipeline(
+        SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+        FunctionTransformer(np.arcsinh, feature_names_out="one-to-one"),  # tames heavy-tailed counts and sizes
+        StandardScaler(),
+    )
+    categorical_steps = make_pipeline(
+        SimpleImputer(strategy="constant", fill_value="missing", keep_empty_features=True),
+        OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=50, sparse_output=False),
+    )
+    columns = ColumnTransformer([("numeric", numeric_steps, numeric), ("categorical", categorical_steps, categorical)])
+    model = LogisticRegression(C=params.logreg_c, max_iter=params.logreg_max_iter, random_state=seed)
+    return Pipeline([("columns", columns), ("model", model)])
+
+
+def _as_object(frame: pd.DataFrame, features: list[FeatureInfo]) -> pd.DataFrame:
+    """Categoricals as object strings for the sklearn baseline (its imputer and encoder want plain values)."""
+    out = frame[[f.name for f in features]].copy()
+    for f in features:
+        if f.kind == "categorical":
+            out[f.name] = out[f.name].astype(object).where(out[f.name].notna(), np.nan)
+    return out
+
+
+def logreg_predict(model: Pipeline, frame: pd.DataFrame, features: list[FeatureInfo]) -> np.ndarray:
+    """P(label = 1) from the logistic-regression baseline."""
+    return model.predict_proba(_as_object(frame, features))[:, 1]
+
+
+def booster_predict(booster: lgb.Booster, frame: pd.DataFrame) -> np.ndarray:
+    """Raw (uncalibrated) LightGBM probability; the booster re-imposes its own category levels."""
+    return np.asarray(booster.predict(frame[booster.feature_name()]), dtype=float)
+
+
+def fit_lightgbm(frame: pd.DataFrame, features: list[FeatureInfo], fit: np.ndarray, valid: np.ndarray,
+                 params: TrainParams, seed: int, refit_rows: np.ndarray | None = None
+                 ) -> tuple[lgb.Booster, int, dict[str, float]]:
+    """Boost on `fit` rows with early stopping on `valid` rows; optionally refit on `refit_rows` with as many rounds.
+
+    Returns the booster, the early-stopped round count and the validation figures of the early-stopped model.
+    """
+    names = [f.name for f in features]
+    monotone = monotone_directions(features) if params.monotone_engagement else None
+    config = lgb_params(params, seed, monotone)
+    y = frame[LABEL].to_numpy()
+    fit_set = lgb.Dataset(frame.loc[fit, names], label=y[fit], categorical_feature="auto", free_raw_data=False)
+    valid_set = lgb.Dataset(frame.loc[valid, names], label=y[valid], reference=fit_set)
+    booster = lgb.train(
+        config, fit_set, num_boost_round=params.max_rounds, valid_sets=[valid_set], valid_names=["valid"],
+        callbacks=[lgb.early_stopping(params.early_stopping_rounds, first_metric_only=True, verbose=False)],
+    )
+    best = int(booster.best_iteration or params.max_rounds)
+    valid_raw = np.asarray(booster.predict(frame.loc[valid, names], num_iteration=best))
+    metrics = {"roc_auc": float(roc_auc_score(y[valid], valid_raw)),
+               "log_loss": float(log_loss(y[valid], valid_raw, labels=[0, 1]))}
+    log.info("LightGBM: best iteration %d of %d, validation ROC-AUC %.4f", best, params.max_rounds, metrics["roc_auc"])
+    if refit_rows is not None:
+        full = lgb.Dataset(frame.loc[refit_rows, names], label=y[refit_rows], categorical_feature="auto")
+        booster = lgb.train(config, full, num_boost_round=best)
+    return booster, best, metrics
+
+
+def train_models(frame: pd.DataFrame, infos: list[FeatureInfo], params: TrainParams, horizon_days: int,
+                 seed: int) -> TrainResult:
+    """Split out of time, early-stop LightGBM on the gapped end of the train period, fit the baseline."""
+    check_positives(int(frame[LABEL].sum()), params.min_positives, "the whole feature set")
+    features = model_features(infos, params.exclude_features)
+    names = [f.name for f in features]
+    plan = plan_split(frame["snapshot_at"], frame[LABEL], frame["lead_id"], params, horizon_days, seed)
+    slices = assign_slices(frame, plan)
+    fit, valid = slices == "fit", slices == "valid"
+    # the train period: fit, valid and the gap between them (its labels end before the calibration slice too)
+    valid_end = pd.Timestamp(plan.boundaries["valid"][1])
+    train = fit | valid | ((slices == "gap") & (pd.to_datetime(frame["snapshot_at"], utc=True) <= valid_end).to_numpy())
+    period = f"{plan.boundaries['fit'][0][:10]} to {plan.boundaries['valid'][1][:10]}"
+    check_positives(int(frame.loc[train, LABEL].sum()), params.min_positives, f"the train slice (snapshots {period})")
+    for name in ("valid", "calibration", "test"):
+        if plan.positives[name] == 0:
+            raise ColdStartError(f"cannot train: the {name} slice holds no positive example; need more history")
+    log.info("split (%s): %s", plan.kind, ", ".join(
+        f"{k} {plan.rows[k]:,} rows / {plan.positives[k]:,} pos" for k in ("fit", "valid", "calibration", "test")))
+
+    y = frame[LABEL].to_numpy()
+    started = time.perf_counter()
+    booster, best, valid_metrics = fit_lightgbm(frame, features, fit, valid, params, seed,
+                                                refit_rows=train if params.refit_full_train else None)
+    lgb_seconds = time.perf_counter() - started
+
+    started = time.perf_counter()
+    logreg = build_logreg(features, params, seed)
+    logreg.fit(_as_object(frame.loc[fit], features), y[fit])
+    logreg_valid = logreg_predict(logreg, frame.loc[valid], features)
+    logreg_metrics = {"roc_auc": float(roc_auc_score(y[valid], logreg_valid)),
+                      "log_loss": float(log_loss(y[valid], logreg_valid, labels=[0, 1]))}
+    if params.refit_full_train:
+        logreg.fit(_as_object(frame.loc[train], features), y[train])
+    log.info("logistic regression: validation AUC %.4f", logreg_metrics["roc_auc"])
+
+    importance = pd.Series(booster.feature_importance("gain"), index=booster.feature_name())
+    report = {
+        "split": plan.to_dict(),
+        "best_iteration": best,
+        "refit_full_train": params.refit_full_train,
+        "train_period": {"rows": int(train.sum()), "positives": int(y[train].sum())},
+        "validation": {"lightgbm": valid_metrics, "logreg": logreg_metrics},
+        "monotone_increasing": ([f.name for f, m in zip(features, monotone_directions(features), strict=True) if m]
+                                if params.monotone_engagement else []),
+        "features": names,
+        "top_features_by_gain": {k: float(v) for k, v in importance.sort_values(ascending=False).head(20).items()},
+        "seconds": {"lightgbm": round(lgb_seconds, 1), "logreg": round(time.perf_counter() - started, 1)},
+    }
+    return TrainResult(booster=booster, logreg=logreg, split=plan, features=features, report=report)
+
+
+def train_metrics(result: TrainResult) -> dict[str, Any]:
+    """The small metrics file of the train stage (validation slice figures, not the headline test figures)."""
+    return {
+        "valid_roc_auc": result.report["validation"]["lightgbm"]["roc_auc"],
+        "valid_log_loss": result.report["validation"]["lightgbm"]["log_loss"],
+        "valid_roc_auc_logreg": result.report["validation"]["logreg"]["roc_auc"],
+        "best_iteration": result.report["best_iteration"],
+        "train_rows": result.report["train_period"]["rows"],
+        "train_positives": result.report["train_period"]["positives"],
+    }
+
+
+def save_models(result: TrainResult, out_dir: Path) -> None:
+    """Write booster, baseline, split and report atomically (each file replaced only once written)."""
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir / BOOSTER_FILE) as tmp:
+        result.booster.save_model(tmp, num_iteration=result.booster.best_iteration or None)
+    with atomic_path(out_dir / LOGREG_FILE) as tmp:
+        joblib.dump({"model": result.logreg, "features": result.features}, tmp)
+    write_json(out_dir / SPLIT_FILE, result.split.to_dict())
+    write_json(out_dir / REPORT_FILE, result.report)
+
+
+def load_booster(model_dir: Path) -> lgb.Booster:
+    """The saved LightGBM model (ModelInputError when the train stage has not run)."""
+    path = Path(model_dir) / BOOSTER_FILE
+    if not path.exists():
+        raise ModelInputError(f"model {path} not found (run the train stage first)")
+    return lgb.Booster(model_file=str(path))
+
+
+def load_logreg(model_dir: Path) -> tuple[Pipeline, list[FeatureInfo]]:
+    """The saved baseline and the features it reads."""
+    path = Path(model_dir) / LOGREG_FILE
+    if not path.exists():
+        raise ModelInputError(f"baseline {path} not found (run the train stage first)")
+    saved = joblib.load(path)
+    return saved["model"], saved["features"]
+
+
+def load_split(model_dir: Path) -> SplitPlan:
+    """The split the models were trained with."""
+    return SplitPlan.from_dict(read_json(Path(model_dir) / SPLIT_FILE, "split"))
+
+
+def run_train(params: Params, features_dir: Path, out_dir: Path, metrics_path: Path | None) -> TrainResult:
+    """Entry point of the train stage: read features, train, write models (and the train metrics)."""
+    frame, infos = read_features(features_dir)
+    log.info("training on %s snapshot rows of %s leads (%s positive)", f"{len(frame):,}",
+             f"{frame['lead_id'].nunique():,}", f"{int(frame[LABEL].sum()):,}")
+    result = train_models(frame, infos, params.train, params.features.horizon_days, params.base.seed)
+    save_models(result, out_dir)
+    if metrics_path is not None:
+        write_json(metrics_path, train_metrics(result))
+    log.info("models written to %s", out_dir)
+    return result

@@ -1,0 +1,72 @@
+"""Evaluate core: the metric keys a reader looks for, the equal-volume comparison, and the plot tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.calibrate import Thresholds
+from pipelines.config import EvaluateParams
+from pipelines.evaluate import PLOT_FILES, ScoredRows, capture_at_rule_volume, evaluate_scores
+
+PARAMS = EvaluateParams(ece_bins=10, ece_strategy="quantile", top_deciles=(1, 2), bootstrap=10, ci_level=0.9,
+                        curve_points=20)
+
+
+def test_capture_ratio_compares_conversions_at_the_rule_volume_per_snapshot() -> None:
+    # two snapshots; rules pick 2 then 1 leads; the model's top 2 / top 1 at each snapshot
+    y = np.array([1, 0, 0, 1, 0, 1, 0])
+    score = np.array([0.9, 0.8, 0.1, 0.7, 0.2, 0.6, 0.1])
+    rule_mql = np.array([False, True, True, False, False, False, True])
+    snapshot = np.array([0, 0, 0, 0, 1, 1, 1])
+
+    out = capture_at_rule_volume(y, score, rule_mql, snapshot)
+
+    # model: snapshot 0 picks rows 0, 1 (1 conversion), snapshot 1 picks row 5 (1) -> 2; rules: rows 1, 2, 6 -> 0
+    assert out["model_conversions_at_rule_volume"] == 2 and out["rule_mql_conversions"] == 0
+    assert np.isnan(out["sql_capture_ratio_vs_rules"])
+    rule_mql[0] = True  # now the rules also catch row 0 and pick 3 at snapshot 0
+    out = capture_at_rule_volume(y, score, rule_mql, snapshot)
+    assert out["sql_capture_ratio_vs_rules"] == pytest.approx(3 / 1)
+
+
+@pytest.fixture
+def rows() -> ScoredRows:
+    rng = np.random.default_rng(7)
+    n_leads, n_weeks = 300, 8
+    lead = np.tile(np.arange(n_leads), n_weeks)
+    truth = rng.beta(1, 15, size=n_leads)[lead]
+    y = (rng.random(len(lead)) < truth).astype(int)
+    prob = np.clip(truth * rng.lognormal(0, 0.3, len(lead)), 0, 1)
+    at = pd.Series(np.repeat(pd.date_range("2026-06-01", periods=n_weeks, freq="7D", tz="UTC"), n_leads))
+    return ScoredRows(lead_id=lead, snapshot_at=at, y=y, prob=prob, raw=prob, logreg=np.sqrt(prob),
+                      rule_score=rng.random(len(lead)) + truth, rule_mql=rng.random(len(lead)) < 0.1, oracle=truth)
+
+
+def test_headline_keys_and_intervals(rows: ScoredRows) -> None:
+    thresholds = Thresholds("SQL", 30, {"MQL": 0.05, "SAL": 0.1, "SQL": 0.3})
+    result = evaluate_scores(rows, thresholds, PARAMS, cadence_days=7, snapshot_share=1.0, seed=0)
+    m = result.metrics
+
+    for key in ("roc_auc", "oracle_roc_auc", "ece", "brier", "oracle_brier", "sql_capture_ratio_vs_rules",
+                "pr_auc", "log_loss", "roc_auc_vs_oracle"):
+        assert isinstance(m[key], float), key
+    assert m["roc_auc_ci_low"] <= m["roc_auc"] <= m["roc_auc_ci_high"]
+    assert m["oracle_roc_auc"] > m["rules"]["roc_auc"]
+    assert set(m["stages"]) == {"MQL", "SAL", "SQL"}
+    assert set(m["lift"]["model"]) == {"top10pct_lift", "top10pct_capture", "top20pct_lift", "top20pct_capture"}
+    assert m["test"]["snapshots"] == 8 and m["test"]["leads"] == 300
+    assert set(result.plots) == set(PLOT_FILES)
+    assert list(result.plots["roc.csv"].columns) == ["fpr", "model", "logreg", "rules", "oracle"]
+    tradeoff = result.plots["threshold_tradeoff.csv"]
+    assert tradeoff["leads_per_week"].is_monotonic_increasing
+    assert (tradeoff["expected_sqls_per_week"] <= tradeoff["leads_per_week"] + 1e-9).all()
+
+
+def test_without_ground_truth_the_oracle_figures_are_omitted(rows: ScoredRows) -> None:
+    no_truth = ScoredRows(**{**rows.__dict__, "oracle": None})
+    result = evaluate_scores(no_truth, Thresholds("SQL", 30, {"MQL": 0.05, "SAL": 0.1, "SQL": 0.3}), PARAMS, 7, 1.0, 0)
+
+    assert not any(k.startswith("oracle") for k in result.metrics)
+    assert "oracle" not in result.plots["roc.csv"].columns

@@ -1,0 +1,94 @@
+"""The out-of-time split: slices in time order, gaps longer than the horizon, random only without time."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+from model_frames import train_params, weekly_frame
+
+from pipelines.modeling import ModelInputError, SplitPlan, assign_slices, plan_split
+
+HORIZON = 30
+ORDER = ("fit", "valid", "calibration", "test")
+
+
+def _plan(frame: pd.DataFrame, horizon: int = HORIZON, **overrides: object) -> SplitPlan:
+    return plan_split(frame["snapshot_at"], frame["label"], frame["lead_id"], train_params(**overrides), horizon, 7)
+
+
+def test_slices_follow_each_other_with_gaps_longer_than_the_horizon() -> None:
+    frame = weekly_frame()
+    plan = _plan(frame)
+    slices = assign_slices(frame, plan)
+
+    assert plan.kind == "time"
+    for earlier, later in itertools.pairwise(ORDER):
+        last = frame.loc[slices == earlier, "snapshot_at"].max()
+        first = frame.loc[slices == later, "snapshot_at"].min()
+        # the label window (t, t + horizon] of the earlier slice's last row ends before the later slice starts
+        assert last + pd.Timedelta(days=HORIZON) < first
+    assert frame.loc[slices == "test", "snapshot_at"].max() == frame["snapshot_at"].max()
+
+
+def test_slice_shares_and_counts_match_the_params() -> None:
+    frame = weekly_frame()
+    plan = _plan(frame)
+    slices = assign_slices(frame, plan)
+
+    assert plan.rows["test"] == pytest.approx(0.2 * len(frame), rel=0.1)
+    assert plan.rows["calibration"] == pytest.approx(0.15 * len(frame), rel=0.15)
+    for name in ORDER:
+        assert plan.rows[name] == int((slices == name).sum())
+        assert plan.positives[name] == int(frame.loc[slices == name, "label"].sum())
+    assert sum(plan.rows.values()) == len(frame)
+
+
+def test_plan_round_trips_through_json() -> None:
+    frame = weekly_frame()
+    plan = _plan(frame)
+
+    again = SplitPlan.from_dict(plan.to_dict())
+
+    assert again == plan
+    assert (assign_slices(frame, again) == assign_slices(frame, plan)).all()
+
+
+def test_a_longer_horizon_widens_the_gaps() -> None:
+    frame = weekly_frame()
+
+    short, long = _plan(frame, horizon=7), _plan(frame, horizon=60)
+
+    assert long.rows["gap"] > short.rows["gap"]
+
+
+def test_single_snapshot_falls_back_to_a_stratified_random_split_by_lead() -> None:
+    frame = weekly_frame(n_leads=2000, n_weeks=1)
+    plan = _plan(frame)
+    slices = assign_slices(frame, plan)
+
+    assert plan.kind == "random"
+    assert plan.rows["gap"] == 0 and (slices != "gap").all()
+    rates = [frame.loc[slices == name, "label"].mean() for name in ORDER]
+    assert max(rates) - min(rates) < 0.02  # stratified
+    leads = [set(frame.loc[slices == name, "lead_id"]) for name in ORDER]
+    assert sum(len(s) for s in leads) == len(set().union(*leads))  # no lead in two slices
+
+
+def test_too_short_a_history_is_refused_with_a_reason() -> None:
+    frame = weekly_frame(n_weeks=8)
+
+    with pytest.raises(ModelInputError, match=r"no room|too short"):
+        _plan(frame)
+
+
+def test_unsorted_rows_get_the_same_slices() -> None:
+    frame = weekly_frame()
+    shuffled = frame.sample(frac=1.0, random_state=3)
+
+    plan = _plan(shuffled)
+
+    assert plan == _plan(frame)
+    np.testing.assert_array_equal(assign_slices(shuffled, plan), assign_slices(frame, plan)[shuffled.index])
