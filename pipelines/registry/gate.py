@@ -1,0 +1,85 @@
+"""The promotion gate: may a challenger replace the champion? Decided on the same out-of-time test rows.
+
+Paired bootstrap over leads (the two models score the same resampled rows, so the noise shared by both cancels):
+the challenger passes if the lower bound of the interval of AUC(challenger) - AUC(champion) is at least
+-`auc_margin`, its ECE is at most `max_ece`, and its ECE exceeds the champion's by at most `max_ece_increase`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from pipelines.config import GateParams
+from pipelines.modeling import LeadBootstrap, expected_calibration_error
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The decision, why, and the figures it rests on."""
+
+    passed: bool
+    reasons: list[str]
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def first_model() -> GateResult:
+    """No champion yet: the first registered model becomes champion."""
+    return GateResult(passed=True, reasons=["no champion yet: the first model becomes champion"])
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
+
+
+def compare(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray, lead_id: np.ndarray, gate: GateParams,
+            ece_bins: int, ece_strategy: str, seed: int) -> GateResult:
+    """Apply the gate to the two models' calibrated probabilities on the same rows."""
+    y = np.asarray(y, dtype=np.int64)
+    challenger, champion = np.asarray(challenger, dtype=float), np.asarray(champion, dtype=float)
+    if not len(y) == len(challenger) == len(champion) == len(lead_id):
+        raise ValueError("labels, both models' probabilities and lead ids must align")
+    if not 0 < y.sum() < len(y):
+        return GateResult(False, ["the test rows hold only one class: AUC is undefined, nothing to compare"])
+
+    def statistic(idx: np.ndarray) -> dict[str, float]:
+        yi = y[idx]
+        return {"auc_delta": _auc(yi, challenger[idx]) - _auc(yi, champion[idx])}
+
+    low, high = LeadBootstrap(np.asarray(lead_id), seed).intervals(statistic, gate.bootstrap, gate.ci_level)[
+        "auc_delta"]
+    figures = {
+        "rows": len(y), "positives": int(y.sum()),
+        "auc_challenger": _auc(y, challenger), "auc_champion": _auc(y, champion),
+        "ece_challenger": expected_calibration_error(y, challenger, ece_bins, ece_strategy),
+        "ece_champion": expected_calibration_error(y, champion, ece_bins, ece_strategy),
+        "bootstrap": gate.bootstrap, "ci_level": gate.ci_level,
+    }
+    figures["auc_delta"] = figures["auc_challenger"] - figures["auc_champion"]
+    figures["auc_delta_ci"] = [low, high]
+    figures["ece_delta"] = figures["ece_challenger"] - figures["ece_champion"]
+    reasons, passed = [], True
+    if not np.isfinite(low) or low < -gate.auc_margin:
+        passed = False
+        reasons.append(f"AUC may be worse than the champion's beyond the margin: delta {figures['auc_delta']:+.4f}, "
+                       f"{gate.ci_level:.0%} CI [{low:+.4f}, {high:+.4f}], lower bound below -{gate.auc_margin}")
+    else:
+        reasons.append(f"AUC not worse beyond the margin: delta {figures['auc_delta']:+.4f}, CI lower bound "
+                       f"{low:+.4f} >= -{gate.auc_margin}")
+    if not figures["ece_challenger"] <= gate.max_ece:
+        passed = False
+        reasons.append(f"ECE {figures['ece_challenger']:.4f} above the bound {gate.max_ece}")
+    if not figures["ece_delta"] <= gate.max_ece_increase:
+        passed = False
+        reasons.append(f"ECE rises by {figures['ece_delta']:+.4f} over the champion's {figures['ece_champion']:.4f} "
+                       f"(allowed +{gate.max_ece_increase})")
+    if passed:
+        reasons.append(f"ECE {figures['ece_challenger']:.4f} within bounds (champion {figures['ece_champion']:.4f})")
+    return GateResult(passed=passed, reasons=reasons, figures=figures)

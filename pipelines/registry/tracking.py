@@ -1,0 +1,451 @@
+"""MLflow I/O: log a training run, register its scoring model, and move the champion and challenger aliases.
+
+Entry points (`run_register`, `promote`, `rollback`) take the tracking URI from their caller (the CLI reads
+`MLFLOW_TRACKING_URI`, default `sqlite:///mlflow.db` with artifacts under `mlartifacts/` beside the database) and
+set it there, never at import. Nothing personal or secret is logged: params with URLs are masked, the input
+example holds feature columns only, and the tracking URI appears in logs and outputs masked.
+
+Aliases: every new version gets `challenger`; `champion` moves only through the gate (`pipelines.registry.gate`),
+or by hand with `promote` / `rollback` (`force` overrides a failed gate). The registered model's tag
+`champion_history` lists the champion versions in order, so `rollback` knows the previous one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+
+from pipelines.calibrate import CALIBRATOR_FILE, THRESHOLDS_FILE, load_calibrator, load_thresholds
+from pipelines.config import Params
+from pipelines.crm.db import display_url
+from pipelines.errors import BadInputError
+from pipelines.modeling import LABEL, assign_slices, atomic_path, read_features, read_json, write_json
+from pipelines.registry.card import model_card
+from pipelines.registry.gate import GateResult, compare, first_model
+from pipelines.registry.lineage import git_commit, read_lock_hashes
+from pipelines.registry.model import (
+    SPEC_FILE,
+    LeadScoringModel,
+    build_spec,
+    conform,
+    input_schema,
+    model_signature,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRACKING_URI: Final = "sqlite:///mlflow.db"
+ARTIFACTS_DIR: Final = "mlartifacts"
+CHAMPION: Final = "champion"
+CHALLENGER: Final = "challenger"
+HISTORY_TAG: Final = "champion_history"
+MODEL_ARTIFACT: Final = "model"
+#: Distributions the scoring model needs at load time (pinned to the versions it was logged with).
+RUNTIME_PACKAGES: Final[tuple[str, ...]] = (
+    "mlflow", "lightgbm", "numpy", "pandas", "scikit-learn", "pyarrow", "pydantic", "pyyaml", "sqlalchemy",
+)
+
+
+class RegistryError(BadInputError):
+    """A registry action the user asked for cannot be done (unknown version, gate failed, no champion)."""
+
+
+class GateFailedError(RegistryError):
+    """The promotion gate refused the version; `--force` overrides it."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tracking URI
+# ----------------------------------------------------------------------------------------------------------------
+
+def resolve_tracking_uri(explicit: str | None = None) -> str:
+    """The explicit URI, else $MLFLOW_TRACKING_URI, else the embedded SQLite store in the working folder."""
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def mask_uri(uri: str) -> str:
+    """The URI with any password masked (fit for logs, tags and output files)."""
+    return display_url(uri) if "://" in uri else uri
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///")
+    return None if path in ("", ":memory:") else Path(path)
+
+
+def configure_tracking(uri: str) -> Any:
+    """Point MLflow's tracking and registry at `uri` (called by entry points only) and return a client."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    db = _sqlite_file(uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def ensure_experiment(client: Any, name: str, uri: str) -> str:
+    """The experiment's id, creating it if needed; with SQLite its artifacts go to `mlartifacts/` beside the DB."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    db = _sqlite_file(uri)
+    location = (db.resolve().parent / ARTIFACTS_DIR).as_uri() if db is not None else None
+    return str(client.create_experiment(name, artifact_location=location))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What a run logs
+# ----------------------------------------------------------------------------------------------------------------
+
+def flatten_metrics(data: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Finite numbers of a nested metrics dict as dotted keys; a 2-list `<name>_ci` becomes `_ci_low`/`_ci_high`."""
+    out: dict[str, float] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten_metrics(value, f"{name}."))
+        elif isinstance(value, list | tuple) and key.endswith("_ci") and len(value) == 2:
+            out.update(flatten_metrics({f"{key}_low": value[0], f"{key}_high": value[1]}, prefix))
+        elif isinstance(value, int | float | np.number) and not isinstance(value, bool) and np.isfinite(value):
+            out[name] = float(value)
+    return out
+
+
+def flatten_params(params: Params) -> dict[str, str]:
+    """Every param as `block.key` = value, URLs masked (credentials never reach MLflow)."""
+    raw = params.model_dump(mode="json", by_alias=True)
+    out: dict[str, str] = {}
+
+    def walk(value: Any, name: str) -> None:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                walk(v, f"{name}.{k}" if name else str(k))
+        else:
+            text = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+            out[name] = mask_uri(text) if name.endswith("url") else text
+
+    walk(raw, "")
+    return out
+
+
+def data_window(split: Mapping[str, Any]) -> dict[str, str]:
+    """Tags of the split: first and last snapshot date of each slice."""
+    out = {"data_window.kind": str(split.get("kind"))}
+    for name, (first, last) in (split.get("boundaries") or {}).items():
+        out[f"data_window.{name}"] = f"{str(first)[:10]}..{str(last)[:10]}"
+    return out
+
+
+def _plot_figures(plots_dir: Path) -> dict[str, Any]:
+    """PNG versions of the evaluate stage's ROC and reliability tables, for the MLflow UI."""
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, nothing to close
+
+    figures: dict[str, Any] = {}
+    roc = plots_dir / "roc.csv"
+    if roc.exists():
+        table = pd.read_csv(roc)
+        fig = Figure(figsize=(5, 5))
+        ax = fig.subplots()
+        for col in table.columns.drop("fpr"):
+            ax.plot(table["fpr"], table[col], label=col)
+        ax.plot([0, 1], [0, 1], ":", color="grey")
+        ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, test slice")
+        ax.legend()
+        figures["plots/roc.png"] = fig
+    tables = []
+    for file, label in (("calibration.csv", "calibrated"), ("calibration_raw.csv", "raw")):
+        if (plots_dir / file).exists():
+            table = pd.read_csv(plots_dir / file)
+            tables += ([(str(k), part) for k, part in table.groupby("score")] if "score" in table.columns
+                       else [(label, table)])
+    if tables:
+        fig = Figure(figsize=(5, 5))
+        ax = fig.subplots()
+        for label, part in tables:
+            ax.plot(part["mean_predicted"], part["fraction_positive"], "o-", label=label)
+        top = float(max(max(t["mean_predicted"].max(), t["fraction_positive"].max()) for _, t in tables))
+        ax.plot([0, top], [0, top], ":", color="grey")
+        ax.set(xlabel="mean predicted probability", ylabel="observed rate", title="Reliability, test slice")
+        ax.legend()
+        figures["plots/calibration.png"] = fig
+    return figures
+
+
+def pip_requirements() -> list[str]:
+    """The runtime packages at their installed versions."""
+    out = []
+    for name in RUNTIME_PACKAGES:
+        try:
+            out.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            out.append(name)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Inputs of a registration
+# ----------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RegisterInputs:
+    """Where the upstream stages wrote their artifacts, and the dvc.lock that records their hashes."""
+
+    features_dir: Path
+    models_dir: Path
+    metrics_dir: Path
+    plots_dir: Path
+    lock_path: Path = Path("dvc.lock")
+
+
+def gate_rows(features_dir: Path, models_dir: Path) -> pd.DataFrame:
+    """The out-of-time test slice of the current features under the current split (the gate's rows)."""
+    from pipelines.train import load_split
+
+    frame, _ = read_features(features_dir)
+    rows = frame.loc[assign_slices(frame, load_split(models_dir)) == "test"].reset_index(drop=True)
+    if rows.empty or not 0 < int(rows[LABEL].sum()) < len(rows):
+        raise RegistryError("the test slice is empty or holds one class only: the gate cannot compare models")
+    return rows
+
+
+def model_probabilities(model_uri: str, rows: pd.DataFrame) -> np.ndarray:
+    """Calibrated probabilities of a registered model on feature rows (no reasons: fast)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    model = mlflow.pyfunc.load_model(model_uri)
+    try:
+        scored = model.predict(conform(rows, model.metadata.get_input_schema()), params={"top_reasons": 0})
+    except (MlflowException, BadInputError) as exc:
+        raise RegistryError(f"{model_uri} cannot score the test rows: {str(exc)[-300:]}") from None
+    return scored["probability"].to_numpy(dtype=float)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Aliases
+# ----------------------------------------------------------------------------------------------------------------
+
+def alias_version(client: Any, name: str, alias: str) -> str | None:
+    """The version an alias points to, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def champion_history(client: Any, name: str) -> list[str]:
+    """Champion versions in the order they became champion (registered-model tag)."""
+    tag = client.get_registered_model(name).tags.get(HISTORY_TAG, "")
+    return [v for v in tag.split(",") if v]
+
+
+def gate_against_champion(client: Any, name: str, version: str, rows: pd.DataFrame, params: Params) -> GateResult:
+    """The gate for `version` vs the current champion on `rows` (passes at once when there is no champion)."""
+    champion = alias_version(client, name, CHAMPION)
+    if champion is None:
+        return first_model()
+    if champion == version:
+        return GateResult(True, [f"version {version} already is the champion"])
+    challenger_p = model_probabilities(f"models:/{name}/{version}", rows)
+    champion_p = model_probabilities(f"models:/{name}/{champion}", rows)
+    result = compare(rows[LABEL].to_numpy(), challenger_p, champion_p, rows["lead_id"].to_numpy(),
+                     params.registry.gate, params.evaluate.ece_bins, params.evaluate.ece_strategy, params.base.seed)
+    return GateResult(result.passed, [f"version {version} vs champion {champion}: {r}" for r in result.reasons],
+                      {**result.figures, "champion_version": champion})
+
+
+def set_champion(client: Any, name: str, version: str, gate: GateResult, history: list[str]) -> None:
+    """Point `champion` at the version, record the new history and the gate's verdict on the version."""
+    client.set_registered_model_alias(name, CHAMPION, version)
+    client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history))
+    client.set_model_version_tag(name, version, "gate.passed", str(gate.passed).lower())
+    client.set_model_version_tag(name, version, "gate.reasons", " | ".join(gate.reasons)[:4000])
+    log.info("%s version %s is now the champion", name, version)
+
+
+def _check_version(client: Any, name: str, version: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_model_version(name, version)
+    except MlflowException:
+        raise RegistryError(f"model {name!r} has no version {version}") from None
+
+
+def promote(client: Any, name: str, version: str, rows: pd.DataFrame, params: Params, force: bool) -> GateResult:
+    """Make `version` champion if it passes the gate against the current champion (or `force`)."""
+    _check_version(client, name, version)
+    gate = gate_against_champion(client, name, version, rows, params)
+    if not gate.passed and not force:
+        raise GateFailedError(f"promotion of {name} version {version} refused by the gate: "
+                              + "; ".join(gate.reasons) + " (use --force to override)")
+    history = champion_history(client, name)
+    if alias_version(client, name, CHAMPION) != version:
+        set_champion(client, name, version, gate, [*history, version])
+    return gate
+
+
+def rollback(client: Any, name: str, version: str | None, rows: pd.DataFrame, params: Params, force: bool
+             ) -> tuple[str, GateResult]:
+    """Return `champion` to the previous champion (or `version`), through the same gate unless `force`."""
+    history = champion_history(client, name)
+    current = alias_version(client, name, CHAMPION)
+    if current is None:
+        raise RegistryError(f"model {name!r} has no champion to roll back")
+    if version is None:
+        earlier = [v for v in history[: history.index(current)] if v != current] if current in history else []
+        if not earlier:
+            raise RegistryError(f"{name}: no earlier champion than version {current} to roll back to")
+        version = earlier[-1]
+    _check_version(client, name, version)
+    gate = gate_against_champion(client, name, version, rows, params)
+    if not gate.passed and not force:
+        raise GateFailedError(f"rollback of {name} to version {version} refused by the gate: "
+                              + "; ".join(gate.reasons) + " (use --force to override)")
+    if current in history:
+        history = history[: history.index(current)]
+    if not history or history[-1] != version:
+        history.append(version)
+    set_champion(client, name, version, gate, history)
+    return version, gate
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The register stage
+# ----------------------------------------------------------------------------------------------------------------
+
+def _package_copy(tmp: Path) -> Path:
+    """A clean copy of the `pipelines` package (no caches) to ship with the model as its code."""
+    import pipelines
+
+    source = Path(pipelines.__file__).parent
+    target = tmp / "code" / "pipelines"
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return target
+
+
+def log_and_register(client: Any, params: Params, inputs: RegisterInputs, uri: str, repo: Path
+                     ) -> dict[str, Any]:
+    """Log the training run (params, metrics with CIs, plots, features, lineage, model) and register the model."""
+    import mlflow
+
+    from pipelines.train import load_booster, load_split
+
+    reg = params.registry
+    feature_list = read_json(inputs.features_dir / "feature_list.json", "feature list")
+    booster = load_booster(inputs.models_dir)
+    split = load_split(inputs.models_dir).to_dict()
+    thresholds = read_json(inputs.models_dir / THRESHOLDS_FILE, "thresholds")
+    load_calibrator(inputs.models_dir / CALIBRATOR_FILE)  # fail early, with the calibrate stage's message
+    load_thresholds(inputs.models_dir / THRESHOLDS_FILE)
+    metrics = read_json(inputs.metrics_dir / "evaluate.json", "test metrics")
+    train_path = inputs.metrics_dir / "train.json"
+    train_metrics = read_json(train_path, "train metrics") if train_path.exists() else {}
+    spec = build_spec(booster, feature_list, params.features.target_stage, params.features.horizon_days,
+                      reg.top_reasons)
+    rows = gate_rows(inputs.features_dir, inputs.models_dir)
+    lineage = git_commit(repo)
+    hashes = read_lock_hashes(inputs.lock_path, skip_stage="register")  # every other stage is upstream
+    window = data_window(split)
+
+    experiment_id = ensure_experiment(client, reg.experiment, uri)
+    with tempfile.TemporaryDirectory() as tmp_name, mlflow.start_run(experiment_id=experiment_id) as run:
+        tmp = Path(tmp_name)
+        mlflow.set_tags({"git.commit": lineage["commit"], "git.dirty": lineage["dirty"],
+                         "feature_list_version": spec.feature_list_version, "target_stage": spec.target_stage,
+                         "horizon_days": str(spec.horizon_days), **window,
+                         **{f"dvc.{path}": digest for path, digest in hashes.items()}})
+        mlflow.log_params(flatten_params(params))
+        mlflow.log_metrics(flatten_metrics(metrics))
+        if train_metrics:
+            mlflow.log_metrics(flatten_metrics(train_metrics, "train."))
+        mlflow.log_dict(feature_list, "features/feature_list.json")
+        mlflow.log_dict({"git": lineage, "dvc": hashes, "tracking_uri": mask_uri(uri)}, "lineage.json")
+        mlflow.log_dict(split, "split.json")
+        mlflow.log_dict(metrics, "metrics/evaluate.json")
+        if inputs.plots_dir.exists():
+            mlflow.log_artifacts(str(inputs.plots_dir), "plots")
+            for path, fig in _plot_figures(inputs.plots_dir).items():
+                mlflow.log_figure(fig, path)
+
+        (tmp / SPEC_FILE).write_text(json.dumps(spec.to_dict(), indent=2))
+        artifacts = {"booster": str(inputs.models_dir / "booster.txt"),
+                     "calibrator": str(inputs.models_dir / CALIBRATOR_FILE),
+                     "thresholds": str(inputs.models_dir / THRESHOLDS_FILE), "spec": str(tmp / SPEC_FILE)}
+        example = conform(rows.head(reg.input_example_rows), input_schema(spec))
+        scorer = LeadScoringModel()
+        scorer.load_context(type("Context", (), {"artifacts": artifacts})())
+        signature = model_signature(spec, example, scorer.predict(None, example))
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT, python_model=LeadScoringModel(), artifacts=artifacts, signature=signature,
+            input_example=example, pip_requirements=pip_requirements(), code_paths=[str(_package_copy(tmp))],
+            registered_model_name=reg.model_name,
+        )
+        version = str(info.registered_model_version)
+        run_id = run.info.run_id
+
+    name = reg.model_name
+    headline = {k: metrics[k] for k in ("roc_auc", "roc_auc_ci_low", "roc_auc_ci_high", "ece", "pr_auc")
+                if isinstance(metrics.get(k), int | float)}
+    for key, value in {**window, **{f"metric.{k}": f"{v:.4f}" for k, v in headline.items()},
+                       "git.commit": lineage["commit"], "run_id": run_id,
+                       "feature_list_version": spec.feature_list_version}.items():
+        client.set_model_version_tag(name, version, key, value)
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    log.info("registered %s version %s (run %s) as %s", name, version, run_id, CHALLENGER)
+
+    gate = gate_against_champion(client, name, version, rows, params)
+    client.set_model_version_tag(name, version, "gate.passed", str(gate.passed).lower())
+    client.set_model_version_tag(name, version, "gate.reasons", " | ".join(gate.reasons)[:4000])
+    if gate.passed:
+        set_champion(client, name, version, gate, [*champion_history(client, name), version])
+    else:
+        log.warning("%s version %s stays challenger: %s", name, version, "; ".join(gate.reasons))
+    card = model_card(name, version, run_id, lineage, spec.to_dict(), split, metrics, thresholds, gate.to_dict())
+    client.log_text(run_id, card, "model_card.md")
+    return {"name": name, "version": version, "run_id": run_id, "card": card, "gate": gate.to_dict()}
+
+
+def run_register(params: Params, inputs: RegisterInputs, out_json: Path, card_path: Path | None,
+                 tracking_uri: str | None = None, repo: Path = Path(".")) -> dict[str, Any]:
+    """Entry point of the register stage: log, register, gate; write the small registered.json (and the card)."""
+    uri = resolve_tracking_uri(tracking_uri)
+    client = configure_tracking(uri)
+    log.info("MLflow tracking at %s", mask_uri(uri))
+    result = log_and_register(client, params, inputs, uri, repo)
+    name, version = result["name"], result["version"]
+    aliases = sorted(client.get_model_version(name, version).aliases)
+    summary = {"name": name, "version": version, "aliases": aliases, "run_id": result["run_id"],
+               "model_uri": f"models:/{name}/{version}", "champion": alias_version(client, name, CHAMPION),
+               "gate": result["gate"], "tracking_uri": mask_uri(uri)}
+    write_json(out_json, summary)
+    if card_path is not None:
+        with atomic_path(card_path) as tmp:
+            tmp.write_text(result["card"])
+    return summary
+
+
+def registry_client(tracking_uri: str | None) -> Any:
+    """Client for the hand-run commands (promote, rollback), with the URI resolved and set."""
+    uri = resolve_tracking_uri(tracking_uri)
+    log.info("MLflow tracking at %s", mask_uri(uri))
+    return configure_tracking(uri)
+

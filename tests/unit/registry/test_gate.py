@@ -1,0 +1,52 @@
+"""The promotion gate: paired lead bootstrap of the AUC difference, ECE bounds."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipelines.config import GateParams
+from pipelines.registry.gate import compare, first_model
+
+GATE = GateParams(auc_margin=0.005, max_ece=0.05, max_ece_increase=0.01, bootstrap=100, ci_level=0.95)
+
+
+def rows(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels drawn from a calibrated probability, that probability, and lead ids (3 rows per lead)."""
+    rng = np.random.default_rng(seed)
+    p = rng.beta(1, 6, n)
+    y = (rng.random(n) < p).astype(int)
+    return y, p, np.repeat(np.arange(n // 3), 3)
+
+
+def test_the_same_model_passes() -> None:
+    y, p, lead = rows()
+
+    result = compare(y, p, p, lead, GATE, 10, "quantile", seed=1)
+
+    assert result.passed, result.reasons
+    assert result.figures["auc_delta"] == 0.0
+
+
+def test_a_clearly_worse_challenger_is_refused_naming_the_auc() -> None:
+    y, p, lead = rows()
+    noisy = np.clip(p + np.random.default_rng(2).normal(0, 0.15, len(p)), 0.001, 0.999)
+
+    result = compare(y, noisy, p, lead, GATE, 10, "quantile", seed=1)
+
+    assert not result.passed
+    assert any("AUC may be worse" in r for r in result.reasons)
+    assert result.figures["auc_delta_ci"][1] < 0
+
+
+def test_a_miscalibrated_challenger_with_the_same_ranking_is_refused_on_ece() -> None:
+    y, p, lead = rows()
+
+    result = compare(y, np.sqrt(p), p, lead, GATE, 10, "quantile", seed=1)  # same order, probabilities too high
+
+    assert not result.passed
+    assert any("ECE" in r and "above the bound" in r for r in result.reasons)
+    assert not any("AUC may be worse" in r for r in result.reasons)
+
+
+def test_first_model_passes() -> None:
+    assert first_model().passed

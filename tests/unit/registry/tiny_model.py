@@ -1,0 +1,128 @@
+"""A tiny trained model and the files the model stages would write, for fast registry tests.
+
+`build_tiny(dir, seed)` writes features/ (snapshots.parquet, feature_list.json), models/ (booster.txt,
+calibrator.json, thresholds.json, split.json), metrics/ (evaluate.json, train.json) and plots/ (roc.csv,
+calibration.csv) for ~1,500 synthetic leads at one snapshot date, using the model stages' own functions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from pipelines.calibrate import Thresholds, fit_calibrator, save_calibrator, save_thresholds
+from pipelines.config import load_params
+from pipelines.modeling import assign_slices, plan_split, write_csv, write_json
+
+REPO = Path(__file__).resolve().parents[3]
+
+FEATURE_LIST = [
+    {"name": "n_pricing_page_visit_30d", "kind": "numeric", "family": "engagement"},
+    {"name": "n_pricing_page_visit_all", "kind": "numeric", "family": "engagement"},
+    {"name": "n_email_open_30d", "kind": "numeric", "family": "engagement"},
+    {"name": "days_since_pricing_page_visit", "kind": "numeric", "family": "recency"},
+    {"name": "seniority", "kind": "categorical", "family": "title"},
+    {"name": "industry", "kind": "categorical", "family": "fit"},
+    {"name": "icp_match", "kind": "numeric", "family": "fit"},
+    {"name": "bogus_signal_count", "kind": "numeric", "family": "bogus"},
+]
+SENIORITIES = ["c_level", "vp", "director", "manager", "individual"]
+INDUSTRIES = ["Software", "Retail", "Healthcare", "Education"]
+
+
+def synthetic_frame(n: int, seed: int) -> pd.DataFrame:
+    """n leads at one snapshot date, label driven by pricing visits, seniority, ICP match and bogus signals."""
+    rng = np.random.default_rng(seed)
+    pricing = rng.poisson(1.0, n).astype(float)
+    seniority = rng.choice(SENIORITIES, n)
+    icp = rng.integers(0, 2, n).astype(float)
+    bogus = rng.poisson(0.3, n).astype(float)
+    logit = -2.0 + 0.8 * pricing + 1.0 * (np.isin(seniority, ["c_level", "vp"])) + 0.8 * icp - 1.2 * bogus
+    label = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int8)
+    days = np.where(pricing > 0, rng.integers(0, 30, n), np.nan).astype(float)
+    return pd.DataFrame({
+        "lead_id": np.arange(1, n + 1, dtype=np.int64),
+        "snapshot_at": pd.Timestamp("2026-06-01", tz="UTC"),
+        "label": label,
+        "n_pricing_page_visit_30d": pricing,
+        "n_pricing_page_visit_all": pricing + rng.poisson(0.5, n),
+        "n_email_open_30d": rng.poisson(2.0, n).astype(float),
+        "days_since_pricing_page_visit": days,
+        "seniority": pd.Categorical(seniority, categories=SENIORITIES),
+        "industry": pd.Categorical(rng.choice(INDUSTRIES, n), categories=INDUSTRIES),
+        "icp_match": icp,
+        "bogus_signal_count": bogus,
+    })
+
+
+def build_tiny(root: Path, seed: int = 0, rounds: int = 30, n: int = 1500) -> dict[str, Path]:
+    """Write the upstream artifacts of a tiny model under root; returns the folder of each kind."""
+    params = load_params(REPO / "params.yaml")
+    dirs = {k: root / k for k in ("features", "models", "metrics", "plots")}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    frame = synthetic_frame(n, seed=1)  # same data for every seed: seeds change only the model
+    frame.to_parquet(dirs["features"] / "snapshots.parquet")
+    (dirs["features"] / "feature_list.json").write_text(json.dumps(FEATURE_LIST))
+    plan = plan_split(frame["snapshot_at"], frame["label"], frame["lead_id"], params.train, 30, seed=42)
+    slices = assign_slices(frame, plan)
+    names = [f["name"] for f in FEATURE_LIST]
+    fit = slices != "test"
+    config = {"objective": "binary", "learning_rate": 0.1, "num_leaves": 7, "min_child_samples": 20,
+              "verbosity": -1, "seed": seed, "deterministic": True, "num_threads": 1,
+              "feature_fraction": 0.9 if seed else 1.0}
+    booster = lgb.train(config, lgb.Dataset(frame.loc[fit, names], label=frame.loc[fit, "label"]), rounds)
+    booster.save_model(dirs["models"] / "booster.txt")
+    write_json(dirs["models"] / "split.json", plan.to_dict())
+    cal = slices == "calibration"
+    raw = booster.predict(frame.loc[cal, names])
+    calibrator = fit_calibrator(raw, frame.loc[cal, "label"].to_numpy(), "platt")
+    save_calibrator(calibrator, dirs["models"] / "calibrator.json")
+    prob = calibrator.apply(raw)
+    cut = {s: float(np.quantile(prob, q)) for s, q in (("MQL", 0.5), ("SAL", 0.75), ("SQL", 0.9))}
+    save_thresholds(Thresholds(target_stage="SQL", horizon_days=30, global_thresholds=cut,
+                               report={"policies": {"MQL": {"policy": "match_rules"},
+                                                    "SAL": {"policy": "capacity", "leads_per_week": 150},
+                                                    "SQL": {"policy": "precision", "min_precision": 0.3}}}),
+                    dirs["models"] / "thresholds.json")
+    write_json(dirs["metrics"] / "evaluate.json", {
+        "roc_auc": 0.8, "roc_auc_ci_low": 0.77, "roc_auc_ci_high": 0.83, "ece": 0.02, "ece_ci_low": 0.01,
+        "ece_ci_high": 0.03, "pr_auc": 0.6, "brier": 0.15, "sql_capture_ratio_vs_rules": 1.4,
+        "stages": {"SQL": {"threshold": cut["SQL"], "precision": 0.5, "precision_ci": [0.4, 0.6]}},
+        "test": {"rows": int((slices == "test").sum()), "positives": int(frame.loc[slices == "test", "label"].sum())},
+    })
+    write_json(dirs["metrics"] / "train.json", {"valid_roc_auc": 0.8, "best_iteration": rounds})
+    write_csv(dirs["plots"] / "roc.csv", pd.DataFrame({"fpr": [0.0, 0.5, 1.0], "model": [0.0, 0.8, 1.0]}))
+    write_csv(dirs["plots"] / "calibration.csv", pd.DataFrame(
+        {"bin": [0, 1], "rows": [10, 10], "mean_predicted": [0.1, 0.6], "fraction_positive": [0.12, 0.55],
+         "score": ["calibrated", "calibrated"], "perfect": [0.1, 0.6]}))
+    return dirs
+
+
+#: The gate the tests assume unless told otherwise: it refuses the seed-1 model (test ECE ~0.07 > 0.03).
+STRICT_GATE = {"auc_margin": 0.005, "max_ece": 0.03, "max_ece_increase": 0.01, "bootstrap": 50, "ci_level": 0.95}
+
+
+def tiny_params(root: Path, **gate: float) -> Path:
+    """A copy of the repo's params.yaml under root with the strict gate, changed by `gate` (for CLI runs)."""
+    import yaml
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["register"]["gate"] = {**STRICT_GATE, **gate}
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def register_tiny(root: Path, uri: str, seed: int, params_path: Path) -> dict:
+    """Build a tiny model's artifacts under root/<seed> and run the register stage's core against `uri`."""
+    from pipelines.registry.tracking import RegisterInputs, run_register
+
+    dirs = build_tiny(root / f"run{seed}", seed=seed)
+    inputs = RegisterInputs(dirs["features"], dirs["models"], dirs["metrics"], dirs["plots"], REPO / "dvc.lock")
+    return run_register(load_params(params_path), inputs, root / f"run{seed}" / "registered.json",
+                        root / f"run{seed}" / "model_card.md", uri, repo=REPO)
