@@ -1,6 +1,6 @@
 """Shared helpers of the model stages (train, calibrate, evaluate): one place for each job.
 
-- reading the feature snapshots and their feature list, and the model's view of them (`FeatureInfo`);
+- reading the feature snapshots and their feature list, and the model's view of them (`FeatureSpec`);
 - the out-of-time split (`plan_split`, `assign_slices`): train | gap | calibration | gap | test by snapshot date,
   every gap at least the label horizon so that no label window of an earlier slice reaches the later slice;
 - the metric helpers sklearn lacks (reliability table and ECE with its counts, lift and capture, top-k per
@@ -24,6 +24,7 @@ import pandas as pd
 
 from pipelines.config import TrainParams
 from pipelines.errors import BadInputError
+from pipelines.features.spec import FeatureSpec
 
 log = logging.getLogger(__name__)
 
@@ -46,26 +47,17 @@ class ColdStartError(ModelInputError):
     """Too few positive examples to train a model; the message says how many there are and how many are needed."""
 
 
-@dataclass(frozen=True)
-class FeatureInfo:
-    """One feature column as the features stage lists it: name, kind (numeric or categorical) and family."""
-
-    name: str
-    kind: str
-    family: str
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Reading features
 # ----------------------------------------------------------------------------------------------------------------
 
-def read_feature_list(path: Path) -> list[FeatureInfo]:
+def read_feature_list(path: Path) -> list[FeatureSpec]:
     """The features stage's feature_list.json (a list of {name, kind, family})."""
     if not path.exists():
         raise ModelInputError(f"feature list {path} not found (run the features stage first)")
     try:
         raw = json.loads(path.read_text())
-        infos = [FeatureInfo(name=str(r["name"]), kind=str(r["kind"]), family=str(r.get("family", ""))) for r in raw]
+        infos = [FeatureSpec(name=str(r["name"]), kind=str(r["kind"]), family=str(r.get("family", ""))) for r in raw]
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelInputError(f"feature list {path} must be a JSON list of {{name, kind, family}}: {exc}") from None
     bad = sorted({i.kind for i in infos} - {"numeric", "categorical"})
@@ -74,7 +66,7 @@ def read_feature_list(path: Path) -> list[FeatureInfo]:
     return infos
 
 
-def prepare_frame(frame: pd.DataFrame, features: Sequence[FeatureInfo], need_label: bool = True) -> pd.DataFrame:
+def prepare_frame(frame: pd.DataFrame, features: Sequence[FeatureSpec], need_label: bool = True) -> pd.DataFrame:
     """Check keys, label and feature columns; categoricals as pandas category, snapshot_at as UTC timestamps."""
     needed = [*KEY_COLUMNS, *([LABEL] if need_label else []), *(f.name for f in features)]
     missing = [c for c in needed if c not in frame.columns]
@@ -94,7 +86,7 @@ def prepare_frame(frame: pd.DataFrame, features: Sequence[FeatureInfo], need_lab
     return out
 
 
-def read_features(features_dir: Path) -> tuple[pd.DataFrame, list[FeatureInfo]]:
+def read_features(features_dir: Path) -> tuple[pd.DataFrame, list[FeatureSpec]]:
     """`<dir>/snapshots.parquet` and `<dir>/feature_list.json`, checked and typed for the models."""
     features_dir = Path(features_dir)
     infos = read_feature_list(features_dir / FEATURE_LIST_FILE)
@@ -105,7 +97,7 @@ def read_features(features_dir: Path) -> tuple[pd.DataFrame, list[FeatureInfo]]:
     return prepare_frame(frame, infos), infos
 
 
-def model_features(infos: Sequence[FeatureInfo], exclude: Sequence[str] = ()) -> list[FeatureInfo]:
+def model_features(infos: Sequence[FeatureSpec], exclude: Sequence[str] = ()) -> list[FeatureSpec]:
     """The listed features minus `exclude` (each excluded name must be a listed feature: typos fail loudly)."""
     names = {f.name for f in infos}
     unknown = sorted(set(exclude) - names)
@@ -117,7 +109,7 @@ def model_features(infos: Sequence[FeatureInfo], exclude: Sequence[str] = ()) ->
     return kept
 
 
-def monotone_directions(features: Sequence[FeatureInfo]) -> list[int]:
+def monotone_directions(features: Sequence[FeatureSpec]) -> list[int]:
     """+1 for the lead's own engagement counts (every activity type but the negative ones), 0 for the rest.
 
     With these LightGBM constraints one more click, visit or download can never lower a lead's score.

@@ -30,7 +30,7 @@ from pipelines.config import Params, TrainParams
 from pipelines.modeling import (
     LABEL,
     ColdStartError,
-    FeatureInfo,
+    FeatureSpec,
     ModelInputError,
     SplitPlan,
     assign_slices,
@@ -58,7 +58,7 @@ class TrainResult:
     booster: lgb.Booster
     logreg: Pipeline
     split: SplitPlan
-    features: list[FeatureInfo]
+    features: list[FeatureSpec]
     report: dict[str, Any]
 
 
@@ -97,7 +97,7 @@ def lgb_params(params: TrainParams, seed: int, monotone: list[int] | None) -> di
     return out
 
 
-def build_logreg(features: list[FeatureInfo], params: TrainParams, seed: int) -> Pipeline:
+def build_logreg(features: list[FeatureSpec], params: TrainParams, seed: int) -> Pipeline:
     """Baseline on the same features: impute (with missing flags), asinh counts, scale; one-hot the categoricals."""
     numeric = [f.name for f in features if f.kind == "numeric"]
     categorical = [f.name for f in features if f.kind == "categorical"]
@@ -115,7 +115,7 @@ def build_logreg(features: list[FeatureInfo], params: TrainParams, seed: int) ->
     return Pipeline([("columns", columns), ("model", model)])
 
 
-def _as_object(frame: pd.DataFrame, features: list[FeatureInfo]) -> pd.DataFrame:
+def _as_object(frame: pd.DataFrame, features: list[FeatureSpec]) -> pd.DataFrame:
     """Categoricals as object strings for the sklearn baseline (its imputer and encoder want plain values)."""
     out = frame[[f.name for f in features]].copy()
     for f in features:
@@ -124,7 +124,7 @@ def _as_object(frame: pd.DataFrame, features: list[FeatureInfo]) -> pd.DataFrame
     return out
 
 
-def logreg_predict(model: Pipeline, frame: pd.DataFrame, features: list[FeatureInfo]) -> np.ndarray:
+def logreg_predict(model: Pipeline, frame: pd.DataFrame, features: list[FeatureSpec]) -> np.ndarray:
     """P(label = 1) from the logistic-regression baseline."""
     return model.predict_proba(_as_object(frame, features))[:, 1]
 
@@ -134,7 +134,7 @@ def booster_predict(booster: lgb.Booster, frame: pd.DataFrame) -> np.ndarray:
     return np.asarray(booster.predict(frame[booster.feature_name()]), dtype=float)
 
 
-def fit_lightgbm(frame: pd.DataFrame, features: list[FeatureInfo], fit: np.ndarray, valid: np.ndarray,
+def fit_lightgbm(frame: pd.DataFrame, features: list[FeatureSpec], fit: np.ndarray, valid: np.ndarray,
                  params: TrainParams, seed: int, refit_rows: np.ndarray | None = None
                  ) -> tuple[lgb.Booster, int, dict[str, float]]:
     """Boost on `fit` rows with early stopping on `valid` rows; optionally refit on `refit_rows` with as many rounds.
@@ -162,7 +162,7 @@ def fit_lightgbm(frame: pd.DataFrame, features: list[FeatureInfo], fit: np.ndarr
     return booster, best, metrics
 
 
-def train_models(frame: pd.DataFrame, infos: list[FeatureInfo], params: TrainParams, horizon_days: int,
+def train_models(frame: pd.DataFrame, infos: list[FeatureSpec], params: TrainParams, horizon_days: int,
                  seed: int) -> TrainResult:
     """Split out of time, early-stop LightGBM on the gapped end of the train period, fit the baseline."""
     check_positives(int(frame[LABEL].sum()), params.min_positives, "the whole feature set")
@@ -245,7 +245,7 @@ def load_booster(model_dir: Path) -> lgb.Booster:
     return lgb.Booster(model_file=str(path))
 
 
-def load_logreg(model_dir: Path) -> tuple[Pipeline, list[FeatureInfo]]:
+def load_logreg(model_dir: Path) -> tuple[Pipeline, list[FeatureSpec]]:
     """The saved baseline and the features it reads."""
     path = Path(model_dir) / LOGREG_FILE
     if not path.exists():

@@ -25,6 +25,7 @@ from pipelines.crm import vocab
 from pipelines.crm.schema import PERSONAL_COLUMNS, UTC_NS
 from pipelines.features import timeline as tl
 from pipelines.features.snapshots import STAGE_CODES, TARGET_STAGES, StageIndex, open_leads_at
+from pipelines.features.spec import FeatureSpec
 from pipelines.features.static import STATIC_SPECS, Categories, Reference, static_features
 
 log = logging.getLogger(__name__)
@@ -41,15 +42,6 @@ _CONTENT_COLUMN: Final = _N_TYPES  # extra prefix-sum row: first download of a d
 KEY_COLUMNS: Final[tuple[str, ...]] = ("lead_id", "snapshot_at")
 #: One output column: a NumPy array, or a pandas categorical / datetime array.
 Column = np.ndarray | pd.Categorical | pd.api.extensions.ExtensionArray
-
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    """One feature column: its name, kind ("numeric" or "categorical") and family."""
-
-    name: str
-    kind: str
-    family: str
 
 
 def feature_specs(params: FeaturesParams) -> list[FeatureSpec]:

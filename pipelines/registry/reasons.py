@@ -99,7 +99,7 @@ def reason_group(name: str, family: str) -> str:
 
 
 def reason_features(features: Sequence[Any]) -> list[ReasonFeature]:
-    """ReasonFeatures of objects with name, kind and family (FeatureInfo, FeatureSpec or dicts)."""
+    """ReasonFeatures of objects with name, kind and family (FeatureSpec, FeatureSpec or dicts)."""
     out = []
     for f in features:
         name, kind, family = (f["name"], f["kind"], f.get("family", "")) if isinstance(f, dict) else (

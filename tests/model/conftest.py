@@ -16,7 +16,7 @@ from pipelines.config import FeaturesParams, Params, load_params
 from pipelines.crm.demo import generate
 from pipelines.features.build import build_features, feature_specs
 from pipelines.features.snapshots import snapshot_grid
-from pipelines.modeling import FeatureInfo, prepare_frame
+from pipelines.modeling import FeatureSpec, prepare_frame
 from pipelines.train import booster_predict, fit_lightgbm
 
 REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
@@ -30,7 +30,7 @@ class DemoModel:
     tables: dict[str, pd.DataFrame]
     truth: pd.DataFrame
     frame: pd.DataFrame
-    features: list[FeatureInfo]
+    features: list[FeatureSpec]
     booster: lgb.Booster
 
     @property
@@ -50,7 +50,7 @@ def demo_model() -> DemoModel:
     demo = generate(params.demo_crm.model_copy(update={"leads": 12_000, "seed": 11, "end_date": date(2026, 11, 20),
                                                         "history_days": 540}))
     grid = snapshot_grid(demo.tables, params.features)
-    features = [FeatureInfo(s.name, s.kind, s.family) for s in feature_specs(params.features)]
+    features = feature_specs(params.features)
     frame = prepare_frame(build_features(demo.tables, grid, params.features), features)
     train = params.train.model_copy(update={"learning_rate": 0.1, "max_rounds": 300, "early_stopping_rounds": 30})
     valid = (frame["lead_id"] % 5 == 0).to_numpy()  # behaviour, not out-of-time skill, is under test here

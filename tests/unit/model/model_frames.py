@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 
 from pipelines.config import TrainParams
-from pipelines.modeling import FeatureInfo
+from pipelines.modeling import FeatureSpec
 
-FEATURES: list[FeatureInfo] = [
-    FeatureInfo("fit_score", "numeric", "fit"),
-    FeatureInfo("n_email_click_7d", "numeric", "engagement"),
-    FeatureInfo("n_unsubscribe_all", "numeric", "engagement"),
-    FeatureInfo("region", "categorical", "fit"),
+FEATURES: list[FeatureSpec] = [
+    FeatureSpec("fit_score", "numeric", "fit"),
+    FeatureSpec("n_email_click_7d", "numeric", "engagement"),
+    FeatureSpec("n_unsubscribe_all", "numeric", "engagement"),
+    FeatureSpec("region", "categorical", "fit"),
 ]
 
 

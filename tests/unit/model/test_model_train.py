@@ -9,7 +9,7 @@ import pytest
 from model_frames import FEATURES, train_params, weekly_frame
 
 from pipelines.errors import BadInputError
-from pipelines.modeling import ColdStartError, FeatureInfo, ModelInputError, monotone_directions, roc_auc
+from pipelines.modeling import ColdStartError, FeatureSpec, ModelInputError, monotone_directions, roc_auc
 from pipelines.train import (
     booster_predict,
     lgb_params,
@@ -36,9 +36,9 @@ def test_cold_start_refuses_and_says_how_many_there_are_and_are_needed() -> None
 
 
 def test_monotone_directions_cover_positive_engagement_only() -> None:
-    infos = [*FEATURES, FeatureInfo("distinct_content_all", "numeric", "content"),
-             FeatureInfo("n_email_bounce_7d", "numeric", "engagement"),
-             FeatureInfo("days_since_email_click", "numeric", "recency")]
+    infos = [*FEATURES, FeatureSpec("distinct_content_all", "numeric", "content"),
+             FeatureSpec("n_email_bounce_7d", "numeric", "engagement"),
+             FeatureSpec("days_since_email_click", "numeric", "recency")]
 
     assert monotone_directions(infos) == [0, 1, 0, 0, 1, 0, 0]
     assert "monotone_constraints" in lgb_params(train_params(), 0, monotone_directions(infos))
