@@ -231,15 +231,20 @@ def _format_errors(path: Path, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def read_yaml(path: Path, what: str, error: type[ParamsError] = ParamsError) -> object:
+    """The parsed YAML at `path`; `error` says clearly when the file is missing or is not YAML."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise error(f"{what} {path} not found") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{path} is not valid YAML: {exc}") from None
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml; ParamsError names every bad key."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ParamsError(f"params file {path} not found") from None
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path} is not valid YAML: {exc}") from None
+    raw = read_yaml(path, "params file")
     if not isinstance(raw, dict):
         raise ParamsError(f"{path} must hold a mapping of blocks, got {type(raw).__name__}")
     try:

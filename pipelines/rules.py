@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -42,7 +41,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipelines.config import ParamsError
+from pipelines.config import ParamsError, read_yaml
 from pipelines.crm import vocab
 from pipelines.crm.schema import CrmDataError, to_utc
 from pipelines.crm.titles import DEPARTMENTS, SENIORITIES, parse_titles
@@ -407,13 +406,7 @@ def parse_rules(raw: object, source: str = "<rules>") -> RuleSet:
 def load_rules(path: str | Path) -> RuleSet:
     """Read and validate a rules file (static checks; `check_rules_against_crm` does the ones needing data)."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise RulesError(f"rules file {path} not found") from None
-    except yaml.YAMLError as exc:
-        raise RulesError(f"{path} is not valid YAML: {exc}") from None
-    return parse_rules(raw, str(path))
+    return parse_rules(read_yaml(path, "rules file", RulesError), str(path))
 
 
 def _conditions(condition: BaseModel) -> Iterator[BaseModel]:
