@@ -114,6 +114,45 @@ def demo_crm(
         )
 
 
+@app.command("import")
+def import_crm(
+    url: UrlOption,
+    mapping: Annotated[
+        Path | None, typer.Option("--mapping", help="Mapping YAML (default: mapping.file of the params).")
+    ] = None,
+    params: ParamsOption = Path("params.yaml"),
+    keep_leaky: Annotated[
+        bool, typer.Option("--keep-leaky", help="Pass the leaky columns through as features: ONLY to measure the "
+                                                "leak; such a model is not usable.")
+    ] = False,
+) -> None:
+    """Load your own CRM export (CSV, Parquet or SQL) through a column mapping into the CRM tables at --url."""
+    from pipelines.config import load_params
+    from pipelines.crm.db import display_url
+    from pipelines.crm.mapping import (
+        MappingError,
+        apply_mapping,
+        load_mapping,
+        read_sources,
+        with_leaky_as_attributes,
+        write_mapped,
+    )
+
+    with bad_input_exits():
+        path = mapping or load_params(params).mapping.file
+        if path is None:
+            raise MappingError(f"no mapping: pass --mapping FILE or set mapping.file in {params}")
+        loaded = load_mapping(path)
+        if keep_leaky:
+            log.warning("--keep-leaky: the leaky columns become features; figures from this CRM show the leak only")
+            loaded = with_leaky_as_attributes(loaded)
+        mapped = apply_mapping(read_sources(loaded), loaded)
+        write_mapped(url, mapped)
+        counts = ", ".join(f"{name} {len(frame):,}" for name, frame in mapped.tables.items())
+        typer.echo(f"{path} -> {display_url(url)}: {counts} rows, {len(mapped.attributes.columns) - 1} lead "
+                   f"attribute(s){'; leads-only (one snapshot)' if mapped.leads_only else ''}")
+
+
 @app.command("validate")
 def validate(url: UrlOption) -> None:
     """Check every CRM table against the schemas; one clear message and exit 2 on bad data."""

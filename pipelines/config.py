@@ -209,6 +209,12 @@ class RegisterParams(StrictModel):
     gate: GateParams
 
 
+class MappingParams(StrictModel):
+    """Bring your own CRM: the column mapping `leadscore import` reads (format: docs/mapping.md)."""
+
+    file: Path | None = Field(description="Mapping YAML (e.g. config/mappings/x_education.yaml); null: the demo CRM")
+
+
 class Params(StrictModel):
     """All of params.yaml."""
 
@@ -220,6 +226,7 @@ class Params(StrictModel):
     calibrate: CalibrateParams
     evaluate: EvaluateParams
     registry: RegisterParams = Field(alias="register")  # `register` would shadow pydantic's ABC classmethod
+    mapping: MappingParams
 
 
 def _format_errors(path: Path, exc: ValidationError) -> str:

@@ -164,7 +164,7 @@ def _pr_table(y: np.ndarray, scores: dict[str, np.ndarray], points: int) -> pd.D
     return pd.DataFrame(table)
 
 
-def _gains_table(y: np.ndarray, scores: dict[str, np.ndarray], points: int) -> pd.DataFrame:
+def gains_table(y: np.ndarray, scores: dict[str, np.ndarray], points: int) -> pd.DataFrame:
     """Share of conversions captured by the top share of rows, for each score (random = the diagonal)."""
     grid = np.linspace(0.0, 1.0, points)
     table = {"share_of_leads": grid, "random": grid}
@@ -175,7 +175,7 @@ def _gains_table(y: np.ndarray, scores: dict[str, np.ndarray], points: int) -> p
     return pd.DataFrame(table)
 
 
-def _tradeoff_table(y: np.ndarray, prob: np.ndarray, weeks: float, points: int) -> pd.DataFrame:
+def tradeoff_table(y: np.ndarray, prob: np.ndarray, weeks: float, points: int) -> pd.DataFrame:
     """For thresholds across the score range: leads per week picked vs expected and observed conversions."""
     cuts = np.unique(np.quantile(prob, np.linspace(0.0, 1.0, points)))[::-1]
     order = np.argsort(-prob, kind="stable")
@@ -254,8 +254,8 @@ def evaluate_scores(rows: ScoredRows, thresholds: Thresholds, params: EvaluatePa
         "pr.csv": _pr_table(y, scores, params.curve_points),
         "calibration.csv": calibration,
         "calibration_raw.csv": reliability_table(y, rows.raw, params.ece_bins, params.ece_strategy),
-        "gains.csv": _gains_table(y, scores, params.curve_points),
-        "threshold_tradeoff.csv": _tradeoff_table(y, np.asarray(rows.prob, dtype=float), weeks, params.curve_points),
+        "gains.csv": gains_table(y, scores, params.curve_points),
+        "threshold_tradeoff.csv": tradeoff_table(y, np.asarray(rows.prob, dtype=float), weeks, params.curve_points),
     }
     return Evaluation(metrics=metrics, plots=plots)
 
@@ -270,6 +270,11 @@ def oracle_for(truth_path: Path | None, rows: pd.DataFrame, horizon_days: int) -
 
     return np.asarray(oracle_probability(read_truth(Path(truth_path)), rows[["lead_id", "snapshot_at"]],
                                          horizon_days), dtype=float)
+
+
+#: What a single-snapshot (leads-only) evaluation is, written into its metrics.
+RANDOM_SPLIT_NOTE = ("stratified random split by lead: the data has a single snapshot (leads-only, no dates), so "
+                     "this is NOT an out-of-time test; expect live performance to be lower")
 
 
 def run_evaluate(params: Params, features_dir: Path, model_dir: Path, rules_path: Path, truth_path: Path | None,
@@ -300,6 +305,8 @@ def run_evaluate(params: Params, features_dir: Path, model_dir: Path, rules_path
     )
     result = evaluate_scores(rows, thresholds, params.evaluate, params.features.cadence_days,
                              slice_share(slices, frame["snapshot_at"], "test"), params.base.seed)
+    if split.kind == "random":  # leads-only data: say so in the metrics themselves (time splits keep their keys)
+        result.metrics["split"] = RANDOM_SPLIT_NOTE
     write_json(Path(metrics_dir) / METRICS_FILE, result.metrics)
     for name, table in result.plots.items():
         write_csv(Path(plots_dir) / name, table)

@@ -28,6 +28,8 @@ from pipelines.errors import CrmDataError
 log = logging.getLogger(__name__)
 
 MANIFEST_FILE: Final = "manifest.json"
+#: Optional tables a snapshot may hold beside the five (`pipelines.crm.attributes`: a mapped CRM's extra features).
+EXTRA_TABLES: Final[tuple[str, ...]] = ("lead_attributes",)
 #: Timestamp columns that show how far the CRM's history reaches (campaign dates are plans, so they do not count).
 HISTORY_COLUMNS: Final[tuple[tuple[str, str], ...]] = (
     ("leads", "created_at"),
@@ -91,8 +93,10 @@ def write_snapshot(tables: Mapping[str, pd.DataFrame], out: Path, source: str,
                    extracted_at: datetime | None = None) -> dict[str, Any]:
     """Write `<out>/<table>.parquet` for the five (validated) tables and `<out>/manifest.json`, atomically."""
     manifest = build_manifest(tables, extracted_at or datetime.now(UTC), source)
+    extras = [name for name in EXTRA_TABLES if name in tables]  # a mapped CRM's lead attributes
+    manifest["tables"].update({name: {"file": f"{name}.parquet", "rows": len(tables[name])} for name in extras})
     with atomic_directory(out) as tmp:
-        for name in TABLES:
+        for name in (*TABLES, *extras):
             tables[name].to_parquet(tmp / f"{name}.parquet", index=False, compression="zstd")
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     log.info("snapshot of %s written to %s (history ends %s)",
@@ -108,7 +112,8 @@ def read_manifest(raw: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text())
         manifest["history_end"] = pd.Timestamp(manifest["history_end"]).tz_convert("UTC")
-        manifest["tables"] = {name: dict(manifest["tables"][name]) for name in TABLES}
+        manifest["tables"] = {name: dict(manifest["tables"][name]) for name in (*TABLES, *EXTRA_TABLES)
+                              if name in TABLES or name in manifest["tables"]}
     except (ValueError, KeyError, TypeError) as exc:
         raise CrmDataError(f"{path} is not a valid snapshot manifest: {exc!r}") from None
     return manifest
@@ -136,7 +141,23 @@ def read_snapshot(raw: Path, columns: Mapping[str, Sequence[str]] | None = None,
             raise CrmDataError(f"{path} holds {len(frame):,} rows but the manifest says "
                                f"{manifest['tables'][name]['rows']:,}: the snapshot is inconsistent")
         tables[name] = frame
+    for name in EXTRA_TABLES:  # optional tables (lead attributes of a mapped CRM) are read whole
+        if name in manifest["tables"]:
+            tables[name] = pd.read_parquet(raw / manifest["tables"][name]["file"])
     return tables, manifest
+
+
+def read_extra_tables(engine: Any, tables: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The optional tables beside the five (a mapped CRM's `lead_attributes`), checked; {} when absent."""
+    import sqlalchemy as sa
+
+    from pipelines.crm.attributes import ATTRIBUTES_TABLE, canonical_attributes
+    from pipelines.crm.db import read_table
+
+    if not sa.inspect(engine).has_table(ATTRIBUTES_TABLE):
+        return {}
+    attributes = canonical_attributes(read_table(engine, ATTRIBUTES_TABLE), tables["leads"]["lead_id"])
+    return {ATTRIBUTES_TABLE: attributes}
 
 
 def extract(url: str, out: Path, source: str | None = None) -> dict[str, Any]:
@@ -146,6 +167,7 @@ def extract(url: str, out: Path, source: str | None = None) -> dict[str, Any]:
     engine = make_engine(url)
     try:
         tables = read_crm(engine)
+        tables.update(read_extra_tables(engine, tables))
     finally:
         engine.dispose()
     return write_snapshot(tables, out, source or display_url(url))

@@ -24,6 +24,7 @@ from pipelines.config import FeaturesParams
 from pipelines.crm import vocab
 from pipelines.crm.schema import PERSONAL_COLUMNS, UTC_NS
 from pipelines.features import timeline as tl
+from pipelines.features.attributes import LeadAttributes
 from pipelines.features.snapshots import STAGE_CODES, TARGET_STAGES, StageIndex, open_leads_at
 from pipelines.features.spec import FeatureSpec
 from pipelines.features.static import STATIC_SPECS, Categories, Reference, static_features
@@ -443,13 +444,15 @@ def iter_feature_chunks(tables: Mapping[str, pd.DataFrame], snapshots: pd.DataFr
     """Feature rows chunk by chunk (whole accounts per chunk); extra snapshot columns (e.g. label) are carried.
 
     Each chunk's columns are lead_id, snapshot_at, any other columns of `snapshots`, then the features of
-    `feature_specs(params)` in order; rows within a chunk are sorted by lead, then time.
+    `feature_specs(params)` in order, then a mapped CRM's lead attributes (`attribute_specs(tables)`); rows within
+    a chunk are sorted by lead, then time.
     """
     missing = [c for c in KEY_COLUMNS if c not in snapshots.columns]
     if missing:
         raise ValueError(f"snapshots need columns {list(KEY_COLUMNS)}; missing {missing}")
     prep = _prepare(tables, params)
     specs = feature_specs(params)
+    attributes = LeadAttributes.from_tables(tables, prep.lead_ids)  # a mapped CRM's extra features, if any
     q_owner = tl.index_of(prep.lead_ids, snapshots["lead_id"].to_numpy())
     if (q_owner < 0).any():
         unknown = snapshots["lead_id"].to_numpy()[q_owner < 0][:5].tolist()
@@ -475,6 +478,7 @@ def iter_feature_chunks(tables: Mapping[str, pd.DataFrame], snapshots: pd.DataFr
         }
         columns.update({c: values[rows] for c, values in carried.items()})
         features = _chunk_features(prep, tables, k, q_owner[rows], q_sec[rows], q_ns[rows], params, specs)
+        features.update(attributes.take(q_owner[rows]))
         yield FeatureChunk(rows=rows, columns={**columns, **features})
 
 

@@ -176,6 +176,34 @@ def snapshot_grid(tables: Mapping[str, pd.DataFrame], params: FeaturesParams,
     return grid
 
 
+def is_single_snapshot(tables: Mapping[str, pd.DataFrame]) -> bool:
+    """Leads-only data: no activities and every lead created at one moment, so there is no time to slide over."""
+    leads = tables["leads"]
+    return len(leads) > 0 and len(tables["activities"]) == 0 and leads["created_at"].nunique() == 1
+
+
+def single_snapshot_grid(tables: Mapping[str, pd.DataFrame], params: FeaturesParams) -> pd.DataFrame:
+    """Leads-only data: one row per lead open at the common creation time t0; label = ever reached the target.
+
+    A mapped leads-only export says only whether each lead converted, not when, so `horizon_days` and
+    `max_lead_age_days` cannot apply: the label is "entered the target stage (or later) at any time after t0".
+    """
+    leads = tables["leads"]
+    lead_ids = leads["lead_id"].to_numpy(dtype=np.int64)
+    t0 = pd.Timestamp(leads["created_at"].iloc[0]).tz_convert("UTC")
+    stage_index = StageIndex.build(tables["stage_history"], lead_ids)
+    owner = np.arange(len(lead_ids), dtype=np.int64)
+    seconds = np.full(len(owner), int(tl.known_seconds(leads["created_at"]).max()), dtype=np.int64)
+    keep = open_mask(stage_index, tl.known_seconds(leads["created_at"]), owner, seconds, params.target_stage)
+    reaches = first_entry_seconds(stage_index, TARGET_STAGES[params.target_stage], len(lead_ids))
+    label = (reaches[keep] < np.iinfo(np.int64).max).astype(np.int8)
+    grid = pd.DataFrame({"lead_id": lead_ids[keep], "snapshot_at": tl.from_seconds(seconds[keep]), "label": label})
+    log.info("single snapshot (leads-only data) at %s: %s open leads, positive rate %.2f%%; the label is 'reached "
+             "%s at any time' (horizon_days does not apply)", t0, f"{len(grid):,}",
+             100 * float(label.mean()) if len(label) else 0.0, params.target_stage)
+    return grid
+
+
 def open_leads_at(tables: Mapping[str, pd.DataFrame], as_of: pd.Timestamp, params: FeaturesParams
                   ) -> pd.DataFrame:
     """(lead_id, snapshot_at) of every lead open at `as_of`, whatever its age: the rows nightly scoring scores."""

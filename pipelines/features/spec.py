@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 
 @dataclass(frozen=True)
@@ -12,3 +12,7 @@ class FeatureSpec:
     name: str
     kind: str
     family: str
+
+    def to_dict(self) -> dict[str, str]:
+        """The feature_list.json entry of this feature."""
+        return asdict(self)

@@ -23,8 +23,9 @@ import pyarrow.parquet as pq
 from pipelines.config import FeaturesParams
 from pipelines.errors import CrmDataError
 from pipelines.extract import atomic_directory, read_snapshot
+from pipelines.features.attributes import attribute_specs
 from pipelines.features.build import feature_specs, iter_feature_chunks, personal_columns
-from pipelines.features.snapshots import snapshot_grid
+from pipelines.features.snapshots import is_single_snapshot, single_snapshot_grid, snapshot_grid
 
 log = logging.getLogger(__name__)
 
@@ -77,19 +78,25 @@ def run_features(raw: Path, out: Path, params: FeaturesParams, progress: bool = 
     """The features stage: read the snapshot at `raw`, write snapshots, feature list and summary into `out`."""
     tables, manifest = read_snapshot(raw, RAW_COLUMNS, DICTIONARY_COLUMNS)
     end = manifest["history_end"]
-    grid = snapshot_grid(tables, params, end)
+    single = is_single_snapshot(tables)  # leads-only data (a mapped export without dates): one snapshot
+    grid = single_snapshot_grid(tables, params) if single else snapshot_grid(tables, params, end)
     if grid.empty:
         raise CrmDataError(
             f"no training examples: no lead is open on a snapshot date whose {params.horizon_days}-day horizon "
             f"ends by {end} (history too short, or features.max_lead_age_days / cadence_days too small)"
         )
     specs = feature_specs(params)
+    extra = attribute_specs(tables)
+    clash = sorted({s.name for s in specs} & {s.name for s in extra})
+    if clash:
+        raise CrmDataError(f"table 'lead_attributes': column(s) {clash} clash with built-in feature names; rename them")
+    specs += extra
     leaked = personal_columns() & {s.name for s in specs}
     if leaked:  # a programming error, checked here too because the file leaves the pipeline
         raise RuntimeError(f"personal-data columns among the features: {sorted(leaked)}")
     with atomic_directory(out) as tmp:
         rows = write_feature_rows(tables, grid, params, tmp / SNAPSHOTS_FILE, progress=progress)
-        feature_list = [{"name": s.name, "kind": s.kind, "family": s.family} for s in specs]
+        feature_list = [s.to_dict() for s in specs]
         (tmp / FEATURE_LIST_FILE).write_text(json.dumps(feature_list, indent=2) + "\n")
         summary = {
             "rows": rows,
@@ -104,6 +111,10 @@ def run_features(raw: Path, out: Path, params: FeaturesParams, progress: bool = 
             "target_stage": params.target_stage,
             "horizon_days": params.horizon_days,
         }
+        if single:
+            summary["single_snapshot"] = True
+            summary["label"] = (f"leads-only data: one snapshot; label = reached {params.target_stage} at any time "
+                                "(no dates, so horizon_days does not apply)")
         (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     log.info("features: %s rows x %d features (%s positives, %.2f%%) written to %s",
              f"{rows:,}", len(specs), f"{summary['positives']:,}", 100 * summary["positive_rate"], out)
