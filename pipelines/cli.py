@@ -372,6 +372,75 @@ def rollback(
                    f"{'' if gate.passed else ' (gate failed, forced)'}: " + "; ".join(gate.reasons))
 
 
+EXIT_LOCKED = 3
+EXIT_DRIFT = 4
+
+
+@app.command("score")
+def score(
+    url: Annotated[
+        str | None,
+        typer.Option("--url", envvar="LEADSCORE_DB_URL",
+                     help="CRM database to score (default: base.crm_url of the params; or env LEADSCORE_DB_URL)."),
+    ] = None,
+    scores_url: Annotated[
+        str | None,
+        typer.Option("--scores-url", envvar="LEADSCORE_SCORES_URL",
+                     help="Database to write lead_scores and scoring_runs to (default: the CRM database)."),
+    ] = None,
+    model_uri: Annotated[
+        str | None, typer.Option("--model-uri", help="Model to score with (default: score.model_uri of the params).")
+    ] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Score as of this UTC time, ISO format (default: now).")
+    ] = None,
+    engine: Annotated[
+        str | None, typer.Option("--engine", help="pandas (in process) or spark (default: score.engine).")
+    ] = None,
+    params: ParamsOption = Path("params.yaml"),
+    tracking_uri: TrackingOption = None,
+    fail_on_drift: Annotated[
+        bool, typer.Option("--fail-on-drift", help="Exit 4 (after writing the scores) when drift passes the alarm.")
+    ] = False,
+    staging_dir: Annotated[
+        Path | None, typer.Option("--staging-dir", help="Folder for the run's temporary files (default: the temp dir).")
+    ] = None,
+) -> None:
+    """Score every open lead with the registered model and write the run back atomically (nightly batch job).
+
+    Exit codes: 0 done, 2 bad input (nothing written), 3 another run holds the lock (nothing written),
+    4 done but drift above score.psi_warning (only with --fail-on-drift), 1 anything unexpected.
+    """
+    from pipelines.config import load_params
+    from pipelines.crm.db import display_url
+    from pipelines.score.run import parse_as_of, run_score
+    from pipelines.score.store import ScoringLockedError
+
+    with bad_input_exits():
+        loaded = load_params(params)
+        chosen = engine or loaded.score.engine
+        if chosen not in ("pandas", "spark"):
+            raise typer.BadParameter(f"--engine must be pandas or spark, not {chosen!r}")
+        try:
+            run = run_score(url or loaded.base.crm_url, scores_url, parse_as_of(as_of), loaded,
+                            model_uri or loaded.score.model_uri, tracking_uri, chosen, staging_root=staging_dir)
+        except ScoringLockedError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(EXIT_LOCKED) from None
+    psi = "n/a" if run["psi_score"] is None else f"{run['psi_score']:.3f}"
+    worst = "" if run["psi_max_feature"] is None else f", max {run['psi_max']:.3f} ({run['psi_max_feature']})"
+    typer.echo(
+        f"scored {run['leads_scored']:,} open leads of {run['leads_read']:,} as of {run['as_of']:%Y-%m-%d %H:%M:%S}Z "
+        f"with {run['model_name']} v{run['model_version']} in {run['seconds_total']:.1f} s "
+        f"({run['rows_per_second']:,.0f} leads/s): MQL {run['n_mql']:,}, SAL {run['n_sal']:,}, SQL {run['n_sql']:,}; "
+        f"rule MQL {run['n_rule_mql']:,}; PSI score {psi}{worst}; status {run['status']}; run {run['run_id']} in "
+        f"{display_url(scores_url or url or loaded.base.crm_url)}"
+        + (f" (replaced run {run['replaced_run_id']})" if run["replaced_run_id"] else "")
+    )
+    if fail_on_drift and run["status"] == "drift_warning":
+        raise typer.Exit(EXIT_DRIFT)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

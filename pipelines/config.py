@@ -209,6 +209,35 @@ class RegisterParams(StrictModel):
     gate: GateParams
 
 
+class ScoreTables(StrictModel):
+    """Names of what nightly scoring writes; the scorer checks they are plain SQL identifiers before it starts."""
+
+    scores: str = Field(description="History: one row per lead per run")
+    runs: str = Field(description="One row per complete run: counts, timings, model, drift, status")
+    latest: str = Field(description="View: the rows of the most recent complete run")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ScoreTables:
+        if len({self.scores.lower(), self.runs.lower(), self.latest.lower()}) != 3:
+            raise ValueError("scores, runs and latest must be three different names")
+        return self
+
+
+class ScoreParams(StrictModel):
+    """Nightly batch scoring: chunk size, engine, output tables and the drift alarm."""
+
+    model_uri: str = Field(min_length=1, description="Model to score with, e.g. models:/lead-scoring@champion")
+    chunk_leads: int = Field(gt=0, description="Leads per chunk (whole accounts kept together): bounds memory")
+    engine: Literal["pandas", "spark"] = Field(description="pandas: in process; spark: mlflow.pyfunc.spark_udf")
+    spark_master: str = Field(min_length=1, description="Spark master URL for --engine spark (local[N]: local mode)")
+    tables: ScoreTables
+    drift_features: int = Field(ge=0, le=100, description="Most important features whose PSI is tracked per run")
+    drift_bins: int = Field(ge=2, le=50, description="Quantile bins of the drift reference (numeric features)")
+    psi_warning: float = Field(gt=0, description="Warn (status drift_warning) when any tracked PSI exceeds this")
+    reasons_for: Literal["all", "flagged"] = Field(
+        description="Reasons (SHAP, the costly part) for every lead, or only for predicted or rule MQLs")
+
+
 class MappingParams(StrictModel):
     """Bring your own CRM: the column mapping `leadscore import` reads (format: docs/mapping.md)."""
 
@@ -226,6 +255,7 @@ class Params(StrictModel):
     calibrate: CalibrateParams
     evaluate: EvaluateParams
     registry: RegisterParams = Field(alias="register")  # `register` would shadow pydantic's ABC classmethod
+    score: ScoreParams
     mapping: MappingParams
 
 

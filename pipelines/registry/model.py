@@ -32,6 +32,8 @@ SPEC_FILE: Final = "scoring_spec.json"
 OUTPUT_COLUMNS: Final[tuple[str, ...]] = ("probability", "stage", "grade", "reasons_positive", "reasons_negative")
 #: Artifact keys of the logged pyfunc model.
 ARTIFACTS: Final[tuple[str, ...]] = ("booster", "calibrator", "thresholds", "spec")
+#: Optional artifact: the training population's bins (pipelines.drift.DriftReference) for nightly drift checks.
+REFERENCE_ARTIFACT: Final = "drift_reference"
 
 
 class ScoringInputError(BadInputError):
@@ -142,6 +144,8 @@ class LeadScoringModel(PythonModel):
         self.calibrator = load_calibrator(Path(paths["calibrator"]))
         self.thresholds = load_thresholds(Path(paths["thresholds"]))
         self.spec = ScoringSpec.from_dict(json.loads(Path(paths["spec"]).read_text()))
+        # training-population bins for drift checks (pipelines.drift); absent in models registered before them
+        self.reference_path = Path(paths[REFERENCE_ARTIFACT]) if REFERENCE_ARTIFACT in paths else None
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
                 ) -> pd.DataFrame:

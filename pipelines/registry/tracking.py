@@ -29,18 +29,23 @@ import pandas as pd
 from pipelines.calibrate import CALIBRATOR_FILE, THRESHOLDS_FILE, load_calibrator, load_thresholds
 from pipelines.config import Params
 from pipelines.crm.db import display_url
+from pipelines.drift import DriftReference, build_reference, write_reference
 from pipelines.errors import BadInputError
 from pipelines.modeling import LABEL, assign_slices, atomic_path, read_features, read_json, write_json
 from pipelines.registry.card import model_card
 from pipelines.registry.gate import GateResult, compare, first_model
 from pipelines.registry.lineage import git_commit, read_lock_hashes
 from pipelines.registry.model import (
+    REFERENCE_ARTIFACT,
     SPEC_FILE,
     LeadScoringModel,
+    ScoringSpec,
     build_spec,
+    category_levels,
     conform,
     input_schema,
     model_signature,
+    score_frame,
 )
 
 log = logging.getLogger(__name__)
@@ -328,6 +333,29 @@ def rollback(client: Any, name: str, version: str | None, rows: pd.DataFrame, pa
     return version, gate
 
 
+def training_reference(features_dir: Path, models_dir: Path, spec: ScoringSpec, top_features: int, n_bins: int
+                       ) -> DriftReference:
+    """Bins of the calibrated score and the most important features (by gain) over the training rows (fit and
+    valid slices: what the refitted booster saw)."""
+    from pipelines.train import load_booster, load_split
+
+    booster = load_booster(models_dir)
+    frame, _ = read_features(features_dir)
+    slices = assign_slices(frame, load_split(models_dir))
+    rows = frame.loc[np.isin(slices, ("fit", "valid"))].reset_index(drop=True)
+    if rows.empty:
+        raise RegistryError("the training slices are empty: no drift reference can be built")
+    calibrator = load_calibrator(models_dir / CALIBRATOR_FILE)
+    thresholds = load_thresholds(models_dir / THRESHOLDS_FILE)
+    score = score_frame(booster, calibrator, thresholds, spec, rows, 0)["probability"].to_numpy(dtype=float)
+    gain = booster.feature_importance("gain")
+    ranked = [spec.features[i] for i in np.argsort(-gain, kind="stable") if gain[i] > 0][:top_features]
+    kinds = {f.name: f.kind for f in ranked}
+    levels = {name: [str(v) for v in values] for name, values in category_levels(booster, spec).items()}
+    return build_reference(rows, score, kinds, n_bins, source=f"training rows (fit + valid slices): {len(rows):,}",
+                           levels={k: v for k, v in levels.items() if k in kinds})
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The register stage
 # ----------------------------------------------------------------------------------------------------------------
@@ -362,6 +390,8 @@ def log_and_register(client: Any, params: Params, inputs: RegisterInputs, uri: s
     spec = build_spec(booster, feature_list, params.features.target_stage, params.features.horizon_days,
                       reg.top_reasons)
     rows = gate_rows(inputs.features_dir, inputs.models_dir)
+    reference = training_reference(inputs.features_dir, inputs.models_dir, spec, params.score.drift_features,
+                                   params.score.drift_bins)
     lineage = git_commit(repo)
     hashes = read_lock_hashes(inputs.lock_path, skip_stage="register")  # every other stage is upstream
     window = data_window(split)
@@ -387,9 +417,11 @@ def log_and_register(client: Any, params: Params, inputs: RegisterInputs, uri: s
                 mlflow.log_figure(fig, path)
 
         (tmp / SPEC_FILE).write_text(json.dumps(spec.to_dict(), indent=2))
+        write_reference(reference, tmp / f"{REFERENCE_ARTIFACT}.json")
         artifacts = {"booster": str(inputs.models_dir / "booster.txt"),
                      "calibrator": str(inputs.models_dir / CALIBRATOR_FILE),
-                     "thresholds": str(inputs.models_dir / THRESHOLDS_FILE), "spec": str(tmp / SPEC_FILE)}
+                     "thresholds": str(inputs.models_dir / THRESHOLDS_FILE), "spec": str(tmp / SPEC_FILE),
+                     REFERENCE_ARTIFACT: str(tmp / f"{REFERENCE_ARTIFACT}.json")}
         example = conform(rows.head(reg.input_example_rows), input_schema(spec))
         scorer = LeadScoringModel()
         scorer.load_context(type("Context", (), {"artifacts": artifacts})())

@@ -1,0 +1,266 @@
+"""Nightly batch scoring: every lead open at the as-of time, scored with one model version, written back atomically.
+
+The run: take the lock of the scores database, check the model against the features configuration, check the
+CRM (tables, columns, lead references), then stream it in chunks of whole accounts (features, rules, model,
+drift counts; each chunk's rows spill to a private staging folder), and finally publish everything in one
+transaction. Bad input stops the run before anything is written; a crash leaves the last complete run intact;
+rerunning the same as-of time with the same model version replaces that run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from pipelines.config import Params
+from pipelines.crm.db import display_url, make_engine
+from pipelines.drift import SCORE, DriftCounter
+from pipelines.errors import BadInputError
+from pipelines.registry.model import conform
+from pipelines.rules import load_rules
+from pipelines.score import reader, store
+from pipelines.score.core import ScoringModel, check_compatible, chunk_features, load_scoring_model, score_rows
+
+log = logging.getLogger(__name__)
+
+_STAGING_PREFIX: Final = "leadscore-score-"
+_STAGING_PID: Final = re.compile(rf"^{_STAGING_PREFIX}(?P<pid>\d+)-")
+
+
+class ScoringInputError(BadInputError):
+    """The run's own arguments are unusable (e.g. an unparseable as-of time)."""
+
+
+def parse_as_of(value: str | None, now: datetime | None = None) -> pd.Timestamp:
+    """The as-of instant in UTC: ISO date or date-time (naive means UTC); default now, to the second."""
+    if value is None:
+        return pd.Timestamp(now or datetime.now(UTC)).tz_convert("UTC").floor("s")
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise ScoringInputError(f"--as-of {value!r} is not an ISO date or date-time (e.g. 2026-11-20T02:00Z)") from None
+    if pd.isna(stamp):
+        raise ScoringInputError(f"--as-of {value!r} is not a time")
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+@dataclass
+class Timings:
+    """Seconds spent per phase (summed over chunks)."""
+
+    read: float = 0.0
+    features: float = 0.0
+    predict: float = 0.0
+    write: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+
+def _clean_stale_staging(root: Path) -> None:
+    """Remove staging folders of scoring processes that no longer exist (left by a kill -9)."""
+    for path in root.glob(f"{_STAGING_PREFIX}*"):
+        match = _STAGING_PID.match(path.name)
+        if not match or not path.is_dir():
+            continue
+        pid = int(match["pid"])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+            log.info("removed staging folder %s of a run that died (pid %d)", path, pid)
+        except PermissionError:
+            continue
+
+
+def _staged(paths: list[Path]) -> Iterator[pd.DataFrame]:
+    for path in paths:
+        yield pd.read_parquet(path)
+
+
+def iter_feature_chunks(crm_url: str, as_of: pd.Timestamp, params: Params, timings: Timings, progress: bool = True
+                        ) -> Iterator[tuple[reader.CrmChunk, pd.DataFrame, pd.DataFrame]]:
+    """(chunk, features, rule scores) of the open leads, chunk by chunk, in one read transaction of the CRM."""
+    engine = make_engine(crm_url)
+    ruleset = load_rules(params.rules.file)
+    with engine.connect() as conn, conn.begin():
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        counts = reader.preflight(conn)
+        bar = tqdm(total=counts["leads"], desc="scoring", unit="lead", disable=None if progress else True)
+        chunks = reader.iter_chunks(conn, params.score.chunk_leads)
+        while True:
+            t0 = time.perf_counter()
+            chunk = next(chunks, None)
+            timings.read += time.perf_counter() - t0
+            if chunk is None:
+                break
+            t0 = time.perf_counter()
+            features, rules = chunk_features(chunk.tables, as_of, params.features, ruleset)
+            timings.features += time.perf_counter() - t0
+            yield chunk, features, rules
+            bar.update(len(chunk.tables["leads"]))
+        bar.close()
+
+
+def run_score(crm_url: str, scores_url: str | None, as_of: pd.Timestamp, params: Params, model_uri: str,
+              tracking_uri: str | None, engine: str = "pandas", progress: bool = True,
+              staging_root: Path | None = None) -> dict[str, Any]:
+    """Score every open lead of the CRM at `as_of` and publish the run; return the scoring_runs row."""
+    from pipelines.registry.tracking import configure_tracking, resolve_tracking_uri
+
+    out_url = scores_url or crm_url
+    out_engine = make_engine(out_url, create_dirs=True)
+    tables = params.score.tables
+    store.check_names(tables)
+    client = configure_tracking(resolve_tracking_uri(tracking_uri))
+    model = load_scoring_model(model_uri, client)
+    check_compatible(model, params.features)
+    if model.reference is None:
+        log.warning("%s carries no drift reference (registered before drift checks): no PSI this run",
+                    model.pinned_uri)
+    run_id = uuid.uuid4().hex
+    started_at = pd.Timestamp.now(tz="UTC")
+    timings = Timings()
+    root = staging_root or Path(tempfile.gettempdir())
+    root.mkdir(parents=True, exist_ok=True)
+    with store.run_lock(out_engine, tables):
+        _clean_stale_staging(root)
+        staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{os.getpid()}-", dir=root))
+        try:
+            meta = {"run_id": run_id, "as_of": as_of, "scored_at": started_at, "model_name": model.name,
+                    "model_version": model.version}
+            if engine == "spark":
+                from pipelines.score.spark import spark_predictor
+
+                if params.score.reasons_for == "flagged":
+                    log.warning("the spark engine explains every lead (score.reasons_for: flagged is pandas-only)")
+                with spark_predictor(model, params.score.spark_master) as predict:
+                    summary = _score_chunks(crm_url, as_of, params, model, predict, meta, staging, timings,
+                                            progress)
+            else:
+                summary = _score_chunks(crm_url, as_of, params, model, model.predict, meta, staging, timings,
+                                        progress, flagged_only=params.score.reasons_for == "flagged")
+            finished = pd.Timestamp.now(tz="UTC")
+            total = time.perf_counter() - timings.started
+            drift = summary.pop("drift")
+            features_psi = {k: v for k, v in drift.items() if k != SCORE}
+            worst = max(features_psi, key=features_psi.get) if features_psi else None
+            tracked = [v for v in drift.values()]
+            status = "drift_warning" if tracked and max(tracked) > params.score.psi_warning else "ok"
+            run = {**meta, "started_at": started_at, "finished_at": finished, "model_uri": model.uri,
+                   "engine": engine, "status": status, **summary,
+                   "seconds_read": timings.read, "seconds_features": timings.features,
+                   "seconds_predict": timings.predict, "seconds_total": total,
+                   "rows_per_second": summary["leads_scored"] / total if total > 0 else None,
+                   "psi_score": drift.get(SCORE), "psi_max": features_psi.get(worst) if worst else None,
+                   "psi_max_feature": worst, "drift": _drift_json(drift)}
+            t0 = time.perf_counter()
+            replaced = store.publish_run(out_engine, tables, {**run, "seconds_write": None},
+                                         _staged(sorted(staging.glob("chunk-*.parquet"))))
+            run["seconds_write"] = timings.write + time.perf_counter() - t0
+            run["replaced_run_id"] = ",".join(replaced) or None
+            _record_write_seconds(out_engine, tables, run_id, run["seconds_write"])
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    if status == "drift_warning":
+        log.warning("drift: PSI above %.2f (score %s, worst feature %s %s): the population differs from the "
+                    "training data; check the inputs and consider retraining", params.score.psi_warning,
+                    _fmt(run["psi_score"]), worst, _fmt(run["psi_max"]))
+    log.info("run %s published to %s", run_id, display_url(out_url))
+    return run
+
+
+def _score_chunks(crm_url: str, as_of: pd.Timestamp, params: Params, model: ScoringModel,
+                  predict: Callable[[pd.DataFrame], pd.DataFrame], meta: dict[str, Any], staging: Path,
+                  timings: Timings, progress: bool, flagged_only: bool = False) -> dict[str, Any]:
+    """Every chunk: features and rules here, the model through `predict` (in process, or Spark), rows spilled to
+    staging Parquet files; returns the run's counts and drift."""
+    counter = DriftCounter(model.reference) if model.reference is not None else None
+    totals = {"leads_read": 0, "leads_scored": 0, "n_mql": 0, "n_sal": 0, "n_sql": 0, "n_rule_mql": 0, "chunks": 0}
+    prob_sum = 0.0
+    for chunk, features, rules in iter_feature_chunks(crm_url, as_of, params, timings, progress):
+        totals["leads_read"] += len(chunk.tables["leads"])
+        totals["chunks"] += 1
+        if features.empty:
+            continue
+        t0 = time.perf_counter()
+        conformed = conform(features, model.schema)
+        if flagged_only:  # reasons (SHAP) only for the leads someone acts on: predicted or rule MQLs
+            scored = model.pyfunc.predict(conformed, params={"top_reasons": 0})
+            flagged = (scored["stage"].astype(str).to_numpy() != "none") | rules["rule_mql"].to_numpy(dtype=bool)
+            scored = _with_reasons(model, conformed, scored, np.flatnonzero(flagged))
+        else:
+            scored = predict(conformed)
+        timings.predict += time.perf_counter() - t0
+        prob_sum += _add_totals(totals, features, rules, scored, counter)
+        t0 = time.perf_counter()
+        score_rows(features, rules, scored, meta).to_parquet(
+            staging / f"chunk-{chunk.index:06d}.parquet", index=False)
+        timings.write += time.perf_counter() - t0
+    totals["mean_probability"] = prob_sum / totals["leads_scored"] if totals["leads_scored"] else None
+    totals["drift"] = counter.psi() if counter is not None else {}
+    return totals
+
+
+def _with_reasons(model: ScoringModel, features: pd.DataFrame, scored: pd.DataFrame, rows: np.ndarray
+                  ) -> pd.DataFrame:
+    """`scored` with the reasons of `rows` filled in by the model (its default number of reasons)."""
+    if len(rows) == 0:
+        return scored
+    explained = model.predict(features.iloc[rows].reset_index(drop=True))
+    scored = scored.copy()
+    for col in ("reasons_positive", "reasons_negative"):
+        values = scored[col].to_list()
+        for i, reasons in zip(rows, explained[col], strict=True):
+            values[i] = reasons
+        scored[col] = values
+    return scored
+
+
+def _add_totals(totals: dict[str, Any], features: pd.DataFrame, rules: pd.DataFrame, scored: pd.DataFrame,
+                counter: DriftCounter | None) -> float:
+    """Add one chunk to the run's counts and drift bins; return the chunk's probability sum."""
+    prob = scored["probability"].to_numpy(dtype=float)
+    stage = scored["stage"].astype(str).to_numpy()
+    totals["leads_scored"] += len(scored)
+    # stages are nested: a lead over the SAL threshold is over the MQL one too
+    totals["n_mql"] += int(np.isin(stage, ("MQL", "SAL", "SQL")).sum())
+    totals["n_sal"] += int(np.isin(stage, ("SAL", "SQL")).sum())
+    totals["n_sql"] += int((stage == "SQL").sum())
+    totals["n_rule_mql"] += int(rules["rule_mql"].to_numpy(dtype=bool).sum())
+    if counter is not None:
+        counter.add(features, prob)
+    return float(prob.sum())
+
+
+def _drift_json(drift: dict[str, float]) -> str:
+    import json
+
+    return json.dumps(drift, sort_keys=True)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _record_write_seconds(engine: Any, tables: Any, run_id: str, seconds: float) -> None:
+    """Store the publish time measured after the commit (a tiny second transaction, cosmetic if it fails)."""
+    import sqlalchemy as sa
+
+    try:
+        store.set_run_value(engine, tables, run_id, "seconds_write", seconds)
+    except sa.exc.SQLAlchemyError as exc:  # the run itself is published; only the timing is missing
+        log.warning("could not record the write time of run %s: %s", run_id, exc)

@@ -1,0 +1,281 @@
+"""Where nightly scores live: the `lead_scores` history, the `scoring_runs` log, the latest-run view, the run lock.
+
+A run becomes visible in one transaction: the previous rows of the same (as_of, model name, model version) are
+deleted, the new rows inserted (COPY on PostgreSQL) and the run logged, all or nothing. A crash or `kill -9` before
+the commit leaves the last complete run as it was. Names come from params, are checked as plain identifiers and
+are quoted by the dialect; values always travel as bound parameters.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import socket
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from pipelines.config import ScoreTables
+from pipelines.crm.db import check_identifier, display_url, insert_frame
+from pipelines.errors import BadInputError
+
+log = logging.getLogger(__name__)
+
+#: lead_scores columns, in order.
+SCORE_COLUMNS: Final[dict[str, sa.types.TypeEngine]] = {
+    "run_id": sa.Text(), "lead_id": sa.BigInteger(), "as_of": sa.DateTime(timezone=True),
+    "scored_at": sa.DateTime(timezone=True), "model_name": sa.Text(), "model_version": sa.Text(),
+    "probability": sa.Float(), "stage": sa.Text(), "grade": sa.Text(), "rule_score": sa.Float(),
+    "rule_mql": sa.Boolean(), "reasons_positive": sa.Text(), "reasons_negative": sa.Text(),
+}
+#: scoring_runs columns, in order.
+RUN_COLUMNS: Final[dict[str, sa.types.TypeEngine]] = {
+    "run_id": sa.Text(), "as_of": sa.DateTime(timezone=True), "started_at": sa.DateTime(timezone=True),
+    "finished_at": sa.DateTime(timezone=True), "model_name": sa.Text(), "model_version": sa.Text(),
+    "model_uri": sa.Text(), "engine": sa.Text(), "status": sa.Text(), "leads_read": sa.BigInteger(),
+    "leads_scored": sa.BigInteger(), "n_mql": sa.BigInteger(), "n_sal": sa.BigInteger(), "n_sql": sa.BigInteger(),
+    "n_rule_mql": sa.BigInteger(), "mean_probability": sa.Float(), "chunks": sa.BigInteger(),
+    "seconds_read": sa.Float(), "seconds_features": sa.Float(), "seconds_predict": sa.Float(),
+    "seconds_write": sa.Float(), "seconds_total": sa.Float(), "rows_per_second": sa.Float(),
+    "psi_score": sa.Float(), "psi_max": sa.Float(), "psi_max_feature": sa.Text(), "drift": sa.Text(),
+    "replaced_run_id": sa.Text(),
+}
+
+
+class ScoringLockedError(RuntimeError):
+    """Another scoring run holds the lock on the scores database."""
+
+
+class ScoresTableError(BadInputError):
+    """An existing scores table does not have the columns this version writes."""
+
+
+def check_names(tables: ScoreTables) -> None:
+    """Refuse table names that are not plain SQL identifiers (they come from params), before anything runs."""
+    for key in ("scores", "runs", "latest"):
+        try:
+            check_identifier(getattr(tables, key))
+        except ValueError as exc:
+            raise ScoresTableError(f"score.tables.{key}: {exc}") from None
+
+
+def _tables(tables: ScoreTables) -> tuple[sa.MetaData, sa.Table, sa.Table]:
+    metadata = sa.MetaData()
+    scores = sa.Table(check_identifier(tables.scores), metadata,
+                      *(sa.Column(name, kind, primary_key=name in ("run_id", "lead_id"), autoincrement=False)
+                        for name, kind in SCORE_COLUMNS.items()))
+    runs = sa.Table(check_identifier(tables.runs), metadata,
+                    *(sa.Column(name, kind, primary_key=name == "run_id") for name, kind in RUN_COLUMNS.items()))
+    sa.Index(check_identifier(f"ix_{tables.scores}_lead_id"[:63], "index"), scores.c.lead_id)
+    return metadata, scores, runs
+
+
+def _check_existing(conn: Connection, table: sa.Table) -> None:
+    inspector = sa.inspect(conn)
+    if not inspector.has_table(table.name):
+        return
+    have = {c["name"] for c in inspector.get_columns(table.name)}
+    missing = [c.name for c in table.columns if c.name not in have]
+    if missing:
+        raise ScoresTableError(
+            f"table '{table.name}' exists in {display_url(conn.engine.url)} but lacks column(s) {missing}: "
+            "point score.tables at another name, or rename the old table"
+        )
+
+
+def latest_view_sql(conn: Connection, tables: ScoreTables) -> str:
+    """CREATE VIEW of the latest complete run's rows, identifiers quoted by the dialect."""
+    q = conn.dialect.identifier_preparer.quote
+    scores, runs, view = (q(check_identifier(n)) for n in (tables.scores, tables.runs, tables.latest))
+    return (f"CREATE VIEW {view} AS SELECT s.* FROM {scores} s WHERE s.run_id = "
+            f"(SELECT r.run_id FROM {runs} r ORDER BY r.as_of DESC, r.finished_at DESC LIMIT 1)")
+
+
+def ensure_schema(conn: Connection, tables: ScoreTables) -> tuple[sa.Table, sa.Table]:
+    """Create the scores and runs tables and the latest view if missing (inside the caller's transaction)."""
+    metadata, scores, runs = _tables(tables)
+    for table in (scores, runs):
+        _check_existing(conn, table)
+    metadata.create_all(conn, checkfirst=True)
+    inspector = sa.inspect(conn)
+    if tables.latest not in inspector.get_view_names():
+        if inspector.has_table(tables.latest):
+            raise ScoresTableError(f"'{tables.latest}' is a table, not the latest-scores view: choose another name")
+        conn.exec_driver_sql(latest_view_sql(conn, tables))
+    return scores, runs
+
+
+def _same_run(conn: Connection, runs: sa.Table, as_of: pd.Timestamp, model_name: str, model_version: str
+              ) -> list[str]:
+    """Run ids already stored for this as_of time and model version (compared as UTC instants)."""
+    query = sa.select(runs.c.run_id, runs.c.as_of).where(runs.c.model_name == model_name,
+                                                          runs.c.model_version == model_version)
+    found = conn.execute(query).all()
+    if not found:
+        return []
+    stamps = pd.to_datetime(pd.Series([row.as_of for row in found]), utc=True, format="ISO8601")
+    return [row.run_id for row, stamp in zip(found, stamps, strict=True) if stamp == as_of]
+
+
+def publish_run(engine: Engine, tables: ScoreTables, run: Mapping[str, Any], chunks: Iterable[pd.DataFrame]
+                ) -> list[str]:
+    """Make a run visible atomically, replacing any earlier run of the same as_of and model version.
+
+    Returns the replaced run ids. Nothing is visible to readers until the commit; on any error nothing changes.
+    """
+    as_of = pd.Timestamp(run["as_of"])
+    with engine.begin() as conn:
+        scores, runs = ensure_schema(conn, tables)
+        replaced = _same_run(conn, runs, as_of, str(run["model_name"]), str(run["model_version"]))
+        if replaced:
+            conn.execute(scores.delete().where(scores.c.run_id.in_(replaced)))
+            conn.execute(runs.delete().where(runs.c.run_id.in_(replaced)))
+            log.info("replacing earlier run(s) %s of the same as-of time and model version", ", ".join(replaced))
+        written = 0
+        for chunk in chunks:
+            insert_frame(conn, scores, chunk[list(SCORE_COLUMNS)])
+            written += len(chunk)
+        row = {**run, "replaced_run_id": ",".join(replaced) or None}
+        insert_frame(conn, runs, pd.DataFrame([{c: row.get(c) for c in RUN_COLUMNS}]).astype(_run_dtypes()))
+    log.info("published run %s: %s rows in %s", run["run_id"], f"{written:,}", tables.scores)
+    return replaced
+
+
+def set_run_value(engine: Engine, tables: ScoreTables, run_id: str, column: str, value: object) -> None:
+    """Update one column of one logged run (its own small transaction)."""
+    if column not in RUN_COLUMNS:
+        raise ValueError(f"scoring_runs has no column {column!r}")
+    _, _, runs = _tables(tables)
+    with engine.begin() as conn:
+        conn.execute(runs.update().where(runs.c.run_id == run_id).values({column: value}))
+
+
+def _run_dtypes() -> dict[str, str]:
+    out = {}
+    for name, kind in RUN_COLUMNS.items():
+        if isinstance(kind, sa.DateTime):
+            out[name] = "datetime64[ns, UTC]"
+        elif isinstance(kind, sa.BigInteger):
+            out[name] = "Int64"
+        elif isinstance(kind, sa.Float):
+            out[name] = "float64"
+        else:
+            out[name] = "object"
+    return out
+
+
+def read_runs(engine: Engine, tables: ScoreTables) -> pd.DataFrame:
+    """The scoring_runs log (empty when no run happened yet), timestamps as UTC."""
+    name = check_identifier(tables.runs)
+    if not sa.inspect(engine).has_table(name):
+        return pd.DataFrame(columns=list(RUN_COLUMNS))
+    _, _, runs = _tables(tables)
+    with engine.connect() as conn:
+        frame = pd.read_sql_query(sa.select(runs).order_by(runs.c.as_of, runs.c.finished_at), conn)
+    for col, kind in RUN_COLUMNS.items():
+        if isinstance(kind, sa.DateTime):
+            frame[col] = pd.to_datetime(frame[col], utc=True, format="ISO8601")
+    return frame
+
+
+def read_scores(engine: Engine, tables: ScoreTables, latest: bool = False) -> pd.DataFrame:
+    """Stored scores (the whole history, or only the latest view), reasons decoded into lists."""
+    name = check_identifier(tables.latest if latest else tables.scores)
+    inspector = sa.inspect(engine)
+    if not (inspector.has_table(name) or name in inspector.get_view_names()):
+        return pd.DataFrame(columns=list(SCORE_COLUMNS))
+    relation = sa.table(name, *(sa.column(c) for c in SCORE_COLUMNS))
+    with engine.connect() as conn:
+        frame = pd.read_sql_query(sa.select(relation), conn)
+    for col in ("as_of", "scored_at"):
+        frame[col] = pd.to_datetime(frame[col], utc=True, format="ISO8601")
+    frame["rule_mql"] = frame["rule_mql"].astype(bool)
+    for col in ("reasons_positive", "reasons_negative"):
+        frame[col] = frame[col].map(lambda text: json.loads(text) if isinstance(text, str) else [])
+    return frame
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The run lock
+# ----------------------------------------------------------------------------------------------------------------
+
+def _lock_key(engine: Engine, tables: ScoreTables) -> int:
+    """A stable signed 64-bit advisory-lock key per scores table."""
+    digest = hashlib.sha256(f"leadscore.score:{tables.scores}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _sqlite_lock_path(engine: Engine) -> Path | None:
+    database = engine.url.database
+    if database in (None, "", ":memory:"):
+        return None
+    return Path(database).with_name(Path(database).name + ".score.lock")
+
+
+@contextmanager
+def run_lock(engine: Engine, tables: ScoreTables) -> Iterator[None]:
+    """Hold the scoring lock of the scores database for the block, or raise ScoringLockedError at once.
+
+    PostgreSQL: a session advisory lock; SQLite: an flock on `<db>.score.lock` beside the file. Both die with the
+    process, so a `kill -9` never leaves a stale lock behind.
+    """
+    dialect = engine.dialect.name
+    if dialect == "postgresql":
+        key = _lock_key(engine, tables)
+        conn = engine.connect()
+        try:
+            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar()
+            conn.commit()
+            if not got:
+                holder = conn.execute(sa.text(
+                    "SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l JOIN pg_stat_activity a "
+                    "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND "
+                    "l.classid::text::bigint = :hi AND l.objid::text::bigint = :lo"),
+                    {"hi": (key >> 32) & 0xFFFFFFFF, "lo": key & 0xFFFFFFFF}).first()
+                who = f" (backend pid {holder.pid}, connected {holder.backend_start:%Y-%m-%d %H:%M:%S})" if holder \
+                    else ""
+                raise ScoringLockedError(f"another scoring run is writing to {display_url(engine.url)}{who}; "
+                                         "this run stopped without writing anything. Try again when it has finished.")
+            try:
+                yield
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                conn.commit()
+        finally:
+            conn.close()
+        return
+    path = _sqlite_lock_path(engine) if dialect == "sqlite" else None
+    if path is None:
+        if dialect != "sqlite":
+            log.warning("no run lock for %s databases: make sure only one scoring run writes at a time", dialect)
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = Path(path).read_text().strip() or "unknown process"
+            raise ScoringLockedError(f"another scoring run is writing to {display_url(engine.url)} ({holder}, lock "
+                                     f"file {path}); this run stopped without writing anything. Try again when it "
+                                     "has finished.") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                     f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC\n".encode())
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
