@@ -441,6 +441,37 @@ def score(
         raise typer.Exit(EXIT_DRIFT)
 
 
+@app.command("report")
+def report(
+    features: FeaturesDirOption,
+    models: ModelsDirOption,
+    rules: Annotated[Path, typer.Option("--rules", help="Rule scores Parquet of the same snapshots.")],
+    raw: Annotated[Path, typer.Option("--raw", help="The CRM snapshot folder (campaign names).")],
+    out: Annotated[Path, typer.Option("--out", help="The HTML page to write.")] = Path("reports/mql_comparison.html"),
+    url: Annotated[
+        str | None,
+        typer.Option("--url", envvar="LEADSCORE_DB_URL",
+                     help="CRM database for the nightly run's lead attributes (default: base.crm_url)."),
+    ] = None,
+    scores_url: Annotated[
+        str | None,
+        typer.Option("--scores-url", envvar="LEADSCORE_SCORES_URL",
+                     help="Database holding lead_scores and scoring_runs (default: the CRM database)."),
+    ] = None,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Marketers' report: predicted vs rule MQLs on the test period and the latest nightly run, one HTML page."""
+    from pipelines.config import load_params
+    from pipelines.report.stage import run_report
+
+    with bad_input_exits():
+        loaded = load_params(params)
+        crm_url = url or loaded.base.crm_url
+        summary = run_report(loaded, features, models, rules, raw, scores_url or crm_url, crm_url, out)
+        nightly = summary["nightly_run"] or "no nightly run yet"
+        typer.echo(f"report in {out}: {summary['test_rows']:,} test rows; latest nightly run: {nightly}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

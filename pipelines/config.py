@@ -238,6 +238,30 @@ class ScoreParams(StrictModel):
         description="Reasons (SHAP, the costly part) for every lead, or only for predicted or rule MQLs")
 
 
+class LeakageParams(StrictModel):
+    """When the report flags a campaign's or region's rule MQLs (MQL -> SQL conversion within the horizon)."""
+
+    min_mqls: int = Field(ge=1, description="Rule MQL rows (lead-weeks) a group needs before it is flagged")
+    too_loose_below: float = Field(ge=0, lt=1, description="MQL -> SQL below this: leakage too high (too loose)")
+    too_narrow_above: float = Field(gt=0, le=1, description="MQL -> SQL above this: leakage too low (net too narrow)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LeakageParams:
+        if self.too_narrow_above <= self.too_loose_below:
+            raise ValueError("too_narrow_above must be greater than too_loose_below")
+        return self
+
+
+class ReportParams(StrictModel):
+    """The marketers' report (predicted vs rule MQLs): intervals, curve resolution, examples and leakage flags."""
+
+    bootstrap: int = Field(ge=0, description="Resamples of leads for the conversion intervals (0: none)")
+    ci_level: float = Field(gt=0, lt=1)
+    curve_points: int = Field(ge=10, le=2000, description="Points per lift, capture and trade-off curve")
+    examples: int = Field(ge=1, le=50, description="Disagreement examples shown per side")
+    leakage: LeakageParams
+
+
 class MappingParams(StrictModel):
     """Bring your own CRM: the column mapping `leadscore import` reads (format: docs/mapping.md)."""
 
@@ -256,6 +280,7 @@ class Params(StrictModel):
     evaluate: EvaluateParams
     registry: RegisterParams = Field(alias="register")  # `register` would shadow pydantic's ABC classmethod
     score: ScoreParams
+    report: ReportParams
     mapping: MappingParams
 
 

@@ -1,0 +1,174 @@
+"""The report stage's entry point: load the test slice and the latest nightly run, build the sections, write HTML.
+
+Everything the evaluate stage reads is read the same way (features, split, booster, calibrator, thresholds, rule
+scores aligned on (lead_id, snapshot_at)); probabilities, predicted stages and grades come from the registered
+model's own scoring function (`pipelines.registry.model.score_frame`), and so do the reasons of the disagreement
+examples. The page is written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.calibrate import CALIBRATOR_FILE, THRESHOLDS_FILE, Thresholds, load_calibrator, load_thresholds
+from pipelines.config import Params
+from pipelines.modeling import (
+    FEATURE_LIST_FILE,
+    KEY_COLUMNS,
+    LABEL,
+    ModelInputError,
+    align_rows,
+    assign_slices,
+    atomic_path,
+    read_features,
+    read_json,
+)
+from pipelines.report import core, render
+
+log = logging.getLogger(__name__)
+
+TITLE = "Predicted vs rule-based MQLs"
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """The test rows ready for the core, and what is needed to explain a few of them."""
+
+    rows: pd.DataFrame
+    weeks: float
+    thresholds: Thresholds
+    features: pd.DataFrame  # the test feature rows (same order as rows), to compute reasons for examples
+    explain: Any            # callable: feature rows -> (reasons_positive, reasons_negative) lists
+
+
+def _campaign_names(raw_dir: Path) -> dict[str, str]:
+    """campaign_id (as the features stage's category text) -> campaign name, from the extract snapshot."""
+    from pipelines.extract import read_snapshot
+
+    wanted = {"campaigns": ["campaign_id", "name"], "leads": ["lead_id"], "accounts": ["account_id"],
+              "activities": ["activity_id"], "stage_history": ["stage_history_id"]}
+    tables, _ = read_snapshot(raw_dir, wanted)
+    campaigns = tables["campaigns"]
+    return dict(zip(campaigns["campaign_id"].astype("int64").astype(str), campaigns["name"].astype(str), strict=True))
+
+
+def _rules_fired(rules_path: Path, test: pd.DataFrame) -> pd.Series | None:
+    """The rules stage's explanation of each test row (None when the file predates the column)."""
+    try:
+        fired = pd.read_parquet(rules_path, columns=[*KEY_COLUMNS, "rules_fired"])
+    except (KeyError, ValueError):
+        return None
+    return align_rows(test, fired, ["rules_fired"], "rule scores")["rules_fired"]
+
+
+def load_holdout(params: Params, features_dir: Path, model_dir: Path, rules_path: Path, raw_dir: Path) -> Holdout:
+    """The out-of-time test slice scored by the model, with the rule scores and the lead attributes the report
+    shows (codes, flags and campaign names only)."""
+    from pipelines.calibrate import read_rule_scores, slice_share
+    from pipelines.registry.model import build_spec, score_frame
+    from pipelines.train import load_booster, load_split
+
+    frame, _ = read_features(features_dir)
+    model_dir = Path(model_dir)
+    slices = assign_slices(frame, load_split(model_dir))
+    test = frame.loc[slices == "test"].reset_index(drop=True)
+    if test.empty:
+        raise ModelInputError("no feature rows fall in the test slice of models/split.json (stale split?)")
+    booster = load_booster(model_dir)
+    calibrator = load_calibrator(model_dir / CALIBRATOR_FILE)
+    thresholds = load_thresholds(model_dir / THRESHOLDS_FILE)
+    feature_list = read_json(Path(features_dir) / FEATURE_LIST_FILE, "feature list")
+    spec = build_spec(booster, feature_list, params.features.target_stage, params.features.horizon_days,
+                      params.registry.top_reasons)
+    scored = score_frame(booster, calibrator, thresholds, spec, test, 0)
+    rules = align_rows(test, read_rule_scores(rules_path), ["rule_score", "rule_mql"], "rule scores")
+    names = _campaign_names(raw_dir)
+    campaign_id = test["campaign_id"].astype(object) if "campaign_id" in test.columns else pd.Series(
+        [None] * len(test), dtype=object)
+    campaign = campaign_id.map(lambda c: core.NO_CAMPAIGN if c is None or pd.isna(c)
+                               else names.get(str(c), f"campaign {c}"))
+    needed = ["icp_match", "seniority", "department", "lead_source", "region"]
+    missing = [c for c in needed if c not in test.columns]
+    if missing:
+        raise ModelInputError(f"feature snapshots lack column(s) {missing} the report shows")
+    rows = pd.DataFrame({
+        "lead_id": test["lead_id"].to_numpy(dtype=np.int64), "snapshot_at": test["snapshot_at"],
+        "label": test[LABEL].to_numpy(dtype=np.int64),
+        "probability": scored["probability"].to_numpy(dtype=float), "stage": scored["stage"].to_numpy(),
+        "grade": scored["grade"].to_numpy(), "rule_score": rules["rule_score"].to_numpy(dtype=float),
+        "rule_mql": rules["rule_mql"].to_numpy(dtype=bool), "fit": test["icp_match"].to_numpy() == 1,
+        "seniority": test["seniority"].astype(object).to_numpy(),
+        "department": test["department"].astype(object).to_numpy(),
+        "lead_source": test["lead_source"].astype(object).to_numpy(), "campaign": campaign.to_numpy(),
+        "region": test["region"].astype(object).to_numpy(),
+    })
+    fired = _rules_fired(rules_path, test)
+    if fired is not None:
+        rows["rules_fired"] = fired.to_numpy()
+    weeks = (test["snapshot_at"].nunique() * slice_share(slices, frame["snapshot_at"], "test")
+             * params.features.cadence_days / 7)
+
+    def explain(features: pd.DataFrame) -> tuple[list[list[str]], list[list[str]]]:
+        out = score_frame(booster, calibrator, thresholds, spec, features, params.registry.top_reasons)
+        return list(out["reasons_positive"]), list(out["reasons_negative"])
+
+    return Holdout(rows=rows, weeks=float(weeks), thresholds=thresholds, features=test, explain=explain)
+
+
+def add_reasons(examples: pd.DataFrame, holdout: Holdout) -> pd.DataFrame:
+    """The examples with the model's reasons (business words) for and against, from their feature rows."""
+    if examples.empty:
+        return examples.assign(reasons_positive=pd.Series(dtype=object), reasons_negative=pd.Series(dtype=object))
+    keys = holdout.features[list(KEY_COLUMNS)].reset_index().merge(
+        examples[list(KEY_COLUMNS)].assign(_pos=np.arange(len(examples))), on=list(KEY_COLUMNS))
+    keys = keys.sort_values("_pos")
+    positive, negative = holdout.explain(holdout.features.loc[keys["index"].to_numpy()].reset_index(drop=True))
+    out = examples.copy()
+    out["reasons_positive"] = ["; ".join(r) for r in positive]
+    out["reasons_negative"] = ["; ".join(r) for r in negative]
+    return out
+
+
+def build_page(params: Params, holdout: Holdout, nightly: core.NightlySection | None, scores_where: str) -> str:
+    """The whole HTML page from the loaded inputs."""
+    test = core.HoldoutRows.from_rows(holdout.rows, holdout.weeks)
+    section = core.holdout_section(test, params.report, params.base.seed)
+    section = core.HoldoutSection(**{**section.__dict__, "rule_only": add_reasons(section.rule_only, holdout),
+                                     "model_only": add_reasons(section.model_only, holdout)})
+    notes = core.threshold_notes(holdout.thresholds)
+    body = render.holdout_html(section, notes, params.features.horizon_days, params.features.target_stage)
+    return render.page(TITLE, body, render.nightly_html(nightly, scores_where))
+
+
+def load_nightly(params: Params, scores_url: str, crm_url: str) -> core.NightlySection | None:
+    """The latest nightly run joined with the CRM's lead attributes, or None when there is no run yet."""
+    from pipelines.report.nightly import join_attributes, lead_attributes, read_latest_run
+
+    latest = read_latest_run(scores_url, params.score.tables)
+    if latest is None:
+        return None
+    rows = join_attributes(latest.scores, lead_attributes(crm_url, params.features))
+    return core.nightly_section(rows, latest.run, params.report)
+
+
+def run_report(params: Params, features_dir: Path, model_dir: Path, rules_path: Path, raw_dir: Path,
+               scores_url: str, crm_url: str, out: Path) -> dict[str, Any]:
+    """Entry point of the report stage: write the HTML page atomically; returns a small summary for the log."""
+    from pipelines.crm.db import display_url
+
+    holdout = load_holdout(params, features_dir, model_dir, rules_path, raw_dir)
+    nightly = load_nightly(params, scores_url, crm_url)
+    html = build_page(params, holdout, nightly, display_url(scores_url))
+    with atomic_path(Path(out)) as tmp:
+        tmp.write_text(html, encoding="utf-8")
+    summary = {"out": str(out), "bytes": len(html.encode()), "test_rows": len(holdout.rows),
+               "nightly_run": None if nightly is None else nightly.run.get("run_id")}
+    log.info("report written to %s (%s bytes; %s test rows; nightly run %s)", out, f"{summary['bytes']:,}",
+             f"{summary['test_rows']:,}", summary["nightly_run"] or "none yet")
+    return summary

@@ -1,0 +1,186 @@
+"""The report in a real browser: headless Chromium (Debian's `chromium`) opens the page from a file, logs no console
+error, renders every chart with a non-zero size, needs no sideways scrolling, and saves a screenshot.
+
+The browser is driven over the DevTools protocol on a pipe (--remote-debugging-pipe: JSON messages separated by
+NUL bytes on file descriptors 3 and 4), so no websocket client is needed and no port is opened.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium: `apt-get install chromium` "
+                                  "(.ci/run installs it on CI; no browser is ever downloaded)")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "report"))
+
+
+class DevTools:
+    """A minimal DevTools-protocol client over Chromium's debugging pipe."""
+
+    def __init__(self, user_data: Path) -> None:
+        to_browser_r, self._write = os.pipe()
+        self._read, from_browser_w = os.pipe()
+        os.set_inheritable(to_browser_r, True)
+        os.set_inheritable(from_browser_w, True)
+        args = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--no-first-run", "--no-default-browser-check", f"--user-data-dir={user_data}",
+                "--remote-debugging-pipe", "--window-size=1280,900"]
+
+        def fds() -> None:  # runs in the child: the protocol wants the pipe on fds 3 (in) and 4 (out)
+            os.dup2(to_browser_r, 3)
+            os.dup2(from_browser_w, 4)
+
+        # close_fds=False: the child's fds 3 and 4 are set by `fds`, after which Popen would close them otherwise
+        self.proc = subprocess.Popen(args, preexec_fn=fds, close_fds=False, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.set_inheritable(self._write, False)
+        os.set_inheritable(self._read, False)
+        os.close(to_browser_r)
+        os.close(from_browser_w)
+        self._buffer = b""
+        self._next_id = 0
+        self.events: list[dict[str, Any]] = []
+
+    def _message(self, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while b"\0" not in self._buffer:
+            if time.monotonic() > deadline:
+                raise TimeoutError("no message from chromium")
+            chunk = os.read(self._read, 1 << 16)
+            if not chunk:
+                raise RuntimeError("chromium closed the debugging pipe")
+            self._buffer += chunk
+        raw, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(raw)
+
+    def call(self, method: str, params: dict[str, Any] | None = None, session: str | None = None,
+             timeout: float = 30.0) -> dict[str, Any]:
+        """Send one command and wait for its answer, keeping the events that arrive meanwhile."""
+        self._next_id += 1
+        message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = session
+        os.write(self._write, json.dumps(message).encode() + b"\0")
+        while True:
+            reply = self._message(timeout)
+            if reply.get("id") == self._next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+            self.events.append(reply)
+
+    def wait_for(self, method: str, timeout: float = 30.0) -> dict[str, Any]:
+        """The first event of that method (already received or still to come)."""
+        for event in self.events:
+            if event.get("method") == method:
+                return event
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            event = self._message(deadline - time.monotonic())
+            self.events.append(event)
+            if event.get("method") == method:
+                return event
+        raise TimeoutError(method)
+
+    def close(self) -> None:
+        """Ask the browser to quit, then make sure it did."""
+        with contextlib.suppress(RuntimeError, TimeoutError, OSError):
+            self.call("Browser.close", timeout=5)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self._write)
+        os.close(self._read)
+
+
+CHECK_JS = """JSON.stringify({
+  charts: Array.from(document.querySelectorAll("figure.chart")).map(function (f) {
+    var g = f.querySelector("svg, img"); var r = g ? g.getBoundingClientRect() : {width: 0, height: 0};
+    return {name: f.dataset.chart, width: r.width, height: r.height,
+            marks: g ? g.querySelectorAll("path, rect, line, polyline").length : 0};
+  }),
+  scrollWidth: document.documentElement.scrollWidth, clientWidth: document.documentElement.clientWidth,
+  tables: document.querySelectorAll("table").length
+})"""
+
+
+def _errors(events: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for event in events:
+        method, params = event.get("method"), event.get("params", {})
+        if method == "Runtime.exceptionThrown":
+            details = params.get("exceptionDetails", {})
+            out.append(str(details.get("exception", {}).get("description") or details.get("text", ""))[:500])
+        elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+            out.append(json.dumps(params.get("args", []))[:500])
+        elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
+            out.append(params["entry"].get("text", "")[:500])
+    return out
+
+
+def open_in_browser(page: Path, tmp_path: Path) -> tuple[dict[str, Any], list[str], list[str]]:
+    """Load the page; return the chart check, the console errors and the resources it requested."""
+    tools = DevTools(tmp_path / "chromium-profile")
+    try:
+        target = tools.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = tools.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            tools.call(f"{domain}.enable", session=session)
+        tools.call("Emulation.setDeviceMetricsOverride",
+                   {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False}, session=session)
+        tools.call("Page.navigate", {"url": page.resolve().as_uri()}, session=session)
+        tools.wait_for("Page.loadEventFired")
+        checked = tools.call("Runtime.evaluate", {"expression": CHECK_JS, "returnByValue": True}, session=session)
+        result = json.loads(checked["result"]["value"])
+        shot = tools.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True},
+                          session=session)
+        (tmp_path / "report.png").write_bytes(base64.b64decode(shot["data"]))
+        requested = [e["params"]["request"]["url"] for e in tools.events
+                     if e.get("method") == "Network.requestWillBeSent"]
+        return result, _errors(tools.events), requested
+    finally:
+        tools.close()
+
+
+@pytest.mark.slow
+def test_the_report_renders_in_headless_chromium_without_errors(tmp_path: Path) -> None:
+    from report_frames import tiny_page
+
+    page = tmp_path / "mql_comparison.html"
+    page.write_text(tiny_page(), encoding="utf-8")
+
+    result, errors, requested = open_in_browser(page, tmp_path)
+
+    assert errors == []
+    assert [u for u in requested if u != page.resolve().as_uri()] == []  # nothing fetched but the page itself
+    assert sorted(c["name"] for c in result["charts"]) == ["agreement", "capture", "grades", "lift", "tradeoff"]
+    for chart in result["charts"]:
+        assert chart["width"] > 100 and chart["height"] > 100 and chart["marks"] > 10, chart
+    assert result["scrollWidth"] <= result["clientWidth"], "the page scrolls sideways"
+    assert result["tables"] >= 6
+    shot = tmp_path / "report.png"
+    assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_script_error_would_be_caught(tmp_path: Path) -> None:
+    """The check above can fail: a page that throws is reported."""
+    page = tmp_path / "broken.html"
+    page.write_text("<!DOCTYPE html><html><body><p>x</p><script>undefinedFunction();</script></body></html>")
+
+    _, errors, _ = open_in_browser(page, tmp_path)
+
+    assert errors and "undefinedFunction" in " ".join(errors)
