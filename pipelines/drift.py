@@ -55,7 +55,7 @@ class Bins:
             return np.r_[counts, missing.sum()].astype(np.int64)
         text = series.astype(object)
         missing = text.isna().to_numpy()
-        codes = pd.Categorical(text[~missing].astype(str), categories=list(self.levels)).codes
+        codes = pd.Index(list(self.levels)).get_indexer(text[~missing].astype(str))
         known = np.bincount(codes[codes >= 0], minlength=len(self.levels))
         return np.r_[known, (codes < 0).sum(), missing.sum()].astype(np.int64)
 

@@ -103,8 +103,11 @@ def model_frame(frame: pd.DataFrame, spec: ScoringSpec, levels: dict[str, list[A
     for f in spec.features:
         col = frame[f.name]
         if f.kind == "categorical":
-            values = col.astype(object) if isinstance(col.dtype, pd.CategoricalDtype) else col
-            out[f.name] = pd.Categorical(values, categories=levels[f.name])
+            values = pd.Series(col.astype(object) if isinstance(col.dtype, pd.CategoricalDtype) else col,
+                               index=frame.index)
+            known = levels[f.name]
+            # levels unseen in training count as missing (stated explicitly: pandas 4 will refuse them)
+            out[f.name] = pd.Categorical(values.where(values.isin(known)), categories=known)
         else:
             try:
                 out[f.name] = pd.to_numeric(col, errors="raise").astype("float64")
