@@ -107,6 +107,10 @@ def _session(master: str) -> Iterator[Any]:
         yield active
         return
     t0 = time.perf_counter()
+    # PySpark picks the workers' Python from PYSPARK_PYTHON (default: `python3` on PATH, which outside an
+    # activated venv is a Python without this project's packages), not from spark.pyspark.python
+    saved = os.environ.get("PYSPARK_PYTHON")
+    os.environ["PYSPARK_PYTHON"] = saved or sys.executable
     try:
         with _quiet_pandas3():
             spark = _session_builder(master).getOrCreate()
@@ -114,6 +118,9 @@ def _session(master: str) -> Iterator[Any]:
         if "JAVA" not in str(exc).upper():
             raise
         raise SparkUnavailableError(f"Spark could not start on {master} ({exc}); it needs {_INSTALL_HINT}") from None
+    finally:
+        if saved is None:
+            os.environ.pop("PYSPARK_PYTHON", None)
     try:
         spark.sparkContext.setLogLevel("ERROR")
         log.info("started Spark %s on %s in %.1f s", spark.version, master, time.perf_counter() - t0)
