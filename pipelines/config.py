@@ -81,6 +81,9 @@ class FeaturesParams(StrictModel):
     max_lead_age_days: int = Field(
         gt=0, description="Training rows only for leads at most this many days old at the snapshot"
     )
+    sample_leads: int | None = Field(
+        gt=0, description="Training rows for at most this many leads (a fixed pseudo-random sample); null: all. "
+                          "Bounds the features, train, calibrate and evaluate stages on big CRMs, not scoring")
     windows_days: tuple[int, ...] = Field(min_length=1, description="Engagement count windows (days), plus all-time")
     velocity_days: int = Field(gt=0, description="Velocity: activity in the last N days vs the N days before")
     chunk_leads: int = Field(gt=0, description="Leads per processing chunk (whole accounts kept together)")

@@ -136,6 +136,28 @@ def first_entry_seconds(stage_index: StageIndex, stages: frozenset[str], n_leads
     return out
 
 
+def _mix(values: np.ndarray) -> np.ndarray:
+    """splitmix64 of each value: a fixed pseudo-random order of ids, independent of table order."""
+    z = values.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def sampled_leads(lead_ids: np.ndarray, eligible: np.ndarray, k: int) -> np.ndarray:
+    """Mask of at most k eligible leads, picked by a fixed hash of lead_id (the same leads on every run)."""
+    chosen = eligible.copy()
+    candidates = np.flatnonzero(eligible)
+    if len(candidates) > k:
+        with np.errstate(over="ignore"):
+            order = np.argsort(_mix(lead_ids[candidates]), kind="stable")
+        chosen[:] = False
+        chosen[candidates[order[:k]]] = True
+        log.info("training rows for a sample of %s of %s leads (features.sample_leads)", f"{k:,}",
+                 f"{len(candidates):,}")
+    return chosen
+
+
 def snapshot_grid(tables: Mapping[str, pd.DataFrame], params: FeaturesParams,
                   end: pd.Timestamp | None = None) -> pd.DataFrame:
     """Training examples: (lead_id, snapshot_at, label) for every open lead on every uncensored grid date.
@@ -158,6 +180,9 @@ def snapshot_grid(tables: Mapping[str, pd.DataFrame], params: FeaturesParams,
     oldest = created_ns // 1_000_000_000 + params.max_lead_age_days * tl.DAY
     last_allowed = np.minimum(np.minimum(oldest, end_sec - params.horizon_days * tl.DAY), closes - 1)
     owner, seconds = _grid_candidates(created_ns, last_allowed, params.cadence_days)
+    if params.sample_leads is not None:
+        keep = sampled_leads(lead_ids, np.bincount(owner, minlength=n) > 0, params.sample_leads)[owner]
+        owner, seconds = owner[keep], seconds[keep]
     ever_dq = first_entry_seconds(stage_index, frozenset({DISQUALIFIED}), n) <= end_sec
     check = np.flatnonzero(ever_dq[owner])
     if len(check):

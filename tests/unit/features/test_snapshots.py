@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from crm_builder import at, build_crm, lead, params
@@ -166,3 +168,25 @@ def test_the_fast_grid_agrees_with_the_general_point_in_time_definition() -> Non
         })
         pd.testing.assert_frame_equal(grid.reset_index(drop=True), expected.reset_index(drop=True))
         assert len(grid) > 500 and 0 < grid["label"].sum() < len(grid)
+
+
+def test_sample_leads_keeps_every_row_of_a_fixed_subset_of_leads() -> None:
+    from datetime import date
+
+    from pipelines.config import load_params
+    from pipelines.crm.demo import generate
+    from pipelines.features.snapshots import snapshot_grid
+
+    params = load_params(Path(__file__).resolve().parents[3] / "params.yaml")
+    tables = generate(params.demo_crm.model_copy(update={"leads": 1500, "seed": 3, "end_date": date(2026, 11, 20),
+                                                          "history_days": 300})).tables
+    full = snapshot_grid(tables, params.features)
+    sampled = snapshot_grid(tables, params.features.model_copy(update={"sample_leads": 300}))
+    again = snapshot_grid(tables, params.features.model_copy(update={"sample_leads": 300}))
+    assert sampled["lead_id"].nunique() == 300 < full["lead_id"].nunique()
+    pd.testing.assert_frame_equal(sampled, again)  # the same leads every run
+    # every row of a sampled lead is kept, identical to the full grid's
+    expected = full[full["lead_id"].isin(sampled["lead_id"])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(sampled.reset_index(drop=True), expected)
+    bigger = snapshot_grid(tables, params.features.model_copy(update={"sample_leads": 10_000}))
+    pd.testing.assert_frame_equal(bigger, full)
