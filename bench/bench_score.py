@@ -76,23 +76,6 @@ def _model(args: argparse.Namespace) -> Any:
     return load_scoring_model(args.model_uri, configure_tracking(args.tracking_uri))
 
 
-def _flagged_predict(model: Any, x: Any, rule_mql: Any) -> Any:
-    """The model's output with reasons only for predicted or rule MQLs (what score.reasons_for: flagged does)."""
-    import numpy as np
-
-    scored = model.pyfunc.predict(x, params={"top_reasons": 0})
-    rows = np.flatnonzero((scored["stage"].astype(str).to_numpy() != "none") | np.asarray(rule_mql, dtype=bool))
-    if len(rows):
-        explained = model.pyfunc.predict(x.iloc[rows].reset_index(drop=True))
-        scored = scored.copy()
-        for col in ("reasons_positive", "reasons_negative"):
-            values = scored[col].to_list()
-            for i, reasons in zip(rows, explained[col], strict=True):
-                values[i] = reasons
-            scored[col] = values
-    return scored
-
-
 def variant_ours(args: argparse.Namespace) -> dict[str, Any]:
     """run_score into a fresh scores database; the phases from its scoring_runs row."""
     from pipelines.score.run import parse_as_of, run_score
@@ -154,6 +137,8 @@ def variant_floor(args: argparse.Namespace, reasons: bool) -> dict[str, Any]:
     """Read the precomputed features and predict in one bulk call (reasons as ours gives them, or none)."""
     import pandas as pd
 
+    from pipelines.score.run import score_flagged
+
     started = time.perf_counter()
     model = _model(args)
     frame = pd.read_parquet(args.work / f"features_{args.as_of[:10]}.parquet")
@@ -161,7 +146,7 @@ def variant_floor(args: argparse.Namespace, reasons: bool) -> dict[str, Any]:
     if not reasons:
         scored = model.pyfunc.predict(x, params={"top_reasons": 0})
     elif args.reasons_for == "flagged":
-        scored = _flagged_predict(model, x, frame["rule_mql"].to_numpy())
+        scored = score_flagged(model, x, frame["rule_mql"].to_numpy())
     else:
         scored = model.pyfunc.predict(x)
     seconds = time.perf_counter() - started

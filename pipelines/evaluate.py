@@ -277,18 +277,26 @@ RANDOM_SPLIT_NOTE = ("stratified random split by lead: the data has a single sna
                      "this is NOT an out-of-time test; expect live performance to be lower")
 
 
-def run_evaluate(params: Params, features_dir: Path, model_dir: Path, rules_path: Path, truth_path: Path | None,
-                 metrics_dir: Path, plots_dir: Path) -> Evaluation:
-    """Entry point of the evaluate stage: score the test slice with every model and write metrics and plots."""
-    from pipelines.train import booster_predict, load_booster, load_logreg, load_split, logreg_predict
+def read_test_slice(features_dir: Path, model_dir: Path) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame, Any]:
+    """(every feature row, its slice name, the out-of-time test rows, the split plan) under models/split.json."""
+    from pipelines.train import load_split
 
     frame, _ = read_features(features_dir)
-    model_dir = Path(model_dir)
-    split = load_split(model_dir)
+    split = load_split(Path(model_dir))
     slices = assign_slices(frame, split)
     test = frame.loc[slices == "test"].reset_index(drop=True)
     if test.empty:
         raise ModelInputError("no feature rows fall in the test slice of models/split.json (stale split?)")
+    return frame, slices, test, split
+
+
+def run_evaluate(params: Params, features_dir: Path, model_dir: Path, rules_path: Path, truth_path: Path | None,
+                 metrics_dir: Path, plots_dir: Path) -> Evaluation:
+    """Entry point of the evaluate stage: score the test slice with every model and write metrics and plots."""
+    from pipelines.train import booster_predict, load_booster, load_logreg, logreg_predict
+
+    model_dir = Path(model_dir)
+    frame, slices, test, split = read_test_slice(features_dir, model_dir)
     booster = load_booster(model_dir)
     calibrator = load_calibrator(model_dir / CALIBRATOR_FILE)
     thresholds = load_thresholds(model_dir / THRESHOLDS_FILE)

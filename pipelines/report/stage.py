@@ -18,15 +18,14 @@ import pandas as pd
 
 from pipelines.calibrate import CALIBRATOR_FILE, THRESHOLDS_FILE, Thresholds, load_calibrator, load_thresholds
 from pipelines.config import Params
+from pipelines.evaluate import read_test_slice
 from pipelines.modeling import (
     FEATURE_LIST_FILE,
     KEY_COLUMNS,
     LABEL,
     ModelInputError,
     align_rows,
-    assign_slices,
     atomic_path,
-    read_features,
     read_json,
 )
 from pipelines.report import core, render
@@ -72,14 +71,10 @@ def load_holdout(params: Params, features_dir: Path, model_dir: Path, rules_path
     shows (codes, flags and campaign names only)."""
     from pipelines.calibrate import read_rule_scores, slice_share
     from pipelines.registry.model import build_spec, score_frame
-    from pipelines.train import load_booster, load_split
+    from pipelines.train import load_booster
 
-    frame, _ = read_features(features_dir)
     model_dir = Path(model_dir)
-    slices = assign_slices(frame, load_split(model_dir))
-    test = frame.loc[slices == "test"].reset_index(drop=True)
-    if test.empty:
-        raise ModelInputError("no feature rows fall in the test slice of models/split.json (stale split?)")
+    frame, slices, test, _ = read_test_slice(features_dir, model_dir)
     booster = load_booster(model_dir)
     calibrator = load_calibrator(model_dir / CALIBRATOR_FILE)
     thresholds = load_thresholds(model_dir / THRESHOLDS_FILE)

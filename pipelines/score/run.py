@@ -198,10 +198,8 @@ def _score_chunks(crm_url: str, as_of: pd.Timestamp, params: Params, model: Scor
             continue
         t0 = time.perf_counter()
         conformed = conform(features, model.schema)
-        if flagged_only:  # reasons (SHAP) only for the leads someone acts on: predicted or rule MQLs
-            scored = model.pyfunc.predict(conformed, params={"top_reasons": 0})
-            flagged = (scored["stage"].astype(str).to_numpy() != "none") | rules["rule_mql"].to_numpy(dtype=bool)
-            scored = _with_reasons(model, conformed, scored, np.flatnonzero(flagged))
+        if flagged_only:
+            scored = score_flagged(model, conformed, rules["rule_mql"].to_numpy(dtype=bool))
         else:
             scored = predict(conformed)
         timings.predict += time.perf_counter() - t0
@@ -213,6 +211,14 @@ def _score_chunks(crm_url: str, as_of: pd.Timestamp, params: Params, model: Scor
     totals["mean_probability"] = prob_sum / totals["leads_scored"] if totals["leads_scored"] else None
     totals["drift"] = counter.psi() if counter is not None else {}
     return totals
+
+
+def score_flagged(model: ScoringModel, features: pd.DataFrame, rule_mql: np.ndarray) -> pd.DataFrame:
+    """The model's outputs with reasons (the costly SHAP part) only for the leads someone acts on: predicted MQLs
+    or better, and rule MQLs (score.reasons_for: flagged)."""
+    scored = model.pyfunc.predict(features, params={"top_reasons": 0})
+    flagged = (scored["stage"].astype(str).to_numpy() != "none") | np.asarray(rule_mql, dtype=bool)
+    return _with_reasons(model, features, scored, np.flatnonzero(flagged))
 
 
 def _with_reasons(model: ScoringModel, features: pd.DataFrame, scored: pd.DataFrame, rows: np.ndarray
