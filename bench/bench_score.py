@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import os
 import platform
 import sqlite3
@@ -263,6 +264,14 @@ def main() -> None:
         print(json.dumps(runners[args.variant](args)))
         return
 
+    if not args.crm.exists():
+        # generate in a child of its own: the variants are children of this process, and a child's peak RSS
+        # (wait4) starts from its parent's RSS at fork, so this process must never hold the generator's frames
+        child = multiprocessing.get_context("spawn").Process(target=ensure_crm, args=(args.crm, args.leads, args.seed))
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            raise SystemExit(f"generating the demo CRM failed (exit {child.exitcode})")
     counts = ensure_crm(args.crm, args.leads, args.seed)
     skip = {s for s in args.skip.split(",") if s}
     results: dict[str, dict[str, Any]] = {}
