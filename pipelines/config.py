@@ -287,12 +287,15 @@ class Params(StrictModel):
     mapping: MappingParams
 
 
-def _format_errors(path: Path, exc: ValidationError) -> str:
-    lines = [f"{path}: {exc.error_count()} problem(s)"]
+def format_validation_errors(path: Path, exc: ValidationError, what: str = "", unknown: str = "unknown key",
+                             key_word: str = "") -> str:
+    """One line per bad key of a YAML file checked by pydantic: `<path>: N problem(s)<what>`, then
+    `  <key_word><dotted.key>: <message>`, with `unknown` for keys the typed model does not have."""
+    lines = [f"{path}: {exc.error_count()} problem(s){what}"]
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
-        message = "unknown key (not in the typed params)" if err["type"] == "extra_forbidden" else err["msg"]
-        lines.append(f"  {where}: {message}")
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        message = unknown if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"  {key_word}{where}: {message}")
     return "\n".join(lines)
 
 
@@ -315,4 +318,5 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        raise ParamsError(_format_errors(path, exc)) from None
+        raise ParamsError(format_validation_errors(path, exc, unknown="unknown key (not in the typed params)")
+                          ) from None

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipelines.config import format_validation_errors
 from pipelines.crm.attributes import ATTRIBUTES_KEY, ATTRIBUTES_TABLE, canonical_attributes
 from pipelines.crm.db import check_identifier
 from pipelines.crm.schema import PERSONAL_COLUMNS, PRIMARY_KEYS, SCHEMAS, TABLES, validate_crm
@@ -209,15 +210,6 @@ class MappedCrm:
 # Reading the mapping file and the sources
 # ----------------------------------------------------------------------------------------------------------------
 
-def _format_errors(path: Path, exc: ValidationError) -> str:
-    lines = [f"{path}: {exc.error_count()} problem(s) in the mapping file"]
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        lines.append(f"  key {where}: {message}")
-    return "\n".join(lines)
-
-
 def parse_mapping(raw: object, path: Path) -> CrmMapping:
     """The typed mapping from parsed YAML; MappingError names the file and every bad key."""
     if not isinstance(raw, dict):
@@ -225,7 +217,7 @@ def parse_mapping(raw: object, path: Path) -> CrmMapping:
     try:
         return CrmMapping.model_validate(raw)
     except ValidationError as exc:
-        raise MappingError(_format_errors(path, exc)) from None
+        raise MappingError(format_validation_errors(path, exc, " in the mapping file", key_word="key ")) from None
 
 
 def load_mapping(path: str | Path) -> CrmMapping:
