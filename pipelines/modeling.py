@@ -83,13 +83,11 @@ def prepare_frame(frame: pd.DataFrame, features: Sequence[FeatureSpec], need_lab
         if label.isna().any() or not label.isin([0, 1]).all():
             raise ModelInputError("column 'label' must hold only 0 and 1")
         out[LABEL] = label.astype(np.int8)
-    if WEIGHT in out.columns:
+    if WEIGHT in out.columns:  # absent (files written before rows were weighted): every row one open-lead week
         weight = pd.to_numeric(out[WEIGHT], errors="coerce")
         if weight.isna().any() or not (weight > 0).all():
             raise ModelInputError(f"column '{WEIGHT}' must hold positive numbers")
         out[WEIGHT] = weight.astype(float)
-    else:  # feature files written before rows were weighted: every row one open-lead week
-        out[WEIGHT] = 1.0
     return out
 
 
@@ -124,14 +122,23 @@ def model_features(infos: Sequence[FeatureSpec], exclude: Sequence[str] = ()) ->
 
 
 def monotone_directions(features: Sequence[FeatureSpec]) -> list[int]:
-    """+1 for the lead's own engagement counts (every activity type but the negative ones), 0 for the rest.
+    """+1 for the lead's own engagement counts (every activity type but the negative ones) and its recent activity
+    (`n_activities_last_*`, `activity_velocity_*`), -1 for the days since its last engagement signal, 0 for the rest.
 
-    With these LightGBM constraints one more click, visit or download can never lower a lead's score.
+    With these LightGBM constraints one more click, visit or download can never lower a lead's score: a new event
+    raises counts, recent activity and velocity and shortens the days since, and each of those moves is monotone.
     """
     out = []
     for f in features:
-        negative = any(f.name.startswith(f"n_{a}_") for a in NEGATIVE_ACTIVITIES)
-        out.append(1 if f.family in MONOTONE_FAMILIES and f.kind == "numeric" and not negative else 0)
+        negative = any(f.name.startswith(f"n_{a}_") or f.name == f"days_since_{a}" for a in NEGATIVE_ACTIVITIES)
+        if f.kind != "numeric" or negative:
+            out.append(0)
+        elif f.family in MONOTONE_FAMILIES or (f.family == "velocity" and not f.name.startswith("n_activities_prior_")):
+            out.append(1)
+        elif f.family == "recency" and f.name.startswith("days_since_") and f.name != "days_since_stage_change":
+            out.append(-1)
+        else:
+            out.append(0)
     return out
 
 

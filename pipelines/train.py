@@ -229,6 +229,7 @@ def train_models(frame: pd.DataFrame, infos: list[FeatureSpec], params: TrainPar
         logreg.fit(_as_object(frame.loc[train], features), y[train], model__sample_weight=w[train])
     log.info("logistic regression: validation AUC %.4f", logreg_metrics["roc_auc"])
 
+    directions = monotone_directions(features) if params.monotone_engagement else [0] * len(features)
     importance = pd.Series(booster.feature_importance("gain"), index=booster.feature_name())
     report = {
         "split": plan.to_dict(),
@@ -241,8 +242,8 @@ def train_models(frame: pd.DataFrame, infos: list[FeatureSpec], params: TrainPar
                        "fit": list((plan.production or {}).get("fit", ("", ""))),
                        "calibration": list((plan.production or {}).get("calibration", ("", "")))},
         "validation": {"lightgbm": valid_metrics, "logreg": logreg_metrics},
-        "monotone_increasing": ([f.name for f, m in zip(features, monotone_directions(features), strict=True) if m]
-                                if params.monotone_engagement else []),
+        "monotone_increasing": [f.name for f, m in zip(features, directions, strict=True) if m > 0],
+        "monotone_decreasing": [f.name for f, m in zip(features, directions, strict=True) if m < 0],
         "features": names,
         "top_features_by_gain": {k: float(v) for k, v in importance.sort_values(ascending=False).head(20).items()},
         "seconds": {"lightgbm": round(lgb_seconds, 1), "production": round(production_seconds, 1),

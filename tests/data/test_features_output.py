@@ -122,9 +122,17 @@ def test_labels_are_censored_at_the_end_of_history(output: StageOutput) -> None:
     horizon = pd.Timedelta(days=output.params.horizon_days)
 
     assert (output.snapshots["snapshot_at"] + horizon <= output.manifest["history_end"]).all()
+
+
+def test_every_open_lead_is_a_row_whatever_its_age_with_long_open_rows_weighted(output: StageOutput) -> None:
+    """The population nightly scoring scores: old open leads are on the grid, sampled by lead and weighted."""
     created = output.tables["leads"].set_index("lead_id")["created_at"].reindex(output.snapshots["lead_id"])
-    ages = output.snapshots["snapshot_at"] - created.reset_index(drop=True)
-    assert ages.max() <= pd.Timedelta(days=output.params.max_lead_age_days)
+    ages = (output.snapshots["snapshot_at"] - created.reset_index(drop=True)).dt.total_seconds().to_numpy() / 86400
+    weight = output.snapshots["weight"].to_numpy()
+    assert output.params.max_lead_age_days is None and ages.max() > 365
+    old = ages > output.params.old_lead_days
+    assert (weight[~old] == 1).all() and (weight[old] == output.params.old_lead_keep_one_in).all()
+    assert output.summary["lead_weeks"] == pytest.approx(weight.sum())
 
 
 def test_labels_match_the_stage_history(output: StageOutput) -> None:
@@ -142,7 +150,7 @@ def test_labels_match_the_stage_history(output: StageOutput) -> None:
 def test_feature_list_matches_columns_and_dtypes(output: StageOutput) -> None:
     names = [f["name"] for f in output.feature_list]
 
-    assert list(output.snapshots.columns) == ["lead_id", "snapshot_at", "label", *names]
+    assert list(output.snapshots.columns) == ["lead_id", "snapshot_at", "label", "weight", *names]
     assert output.snapshots["lead_id"].dtype == np.int64
     assert str(output.snapshots["snapshot_at"].dtype) == "datetime64[ns, UTC]"
     for feature in output.feature_list:
@@ -174,5 +182,5 @@ def test_a_crm_truncated_at_the_snapshot_reproduces_its_features(output: StageOu
         truncated["stage_history"] = output.tables["stage_history"].query("entered_at <= @t")
         rebuilt = build_features(truncated, rows[["lead_id", "snapshot_at"]], output.params)
 
-        expected = rows.drop(columns="label")
+        expected = rows.drop(columns=["label", "weight"])
         pd.testing.assert_frame_equal(rebuilt, expected, check_categorical=False)

@@ -68,11 +68,16 @@ def test_more_engagement_from_an_ideal_senior_buyer_never_lowers_the_score(
 def test_engagement_counts_are_monotone_for_every_row(demo_model: DemoModel) -> None:
     """The constraint itself: raise every engagement count of real rows and no prediction may fall."""
     sample = demo_model.frame.sample(2000, random_state=0)
-    names = [f.name for f, m in zip(demo_model.features, monotone_directions(demo_model.features), strict=True) if m]
+    directions = dict(zip([f.name for f in demo_model.features], monotone_directions(demo_model.features),
+                          strict=True))
+    up = [n for n, m in directions.items() if m > 0]
+    down = [n for n, m in directions.items() if m < 0]  # days since the last engagement signal
+    assert up and down
     base = booster_predict(demo_model.booster, sample)
     for extra in (1, 3, 10):
         bumped = sample.copy()
-        bumped[names] = bumped[names] + extra
+        bumped[up] = bumped[up] + extra
+        bumped[down] = (bumped[down] - extra).clip(lower=0)  # more recent (missing, never, stays missing)
         assert (booster_predict(demo_model.booster, bumped) >= base - 1e-12).all()
 
 

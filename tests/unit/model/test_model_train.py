@@ -35,12 +35,17 @@ def test_cold_start_refuses_and_says_how_many_there_are_and_are_needed() -> None
     assert isinstance(caught.value, BadInputError)  # the CLI maps it to exit code 2
 
 
-def test_monotone_directions_cover_positive_engagement_only() -> None:
+def test_monotone_directions_cover_positive_engagement_its_recency_and_velocity_only() -> None:
     infos = [*FEATURES, FeatureSpec("distinct_content_all", "numeric", "content"),
              FeatureSpec("n_email_bounce_7d", "numeric", "engagement"),
-             FeatureSpec("days_since_email_click", "numeric", "recency")]
+             FeatureSpec("days_since_email_click", "numeric", "recency"),
+             FeatureSpec("days_since_stage_change", "numeric", "stage"),
+             FeatureSpec("n_activities_last_14d", "numeric", "velocity"),
+             FeatureSpec("n_activities_prior_14d", "numeric", "velocity"),
+             FeatureSpec("activity_velocity_14d", "numeric", "velocity")]
 
-    assert monotone_directions(infos) == [0, 1, 0, 0, 1, 0, 0]
+    # fit, clicks, unsubscribes, region, content, bounces, days since a click (fewer: better), stage age, velocity
+    assert monotone_directions(infos) == [0, 1, 0, 0, 1, 0, -1, 0, 1, 0, 1]
     assert "monotone_constraints" in lgb_params(train_params(), 0, monotone_directions(infos))
     assert "monotone_constraints" not in lgb_params(train_params(), 0, [0] * len(infos))
 
