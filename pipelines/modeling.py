@@ -378,12 +378,14 @@ def average_precision(y: np.ndarray, score: np.ndarray) -> float:
     return float((recall_gain * precision).sum())
 
 
-def precision_recall(y: np.ndarray, picked: np.ndarray) -> tuple[float, float]:
-    """(precision, recall) of a picked set; NaN when nothing is picked or there are no positives."""
-    y, picked = np.asarray(y), np.asarray(picked, dtype=bool)
-    hits = float(y[picked].sum())
-    precision = hits / picked.sum() if picked.any() else float("nan")
-    recall = hits / y.sum() if y.sum() else float("nan")
+def precision_recall(y: np.ndarray, picked: np.ndarray, weight: np.ndarray | None = None) -> tuple[float, float]:
+    """(precision, recall) of a picked set, rows weighted by `weight` (default 1 each); NaN when nothing is picked
+    or there are no positives."""
+    y, picked = np.asarray(y, dtype=float), np.asarray(picked, dtype=bool)
+    w = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=float)
+    hits, chosen, positives = float(np.sum((w * y)[picked])), float(np.sum(w[picked])), float(np.sum(w * y))
+    precision = hits / chosen if picked.any() and chosen else float("nan")
+    recall = hits / positives if positives else float("nan")
     return precision, recall
 
 
