@@ -168,6 +168,13 @@ class CalibrateParams(StrictModel):
 
     method: Literal["isotonic", "platt"] = Field(description="isotonic regression or Platt (logistic) scaling")
     thresholds: StageThresholds
+    volume: Literal["new", "standing"] = Field(
+        description="what capacity and match_rules count: new = leads newly at or above the threshold at a snapshot "
+                    "(new hand-offs per week); standing = every open lead at or above it (the whole list)"
+    )
+    precision_min_rows: int = Field(
+        ge=1, description="precision: the shortest list (lead-weeks on the calibration slice) whose precision counts"
+    )
     segment_column: str | None = Field(
         description="Optional categorical feature (e.g. region) with its own thresholds, shrunk toward the global"
     )

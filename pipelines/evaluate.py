@@ -33,13 +33,17 @@ from pipelines.calibrate import (
     STAGES,
     THRESHOLDS_FILE,
     Thresholds,
+    add_delivery,
     load_calibrator,
     load_thresholds,
+    policy_target,
+    previous_snapshot_rows,
+    previous_values,
     read_rule_scores,
     slice_share,
     stage_statistics,
 )
-from pipelines.config import EvaluateParams, Params
+from pipelines.config import EvaluateParams, Params, StagePolicy
 from pipelines.modeling import (
     LABEL,
     LeadBootstrap,
@@ -71,6 +75,10 @@ PLOT_FILES: Final[tuple[str, ...]] = (
 )
 
 
+#: Each stage's own outcome column in the feature rows (pipelines.features.snapshots.STAGE_OUTCOMES).
+OUTCOME_COLUMNS: Final[tuple[str, ...]] = tuple(f"reached_{stage}" for stage in STAGES)
+
+
 @dataclass(frozen=True)
 class ScoredRows:
     """The test rows with their label and every score, aligned."""
@@ -87,6 +95,9 @@ class ScoredRows:
     segments: pd.Series | None = None
     weight: np.ndarray | None = None  # open-lead weeks per row (sampled long-open leads weigh more); None: ones
     lead_age_days: np.ndarray | None = None  # the lead's age at the snapshot, for the metrics by age band
+    prev_prob: np.ndarray | None = None      # probability at the lead's previous snapshot (NaN: no row then)
+    prev_rule_mql: np.ndarray | None = None  # rule MQL flag there (NaN: no row then)
+    outcomes: dict[str, np.ndarray] | None = None  # reached_<stage>: each stage's own outcome within the horizon
 
 
 @dataclass(frozen=True)
@@ -307,7 +318,9 @@ def evaluate_scores(rows: ScoredRows, thresholds: Thresholds, params: EvaluatePa
     metrics["equal_volume"] = equal_volume
     metrics["lift"] = _lift_block(y, scores, params.top_deciles, w)
     metrics["stages"] = stage_statistics(thresholds, rows.prob, y, rows.lead_id, rows.snapshot_at, rows.segments,
-                                         cadence_days, snapshot_share, params.bootstrap, params.ci_level, seed)
+                                         cadence_days, snapshot_share, params.bootstrap, params.ci_level, seed,
+                                         weight=rows.weight, prev_prob=rows.prev_prob, outcomes=rows.outcomes)
+    add_delivery(metrics["stages"], stage_targets(thresholds, rows, weeks), _volume(thresholds, rows))
     limits = thresholds.matrix(len(y), rows.segments)
     for j, stage in enumerate(STAGES):  # the rule score at the same volume, snapshot by snapshot
         picked = rows.prob >= limits[:, j]
@@ -334,6 +347,30 @@ def evaluate_scores(rows: ScoredRows, thresholds: Thresholds, params: EvaluatePa
         "observed_expected.csv": weekly,
     }
     return Evaluation(metrics=metrics, plots=plots)
+
+
+def _volume(thresholds: Thresholds, rows: ScoredRows) -> str:
+    """The volume the thresholds were fitted for (`standing` when the previous state is unknown)."""
+    volume = str(thresholds.report.get("volume", "standing"))
+    return volume if rows.prev_prob is not None else "standing"
+
+
+def stage_targets(thresholds: Thresholds, rows: ScoredRows, weeks: float) -> dict[str, float | None]:
+    """Each stage's promise per week on these rows (match_rules: the rule's MQLs here), from thresholds.json."""
+    policies = thresholds.report.get("policies") or {}
+    volume = _volume(thresholds, rows)
+    return {stage: policy_target(StagePolicy.model_validate(policies[stage]), weeks, rows.rule_mql,
+                                 rows.prev_rule_mql, rows.weight, volume) if stage in policies else None
+            for stage in STAGES}
+
+
+def with_previous(rows: pd.DataFrame, context: pd.DataFrame, values: np.ndarray, context_values: np.ndarray,
+                  cadence_days: int) -> np.ndarray:
+    """`values` at each row's previous snapshot, looked up among the rows and the snapshot before them."""
+    lead = np.r_[rows["lead_id"].to_numpy(), context["lead_id"].to_numpy()]
+    at = pd.concat([rows["snapshot_at"], context["snapshot_at"]], ignore_index=True)
+    both = np.r_[np.asarray(values, dtype=float), np.asarray(context_values, dtype=float)]
+    return previous_values(lead, at, both, cadence_days)[:len(rows)]
 
 
 def oracle_for(truth_path: Path | None, rows: pd.DataFrame, horizon_days: int) -> np.ndarray | None:
@@ -377,8 +414,14 @@ def run_evaluate(params: Params, features_dir: Path, model_dir: Path, rules_path
     calibrator = load_calibrator(model_dir / CALIBRATOR_FILE)
     thresholds = load_thresholds(model_dir / THRESHOLDS_FILE)
     logreg, logreg_features = load_logreg(model_dir)
-    rules = align_rows(test, read_rule_scores(rules_path), ["rule_score", "rule_mql"], "rule scores")
+    rule_scores = read_rule_scores(rules_path)
+    rules = align_rows(test, rule_scores, ["rule_score", "rule_mql"], "rule scores")
     raw = booster_predict(booster, test)
+    cadence = params.features.cadence_days
+    context = frame.loc[previous_snapshot_rows(frame["snapshot_at"], slices == "test", cadence)].reset_index(drop=True)
+    context_prob = calibrator.apply(booster_predict(booster, context)) if len(context) else np.zeros(0)
+    context_rule = (align_rows(context, rule_scores, ["rule_mql"], "rule scores")["rule_mql"].to_numpy(dtype=float)
+                    if len(context) else np.zeros(0))
     column = thresholds.segment_column
     rows = ScoredRows(
         lead_id=test["lead_id"].to_numpy(), snapshot_at=test["snapshot_at"], y=test[LABEL].to_numpy(),
@@ -388,6 +431,9 @@ def run_evaluate(params: Params, features_dir: Path, model_dir: Path, rules_path
         segments=test[column] if column and column in test.columns else None,
         weight=row_weights(test),
         lead_age_days=test["lead_age_days"].to_numpy(dtype=float) if "lead_age_days" in test.columns else None,
+        prev_prob=with_previous(test, context, calibrator.apply(raw), context_prob, cadence),
+        prev_rule_mql=with_previous(test, context, rules["rule_mql"].to_numpy(dtype=float), context_rule, cadence),
+        outcomes={c: test[c].to_numpy() for c in OUTCOME_COLUMNS if c in test.columns} or None,
     )
     result = evaluate_scores(rows, thresholds, params.evaluate, params.features.cadence_days,
                              slice_share(slices, frame["snapshot_at"], "test"), params.base.seed)
@@ -408,5 +454,10 @@ def _log_headline(m: dict[str, Any]) -> None:
              fmt("sql_capture_ratio_vs_rules"))
     for stage in STAGES:
         s = m["stages"][stage]
-        log.info("%s: %.0f leads/week, precision %.3f, recall %.3f", stage, s["leads_per_week"], s["precision"],
-                 s["recall"])
+        log.info("%s: %.0f leads/week on the list, %s new a week (target %s), precision %.3f (own outcome %s), "
+                 "recall %.3f", stage, s["leads_per_week"], _num(s.get("new_per_week")), _num(s.get("target_per_week")),
+                 s["precision"], _num(s.get("precision_own"), ".3f"), s["recall"])
+
+
+def _num(value: float | None, spec: str = ".0f") -> str:
+    return "-" if value is None or not np.isfinite(value) else format(value, spec)

@@ -160,6 +160,25 @@ def sampled_leads(lead_ids: np.ndarray, eligible: np.ndarray, k: int) -> np.ndar
     return chosen
 
 
+#: Outcome columns of the training rows (not features): did the lead reach each predicted stage within the horizon.
+STAGE_OUTCOMES: Final[dict[str, frozenset[str]]] = {
+    "reached_MQL": frozenset({"MQL"}) | TARGET_STAGES["SAL"],
+    "reached_SAL": TARGET_STAGES["SAL"],
+    "reached_SQL": TARGET_STAGES["SQL"],
+}
+
+
+def stage_outcomes(stage_index: StageIndex, owner: np.ndarray, seconds: np.ndarray, horizon_days: int
+                   ) -> dict[str, np.ndarray]:
+    """Per predicted stage, 1 when the lead enters it or a later stage within (t, t + horizon] (int8).
+
+    Each stage's list is judged on its own team's outcome (the SAL list on reaching SAL), beside the target label.
+    """
+    until = seconds + horizon_days * tl.DAY
+    return {name: (stage_index.count_in(stages, owner, seconds, until) > 0).astype(np.int8)
+            for name, stages in STAGE_OUTCOMES.items()}
+
+
 def snapshot_grid(tables: Mapping[str, pd.DataFrame], params: FeaturesParams,
                   end: pd.Timestamp | None = None) -> pd.DataFrame:
     """Training examples: (lead_id, snapshot_at, label) for every open lead on every uncensored grid date.
@@ -198,7 +217,7 @@ def snapshot_grid(tables: Mapping[str, pd.DataFrame], params: FeaturesParams,
     reaches = first_entry_seconds(stage_index, target, n)[owner]
     label = (reaches <= seconds + params.horizon_days * tl.DAY).astype(np.int8)
     grid = pd.DataFrame({"lead_id": lead_ids[owner], "snapshot_at": tl.from_seconds(seconds), "label": label,
-                         WEIGHT: weight})
+                         WEIGHT: weight, **stage_outcomes(stage_index, owner, seconds, params.horizon_days)})
     last = tl.from_seconds(seconds.max(keepdims=True))[0] if len(grid) else "-"
     log.info("snapshot grid: %s rows standing for %s open-lead weeks (%s leads, weighted positive rate %.2f%%) up "
              "to %s; history ends %s", f"{len(grid):,}", f"{float(weight.sum()):,.0f}",

@@ -94,7 +94,9 @@ def model_card(name: str, version: str, run_id: str, lineage: Mapping[str, Any],
     lines += ["", "## Threshold policies", "",
               "Predicted stage = the highest stage whose threshold the probability reaches; grade A = SQL, B = SAL, "
               "C = MQL, D = below MQL (nurture).", "",
-              "| stage | policy | threshold | test precision | test leads/week |", "| --- | --- | ---: | ---: | ---: |"]
+              f"Volumes count {'new hand-offs' if thresholds.get('volume') == 'new' else 'the standing list'}.", "",
+              "| stage | policy | threshold | test precision | test leads/week on the list | test new/week |",
+              "| --- | --- | ---: | ---: | ---: | ---: |"]
     policies = thresholds.get("policies") or {}
     stage_stats = metrics.get("stages") or {}
     for stage, value in (thresholds.get("thresholds") or {}).items():
@@ -102,7 +104,8 @@ def model_card(name: str, version: str, run_id: str, lineage: Mapping[str, Any],
         detail = ", ".join(f"{k}={v}" for k, v in policy.items() if k != "policy")
         st = stage_stats.get(stage) or {}
         lines.append(f"| {stage} | {policy.get('policy', 'n/a')}{f' ({detail})' if detail else ''} | "
-                     f"{_fmt(value)} | {_fmt(st.get('precision'))} | {_fmt(st.get('leads_per_week'))} |")
+                     f"{_fmt(value)} | {_fmt(st.get('precision'))} | {_fmt(st.get('leads_per_week'))} | "
+                     f"{_fmt(st.get('new_per_week'))} |")
     if thresholds.get("segment_column"):
         lines += ["", f"Per-segment thresholds on `{thresholds['segment_column']}`, shrunk toward the global ones."]
     lines += ["", "## Promotion gate", ""]

@@ -99,7 +99,7 @@ def threshold_notes(thresholds: Thresholds) -> list[ThresholdNote]:
     for stage in STAGES:
         value = thresholds.global_thresholds[stage]
         policy = dict(policies.get(stage, {}))
-        words = _policy_words(policy)
+        words = _policy_words(policy, str(thresholds.report.get("volume", "standing")))
         if math.isfinite(value):
             note = f"probability >= {value:.4f} ({words})" if words else f"probability >= {value:.4f}"
         else:
@@ -109,14 +109,15 @@ def threshold_notes(thresholds: Thresholds) -> list[ThresholdNote]:
     return out
 
 
-def _policy_words(policy: Mapping[str, Any]) -> str:
+def _policy_words(policy: Mapping[str, Any], volume: str = "standing") -> str:
     kind = policy.get("policy")
+    new = volume == "new"
     if kind == "capacity":
-        return f"capacity: {policy.get('leads_per_week')} leads per week"
+        return f"capacity: {policy.get('leads_per_week')} {'new hand-offs' if new else 'leads'} per week"
     if kind == "precision":
         return f"precision: at least {100 * float(policy.get('min_precision', 0)):.0f}% must reach the target"
     if kind == "match_rules":
-        return "as many leads as the rule MQLs"
+        return "as many new hand-offs as the rule's new MQLs" if new else "as many leads as the rule MQLs"
     return ""
 
 

@@ -19,11 +19,12 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from pipelines.config import FeaturesParams
+from pipelines.calibrate import STAGES, Thresholds
+from pipelines.config import CalibrateParams, FeaturesParams, StagePolicy
 from pipelines.drift import DriftReference, read_reference
 from pipelines.errors import BadInputError
 from pipelines.features.build import feature_specs, features_as_of
-from pipelines.registry.model import feature_list_version
+from pipelines.registry.model import conform, feature_list_version
 from pipelines.rules import RuleSet, evaluate_rules
 
 #: What the model returns per lead (pipelines.registry.model.OUTPUT_COLUMNS).
@@ -54,6 +55,7 @@ class ScoringModel:
     schema: Any                       # its input schema
     reference: DriftReference | None  # training population bins, if the model carries them
     feature_list_version: str | None  # from the model's scoring spec, if it is a LeadScoringModel
+    thresholds: Thresholds | None = None  # its thresholds.json (policies and volume), if it is a LeadScoringModel
 
     def predict(self, features: pd.DataFrame) -> pd.DataFrame:
         """Score conformed feature rows in process (MLflow checks them against the signature first)."""
@@ -107,7 +109,8 @@ def load_scoring_model(model_uri: str, client: Any) -> ScoringModel:
     if path is not None and Path(path).exists():
         reference = read_reference(Path(path))
     return ScoringModel(uri=model_uri, pinned_uri=pinned, name=name, version=version, pyfunc=pyfunc,
-                        schema=schema, reference=reference, feature_list_version=fl_version)
+                        schema=schema, reference=reference, feature_list_version=fl_version,
+                        thresholds=getattr(inner, "thresholds", None))
 
 
 def check_compatible(model: ScoringModel, params: FeaturesParams) -> None:
@@ -163,3 +166,90 @@ def score_rows(features: pd.DataFrame, rules: pd.DataFrame, scored: pd.DataFrame
         "reasons_positive": _json_lists(scored["reasons_positive"]),
         "reasons_negative": _json_lists(scored["reasons_negative"]),
     })
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What each stage's team receives tonight
+# ----------------------------------------------------------------------------------------------------------------
+
+_STAGE_RANK: Final[dict[str, int]] = {"none": 0, **{stage: i + 1 for i, stage in enumerate(STAGES)}}
+#: A stage delivering further than this from its target (relative) is logged as a warning.
+VOLUME_TOLERANCE: Final = 0.25
+
+
+def previous_flags(tables: Mapping[str, pd.DataFrame], as_of: pd.Timestamp, params: FeaturesParams,
+                   ruleset: RuleSet, model: ScoringModel) -> pd.DataFrame:
+    """(lead_id, stage, rule_mql) of the chunk's leads open at as_of - cadence_days: the lists of the previous
+    snapshot, which tonight's new hand-offs were not on. Probabilities and stages only (no reasons)."""
+    before = pd.Timestamp(as_of) - pd.Timedelta(days=params.cadence_days)
+    features, rules = chunk_features(tables, before, params, ruleset)
+    if features.empty:
+        return pd.DataFrame({"lead_id": np.zeros(0, dtype=np.int64), "stage": np.zeros(0, dtype=object),
+                             "rule_mql": np.zeros(0, dtype=bool)})
+    scored = model.pyfunc.predict(conform(features, model.schema), params={"top_reasons": 0})
+    return pd.DataFrame({"lead_id": features["lead_id"].to_numpy(dtype=np.int64),
+                         "stage": scored["stage"].astype(str).to_numpy(),
+                         "rule_mql": rules["rule_mql"].to_numpy(dtype=bool)})
+
+
+def count_lists(counts: dict[str, int], lead_id: np.ndarray, stage: np.ndarray, rule_mql: np.ndarray,
+                previous: pd.DataFrame) -> None:
+    """Add one chunk to the run's list sizes and new hand-offs per stage (and of the rule MQLs).
+
+    A lead is on a stage's list when its predicted stage is that one or higher; it is new on it when it was not on
+    it at the previous snapshot (including leads that were not open then).
+    """
+    prev = previous.set_index("lead_id")
+    prev_rank = pd.Series(lead_id).map(prev["stage"].map(_STAGE_RANK)).fillna(0).to_numpy()
+    prev_rule = pd.Series(lead_id).map(prev["rule_mql"].astype(float)).fillna(0.0).to_numpy() > 0
+    rank = pd.Series(np.asarray(stage, dtype=object)).map(_STAGE_RANK).to_numpy()
+    for level, name in enumerate(STAGES, start=1):
+        on = rank >= level
+        counts[f"{name}_list"] = counts.get(f"{name}_list", 0) + int(on.sum())
+        counts[f"{name}_new"] = counts.get(f"{name}_new", 0) + int((on & (prev_rank < level)).sum())
+    rule = np.asarray(rule_mql, dtype=bool)
+    counts["rule_list"] = counts.get("rule_list", 0) + int(rule.sum())
+    counts["rule_new"] = counts.get("rule_new", 0) + int((rule & ~prev_rule).sum())
+
+
+def stage_volumes(counts: Mapping[str, int], policies: Mapping[str, StagePolicy], volume: str, cadence_days: int
+                  ) -> dict[str, dict[str, Any]]:
+    """Per stage: its policy, what it promises a week and what tonight's list delivers a week.
+
+    `new`: delivered = tonight's new hand-offs x 7 / cadence_days (a snapshot's new leads arrive once per cadence);
+    `standing`: the list is worked until the next snapshot, so a list of L leads is L x 7 / cadence_days a week,
+    the calibrate stage's definition of capacity. match_rules promises the rule's MQLs counted the same way;
+    precision promises a rate, so its target is null and only the delivery is reported.
+    """
+    per_week = 7 / cadence_days
+    kind = "new" if volume == "new" else "list"
+    out: dict[str, dict[str, Any]] = {}
+    for stage in STAGES:
+        policy = policies[stage]
+        target = (policy.leads_per_week if policy.policy == "capacity"
+                  else counts.get(f"rule_{kind}", 0) * per_week if policy.policy == "match_rules" else None)
+        out[stage] = {"policy": policy.policy, "volume": volume, "target_per_week": target,
+                      "delivered_per_week": counts.get(f"{stage}_{kind}", 0) * per_week,
+                      "list_size": counts.get(f"{stage}_list", 0), "new": counts.get(f"{stage}_new", 0)}
+    return out
+
+
+def volume_policies(model: ScoringModel, params: CalibrateParams) -> tuple[dict[str, StagePolicy], str]:
+    """The stage policies and volume the model's thresholds were fitted with (else those of the params)."""
+    report = model.thresholds.report if model.thresholds is not None else {}
+    stored = report.get("policies") or {}
+    if all(stage in stored for stage in STAGES):
+        policies = {stage: StagePolicy.model_validate(stored[stage]) for stage in STAGES}
+        return policies, str(report.get("volume", "standing"))
+    return {stage: getattr(params.thresholds, stage) for stage in STAGES}, params.volume
+
+
+def off_target(volumes: Mapping[str, Mapping[str, Any]], tolerance: float = VOLUME_TOLERANCE) -> list[str]:
+    """Stages whose delivery is more than `tolerance` away from their target (relative), as readable lines."""
+    lines = []
+    for stage, v in volumes.items():
+        target = v["target_per_week"]
+        if target and abs(v["delivered_per_week"] / target - 1) > tolerance:
+            lines.append(f"{stage} ({v['policy']}, {v['volume']}) delivers {v['delivered_per_week']:.0f} a week "
+                         f"against a target of {target:.0f}")
+    return lines

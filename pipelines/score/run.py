@@ -32,7 +32,7 @@ from pipelines.drift import SCORE, DriftCounter
 from pipelines.errors import BadInputError
 from pipelines.registry.model import conform
 from pipelines.rules import load_rules
-from pipelines.score import reader, store
+from pipelines.score import core, reader, store
 from pipelines.score.core import ScoringModel, check_compatible, chunk_features, load_scoring_model, score_rows
 
 log = logging.getLogger(__name__)
@@ -156,6 +156,7 @@ def run_score(crm_url: str, scores_url: str | None, as_of: pd.Timestamp, params:
             finished = pd.Timestamp.now(tz="UTC")
             total = time.perf_counter() - timings.started
             drift = summary.pop("drift")
+            volumes = summary.pop("stage_volumes")
             features_psi = {k: v for k, v in drift.items() if k != SCORE}
             worst = max(features_psi, key=features_psi.get) if features_psi else None
             tracked = [v for v in drift.values()]
@@ -166,7 +167,7 @@ def run_score(crm_url: str, scores_url: str | None, as_of: pd.Timestamp, params:
                    "seconds_predict": timings.predict, "seconds_total": total,
                    "rows_per_second": summary["leads_scored"] / total if total > 0 else None,
                    "psi_score": drift.get(SCORE), "psi_max": features_psi.get(worst) if worst else None,
-                   "psi_max_feature": worst, "drift": _drift_json(drift)}
+                   "psi_max_feature": worst, "drift": _drift_json(drift), "stage_volumes": _drift_json(volumes)}
             t0 = time.perf_counter()
             replaced = store.publish_run(out_engine, tables, {**run, "seconds_write": None},
                                          _staged(sorted(staging.glob("chunk-*.parquet"))))
@@ -179,6 +180,8 @@ def run_score(crm_url: str, scores_url: str | None, as_of: pd.Timestamp, params:
         log.warning("drift: PSI above %.2f (score %s, worst feature %s %s): the population differs from the "
                     "training data; check the inputs and consider retraining", params.score.psi_warning,
                     _fmt(run["psi_score"]), worst, _fmt(run["psi_max"]))
+    for line in core.off_target(volumes):
+        log.warning("stage volume off target by more than 25%%: %s (scoring_runs.stage_volumes)", line)
     log.info("run %s published to %s", run_id, display_url(out_url))
     return run
 
@@ -191,6 +194,7 @@ def _score_chunks(crm_url: str, as_of: pd.Timestamp, params: Params, model: Scor
     counter = DriftCounter(model.reference) if model.reference is not None else None
     totals = {"leads_read": 0, "leads_scored": 0, "n_mql": 0, "n_sal": 0, "n_sql": 0, "n_rule_mql": 0, "chunks": 0}
     prob_sum = 0.0
+    ruleset, lists = load_rules(params.rules.file), {}
     for chunk, features, rules in iter_feature_chunks(crm_url, as_of, params, timings, progress):
         totals["leads_read"] += len(chunk.tables["leads"])
         totals["chunks"] += 1
@@ -204,12 +208,19 @@ def _score_chunks(crm_url: str, as_of: pd.Timestamp, params: Params, model: Scor
             scored = predict(conformed)
         timings.predict += time.perf_counter() - t0
         prob_sum += _add_totals(totals, features, rules, scored, counter)
+        t0 = time.perf_counter()  # the same leads a cadence earlier: which of tonight's are new on each list
+        previous = core.previous_flags(chunk.tables, as_of, params.features, ruleset, model)
+        core.count_lists(lists, features["lead_id"].to_numpy(), scored["stage"].astype(str).to_numpy(),
+                         rules["rule_mql"].to_numpy(dtype=bool), previous)
+        timings.features += time.perf_counter() - t0
         t0 = time.perf_counter()
         score_rows(features, rules, scored, meta).to_parquet(
             staging / f"chunk-{chunk.index:06d}.parquet", index=False)
         timings.write += time.perf_counter() - t0
     totals["mean_probability"] = prob_sum / totals["leads_scored"] if totals["leads_scored"] else None
     totals["drift"] = counter.psi() if counter is not None else {}
+    totals["stage_volumes"] = core.stage_volumes(lists, *core.volume_policies(model, params.calibrate),
+                                                 params.features.cadence_days)
     return totals
 
 

@@ -47,7 +47,7 @@ RUN_COLUMNS: Final[dict[str, sa.types.TypeEngine]] = {
     "seconds_read": sa.Float(), "seconds_features": sa.Float(), "seconds_predict": sa.Float(),
     "seconds_write": sa.Float(), "seconds_total": sa.Float(), "rows_per_second": sa.Float(),
     "psi_score": sa.Float(), "psi_max": sa.Float(), "psi_max_feature": sa.Text(), "drift": sa.Text(),
-    "replaced_run_id": sa.Text(),
+    "replaced_run_id": sa.Text(), "stage_volumes": sa.Text(),
 }
 
 

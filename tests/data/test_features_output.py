@@ -26,7 +26,7 @@ from pipelines.crm.db import make_engine, write_crm
 from pipelines.crm.schema import PERSONAL_COLUMNS, SCHEMAS
 from pipelines.extract import read_snapshot
 from pipelines.features.build import build_features
-from pipelines.features.snapshots import TARGET_STAGES, TERMINAL_STAGES
+from pipelines.features.snapshots import STAGE_OUTCOMES, TARGET_STAGES, TERMINAL_STAGES
 
 pytestmark = pytest.mark.slow  # a generated CRM through two CLI stages: ~10 s for the module
 
@@ -150,7 +150,9 @@ def test_labels_match_the_stage_history(output: StageOutput) -> None:
 def test_feature_list_matches_columns_and_dtypes(output: StageOutput) -> None:
     names = [f["name"] for f in output.feature_list]
 
-    assert list(output.snapshots.columns) == ["lead_id", "snapshot_at", "label", "weight", *names]
+    # the stages' own outcomes ride along with the label and the weight, never as features
+    assert list(output.snapshots.columns) == ["lead_id", "snapshot_at", "label", "weight", *STAGE_OUTCOMES, *names]
+    assert not set(STAGE_OUTCOMES) & set(names)
     assert output.snapshots["lead_id"].dtype == np.int64
     assert str(output.snapshots["snapshot_at"].dtype) == "datetime64[ns, UTC]"
     for feature in output.feature_list:
@@ -182,5 +184,5 @@ def test_a_crm_truncated_at_the_snapshot_reproduces_its_features(output: StageOu
         truncated["stage_history"] = output.tables["stage_history"].query("entered_at <= @t")
         rebuilt = build_features(truncated, rows[["lead_id", "snapshot_at"]], output.params)
 
-        expected = rows.drop(columns=["label", "weight"])
+        expected = rows.drop(columns=["label", "weight", *STAGE_OUTCOMES])  # like the label, not features
         pd.testing.assert_frame_equal(rebuilt, expected, check_categorical=False)

@@ -7,6 +7,7 @@ each test scores its own copy of the CRM (a SQLite file, or a throwaway PostgreS
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -107,6 +108,45 @@ def test_a_run_scores_every_open_lead_once_with_the_registered_model(env: ScoreE
     assert row["n_mql"] == int(written["stage"].isin(["MQL", "SAL", "SQL"]).sum())
     latest = scores(crm, latest=True)
     assert sorted(latest["lead_id"]) == sorted(written["lead_id"])
+
+
+def test_a_run_records_what_each_stage_delivers_against_its_target(env: ScoreEnv, tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    db = tmp_path / "crm.db"
+    shutil.copy(env.crm_db, db)
+    url = f"sqlite:///{db}"
+    with caplog.at_level("WARNING"):
+        code, out = score(env, url)
+    assert code == 0, out
+
+    volumes = json.loads(runs(url).iloc[0]["stage_volumes"])
+    written = scores(url).set_index("lead_id")
+    # independently: the same model on the same leads a cadence earlier, and the rule's MQLs then
+    before = pd.Timestamp(AS_OF) - pd.Timedelta(days=env.params.features.cadence_days)
+    earlier = features_as_of(env.tables, before, env.params.features)
+    model = mlflow.pyfunc.load_model("models:/lead-scoring/1")
+    prev_stage = pd.Series(model.predict(conform(earlier, model.metadata.get_input_schema()),
+                                         params={"top_reasons": 0})["stage"].to_numpy(), index=earlier["lead_id"])
+    rank = {"none": 0, "MQL": 1, "SAL": 2, "SQL": 3}
+    now_rank = written["stage"].map(rank)
+    then_rank = prev_stage.map(rank).reindex(written.index).fillna(0)
+    per_week = 7 / env.params.features.cadence_days
+    for level, stage in enumerate(("MQL", "SAL", "SQL"), start=1):
+        on, new = now_rank >= level, (now_rank >= level) & (then_rank < level)
+        v = volumes[stage]
+        assert v["list_size"] == int(on.sum()) and v["new"] == int(new.sum()), stage
+        assert 0 < v["new"] < v["list_size"], stage  # the demo's lists are partly standing, partly new
+    # the tiny model's thresholds were fitted without a volume: standing lists, the calibrate stage's definition
+    assert {v["volume"] for v in volumes.values()} == {"standing"}
+    assert volumes["SAL"] == {**volumes["SAL"], "policy": "capacity", "target_per_week": 150,
+                              "delivered_per_week": pytest.approx(volumes["SAL"]["list_size"] * per_week)}
+    assert volumes["MQL"]["target_per_week"] == pytest.approx(written["rule_mql"].sum() * per_week)
+    assert volumes["SQL"]["policy"] == "precision" and volumes["SQL"]["target_per_week"] is None
+    warned = [r.getMessage() for r in caplog.records if "off target" in r.getMessage()]
+    off = [s for s, v in volumes.items() if v["target_per_week"] and
+           abs(v["delivered_per_week"] / v["target_per_week"] - 1) > 0.25]
+    assert len(warned) == len(off) and all(any(w.startswith(f"stage volume off target by more than 25%: {s} (")
+                                               for w in warned) for s in off)
 
 
 def test_rerunning_the_same_as_of_replaces_the_run_and_a_later_run_becomes_latest(env: ScoreEnv, crm: str) -> None:

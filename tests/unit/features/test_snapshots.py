@@ -9,7 +9,7 @@ import pytest
 from crm_builder import at, build_crm, lead, params
 
 from pipelines.extract import history_end
-from pipelines.features.snapshots import open_leads_at, snapshot_grid
+from pipelines.features.snapshots import STAGE_OUTCOMES, open_leads_at, snapshot_grid
 
 
 def grid_days(grid: pd.DataFrame, lead_id: int = 1) -> dict[float, int]:
@@ -167,7 +167,11 @@ def test_the_fast_grid_agrees_with_the_general_point_in_time_definition() -> Non
             "label": labels(index, owner[keep], seconds[keep], target, 30),
         })
         assert (grid.pop("weight") == 1).all()  # old_lead_keep_one_in 1: no sampling
-        pd.testing.assert_frame_equal(grid.reset_index(drop=True), expected.reset_index(drop=True))
+        pd.testing.assert_frame_equal(grid[list(expected.columns)].reset_index(drop=True),
+                                      expected.reset_index(drop=True))
+        for column, stages in STAGE_OUTCOMES.items():  # each stage's outcome by the general definition too
+            reached = index.count_in(stages, owner[keep], seconds[keep], seconds[keep] + 30 * 86_400) > 0
+            assert (grid[column].to_numpy() == reached).all(), column
         assert len(grid) > 500 and 0 < grid["label"].sum() < len(grid)
 
 
@@ -224,3 +228,18 @@ def test_long_open_rows_are_sampled_by_lead_and_weighted_back() -> None:
     assert len(old) == int(((full_age > 60) & full["lead_id"].isin(kept)).sum())
     # the weights stand for the whole population of open-lead weeks
     assert sampled["weight"].sum() == pytest.approx(len(full), rel=0.1)
+def test_each_stage_outcome_is_entering_it_or_a_later_stage_within_the_horizon() -> None:
+    tables = build_crm([lead(1), lead(2)], stages=[(1, 5, "MQL"), (1, 20, "SAL"), (1, 40, "SQL"), (2, 3, "Nurture")])
+
+    grid = snapshot_grid(tables, params(), end=at(200))
+    one = grid[grid["lead_id"] == 1]
+    one = one.set_index((one["snapshot_at"] - at(0)) / pd.Timedelta(days=1))
+    two = grid[grid["lead_id"] == 2]
+
+    outcomes = ["reached_MQL", "reached_SAL", "reached_SQL"]
+    assert (grid[outcomes].dtypes == "int8").all()
+    assert one.loc[0, outcomes].tolist() == [1, 1, 0]  # MQL (day 5) and SAL (day 20) within (0, 30]; SQL after
+    assert one.loc[7, outcomes].tolist() == [1, 1, 0]  # the SAL on day 20 is a later stage than MQL
+    assert one.loc[14, outcomes].tolist() == [1, 1, 1]  # the SQL on day 40 counts for every stage
+    assert (one["reached_SQL"] == one["label"]).all()  # the target is SQL
+    assert (two[outcomes] == 0).all().all()  # Nurture is no stage of the funnel

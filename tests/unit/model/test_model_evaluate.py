@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.calibrate import Thresholds
+from pipelines.calibrate import Thresholds, previous_values
 from pipelines.config import EvaluateParams
 from pipelines.evaluate import PLOT_FILES, ScoredRows, capture_at_rule_volume, evaluate_scores
 
@@ -110,3 +110,46 @@ def test_weights_make_the_figures_those_of_the_repeated_rows(rows: ScoredRows) -
         assert a[key] == pytest.approx(b[key], abs=1e-9), key
     assert a["sql_capture_ratio_vs_rules"] == pytest.approx(b["sql_capture_ratio_vs_rules"], rel=0.05)
     assert a["test"]["lead_weeks"] == pytest.approx(b["test"]["rows"])
+def test_each_stage_is_judged_on_its_own_outcome_and_on_what_it_delivers(rows: ScoredRows) -> None:
+    rng = np.random.default_rng(3)
+    y = np.asarray(rows.y)
+    reached_sal = np.maximum(y, rng.random(len(y)) < 0.2).astype(np.int8)  # SAL or later: every SQL and more
+    reached_mql = np.maximum(reached_sal, rng.random(len(y)) < 0.2).astype(np.int8)
+    prev_prob = previous_values(rows.lead_id, rows.snapshot_at, rows.prob, 7)
+    prev_rule = previous_values(rows.lead_id, rows.snapshot_at, rows.rule_mql, 7)
+    policies = {"MQL": {"policy": "match_rules"}, "SAL": {"policy": "capacity", "leads_per_week": 40},
+                "SQL": {"policy": "precision", "min_precision": 0.2}}
+    thresholds = Thresholds("SQL", 30, {"MQL": 0.05, "SAL": 0.1, "SQL": 0.3},
+                            report={"policies": policies, "volume": "new"})
+    scored = ScoredRows(**{**rows.__dict__, "prev_prob": prev_prob, "prev_rule_mql": prev_rule,
+                           "outcomes": {"reached_MQL": reached_mql, "reached_SAL": reached_sal, "reached_SQL": y}})
+
+    stages = evaluate_scores(scored, thresholds, PARAMS, 7, 1.0, 0).metrics["stages"]
+
+    weeks = 8
+    picked = rows.prob >= 0.1
+    assert stages["SAL"]["precision_own"] == pytest.approx(reached_sal[picked].mean())
+    assert stages["SAL"]["precision"] == pytest.approx(y[picked].mean())
+    assert stages["SQL"]["precision_own"] == stages["SQL"]["precision"]  # the target is SQL
+    assert stages["MQL"]["precision_own"] > stages["MQL"]["precision"]
+    new_sal = picked & ~(prev_prob >= 0.1)
+    assert stages["SAL"]["new_per_week"] == pytest.approx(new_sal.sum() / weeks)
+    assert stages["SAL"]["delivered_per_week"] == stages["SAL"]["new_per_week"]
+    assert stages["SAL"]["target_per_week"] == 40
+    assert stages["SAL"]["leads_per_week"] == pytest.approx(picked.sum() / weeks)
+    new_rule = rows.rule_mql & ~(prev_rule >= 0.5)
+    assert stages["MQL"]["target_per_week"] == pytest.approx(new_rule.sum() / weeks)
+    assert stages["SQL"]["target_per_week"] is None and stages["SQL"]["delivered_per_week"] >= 0
+
+
+def test_row_weights_weigh_the_stage_figures(rows: ScoredRows) -> None:
+    thresholds = Thresholds("SQL", 30, {"MQL": 0.05, "SAL": 0.1, "SQL": 0.3})
+    weight = np.where(np.asarray(rows.lead_id) % 2 == 0, 3.0, 1.0)
+    plain = evaluate_scores(rows, thresholds, PARAMS, 7, 1.0, 0).metrics["stages"]["SAL"]
+    weighted = evaluate_scores(ScoredRows(**{**rows.__dict__, "weight": weight}), thresholds, PARAMS, 7, 1.0,
+                               0).metrics["stages"]["SAL"]
+
+    picked = rows.prob >= 0.1
+    assert weighted["leads_per_week"] == pytest.approx(weight[picked].sum() / 8)
+    assert weighted["leads_per_week"] > plain["leads_per_week"]
+    assert weighted["precision"] == pytest.approx((weight * rows.y)[picked].sum() / weight[picked].sum())

@@ -134,6 +134,16 @@ def test_threshold_notes_say_plainly_that_an_unreachable_sql_threshold_leaves_gr
     assert notes["MQL"].note.startswith("probability >= 0.3000")
 
 
+def test_threshold_notes_say_when_volumes_count_new_hand_offs() -> None:
+    standing = {n.stage: n.note for n in core.threshold_notes(thresholds(sql=0.7))}
+    fitted = thresholds(sql=0.7)
+    new = {n.stage: n.note for n in core.threshold_notes(
+        type(fitted)(**{**fitted.__dict__, "report": {**fitted.report, "volume": "new"}}))}
+
+    assert "150.0 leads per week" in standing["SAL"] and "as many leads as the rule MQLs" in standing["MQL"]
+    assert "150.0 new hand-offs per week" in new["SAL"] and "the rule's new MQLs" in new["MQL"]
+
+
 def test_grade_mix_with_no_sql_threshold_has_an_empty_grade_a() -> None:
     rows = two_by_two_rows()
     grades = core.grade_mix(rows["grade"], rows["label"].to_numpy(), weeks=2.0).set_index("grade")
