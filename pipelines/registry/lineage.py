@@ -7,9 +7,10 @@ What decides the registration kind (`registration_kind`), and so whether a versi
   `DVC_EXP_NAME` into the environment of every stage command of an experiment (workspace, `--temp` and queued
   runs alike; `dvc.repo.experiments.queue.base`), and never into a plain `dvc repro` (which sets only `DVC_ROOT` and
   `DVC_STAGE`); dvclive detects experiments the same way.
-- `dirty`: a tracked file differs from HEAD (staged or not, deleted included), other than `dvc.lock` and the outputs
-  `dvc.yaml` declares (`outs`, `metrics`, `plots`): those are what a normal `dvc repro` writes, so they never make it
-  dirty, while any change of source, params, config or `dvc.yaml` does. Untracked files are ignored, as
+- `dirty`: a tracked file differs from HEAD (staged or not, deleted included), other than `dvc.lock`, the outputs
+  `dvc.yaml` declares (`outs`, `metrics`, `plots`) and the `.gitignore` files DVC keeps beside them: those are what a
+  normal `dvc repro` writes, so they never make it dirty, while any change of source, params, config or `dvc.yaml`
+  does. Untracked files are ignored, as
   `git describe --dirty` does: code that runs is imported by a tracked file, which then shows as changed.
 - `clean`: neither (also outside a git work tree, where no commit is known: nothing to compare with).
 """
@@ -114,8 +115,11 @@ def git_commit(repo: Path, ignore: Iterable[str | Path] = ()) -> dict[str, str]:
 
 
 def pipeline_outputs(repo: Path, lock_path: Path) -> list[str]:
-    """What a normal `dvc repro` writes in `repo`: dvc.lock and every declared or locked stage output."""
-    return sorted({*DVC_OWN_FILES, str(lock_path), *dvc_outputs(Path(repo) / "dvc.yaml"), *lock_outputs(lock_path)})
+    """What a normal `dvc repro` writes in `repo`: dvc.lock, every declared or locked stage output, and the
+    `.gitignore` beside each output (DVC adds cached outputs to it)."""
+    outputs = {*dvc_outputs(Path(repo) / "dvc.yaml"), *lock_outputs(lock_path)}
+    ignores = {str(PurePosixPath(path).parent / ".gitignore") for path in outputs}
+    return sorted({*DVC_OWN_FILES, str(lock_path), *outputs, *ignores})
 
 
 def registration_kind(lineage: Mapping[str, str], experiment: str | None) -> tuple[RegistrationKind, str]:

@@ -51,7 +51,8 @@ def test_the_pipeline_outputs_are_dvc_lock_and_every_declared_output() -> None:
     outputs = pipeline_outputs(REPO, REPO / "dvc.lock")
 
     assert {"dvc.lock", "metrics/evaluate.json", "metrics/train.json", "plots/roc.csv", "models/registered.json",
-            "models/model_card.md", "data/scores.db", "data/features", "reports/mql_comparison.html"} <= set(outputs)
+            "models/model_card.md", "data/scores.db", "data/features", "reports/mql_comparison.html",
+            "data/.gitignore", "models/.gitignore"} <= set(outputs)
     assert not {"params.yaml", "dvc.yaml", "pipelines"} & set(outputs)
 
 
