@@ -322,8 +322,9 @@ def register(
     with bad_input_exits():
         summary = run_register(load_params(params), RegisterInputs(features, models, metrics, plots, lock), out, card,
                                tracking_uri)
-        typer.echo(f"{summary['name']} version {summary['version']} registered ({', '.join(summary['aliases'])}); "
-                   f"champion is version {summary['champion']}; details in {out}")
+        typer.echo(f"{summary['name']} version {summary['version']} registered ({', '.join(summary['aliases'])}; "
+                   f"{summary['registration']} registration); champion is version {summary['champion']}; "
+                   f"details in {out}")
 
 
 @app.command("promote")
@@ -436,6 +437,7 @@ def score(
         f"rule MQL {run['n_rule_mql']:,}; PSI score {psi}{worst}; status {run['status']}; run {run['run_id']} in "
         f"{display_url(scores_url or url or loaded.base.crm_url)}"
         + (f" (replaced run {run['replaced_run_id']})" if run["replaced_run_id"] else "")
+        + ("" if run.get("production", True) else "; not production: history only, not in the latest view")
     )
     if fail_on_drift and run["status"] == "drift_warning":
         raise typer.Exit(EXIT_DRIFT)

@@ -38,8 +38,9 @@ def _fmt(value: Any) -> str:
 
 def model_card(name: str, version: str, run_id: str, lineage: Mapping[str, Any], spec: Mapping[str, Any],
                split: Mapping[str, Any], metrics: Mapping[str, Any], thresholds: Mapping[str, Any],
-               gate: Mapping[str, Any] | None) -> str:
-    """Markdown of the card. Inputs are the JSON forms of the run's artifacts (all feature-level, no personal data)."""
+               gate: Mapping[str, Any] | None, registration: Mapping[str, Any] | None = None) -> str:
+    """Markdown of the card. Inputs are the JSON forms of the run's artifacts (all feature-level, no personal data);
+    `registration` ({"kind", "reason"}) says whether the version could become champion on its own."""
     b = split.get("boundaries", {})
     rows, positives = split.get("rows", {}), split.get("positives", {})
     lines = [
@@ -109,6 +110,12 @@ def model_card(name: str, version: str, run_id: str, lineage: Mapping[str, Any],
     if thresholds.get("segment_column"):
         lines += ["", f"Per-segment thresholds on `{thresholds['segment_column']}`, shrunk toward the global ones."]
     lines += ["", "## Promotion gate", ""]
+    if registration:
+        kind = registration.get("kind")
+        lines += [f"Registration: **{kind}** ({registration.get('reason')})."
+                  + ("" if kind == "clean" else " A registration from `dvc exp run` or from uncommitted changes "
+                     "stays challenger whatever the gate says; `leadscore promote` makes it champion deliberately."),
+                  ""]
     if gate:
         lines.append(f"Passed: **{gate.get('passed')}**.")
         lines += [f"- {r}" for r in gate.get("reasons", [])]

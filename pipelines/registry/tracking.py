@@ -6,8 +6,14 @@ set it there, never at import. Nothing personal or secret is logged: params with
 example holds feature columns only, and the tracking URI appears in logs and outputs masked.
 
 Aliases: every new version gets `challenger`; `champion` moves only through the gate (`pipelines.registry.gate`),
-or by hand with `promote` / `rollback` (`force` overrides a failed gate). The registered model's tag
-`champion_history` lists the champion versions in order, so `rollback` knows the previous one.
+and only for a `clean` registration (`pipelines.registry.lineage.registration_kind`: not `dvc exp run`, no
+uncommitted source changes), or by hand with `promote` / `rollback` (`force` overrides a failed gate). The
+registered model's tag `champion_history` lists the champion versions in order, so `rollback` knows the previous one.
+
+Artifact locations: MLflow stores an experiment's artifact location as an absolute URI (`create_experiment` resolves
+a relative one against the working folder), so a copied or moved project's `mlflow.db` still points at the original
+`mlartifacts/`. With the embedded SQLite store, registering, the gate and scoring refuse an experiment or version
+whose artifacts lie outside the store's folder (`check_artifact_location`) instead of writing into another project.
 """
 
 from __future__ import annotations
@@ -44,7 +50,13 @@ from pipelines.modeling import (
 )
 from pipelines.registry.card import model_card
 from pipelines.registry.gate import GateResult, compare, first_model
-from pipelines.registry.lineage import git_commit, read_lock_hashes
+from pipelines.registry.lineage import (
+    dvc_experiment,
+    git_commit,
+    pipeline_outputs,
+    read_lock_hashes,
+    registration_kind,
+)
 from pipelines.registry.model import (
     EVALUATION_ARTIFACTS,
     REFERENCE_ARTIFACT,
@@ -116,10 +128,64 @@ def configure_tracking(uri: str) -> Any:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+def _local_path(location: str) -> Path | None:
+    """The filesystem path of a local artifact location (a file: URI or a plain path), else None."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(location)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    return Path(location) if parsed.scheme == "" else None
+
+
+def check_artifact_location(what: str, location: str, uri: str) -> None:
+    """Refuse, for the embedded SQLite store, local artifacts of `what` that lie outside the store's folder.
+
+    That happens when a project (with its mlflow.db) was copied or moved: MLflow keeps the absolute locations of the
+    original, so every new run, model and card would be written into the other project's `mlartifacts/`, and even
+    loading a version writes there (MLflow adds a `registered_model_meta` file to a local model's folder).
+    Remote stores (a server, PostgreSQL) and remote artifact stores (s3:, mlflow-artifacts:) are shared on purpose.
+    """
+    db = _sqlite_file(uri)
+    path = _local_path(location) if db is not None else None
+    if db is None or path is None:
+        return
+    project = db.resolve().parent
+    resolved = path.resolve()
+    if resolved == project or project in resolved.parents:
+        return
+    raise RegistryError(
+        f"{what} keeps its artifacts in {path}, outside this project ({project}, where {db.name} is): the MLflow "
+        "store was copied or moved from another folder, and using it would write into that one (MLflow stores "
+        "artifact locations as absolute paths). Start this project's own store (move mlflow.db and mlartifacts/ "
+        "aside; the next `leadscore register` creates them here), or point MLFLOW_TRACKING_URI at the original "
+        "store on purpose"
+    )
+
+
+def version_location(client: Any, name: str, version: str) -> str:
+    """Where a registered version's files are: its logged model's (MLflow 3) or its run's artifact location."""
+    source = str(client.get_model_version(name, version).source)
+    if source.startswith("models:/"):
+        return str(client.get_logged_model(source.removeprefix("models:/").split("/")[0]).artifact_location)
+    if source.startswith("runs:/"):
+        run_id, _, path = source.removeprefix("runs:/").partition("/")
+        return f"{str(client.get_run(run_id).info.artifact_uri).rstrip('/')}/{path}"
+    return source
+
+
+def check_version_location(client: Any, name: str, version: str) -> None:
+    """`check_artifact_location` for a registered version, before anything loads it."""
+    check_artifact_location(f"{name} version {version}", version_location(client, name, version),
+                            str(client.tracking_uri))
+
+
 def ensure_experiment(client: Any, name: str, uri: str) -> str:
-    """The experiment's id, creating it if needed; with SQLite its artifacts go to `mlartifacts/` beside the DB."""
+    """The experiment's id, creating it if needed; with SQLite its artifacts go to `mlartifacts/` beside the DB
+    (an existing experiment whose artifacts lie outside that folder is refused: `check_artifact_location`)."""
     found = client.get_experiment_by_name(name)
     if found is not None:
+        check_artifact_location(f"MLflow experiment {name!r}", str(found.artifact_location), uri)
         return str(found.experiment_id)
     db = _sqlite_file(uri)
     location = (db.resolve().parent / ARTIFACTS_DIR).as_uri() if db is not None else None
@@ -272,6 +338,18 @@ def alias_version(client: Any, name: str, alias: str) -> str | None:
         return None
 
 
+def production_run(client: Any, name: str, version: str) -> tuple[bool, str]:
+    """Whether scoring `version` now is a production run: it is the version `champion` resolves to (asked at the
+    run's start) and the process is not inside `dvc exp run`; and why not, when it is not."""
+    experiment = dvc_experiment()
+    if experiment is not None:
+        return False, f"inside dvc exp run ({experiment})"
+    champion = alias_version(client, name, CHAMPION)
+    if champion != version:
+        return False, f"{name} version {version} is not the champion (champion: {champion or 'none'})"
+    return True, f"{name} version {version} is the champion"
+
+
 def champion_history(client: Any, name: str) -> list[str]:
     """Champion versions in the order they became champion (registered-model tag)."""
     tag = client.get_registered_model(name).tags.get(HISTORY_TAG, "")
@@ -285,6 +363,8 @@ def gate_against_champion(client: Any, name: str, version: str, rows: pd.DataFra
         return first_model()
     if champion == version:
         return GateResult(True, [f"version {version} already is the champion"])
+    for compared in (version, champion):
+        check_version_location(client, name, compared)
     challenger_p = model_probabilities(f"models:/{name}/{version}", rows)
     champion_p = model_probabilities(f"models:/{name}/{champion}", rows)
     result = compare(rows[LABEL].to_numpy(), challenger_p, champion_p, rows["lead_id"].to_numpy(),
@@ -315,6 +395,10 @@ def _check_version(client: Any, name: str, version: str) -> None:
 def promote(client: Any, name: str, version: str, rows: pd.DataFrame, params: Params, force: bool) -> GateResult:
     """Make `version` champion if it passes the gate against the current champion (or `force`)."""
     _check_version(client, name, version)
+    tags = client.get_model_version(name, version).tags
+    if tags.get("registration", "clean") != "clean":
+        log.warning("%s version %s has registration=%s (%s): promoting it by hand", name, version,
+                    tags["registration"], tags.get("registration.reason", "no reason recorded"))
     gate = gate_against_champion(client, name, version, rows, params)
     if not gate.passed and not force:
         raise GateFailedError(f"promotion of {name} version {version} refused by the gate: "
@@ -414,14 +498,19 @@ def log_and_register(client: Any, params: Params, inputs: RegisterInputs, uri: s
     rows = gate_rows(inputs.features_dir, inputs.models_dir)
     reference = training_reference(inputs.features_dir, inputs.models_dir, spec, params.score.drift_features,
                                    params.score.drift_bins)
-    lineage = git_commit(repo)
+    lineage = git_commit(repo, ignore=pipeline_outputs(repo, inputs.lock_path))
+    kind, why = registration_kind(lineage, dvc_experiment())
     hashes = read_lock_hashes(inputs.lock_path, skip_stage="register")  # every other stage is upstream
     window = data_window(split)
 
+    current = alias_version(client, reg.model_name, CHAMPION)
+    if current is not None:  # the gate will load it: refuse a copied store before anything is written
+        check_version_location(client, reg.model_name, current)
     experiment_id = ensure_experiment(client, reg.experiment, uri)
     with tempfile.TemporaryDirectory() as tmp_name, mlflow.start_run(experiment_id=experiment_id) as run:
         tmp = Path(tmp_name)
-        mlflow.set_tags({"git.commit": lineage["commit"], "git.dirty": lineage["dirty"],
+        mlflow.set_tags({"git.commit": lineage["commit"], "git.dirty": lineage["dirty"], "registration": kind,
+                         "registration.reason": why[:4000],
                          "feature_list_version": spec.feature_list_version, "target_stage": spec.target_stage,
                          "horizon_days": str(spec.horizon_days), **window,
                          **{f"dvc.{path}": digest for path, digest in hashes.items()}})
@@ -462,8 +551,8 @@ def log_and_register(client: Any, params: Params, inputs: RegisterInputs, uri: s
     headline = {k: metrics[k] for k in ("roc_auc", "roc_auc_ci_low", "roc_auc_ci_high", "ece", "pr_auc")
                 if isinstance(metrics.get(k), int | float)}
     for key, value in {**window, **{f"metric.{k}": f"{v:.4f}" for k, v in headline.items()},
-                       "git.commit": lineage["commit"], "run_id": run_id,
-                       "feature_list_version": spec.feature_list_version}.items():
+                       "git.commit": lineage["commit"], "run_id": run_id, "registration": kind,
+                       "registration.reason": why[:4000], "feature_list_version": spec.feature_list_version}.items():
         client.set_model_version_tag(name, version, key, value)
     client.set_registered_model_alias(name, CHALLENGER, version)
     log.info("registered %s version %s (run %s) as %s", name, version, run_id, CHALLENGER)
@@ -471,13 +560,21 @@ def log_and_register(client: Any, params: Params, inputs: RegisterInputs, uri: s
     gate = gate_against_champion(client, name, version, rows, params)
     client.set_model_version_tag(name, version, "gate.passed", str(gate.passed).lower())
     client.set_model_version_tag(name, version, "gate.reasons", " | ".join(gate.reasons)[:4000])
-    if gate.passed:
+    if kind != "clean":
+        log.warning("%s version %s stays challenger, champion unchanged (version %s): %s; the gate %s; "
+                    "`leadscore promote --version %s` makes it champion deliberately", name, version,
+                    alias_version(client, name, CHAMPION) or "none", why,
+                    "passed" if gate.passed else "failed: " + "; ".join(gate.reasons), version)
+    elif gate.passed:
         set_champion(client, name, version, gate, [*champion_history(client, name), version])
     else:
         log.warning("%s version %s stays challenger: %s", name, version, "; ".join(gate.reasons))
-    card = model_card(name, version, run_id, lineage, spec.to_dict(), split, metrics, thresholds, gate.to_dict())
+    registration = {"kind": kind, "reason": why}
+    card = model_card(name, version, run_id, lineage, spec.to_dict(), split, metrics, thresholds, gate.to_dict(),
+                      registration)
     client.log_text(run_id, card, "model_card.md")
-    return {"name": name, "version": version, "run_id": run_id, "card": card, "gate": gate.to_dict()}
+    return {"name": name, "version": version, "run_id": run_id, "card": card, "gate": gate.to_dict(),
+            "registration": registration}
 
 
 def run_register(params: Params, inputs: RegisterInputs, out_json: Path, card_path: Path | None,
@@ -491,7 +588,8 @@ def run_register(params: Params, inputs: RegisterInputs, out_json: Path, card_pa
     aliases = sorted(client.get_model_version(name, version).aliases)
     summary = {"name": name, "version": version, "aliases": aliases, "run_id": result["run_id"],
                "model_uri": f"models:/{name}/{version}", "champion": alias_version(client, name, CHAMPION),
-               "gate": result["gate"], "tracking_uri": mask_uri(uri)}
+               "gate": result["gate"], "registration": result["registration"]["kind"],
+               "registration_reason": result["registration"]["reason"], "tracking_uri": mask_uri(uri)}
     write_json(out_json, summary)
     if card_path is not None:
         with atomic_path(card_path) as tmp:

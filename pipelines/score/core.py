@@ -92,7 +92,10 @@ def load_scoring_model(model_uri: str, client: Any) -> ScoringModel:
     """Resolve the URI to one version, load it, and read its scoring spec and drift reference if it has them."""
     import mlflow
 
+    from pipelines.registry.tracking import check_version_location
+
     name, version, pinned = resolve_model_uri(model_uri, client)
+    check_version_location(client, name, version)  # loading a local model writes into its folder
     pyfunc = mlflow.pyfunc.load_model(pinned)
     schema = pyfunc.metadata.get_input_schema()
     if schema is None:

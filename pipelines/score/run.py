@@ -119,7 +119,7 @@ def run_score(crm_url: str, scores_url: str | None, as_of: pd.Timestamp, params:
               tracking_uri: str | None, engine: str = "pandas", progress: bool = True,
               staging_root: Path | None = None) -> dict[str, Any]:
     """Score every open lead of the CRM at `as_of` and publish the run; return the scoring_runs row."""
-    from pipelines.registry.tracking import configure_tracking, resolve_tracking_uri
+    from pipelines.registry.tracking import configure_tracking, production_run, resolve_tracking_uri
 
     out_url = scores_url or crm_url
     out_engine = make_engine(out_url, create_dirs=True)
@@ -128,6 +128,10 @@ def run_score(crm_url: str, scores_url: str | None, as_of: pd.Timestamp, params:
     client = configure_tracking(resolve_tracking_uri(tracking_uri))
     model = load_scoring_model(model_uri, client)
     check_compatible(model, params.features)
+    production, why = production_run(client, model.name, model.version)  # decided at the start, like the alias
+    if not production:
+        log.warning("not a production run (%s): scores go to the %s history only, %s does not show them", why,
+                    tables.scores, tables.latest)
     if model.reference is None:
         log.warning("%s carries no drift reference (registered before drift checks): no PSI this run",
                     model.pinned_uri)
@@ -142,6 +146,7 @@ def run_score(crm_url: str, scores_url: str | None, as_of: pd.Timestamp, params:
         try:
             meta = {"run_id": run_id, "as_of": as_of, "scored_at": started_at, "model_name": model.name,
                     "model_version": model.version}
+            meta["production"] = production
             if engine == "spark":
                 from pipelines.score.spark import spark_predictor
 

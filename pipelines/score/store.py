@@ -1,9 +1,15 @@
 """Where nightly scores live: the `lead_scores` history, the `scoring_runs` log, the latest-run view, the run lock.
 
-A run becomes visible in one transaction: the previous rows of the same (as_of, model name, model version) are
-deleted, the new rows inserted (COPY on PostgreSQL) and the run logged, all or nothing. A crash or `kill -9` before
-the commit leaves the last complete run as it was. Names come from params, are checked as plain identifiers and
-are quoted by the dialect; values always travel as bound parameters.
+A run becomes visible in one transaction: the previous rows of the same (as_of, model name, model version,
+production or not) are deleted, the new rows inserted (COPY on PostgreSQL) and the run logged, all or nothing. A
+crash or `kill -9` before the commit leaves the last complete run as it was. Names come from params, are checked as
+plain identifiers and are quoted by the dialect; values always travel as bound parameters.
+
+The latest view shows production runs only (`scoring_runs.production`: the champion, outside `dvc exp run`); runs
+logged before that column existed have NULL there and count as production, which is what they were meant to be.
+
+Migration: the same transaction first adds (nullable, `ALTER TABLE ... ADD COLUMN`) any column of SCORE_COLUMNS or
+RUN_COLUMNS an existing table lacks, and re-creates the latest view when its definition is not this version's.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ RUN_COLUMNS: Final[dict[str, sa.types.TypeEngine]] = {
     "run_id": sa.Text(), "as_of": sa.DateTime(timezone=True), "started_at": sa.DateTime(timezone=True),
     "finished_at": sa.DateTime(timezone=True), "model_name": sa.Text(), "model_version": sa.Text(),
     "model_uri": sa.Text(), "engine": sa.Text(), "status": sa.Text(), "leads_read": sa.BigInteger(),
+    "production": sa.Boolean(),
     "leads_scored": sa.BigInteger(), "n_mql": sa.BigInteger(), "n_sal": sa.BigInteger(), "n_sql": sa.BigInteger(),
     "n_rule_mql": sa.BigInteger(), "mean_probability": sa.Float(), "chunks": sa.BigInteger(),
     "seconds_read": sa.Float(), "seconds_features": sa.Float(), "seconds_predict": sa.Float(),
@@ -79,46 +86,89 @@ def _tables(tables: ScoreTables) -> tuple[sa.MetaData, sa.Table, sa.Table]:
     return metadata, scores, runs
 
 
-def _check_existing(conn: Connection, table: sa.Table) -> None:
+def _add_missing_columns(conn: Connection, table: sa.Table) -> list[str]:
+    """Add the columns an existing table lacks (nullable; old rows get NULL); a missing key column is refused."""
     inspector = sa.inspect(conn)
     if not inspector.has_table(table.name):
-        return
+        return []
     have = {c["name"] for c in inspector.get_columns(table.name)}
-    missing = [c.name for c in table.columns if c.name not in have]
-    if missing:
+    missing = [c for c in table.columns if c.name not in have]
+    keys = [c.name for c in missing if c.primary_key]
+    if keys:
         raise ScoresTableError(
-            f"table '{table.name}' exists in {display_url(conn.engine.url)} but lacks column(s) {missing}: "
+            f"table '{table.name}' exists in {display_url(conn.engine.url)} but lacks key column(s) {keys}: "
             "point score.tables at another name, or rename the old table"
         )
+    preparer = conn.dialect.identifier_preparer
+    for column in missing:
+        kind = column.type.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN "
+                             f"{preparer.quote(check_identifier(column.name, 'column'))} {kind}")
+    if missing:
+        log.info("migrated table %s: added column(s) %s (NULL in existing rows)", table.name,
+                 ", ".join(c.name for c in missing))
+    return [c.name for c in missing]
 
 
 def latest_view_sql(conn: Connection, tables: ScoreTables) -> str:
-    """CREATE VIEW of the latest complete run's rows, identifiers quoted by the dialect."""
+    """CREATE VIEW of the latest complete production run's rows, identifiers quoted by the dialect.
+
+    A run is production when `production` is true, or NULL (runs logged before the column existed)."""
     q = conn.dialect.identifier_preparer.quote
     scores, runs, view = (q(check_identifier(n)) for n in (tables.scores, tables.runs, tables.latest))
+    production = q("production")
     return (f"CREATE VIEW {view} AS SELECT s.* FROM {scores} s WHERE s.run_id = "
-            f"(SELECT r.run_id FROM {runs} r ORDER BY r.as_of DESC, r.finished_at DESC LIMIT 1)")
+            f"(SELECT r.run_id FROM {runs} r WHERE r.{production} IS NULL OR r.{production} "
+            "ORDER BY r.as_of DESC, r.finished_at DESC LIMIT 1)")
+
+
+def _view_marker(sql: str) -> str:
+    """A stamp of the view's definition, kept as the view's comment where the database rewrites view SQL."""
+    return f"leadscore latest view {hashlib.sha256(sql.encode()).hexdigest()[:16]}"
+
+
+def _view_is_current(conn: Connection, view: str, sql: str) -> bool:
+    """Whether the existing view is this version's: SQLite keeps the SQL as written; PostgreSQL rewrites it, so
+    there the comment set at creation (`_view_marker`) tells."""
+    inspector = sa.inspect(conn)
+    definition = inspector.get_view_definition(view) or ""
+    if " ".join(definition.split()).rstrip(";") == " ".join(sql.split()):
+        return True
+    if conn.dialect.name == "postgresql":
+        return (inspector.get_table_comment(view).get("text") or "") == _view_marker(sql)
+    return False
 
 
 def ensure_schema(conn: Connection, tables: ScoreTables) -> tuple[sa.Table, sa.Table]:
-    """Create the scores and runs tables and the latest view if missing (inside the caller's transaction)."""
+    """Create or migrate the scores and runs tables and the latest view (inside the caller's transaction)."""
     metadata, scores, runs = _tables(tables)
-    for table in (scores, runs):
-        _check_existing(conn, table)
+    added = _add_missing_columns(conn, scores)  # PostgreSQL expands s.* at creation: new columns need a new view
+    _add_missing_columns(conn, runs)
     metadata.create_all(conn, checkfirst=True)
     inspector = sa.inspect(conn)
-    if tables.latest not in inspector.get_view_names():
-        if inspector.has_table(tables.latest):
-            raise ScoresTableError(f"'{tables.latest}' is a table, not the latest-scores view: choose another name")
-        conn.exec_driver_sql(latest_view_sql(conn, tables))
+    sql = latest_view_sql(conn, tables)
+    view = conn.dialect.identifier_preparer.quote(check_identifier(tables.latest))
+    if tables.latest in inspector.get_view_names():
+        if not added and _view_is_current(conn, tables.latest, sql):
+            return scores, runs
+        conn.exec_driver_sql(f"DROP VIEW {view}")
+        log.info("re-created view %s with this version's definition", tables.latest)
+    elif inspector.has_table(tables.latest):
+        raise ScoresTableError(f"'{tables.latest}' is a table, not the latest-scores view: choose another name")
+    conn.exec_driver_sql(sql)
+    if conn.dialect.name == "postgresql":  # the marker is hex digits and spaces: safe as a literal
+        conn.exec_driver_sql(f"COMMENT ON VIEW {view} IS '{_view_marker(sql)}'")
     return scores, runs
 
 
-def _same_run(conn: Connection, runs: sa.Table, as_of: pd.Timestamp, model_name: str, model_version: str
-              ) -> list[str]:
-    """Run ids already stored for this as_of time and model version (compared as UTC instants)."""
+def _same_run(conn: Connection, runs: sa.Table, as_of: pd.Timestamp, model_name: str, model_version: str,
+              production: bool = True) -> list[str]:
+    """Run ids already stored for this as_of time, model version and kind (production or not; NULL counts as
+    production), timestamps compared as UTC instants. An experiment's run never replaces a production one."""
+    kind = sa.or_(runs.c.production.is_(None), runs.c.production.is_(True)) if production \
+        else runs.c.production.is_(False)
     query = sa.select(runs.c.run_id, runs.c.as_of).where(runs.c.model_name == model_name,
-                                                          runs.c.model_version == model_version)
+                                                          runs.c.model_version == model_version, kind)
     found = conn.execute(query).all()
     if not found:
         return []
@@ -135,7 +185,8 @@ def publish_run(engine: Engine, tables: ScoreTables, run: Mapping[str, Any], chu
     as_of = pd.Timestamp(run["as_of"])
     with engine.begin() as conn:
         scores, runs = ensure_schema(conn, tables)
-        replaced = _same_run(conn, runs, as_of, str(run["model_name"]), str(run["model_version"]))
+        replaced = _same_run(conn, runs, as_of, str(run["model_name"]), str(run["model_version"]),
+                             run.get("production") is not False)
         if replaced:
             conn.execute(scores.delete().where(scores.c.run_id.in_(replaced)))
             conn.execute(runs.delete().where(runs.c.run_id.in_(replaced)))
@@ -179,8 +230,11 @@ def read_runs(engine: Engine, tables: ScoreTables) -> pd.DataFrame:
     if not sa.inspect(engine).has_table(name):
         return pd.DataFrame(columns=list(RUN_COLUMNS))
     _, _, runs = _tables(tables)
+    have = {c["name"] for c in sa.inspect(engine).get_columns(name)}  # a table not migrated yet lacks new ones
     with engine.connect() as conn:
-        frame = pd.read_sql_query(sa.select(runs).order_by(runs.c.as_of, runs.c.finished_at), conn)
+        frame = pd.read_sql_query(sa.select(*(c for c in runs.columns if c.name in have))
+                                  .order_by(runs.c.as_of, runs.c.finished_at), conn)
+    frame = frame.reindex(columns=list(RUN_COLUMNS))
     for col, kind in RUN_COLUMNS.items():
         if isinstance(kind, sa.DateTime):
             frame[col] = pd.to_datetime(frame[col], utc=True, format="ISO8601")

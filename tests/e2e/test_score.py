@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 import yaml
 from score_env import AS_OF, LATER, ScoreEnv, build_env, count_rows, sqlite_exec, table_names
+from tiny_model import register_tiny, tiny_params
 from typer.testing import CliRunner
 
 from pipelines.cli import EXIT_BAD_INPUT, EXIT_LOCKED, app
@@ -183,6 +184,55 @@ def test_scores_can_go_to_another_database(env: ScoreEnv, tmp_path: Path) -> Non
     assert code == 0, out
     assert count_rows(out_db, "lead_scores") > 0
     assert "lead_scores" not in table_names(f"sqlite:///{env.crm_db}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Production runs: the champion, outside dvc exp run
+# ----------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def challenger(env: ScoreEnv) -> str:
+    """A second registered version that stays challenger (the strict gate refuses the seed-1 model)."""
+    second = register_tiny(env.root, env.tracking_uri, seed=1, params_path=tiny_params(env.root))
+    assert second["aliases"] == ["challenger"] and second["champion"] == "1"
+    return str(second["version"])
+
+
+def test_a_pinned_non_champion_version_goes_to_the_history_only(env: ScoreEnv, crm: str, challenger: str) -> None:
+    assert score(env, crm)[0] == 0
+    tonight = set(scores(crm, latest=True)["run_id"])
+
+    code, out = score(env, crm, "--model-uri", f"models:/lead-scoring/{challenger}")  # same night, later
+
+    assert code == 0 and "not production" in out, out
+    assert set(scores(crm)["model_version"]) == {"1", challenger}
+    assert set(scores(crm, latest=True)["run_id"]) == tonight
+    logged = runs(crm).set_index("model_version")["production"]
+    assert bool(logged["1"]) and not bool(logged[challenger])
+
+    # the champion pinned by its number is the champion: production, and the latest view moves to it
+    code, out = score(env, crm, "--model-uri", "models:/lead-scoring/1", as_of=LATER)
+    assert code == 0 and "not production" not in out
+    latest = scores(crm, latest=True)
+    assert (latest["as_of"] == pd.Timestamp(LATER)).all() and latest["model_version"].eq("1").all()
+
+
+def test_scoring_inside_dvc_exp_run_never_writes_production_scores(env: ScoreEnv, crm: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    assert score(env, crm)[0] == 0
+    before = scores(crm, latest=True).sort_values("lead_id").reset_index(drop=True)
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "f5a7a257db3bf7c19049f91b98d8b789dd9a901d")
+    monkeypatch.setenv("DVC_EXP_NAME", "shock-kind")
+
+    for as_of in (AS_OF, LATER):  # the same night and model version (must not replace it), and a later night
+        code, out = score(env, crm, as_of=as_of)
+        assert code == 0 and "not production" in out, out
+
+    after = scores(crm, latest=True).sort_values("lead_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(after, before)
+    logged = runs(crm)
+    assert len(logged) == 3 and sorted(logged["production"].astype(bool)) == [False, False, True]
+    assert scores(crm)["run_id"].nunique() == 3
 
 
 # ----------------------------------------------------------------------------------------------------------------

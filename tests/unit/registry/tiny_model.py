@@ -123,11 +123,37 @@ def tiny_params(root: Path, **gate: float) -> Path:
     return path
 
 
-def register_tiny(root: Path, uri: str, seed: int, params_path: Path) -> dict:
-    """Build a tiny model's artifacts under root/<seed> and run the register stage's core against `uri`."""
+def git(repo: Path, *args: str) -> str:
+    """Run git in `repo` with a throwaway identity (the tests' own repositories)."""
+    import subprocess
+
+    return subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", *args], cwd=repo,
+                          check=True, capture_output=True, text=True).stdout
+
+
+def clean_project(root: Path) -> Path:
+    """A git work tree under root with a committed params.yaml, dvc.yaml and dvc.lock and nothing uncommitted: the
+    registrations of the tests are `clean` whatever state the developer's checkout is in."""
+    repo = root / "project"
+    if (repo / ".git").exists():
+        return repo
+    repo.mkdir(parents=True)
+    (repo / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    (repo / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
+    (repo / "dvc.lock").write_text((REPO / "dvc.lock").read_text())
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "tiny project")
+    return repo
+
+
+def register_tiny(root: Path, uri: str, seed: int, params_path: Path, repo: Path | None = None) -> dict:
+    """Build a tiny model's artifacts under root/<seed> and run the register stage's core against `uri`, with the
+    lineage of `repo` (default: a clean git project under root)."""
     from pipelines.registry.tracking import RegisterInputs, run_register
 
+    repo = repo or clean_project(root)
     dirs = build_tiny(root / f"run{seed}", seed=seed)
-    inputs = RegisterInputs(dirs["features"], dirs["models"], dirs["metrics"], dirs["plots"], REPO / "dvc.lock")
+    inputs = RegisterInputs(dirs["features"], dirs["models"], dirs["metrics"], dirs["plots"], repo / "dvc.lock")
     return run_register(load_params(params_path), inputs, root / f"run{seed}" / "registered.json",
-                        root / f"run{seed}" / "model_card.md", uri, repo=REPO)
+                        root / f"run{seed}" / "model_card.md", uri, repo=repo)
