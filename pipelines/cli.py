@@ -1,11 +1,14 @@
 """`leadscore`: the command line of the pipeline; one command per stage, each a thin shell around a pure core.
 
-Exit codes (for cron and DVC): 0 success, 2 bad input (data, params or arguments), 1 anything unexpected.
+Exit codes (for cron and DVC): 0 success, 2 bad input (data, params, arguments, or a database that cannot be
+reached), 1 anything unexpected (one line; `-v` adds the traceback).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
@@ -39,15 +42,45 @@ UrlOption = Annotated[
 ParamsOption = Annotated[Path, typer.Option("--params", help="The params.yaml to read.")]
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib import metadata
+
+        try:
+            version = metadata.version("lead-scoring")
+        except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+            version = "unknown (not installed)"
+        typer.echo(f"leadscore {version}")
+        raise typer.Exit()
+
+
+def quiet_third_party_warnings() -> None:
+    """Silence the known third-party warnings a normal run would print, by message (nothing broader).
+
+    pandera imports pyspark.pandas whenever pyspark is installed (the dev and spark extras), and pyspark warns on
+    every import that it does not fully support pandas 3; that says nothing about this run.
+    """
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
+
+
 @app.callback()
 def _configure(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Debug lines of each stage (reads, row counts, timings); tracebacks of bugs.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and errors only.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
 ) -> None:
     """Set up logging for the command being run (never at import)."""
+    if verbose and quiet:
+        raise typer.BadParameter("--verbose and --quiet exclude each other")
+    quiet_third_party_warnings()
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Debug lines of this package only: third-party debug output (MLflow, SQLAlchemy, urllib3) is noise here.
+    logging.getLogger("pipelines").setLevel(logging.DEBUG if verbose else logging.NOTSET)
 
 
 @contextmanager
@@ -473,5 +506,13 @@ def report(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: an unexpected error is one line on stderr and exit 1 (`-v`: the traceback)."""
+    quiet_third_party_warnings()
+    try:
+        app()
+    except Exception as exc:
+        log.debug("unexpected error", exc_info=True)
+        lines = str(exc).strip().splitlines()
+        typer.echo(f"error: unexpected {type(exc).__name__}: {lines[0] if lines else '(no message)'} (a bug or the "
+                   "environment; rerun with -v for the traceback)", err=True)
+        sys.exit(1)
