@@ -213,7 +213,7 @@ def extract(
 
     with bad_input_exits():
         base = load_params(params).base
-        manifest = run_extract(url or base.crm_url, out)
+        manifest = run_extract(url or base.crm_url, out, future_tolerance_minutes=base.future_tolerance_minutes)
         counts = ", ".join(f"{name} {meta['rows']:,}" for name, meta in manifest["tables"].items())
         typer.echo(f"snapshot in {out}: {counts} rows; history ends {manifest['history_end']}")
 
@@ -438,6 +438,10 @@ def score(
     staging_dir: Annotated[
         Path | None, typer.Option("--staging-dir", help="Folder for the run's temporary files (default: the temp dir).")
     ] = None,
+    allow_shrink: Annotated[
+        bool, typer.Option("--allow-shrink", help="Publish even with no leads, or fewer than score.min_leads_ratio x "
+                                                  "the latest run's (a real shrink, not a broken load).")
+    ] = False,
 ) -> None:
     """Score every open lead with the registered model and write the run back atomically (nightly batch job).
 
@@ -456,7 +460,8 @@ def score(
             raise typer.BadParameter(f"--engine must be pandas or spark, not {chosen!r}")
         try:
             run = run_score(url or loaded.base.crm_url, scores_url, parse_as_of(as_of), loaded,
-                            model_uri or loaded.score.model_uri, tracking_uri, chosen, staging_root=staging_dir)
+                            model_uri or loaded.score.model_uri, tracking_uri, chosen, staging_root=staging_dir,
+                            allow_shrink=allow_shrink)
         except ScoringLockedError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(EXIT_LOCKED) from None

@@ -22,7 +22,7 @@ from typing import Any, Final
 import pandas as pd
 import pyarrow.parquet as pq
 
-from pipelines.crm.schema import SCHEMAS, TABLES
+from pipelines.crm.schema import PRIMARY_KEYS, SCHEMAS, TABLES
 from pipelines.errors import CrmDataError
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,28 @@ def history_end(tables: Mapping[str, pd.DataFrame]) -> pd.Timestamp:
     if not latest:
         raise CrmDataError("the CRM holds no event timestamps (no leads, activities or stage entries)")
     return pd.Timestamp(max(latest)).tz_convert("UTC")
+
+
+def check_no_future_events(tables: Mapping[str, pd.DataFrame], tolerance_minutes: int,
+                           now: datetime | None = None) -> None:
+    """Refuse events later than now plus the clock-skew tolerance: they would move `history_end` past the data
+    and let label windows run into a future nobody has observed. The message names table, column and rows."""
+    limit = pd.Timestamp(now or datetime.now(UTC)).tz_convert("UTC") + pd.Timedelta(minutes=tolerance_minutes)
+    problems = []
+    for table, column in HISTORY_COLUMNS:
+        if table not in tables or not len(tables[table]):
+            continue
+        frame = tables[table]
+        future = frame[column] > limit
+        if future.any():
+            key = PRIMARY_KEYS[table]
+            rows = frame.loc[future].nlargest(5, column)
+            examples = ", ".join(f"{key}={r[key]!r}: {r[column]:%Y-%m-%d %H:%M:%S}" for _, r in rows.iterrows())
+            problems.append(f"table '{table}', column '{column}': {int(future.sum()):,} row(s) lie in the future "
+                            f"(after now + {tolerance_minutes} min, {limit:%Y-%m-%d %H:%M:%S}Z; "
+                            f"base.future_tolerance_minutes); e.g. {examples}")
+    if problems:
+        raise CrmDataError("\n".join(problems))
 
 
 @contextmanager
@@ -160,8 +182,12 @@ def read_extra_tables(engine: Any, tables: Mapping[str, pd.DataFrame]) -> dict[s
     return {ATTRIBUTES_TABLE: attributes}
 
 
-def extract(url: str, out: Path, source: str | None = None) -> dict[str, Any]:
-    """Read and validate the five tables from the database at `url`, and snapshot them into `out`."""
+def extract(url: str, out: Path, source: str | None = None, future_tolerance_minutes: int | None = None
+            ) -> dict[str, Any]:
+    """Read and validate the five tables from the database at `url`, and snapshot them into `out`.
+
+    With `future_tolerance_minutes`, events later than now plus that many minutes are refused.
+    """
     from pipelines.crm.db import display_url, make_engine, read_crm
 
     engine = make_engine(url)
@@ -170,4 +196,6 @@ def extract(url: str, out: Path, source: str | None = None) -> dict[str, Any]:
         tables.update(read_extra_tables(engine, tables))
     finally:
         engine.dispose()
+    if future_tolerance_minutes is not None:
+        check_no_future_events(tables, future_tolerance_minutes)
     return write_snapshot(tables, out, source or display_url(url))

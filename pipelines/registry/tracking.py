@@ -36,6 +36,8 @@ from pipelines.registry.card import model_card
 from pipelines.registry.gate import GateResult, compare, first_model
 from pipelines.registry.lineage import git_commit, read_lock_hashes
 from pipelines.registry.model import (
+    MODEL_KIND,
+    MODEL_MARKER,
     REFERENCE_ARTIFACT,
     SPEC_FILE,
     LeadScoringModel,
@@ -429,7 +431,7 @@ def log_and_register(client: Any, params: Params, inputs: RegisterInputs, uri: s
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT, python_model=LeadScoringModel(), artifacts=artifacts, signature=signature,
             input_example=example, pip_requirements=pip_requirements(), code_paths=[str(_package_copy(tmp))],
-            registered_model_name=reg.model_name,
+            registered_model_name=reg.model_name, metadata={MODEL_MARKER: MODEL_KIND},
         )
         version = str(info.registered_model_version)
         run_id = run.info.run_id
@@ -439,7 +441,7 @@ def log_and_register(client: Any, params: Params, inputs: RegisterInputs, uri: s
                 if isinstance(metrics.get(k), int | float)}
     for key, value in {**window, **{f"metric.{k}": f"{v:.4f}" for k, v in headline.items()},
                        "git.commit": lineage["commit"], "run_id": run_id,
-                       "feature_list_version": spec.feature_list_version}.items():
+                       "feature_list_version": spec.feature_list_version, MODEL_MARKER: MODEL_KIND}.items():
         client.set_model_version_tag(name, version, key, value)
     client.set_registered_model_alias(name, CHALLENGER, version)
     log.info("registered %s version %s (run %s) as %s", name, version, run_id, CHALLENGER)
