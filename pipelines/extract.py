@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -158,7 +159,10 @@ def read_snapshot(raw: Path, columns: Mapping[str, Sequence[str]] | None = None,
             raise CrmDataError(f"{path} not found: the snapshot in {raw} is incomplete")
         wanted = list(columns[name]) if columns and name in columns else list(SCHEMAS[name].columns)
         as_dict = [c for c in (categorical or {}).get(name, ()) if c in wanted]
+        started = time.perf_counter()
         frame = pq.read_table(path, columns=wanted, read_dictionary=as_dict or None).to_pandas()
+        log.debug("read %s rows x %d columns of %s in %.2f s", f"{len(frame):,}", len(wanted), path,
+                  time.perf_counter() - started)
         if len(frame) != manifest["tables"][name]["rows"]:
             raise CrmDataError(f"{path} holds {len(frame):,} rows but the manifest says "
                                f"{manifest['tables'][name]['rows']:,}: the snapshot is inconsistent")
@@ -198,4 +202,5 @@ def extract(url: str, out: Path, source: str | None = None, future_tolerance_min
         engine.dispose()
     if future_tolerance_minutes is not None:
         check_no_future_events(tables, future_tolerance_minutes)
+        log.debug("no event later than now + %d min", future_tolerance_minutes)
     return write_snapshot(tables, out, source or display_url(url))
