@@ -179,6 +179,12 @@ def _describe_failures(table: str, frame: pd.DataFrame, failures: pd.DataFrame) 
     # A frame-wide check (end_date >= start_date) reports each column of a failing row: one line per check.
     wide = failures["schema_context"].eq("DataFrameSchema") & failures["index"].notna()
     failures = pd.concat([failures[~wide], failures[wide].assign(column=None).drop_duplicates(["check", "index"])])
+    # a value of the wrong type also fails the column's dtype and value checks: say it once, as the type problem
+    checks = failures["check"].astype(str)
+    coerce = checks.str.startswith("coerce_dtype")
+    uncoercible = set(failures.loc[coerce, "column"].dropna())
+    keep = (coerce & failures["failure_case"].notna()) | checks.eq("not_nullable")  # a NULL: say NULL, not type
+    failures = failures[~failures["column"].isin(uncoercible) | keep]
     lines = []
     for (column, check), group in failures.groupby(["column", "check"], sort=False, dropna=False):
         column_name = column if isinstance(column, str) and column else None

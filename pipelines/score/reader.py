@@ -67,11 +67,13 @@ def preflight(conn: Connection) -> dict[str, int]:
             raise CrmDataError(f"table '{table}' is missing column(s) {missing}; it has {sorted(declared[table])}")
         counts[table] = int(conn.execute(sa.select(sa.func.count()).select_from(sa.table(table))).scalar() or 0)
     for table, columns in KEY_COLUMNS.items():
+        not_null = [c for c in columns if c in (PRIMARY_KEYS[table], "lead_id")]
+        bad_types, nulls = _scan_keys(conn, table, columns, not_null)  # one pass; details only for a problem
         for column in columns:
-            _check_integers(conn, table, column, declared[table][column])
-    for table, columns in KEY_COLUMNS.items():
-        for column in columns:
-            if column == PRIMARY_KEYS[table] or column == "lead_id":
+            if bad_types.get(column) or conn.dialect.name != "sqlite":
+                _check_integers(conn, table, column, declared[table][column])
+        for column in not_null:
+            if nulls.get(column):
                 _check_not_null(conn, table, column)
         _check_unique(conn, inspector, table, PRIMARY_KEYS[table])
     leads = _relation("leads")
@@ -97,6 +99,21 @@ def _problem(conn: Connection, query: sa.Select, table: str, column: str, what: 
         total = conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar()
         raise CrmDataError(f"table '{table}', column '{column}': {total} {what}; e.g. "
                            + ", ".join(show(r) for r in rows))
+
+
+def _scan_keys(conn: Connection, table: str, columns: Sequence[str], not_null: Sequence[str]
+               ) -> tuple[dict[str, int], dict[str, int]]:
+    """Per column, how many values are not integers (SQLite only) and how many are NULL: one scan of the table."""
+    rel = _relation(table)
+    counts = []
+    if conn.dialect.name == "sqlite":
+        counts += [sa.func.sum(sa.case((sa.func.typeof(rel.c[c]).not_in(["integer", "null"]), 1), else_=0))
+                   for c in columns]
+    counts += [sa.func.sum(sa.case((rel.c[c].is_(None), 1), else_=0)) for c in not_null]
+    row = conn.execute(sa.select(*counts).select_from(rel)).one()
+    values = [int(v or 0) for v in row]
+    types = dict(zip(columns, values, strict=False)) if conn.dialect.name == "sqlite" else {}
+    return types, dict(zip(not_null, values[len(types):], strict=True))
 
 
 def _check_integers(conn: Connection, table: str, column: str, declared: Any) -> None:
