@@ -66,7 +66,11 @@ def make_engine(url: str, create_dirs: bool = False) -> Engine:
             path.parent.mkdir(parents=True, exist_ok=True)
         elif not path.exists():
             raise CrmDataError(f"database file {path} does not exist ({display_url(url)})")
-    engine = sa.create_engine(parsed)
+    try:
+        engine = sa.create_engine(parsed)
+    except ImportError as exc:  # the dialect is known but its driver is not installed
+        raise CrmDataError(f"not a usable database URL {display_url(url)}: {exc} (install the database driver)"
+                           ) from None
 
     @sa.event.listens_for(engine, "handle_error")
     def _unreachable(context: sa.engine.ExceptionContext) -> None:

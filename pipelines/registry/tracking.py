@@ -93,6 +93,31 @@ def _sqlite_file(uri: str) -> Path | None:
     return None if path in ("", ":memory:") else Path(path)
 
 
+def check_tracking_database(uri: str) -> None:
+    """A database tracking store (postgresql://, mysql://, ...) must answer now: MLflow would retry for minutes and
+    then fail with a traceback. One connection; DatabaseUnavailableError names the store, password masked."""
+    import sqlalchemy as sa
+
+    from pipelines.crm.db import make_engine
+    from pipelines.errors import BadInputError
+
+    try:
+        backend = sa.make_url(uri).get_backend_name()
+    except (sa.exc.ArgumentError, ValueError):
+        return  # not a database URL (http://, file:, databricks): MLflow's own business
+    if backend not in ("postgresql", "mysql", "mssql", "oracle"):  # MLflow's SQL stores besides SQLite
+        return
+    try:
+        engine = make_engine(uri)
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+    except BadInputError as exc:
+        raise type(exc)(f"MLflow tracking store: {exc}") from None
+
+
 def configure_tracking(uri: str) -> Any:
     """Point MLflow's tracking and registry at `uri` (called by entry points only) and return a client."""
     import mlflow
@@ -101,6 +126,8 @@ def configure_tracking(uri: str) -> Any:
     db = _sqlite_file(uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        check_tracking_database(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from pipelines.cli import EXIT_BAD_INPUT, EXIT_LOCKED, app
 from pipelines.config import ScoreTables
 from pipelines.crm.db import make_engine, write_crm
+from pipelines.registry.model import MODEL_KIND, MODEL_MARKER
 from pipelines.score import store
 
 pytestmark = pytest.mark.slow
@@ -315,7 +316,10 @@ def test_a_model_of_another_kind_under_the_alias_is_refused_before_any_write(env
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
-        schema = mlflow.pyfunc.load_model("models:/lead-scoring/1").metadata.get_input_schema()
+        ours = mlflow.pyfunc.load_model("models:/lead-scoring/1")
+        assert ours.metadata.metadata == {MODEL_MARKER: MODEL_KIND}  # marked at register
+        assert client.get_model_version("lead-scoring", "1").tags[MODEL_MARKER] == MODEL_KIND
+        schema = ours.metadata.get_input_schema()
         with mlflow.start_run():
             info = mlflow.pyfunc.log_model(name="other", python_model=NotOurs(),
                                            signature=mlflow.models.ModelSignature(inputs=schema),
@@ -354,6 +358,17 @@ def test_an_unreachable_database_is_one_line_naming_the_host_with_the_password_m
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: cannot connect"), result.stderr
     assert "127.0.0.1" in lines[0] and "s3cret-pw" not in result.stderr + result.stdout and "***" in lines[0]
+
+
+def test_an_unreachable_tracking_store_or_a_missing_driver_is_bad_input(env: ScoreEnv) -> None:
+    url = f"sqlite:///{env.crm_db}"
+    result = runner.invoke(app, ["score", "--url", url, "--params", str(env.params_path), "--as-of", AS_OF,
+                                 "--tracking-uri", "postgresql+psycopg://mlflow:s3cret-pw@127.0.0.1:1/mlflow"])
+    refused(result.exit_code, result.output, "MLflow tracking store: cannot connect", "127.0.0.1", "***")
+    assert "s3cret-pw" not in result.output
+
+    result = runner.invoke(app, ["validate", "--url", "mysql://crm@db/crm"])
+    refused(result.exit_code, result.output, "not a usable database URL mysql://crm@db/crm", "driver")
 
 
 def test_the_command_line_is_quiet_versioned_and_verbose_on_request(env: ScoreEnv) -> None:
