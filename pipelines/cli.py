@@ -190,9 +190,12 @@ def import_crm(
 def validate(url: UrlOption) -> None:
     """Check every CRM table against the schemas; one clear message and exit 2 on bad data."""
     from pipelines.crm.db import display_url, make_engine, read_crm
+    from pipelines.errors import CrmDataError
 
     with bad_input_exits():
         tables = read_crm(make_engine(url))
+        if tables["leads"].empty:  # valid by the schemas, but nothing downstream can work on it
+            raise CrmDataError(f"table 'leads' in {display_url(url)} is empty: a CRM needs leads")
         counts = ", ".join(f"{name} {len(frame):,}" for name, frame in tables.items())
         typer.echo(f"{display_url(url)}: valid ({counts} rows)")
 

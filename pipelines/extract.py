@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.crm.schema import PRIMARY_KEYS, SCHEMAS, TABLES
@@ -160,7 +161,11 @@ def read_snapshot(raw: Path, columns: Mapping[str, Sequence[str]] | None = None,
         wanted = list(columns[name]) if columns and name in columns else list(SCHEMAS[name].columns)
         as_dict = [c for c in (categorical or {}).get(name, ()) if c in wanted]
         started = time.perf_counter()
-        frame = pq.read_table(path, columns=wanted, read_dictionary=as_dict or None).to_pandas()
+        try:
+            frame = pq.read_table(path, columns=wanted, read_dictionary=as_dict or None).to_pandas()
+        except (pa.ArrowException, OSError) as exc:  # truncated, overwritten or hand-edited snapshot files
+            raise CrmDataError(f"{path} is not a readable snapshot table ({str(exc).splitlines()[0][:200]}): "
+                               "run `leadscore extract` again") from None
         log.debug("read %s rows x %d columns of %s in %.2f s", f"{len(frame):,}", len(wanted), path,
                   time.perf_counter() - started)
         if len(frame) != manifest["tables"][name]["rows"]:

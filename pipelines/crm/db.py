@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 _IDENTIFIER: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _INSERT_BATCH: Final = 200_000
 _MAX_EXAMPLES: Final = 5
+_NOT_SQLITE: Final = frozenset({"file is not a database", "database disk image is malformed"})
 #: SQLite's message when a TEXT value holds bytes that are not UTF-8 (it names the column, not the table).
 _UNDECODABLE: Final = re.compile(r"Could not decode to UTF-8(?: column '(?P<column>[^']*)')?")
 
@@ -63,7 +64,10 @@ def make_engine(url: str, create_dirs: bool = False) -> Engine:
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         path = Path(parsed.database)
         if create_dirs:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CrmDataError(f"cannot create the folder of {display_url(url)}: {exc}") from None
         elif not path.exists():
             raise CrmDataError(f"database file {path} does not exist ({display_url(url)})")
     try:
@@ -75,10 +79,12 @@ def make_engine(url: str, create_dirs: bool = False) -> Engine:
     @sa.event.listens_for(engine, "handle_error")
     def _unreachable(context: sa.engine.ExceptionContext) -> None:
         # No connection yet: the server is down, refuses us, or the database does not exist. One line, not a trace.
+        text = str(context.original_exception).strip()
+        reason = text.splitlines()[0] if text else type(context.original_exception).__name__
         if context.connection is None and not context.is_pre_ping:
-            text = str(context.original_exception).strip()
-            reason = text.splitlines()[0] if text else type(context.original_exception).__name__
             raise DatabaseUnavailableError(f"cannot connect to the database {display_url(parsed)}: {reason}")
+        if parsed.get_backend_name() == "sqlite" and reason in _NOT_SQLITE:  # SQLite opens any file lazily
+            raise DatabaseUnavailableError(f"{display_url(parsed)} is not a usable SQLite database: {reason}")
 
     if engine.dialect.name == "sqlite":
 

@@ -405,3 +405,24 @@ def test_an_unexpected_error_is_one_line_and_exit_1(monkeypatch: pytest.MonkeyPa
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "RuntimeError: something nobody foresaw" in err and "Traceback" not in err
+
+
+def test_files_that_are_not_what_they_claim_are_bad_input(env: ScoreEnv, tmp_path: Path) -> None:
+    not_a_db = tmp_path / "crm.db"
+    not_a_db.write_text("a spreadsheet export saved under the wrong name\n")
+    result = runner.invoke(app, ["validate", "--url", f"sqlite:///{not_a_db}"])
+    refused(result.exit_code, result.output, "is not a usable SQLite database", "file is not a database")
+
+    empty = tmp_path / "empty.db"
+    shutil.copy(env.crm_db, empty)
+    _delete_leads(f"sqlite:///{empty}", "1 = 1")
+    result = runner.invoke(app, ["validate", "--url", f"sqlite:///{empty}"])
+    refused(result.exit_code, result.output, "table 'leads'", "is empty")
+
+    raw = tmp_path / "raw"
+    assert runner.invoke(app, ["extract", "--url", f"sqlite:///{env.crm_db}", "--out", str(raw), "--params",
+                               str(env.params_path)]).exit_code == 0
+    (raw / "activities.parquet").write_bytes(b"truncated")
+    result = runner.invoke(app, ["features", "--raw", str(raw), "--out", str(tmp_path / "features"), "--params",
+                                 str(env.params_path)])
+    refused(result.exit_code, result.output, "activities.parquet is not a readable snapshot table")
