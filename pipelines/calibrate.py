@@ -38,8 +38,10 @@ from pipelines.modeling import (
     align_rows,
     assign_slices,
     precision_recall,
+    production_slices,
     read_features,
     read_json,
+    row_weights,
     write_json,
 )
 
@@ -114,16 +116,18 @@ def centred_knots(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return knots_x[keep], knots_y[keep]
 
 
-def fit_calibrator(raw: np.ndarray, y: np.ndarray, method: Literal["isotonic", "platt"]) -> Calibrator:
-    """Fit isotonic regression (monotone, non-parametric) or Platt scaling (logistic on the raw score's logit)."""
+def fit_calibrator(raw: np.ndarray, y: np.ndarray, method: Literal["isotonic", "platt"],
+                   weight: np.ndarray | None = None) -> Calibrator:
+    """Fit isotonic regression (monotone, non-parametric) or Platt scaling (logistic on the raw score's logit),
+    each row counting `weight` open-lead weeks."""
     raw, y = np.asarray(raw, dtype=float), np.asarray(y, dtype=float)
     if len(np.unique(y)) < 2:
         raise ModelInputError("the calibration slice needs both converted and unconverted rows")
     if method == "isotonic":
-        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, y)
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, y, sample_weight=weight)
         knots_x, knots_y = centred_knots(iso.X_thresholds_, iso.y_thresholds_)
         return Calibrator("isotonic", tuple(map(float, knots_x)), tuple(map(float, knots_y)))
-    lr = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(raw)[:, None], y)
+    lr = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(raw)[:, None], y, sample_weight=weight)
     return Calibrator("platt", slope=float(lr.coef_[0, 0]), intercept=float(lr.intercept_[0]))
 
 
@@ -372,28 +376,47 @@ def slice_share(slices: np.ndarray, snapshot_at: pd.Series, name: str) -> float:
 
 def run_calibrate(params: Params, features_dir: Path, model_dir: Path, rules_path: Path | None
                   ) -> tuple[Calibrator, Thresholds]:
-    """Entry point of the calibrate stage: fit the calibrator and the thresholds on the calibration slice."""
-    from pipelines.train import booster_predict, load_booster, load_split
+    """Entry point of the calibrate stage: calibrator and thresholds of the procedure's model on the calibration
+    slice (what the evaluate stage tests), then of the production model on the latest weeks (what is registered)."""
+    from pipelines.train import PRODUCTION_DIR, load_booster, load_split
 
+    model_dir = Path(model_dir)
     frame, _ = read_features(features_dir)
     split = load_split(model_dir)
-    booster = load_booster(model_dir)
+    rules = read_rule_scores(rules_path) if rules_path is not None else None
     slices = assign_slices(frame, split)
+    calibrator, thresholds = calibrate_rows(params, frame, slices, load_booster(model_dir), rules, "calibration slice")
+    save_calibrator(calibrator, model_dir / CALIBRATOR_FILE)
+    save_thresholds(thresholds, model_dir / THRESHOLDS_FILE)
+    production = production_slices(frame, split)
+    prod_calibrator, prod_thresholds = calibrate_rows(params, frame, production,
+                                                      load_booster(model_dir / PRODUCTION_DIR), rules,
+                                                      "latest weeks (production model)")
+    save_calibrator(prod_calibrator, model_dir / PRODUCTION_DIR / CALIBRATOR_FILE)
+    save_thresholds(prod_thresholds, model_dir / PRODUCTION_DIR / THRESHOLDS_FILE)
+    return calibrator, thresholds
+
+
+def calibrate_rows(params: Params, frame: pd.DataFrame, slices: np.ndarray, booster: Any, rules: pd.DataFrame | None,
+                   what: str) -> tuple[Calibrator, Thresholds]:
+    """Calibrator and thresholds of `booster` fitted on the rows whose slice is "calibration"."""
+    from pipelines.train import booster_predict
+
     rows = slices == "calibration"
     if not rows.any():
-        raise ModelInputError("no feature rows fall in the calibration slice of models/split.json (stale split?)")
+        raise ModelInputError(f"no feature rows fall in the {what} of models/split.json (stale split?)")
     cal = frame.loc[rows].reset_index(drop=True)
     raw = booster_predict(booster, cal)
-    y = cal[LABEL].to_numpy()
-    calibrator = fit_calibrator(raw, y, params.calibrate.method)
+    y, w = cal[LABEL].to_numpy(), row_weights(cal)
+    calibrator = fit_calibrator(raw, y, params.calibrate.method, w)
     prob = calibrator.apply(raw)
-    log.info("calibration (%s) on %s rows: mean raw %.4f, mean calibrated %.4f, observed rate %.4f",
-             params.calibrate.method, f"{len(cal):,}", raw.mean(), prob.mean(), y.mean())
+    log.info("calibration (%s) on the %s, %s rows: mean raw %.4f, mean calibrated %.4f, observed rate %.4f",
+             params.calibrate.method, what, f"{len(cal):,}", np.average(raw, weights=w), np.average(prob, weights=w),
+             np.average(y, weights=w))
 
     rule_mql = None
-    if rules_path is not None:
-        rule_mql = align_rows(cal, read_rule_scores(rules_path), ["rule_mql"], "rule scores")["rule_mql"].to_numpy(
-            dtype=bool)
+    if rules is not None:
+        rule_mql = align_rows(cal, rules, ["rule_mql"], "rule scores")["rule_mql"].to_numpy(dtype=bool)
     column = params.calibrate.segment_column
     if column is not None and column not in cal.columns:
         raise ModelInputError(f"calibrate.segment_column {column!r} is not a feature column")
@@ -403,8 +426,6 @@ def run_calibrate(params: Params, features_dir: Path, model_dir: Path, rules_pat
         slice_share(slices, frame["snapshot_at"], "calibration"), params.base.seed,
     )
     for stage, s in thresholds.report["calibration_slice"].items():
-        log.info("%s threshold %.4f: %.0f leads/week, precision %.3f, recall %.3f", stage, s["threshold"],
+        log.info("%s: %s threshold %.4f: %.0f leads/week, precision %.3f, recall %.3f", what, stage, s["threshold"],
                  s["leads_per_week"], s["precision"], s["recall"])
-    save_calibrator(calibrator, Path(model_dir) / CALIBRATOR_FILE)
-    save_thresholds(thresholds, Path(model_dir) / THRESHOLDS_FILE)
     return calibrator, thresholds

@@ -82,8 +82,16 @@ class FeaturesParams(StrictModel):
     )
     horizon_days: int = Field(gt=0, le=730, description="Label: target reached within this many days after t")
     cadence_days: int = Field(gt=0, le=365, description="Days between training snapshots (UTC midnights)")
-    max_lead_age_days: int = Field(
-        gt=0, description="Training rows only for leads at most this many days old at the snapshot"
+    max_lead_age_days: int | None = Field(
+        gt=0, description="Training rows only for leads at most this many days old at the snapshot; null: every "
+                          "open lead whatever its age (the population nightly scoring scores)"
+    )
+    old_lead_days: int = Field(
+        gt=0, description="Leads older than this at a snapshot are long-open: their rows are sampled by lead"
+    )
+    old_lead_keep_one_in: int = Field(
+        ge=1, description="Keep the long-open rows of 1 lead in N (a fixed hash of lead_id), each weighted N, so "
+                          "every figure describes the whole open population in whole open-lead weeks; 1: keep all"
     )
     sample_leads: int | None = Field(
         gt=0, description="Training rows for at most this many leads (a fixed pseudo-random sample); null: all. "

@@ -19,6 +19,8 @@ from typing import Any, Final, Literal
 import numpy as np
 import pandas as pd
 
+from pipelines.modeling import weighted_quantiles
+
 #: Column name of the calibrated probability in a reference.
 SCORE: Final = "score"
 #: Floor on bin shares, so an empty bin does not make the PSI infinite.
@@ -46,18 +48,24 @@ class Bins:
 
     def counts(self, values: pd.Series | np.ndarray) -> np.ndarray:
         """How many of `values` fall in each bin."""
+        return self.weighted_counts(values, None).astype(np.int64)
+
+    def weighted_counts(self, values: pd.Series | np.ndarray, weight: np.ndarray | None) -> np.ndarray:
+        """The summed weight of `values` in each bin (a count when `weight` is None)."""
         series = pd.Series(values)
+        w = np.ones(len(series)) if weight is None else np.asarray(weight, dtype=float)
         if self.kind == "numeric":
             x = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
             missing = np.isnan(x)
             index = np.searchsorted(np.asarray(self.edges, dtype=float), x[~missing], side="left")
-            counts = np.bincount(index, minlength=len(self.edges) + 1)
-            return np.r_[counts, missing.sum()].astype(np.int64)
+            counts = np.bincount(index, weights=w[~missing], minlength=len(self.edges) + 1)
+            return np.r_[counts, w[missing].sum()]
         text = series.astype(object)
         missing = text.isna().to_numpy()
         codes = pd.Index(list(self.levels)).get_indexer(text[~missing].astype(str))
-        known = np.bincount(codes[codes >= 0], minlength=len(self.levels))
-        return np.r_[known, (codes < 0).sum(), missing.sum()].astype(np.int64)
+        present = w[~missing]
+        known = np.bincount(codes[codes >= 0], weights=present[codes >= 0], minlength=len(self.levels))
+        return np.r_[known, present[codes < 0].sum(), w[missing].sum()]
 
 
 def psi(expected: Sequence[float] | np.ndarray, actual_counts: Sequence[float] | np.ndarray) -> float:
@@ -70,26 +78,29 @@ def psi(expected: Sequence[float] | np.ndarray, actual_counts: Sequence[float] |
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def numeric_bins(name: str, values: pd.Series | np.ndarray, n_bins: int) -> Bins:
-    """Quantile bins of a numeric column (ties merged, so a mostly-zero count gets few bins)."""
+def numeric_bins(name: str, values: pd.Series | np.ndarray, n_bins: int, weight: np.ndarray | None = None) -> Bins:
+    """Quantile bins of a numeric column (ties merged, so a mostly-zero count gets few bins); rows count `weight`."""
     x = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float)
-    finite = x[~np.isnan(x)]
+    present = ~np.isnan(x)
+    finite = x[present]
     edges: tuple[float, ...] = ()
     if len(finite):
-        inner = np.quantile(finite, np.linspace(0, 1, n_bins + 1)[1:-1])
+        inner = weighted_quantiles(finite, None if weight is None else np.asarray(weight)[present],
+                                   np.linspace(0, 1, n_bins + 1)[1:-1])
         edges = tuple(float(v) for v in np.unique(inner) if v < finite.max())
     bins = Bins(name, "numeric", edges=edges)
-    counts = bins.counts(x)
+    counts = bins.weighted_counts(x, weight)
     return Bins(name, "numeric", edges=edges, expected=tuple((counts / max(counts.sum(), 1)).tolist()))
 
 
-def categorical_bins(name: str, values: pd.Series, levels: Sequence[str] | None = None) -> Bins:
-    """One bin per level (the given ones, else those seen), plus unseen and missing."""
+def categorical_bins(name: str, values: pd.Series, levels: Sequence[str] | None = None,
+                     weight: np.ndarray | None = None) -> Bins:
+    """One bin per level (the given ones, else those seen), plus unseen and missing; rows count `weight`."""
     text = pd.Series(values).astype(object)
     if levels is None:
         levels = sorted(str(v) for v in text.dropna().unique())
     bins = Bins(name, "categorical", levels=tuple(str(v) for v in levels))
-    counts = bins.counts(text)
+    counts = bins.weighted_counts(text, weight)
     return Bins(name, "categorical", levels=bins.levels, expected=tuple((counts / max(counts.sum(), 1)).tolist()))
 
 
@@ -119,15 +130,17 @@ class DriftReference:
 
 
 def build_reference(frame: pd.DataFrame, score: np.ndarray, kinds: Mapping[str, str], n_bins: int, source: str,
-                    levels: Mapping[str, Sequence[str]] | None = None) -> DriftReference:
-    """Bins of the score and of each column in `kinds` (name -> 'numeric' | 'categorical') over the rows given."""
+                    levels: Mapping[str, Sequence[str]] | None = None, weight: np.ndarray | None = None
+                    ) -> DriftReference:
+    """Bins of the score and of each column in `kinds` (name -> 'numeric' | 'categorical') over the rows given,
+    each row counting `weight` (open-lead weeks)."""
     levels = levels or {}
-    bins = [numeric_bins(SCORE, score, n_bins)]
+    bins = [numeric_bins(SCORE, score, n_bins, weight)]
     for name, kind in kinds.items():
         if kind == "categorical":
-            bins.append(categorical_bins(name, frame[name], levels.get(name)))
+            bins.append(categorical_bins(name, frame[name], levels.get(name), weight))
         else:
-            bins.append(numeric_bins(name, frame[name], n_bins))
+            bins.append(numeric_bins(name, frame[name], n_bins, weight))
     return DriftReference(bins=tuple(bins), rows=len(frame), source=source)
 
 

@@ -24,7 +24,7 @@ import pandas as pd
 
 from pipelines.config import TrainParams
 from pipelines.errors import BadInputError
-from pipelines.features.spec import FeatureSpec
+from pipelines.features.spec import WEIGHT, FeatureSpec
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,21 @@ def prepare_frame(frame: pd.DataFrame, features: Sequence[FeatureSpec], need_lab
         if label.isna().any() or not label.isin([0, 1]).all():
             raise ModelInputError("column 'label' must hold only 0 and 1")
         out[LABEL] = label.astype(np.int8)
+    if WEIGHT in out.columns:
+        weight = pd.to_numeric(out[WEIGHT], errors="coerce")
+        if weight.isna().any() or not (weight > 0).all():
+            raise ModelInputError(f"column '{WEIGHT}' must hold positive numbers")
+        out[WEIGHT] = weight.astype(float)
+    else:  # feature files written before rows were weighted: every row one open-lead week
+        out[WEIGHT] = 1.0
     return out
+
+
+def row_weights(frame: pd.DataFrame) -> np.ndarray:
+    """The open-lead weeks each row stands for (the `weight` column; ones when absent)."""
+    if WEIGHT not in frame.columns:
+        return np.ones(len(frame), dtype=float)
+    return frame[WEIGHT].to_numpy(dtype=float)
 
 
 def read_features(features_dir: Path) -> tuple[pd.DataFrame, list[FeatureSpec]]:
@@ -154,6 +168,10 @@ class SplitPlan:
     rows: dict[str, int]
     positives: dict[str, int]
     leads: dict[str, list[int]] | None = None  # kind "random": lead ids per slice
+    #: The registered (production) model's slices, after the out-of-time test has measured the procedure: "fit"
+    #: (every labelled snapshot up to a gap before the latest weeks) and "calibration" (the latest complete weeks).
+    #: Time split: (first, last) dates; random split: the slices of `leads` each production slice is made of.
+    production: dict[str, tuple[str, str]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (boundaries as [first, last])."""
@@ -161,6 +179,10 @@ class SplitPlan:
         out["boundaries"] = {k: list(v) for k, v in self.boundaries.items()}
         if self.leads is None:
             out.pop("leads")
+        if self.production is None:
+            out.pop("production")
+        else:
+            out["production"] = {k: list(v) for k, v in self.production.items()}
         return out
 
     @classmethod
@@ -172,6 +194,7 @@ class SplitPlan:
             rows={k: int(v) for k, v in data["rows"].items()},
             positives={k: int(v) for k, v in data["positives"].items()},
             leads={k: [int(i) for i in v] for k, v in data["leads"].items()} if data.get("leads") else None,
+            production={k: (v[0], v[1]) for k, v in data["production"].items()} if data.get("production") else None,
         )
 
 
@@ -188,15 +211,17 @@ def _last_before(dates: np.ndarray, start: np.datetime64, gap: np.timedelta64) -
 
 
 def plan_split(snapshot_at: pd.Series, label: pd.Series, lead_id: pd.Series, params: TrainParams,
-               horizon_days: int, seed: int) -> SplitPlan:
+               horizon_days: int, seed: int, weight: np.ndarray | None = None) -> SplitPlan:
     """Out-of-time slices by snapshot date; a stratified random split by lead only when there is one snapshot date.
 
-    Shares are of rows (the latest dates go to test, those before to calibration, the end of the train period to
-    early stopping); each gap drops the dates whose label window would reach into the next slice.
+    Shares are of open-lead weeks (weighted rows: the latest dates go to test, those before to calibration, the end
+    of the train period to early stopping); each gap drops the dates whose label window would reach into the next
+    slice.
     """
     at = pd.to_datetime(snapshot_at, utc=True)
     day_index = pd.DatetimeIndex(at).tz_convert("UTC").tz_localize(None).as_unit("ns")
-    dates, counts = np.unique(day_index.to_numpy(), return_counts=True)
+    dates, inverse = np.unique(day_index.to_numpy(), return_inverse=True)
+    counts = np.bincount(inverse, weights=weights_or_ones(weight, len(inverse)), minlength=len(dates))
     y = np.asarray(label, dtype=np.int8)
     if len(dates) == 1:
         return _random_plan(at, y, np.asarray(lead_id, dtype=np.int64), params, seed)
@@ -228,7 +253,15 @@ def plan_split(snapshot_at: pd.Series, label: pd.Series, lead_id: pd.Series, par
         positives[name] = int(y[inside].sum())
     rows["gap"] = len(y) - sum(rows.values())
     positives["gap"] = int(y.sum()) - sum(positives.values())
-    return SplitPlan(kind="time", gap_days=horizon_days, boundaries=boundaries, rows=rows, positives=positives)
+    # the production model: refit on every labelled week up to a gap before the latest weeks, recalibrated on those
+    recal_start = _suffix_start(dates, counts, params.calibration_fraction)
+    refit_end = _last_before(dates, dates[recal_start], gap)
+    if refit_end < 0:
+        raise ModelInputError(f"{span}: no room for a refit period {horizon_days}+ days before the latest weeks")
+    production = {"fit": (_iso(dates[0]), _iso(dates[refit_end])),
+                  "calibration": (_iso(dates[recal_start]), _iso(dates[-1]))}
+    return SplitPlan(kind="time", gap_days=horizon_days, boundaries=boundaries, rows=rows, positives=positives,
+                     production=production)
 
 
 def _iso(value: np.datetime64) -> str:
@@ -256,7 +289,29 @@ def _random_plan(at: pd.Series, y: np.ndarray, lead_id: np.ndarray, params: Trai
         rows={k: len(v) for k, v in parts.items()} | {"gap": 0},
         positives={k: int(y[v].sum()) for k, v in parts.items()} | {"gap": 0},
         leads={k: sorted(lead_id[v].tolist()) for k, v in parts.items()},
+        production={"fit": ("fit+valid+test", ""), "calibration": ("calibration", "")},
     )
+
+
+def production_slices(frame: pd.DataFrame, plan: SplitPlan) -> np.ndarray:
+    """The production model's slice of each row: "fit", "calibration", or "gap" (rows it does not use).
+
+    Plans written before production refits existed: the evaluation slices (fit + valid, calibration) stand in.
+    """
+    if plan.production is None:
+        slices = assign_slices(frame, plan)
+        return np.where(np.isin(slices, ("fit", "valid")), "fit", np.where(slices == "calibration", "calibration",
+                                                                            "gap")).astype(object)
+    out = np.full(len(frame), "gap", dtype=object)
+    if plan.kind == "random":
+        slices = assign_slices(frame, plan)
+        for name, (members, _) in plan.production.items():
+            out[np.isin(slices, members.split("+"))] = name
+        return out
+    at = pd.to_datetime(frame["snapshot_at"], utc=True)
+    for name, (first, last) in plan.production.items():
+        out[((at >= pd.Timestamp(first)) & (at <= pd.Timestamp(last))).to_numpy()] = name
+    return out
 
 
 def assign_slices(frame: pd.DataFrame, plan: SplitPlan) -> np.ndarray:
@@ -278,23 +333,47 @@ def assign_slices(frame: pd.DataFrame, plan: SplitPlan) -> np.ndarray:
 # Metrics sklearn does not have
 # ----------------------------------------------------------------------------------------------------------------
 
-def reliability_table(y: np.ndarray, p: np.ndarray, n_bins: int, strategy: str) -> pd.DataFrame:
-    """Per bin: rows, mean predicted probability, observed positive rate (non-empty bins only).
+def weights_or_ones(weight: np.ndarray | None, n: int) -> np.ndarray:
+    """The rows' weights as float64 (ones when None): every metric below counts open-lead weeks, not rows."""
+    if weight is None:
+        return np.ones(n, dtype=float)
+    out = np.asarray(weight, dtype=float)
+    if out.shape != (n,):
+        raise ValueError(f"weights of shape {out.shape} for {n} rows")
+    return out
+
+
+def weighted_quantiles(values: np.ndarray, weight: np.ndarray | None, q: np.ndarray) -> np.ndarray:
+    """Quantiles of `values` with each row counting `weight` times (the inverse of the weighted CDF)."""
+    values = np.asarray(values, dtype=float)
+    w = weights_or_ones(weight, len(values))
+    if weight is None:
+        return np.percentile(values, 100 * np.asarray(q))
+    order = np.argsort(values, kind="stable")
+    cum = np.cumsum(w[order])
+    idx = np.searchsorted(cum, np.asarray(q) * cum[-1], side="left")
+    return values[order][np.clip(idx, 0, len(values) - 1)]
+
+
+def reliability_table(y: np.ndarray, p: np.ndarray, n_bins: int, strategy: str, weight: np.ndarray | None = None
+                      ) -> pd.DataFrame:
+    """Per bin: rows (weighted), mean predicted probability, observed positive rate (non-empty bins only).
 
     strategy "quantile" = equal-mass bins (edges at quantiles of p), "uniform" = equal-width bins on [0, 1]; the
     same binning as `sklearn.calibration.calibration_curve`, with the counts ECE needs.
     """
     y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    w = weights_or_ones(weight, len(y))
     if strategy == "quantile":
-        edges = np.percentile(p, np.linspace(0, 100, n_bins + 1))
+        edges = weighted_quantiles(p, weight, np.linspace(0, 1, n_bins + 1))
     elif strategy == "uniform":
         edges = np.linspace(0.0, 1.0, n_bins + 1)
     else:
         raise ValueError(f"strategy must be quantile or uniform, not {strategy!r}")
     which = np.searchsorted(edges[1:-1], p, side="right")
-    count = np.bincount(which, minlength=n_bins)
-    sum_p = np.bincount(which, weights=p, minlength=n_bins)
-    sum_y = np.bincount(which, weights=y, minlength=n_bins)
+    count = np.bincount(which, weights=w, minlength=n_bins)
+    sum_p = np.bincount(which, weights=p * w, minlength=n_bins)
+    sum_y = np.bincount(which, weights=y * w, minlength=n_bins)
     keep = count > 0
     return pd.DataFrame({
         "bin": np.flatnonzero(keep),
@@ -304,87 +383,118 @@ def reliability_table(y: np.ndarray, p: np.ndarray, n_bins: int, strategy: str) 
     })
 
 
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int, strategy: str) -> float:
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int, strategy: str,
+                               weight: np.ndarray | None = None) -> float:
     """ECE: the row-weighted mean |observed rate - mean predicted| over the bins of `reliability_table`."""
-    table = reliability_table(y, p, n_bins, strategy)
+    table = reliability_table(y, p, n_bins, strategy, weight)
     if table.empty:
         return float("nan")
     gaps = (table["fraction_positive"] - table["mean_predicted"]).abs()
     return float((gaps * table["rows"]).sum() / table["rows"].sum())
 
 
-def top_share_mask(p: np.ndarray, share: float) -> np.ndarray:
-    """The top `share` of rows by p (ties broken by position, so exactly round(share * n) rows)."""
+def top_share_mask(p: np.ndarray, share: float, weight: np.ndarray | None = None) -> np.ndarray:
+    """The top `share` of rows by p (ties broken by position; with weights, the top rows holding that share of
+    the total weight)."""
     n = len(p)
-    k = round(share * n)
     out = np.zeros(n, dtype=bool)
-    out[np.argsort(-np.asarray(p), kind="stable")[:k]] = True
+    order = np.argsort(-np.asarray(p), kind="stable")
+    if weight is None:
+        out[order[: round(share * n)]] = True
+        return out
+    w = weights_or_ones(weight, n)[order]
+    before = np.cumsum(w) - w
+    out[order[before < share * w.sum() - 1e-9]] = True
     return out
 
 
-def lift_and_capture(y: np.ndarray, p: np.ndarray, share: float) -> tuple[float, float]:
+def lift_and_capture(y: np.ndarray, p: np.ndarray, share: float, weight: np.ndarray | None = None
+                     ) -> tuple[float, float]:
     """(lift, capture) of the top `share` of rows: their positive rate over the base rate, their share of positives."""
-    y = np.asarray(y)
-    top = top_share_mask(p, share)
-    total = y.sum()
+    y = np.asarray(y, dtype=float)
+    w = weights_or_ones(weight, len(y))
+    top = top_share_mask(p, share, weight)
+    total = float((y * w).sum())
     if total == 0 or top.sum() == 0:
         return float("nan"), float("nan")
-    capture = float(y[top].sum() / total)
-    return capture / float(top.mean()), capture
+    capture = float((y * w)[top].sum() / total)
+    return capture / float(w[top].sum() / w.sum()), capture
 
 
-def top_k_per_group(scores: np.ndarray, group_codes: np.ndarray, k_per_group: np.ndarray) -> np.ndarray:
+def top_k_per_group(scores: np.ndarray, group_codes: np.ndarray, k_per_group: np.ndarray,
+                    weight: np.ndarray | None = None) -> np.ndarray:
     """Mask of the k highest-scoring rows within each group; groups are integer codes 0..G-1, k_per_group[g] each.
 
-    Ties are broken by position. Used for "the model's top-k at each snapshot, k = the rule MQLs at it".
+    Ties are broken by position. With weights, k counts weight (a row of weight 4 uses 4 of the k places; a row is
+    picked while the weight ranked above it is below k). Used for "the model's top-k at each snapshot, k = the rule
+    MQLs at it".
     """
     scores = np.asarray(scores, dtype=float)
     codes = np.asarray(group_codes, dtype=np.int64)
-    k_per_group = np.asarray(k_per_group, dtype=np.int64)
+    k_per_group = np.asarray(k_per_group, dtype=float)
     order = np.lexsort((np.arange(len(scores)), -scores, codes))
     sorted_codes = codes[order]
+    w = weights_or_ones(weight, len(scores))[order]
+    cum = np.cumsum(w)
     starts = np.searchsorted(sorted_codes, np.arange(len(k_per_group)), side="left")
-    rank = np.arange(len(order)) - starts[sorted_codes]
+    group_before = np.r_[0.0, cum][starts]
+    rank = cum - w - group_before[sorted_codes]
     out = np.zeros(len(scores), dtype=bool)
-    out[order] = rank < k_per_group[sorted_codes]
+    out[order] = rank < k_per_group[sorted_codes] - 1e-9
     return out
 
 
-def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
-    """ROC-AUC by the rank-sum (Mann-Whitney) formula, ties counted half: equal to sklearn's, several times faster
-    (it runs inside bootstrap loops). NaN when only one class is present."""
-    from scipy.stats import rankdata
-
+def roc_auc(y: np.ndarray, score: np.ndarray, weight: np.ndarray | None = None) -> float:
+    """ROC-AUC by the rank-sum (Mann-Whitney) formula, ties counted half: equal to sklearn's (with sample weights
+    too), several times faster (it runs inside bootstrap loops). NaN when only one class is present."""
     y = np.asarray(y, dtype=bool)
-    n_pos = int(y.sum())
-    n_neg = len(y) - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if weight is None:
+        from scipy.stats import rankdata
+
+        n_pos = int(y.sum())
+        n_neg = len(y) - n_pos
+        if n_pos == 0 or n_neg == 0:
+            return float("nan")
+        ranks = rankdata(np.asarray(score, dtype=float), method="average")
+        return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    w = weights_or_ones(weight, len(y))
+    w_pos, w_neg = float(w[y].sum()), float(w[~y].sum())
+    if w_pos == 0 or w_neg == 0:
         return float("nan")
-    ranks = rankdata(np.asarray(score, dtype=float), method="average")
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    score = np.asarray(score, dtype=float)
+    order = np.argsort(score, kind="stable")
+    s, pos, neg = score[order], (w * y)[order], (w * ~y)[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # tie groups
+    pos_g, neg_g = np.add.reduceat(pos, starts), np.add.reduceat(neg, starts)
+    neg_below = np.cumsum(neg_g) - neg_g
+    return float((pos_g * (neg_below + 0.5 * neg_g)).sum() / (w_pos * w_neg))
 
 
-def average_precision(y: np.ndarray, score: np.ndarray) -> float:
+def average_precision(y: np.ndarray, score: np.ndarray, weight: np.ndarray | None = None) -> float:
     """PR-AUC as average precision (sum over thresholds of recall gain x precision), as sklearn defines it."""
     y = np.asarray(y, dtype=float)
-    total = y.sum()
+    w = weights_or_ones(weight, len(y))
+    total = float((y * w).sum())
     if total == 0:
         return float("nan")
     score = np.asarray(score, dtype=float)
     order = np.argsort(-score, kind="stable")
     ends = np.flatnonzero(np.r_[score[order][1:] != score[order][:-1], True])
-    hits = np.cumsum(y[order])[ends]
-    precision = hits / (ends + 1)
+    hits = np.cumsum((y * w)[order])[ends]
+    precision = hits / np.cumsum(w[order])[ends]
     recall_gain = np.diff(np.r_[0.0, hits]) / total
     return float((recall_gain * precision).sum())
 
 
-def precision_recall(y: np.ndarray, picked: np.ndarray) -> tuple[float, float]:
+def precision_recall(y: np.ndarray, picked: np.ndarray, weight: np.ndarray | None = None) -> tuple[float, float]:
     """(precision, recall) of a picked set; NaN when nothing is picked or there are no positives."""
-    y, picked = np.asarray(y), np.asarray(picked, dtype=bool)
-    hits = float(y[picked].sum())
-    precision = hits / picked.sum() if picked.any() else float("nan")
-    recall = hits / y.sum() if y.sum() else float("nan")
+    y, picked = np.asarray(y, dtype=float), np.asarray(picked, dtype=bool)
+    w = weights_or_ones(weight, len(y))
+    hits = float((y * w)[picked].sum())
+    chosen = float(w[picked].sum())
+    positives = float((y * w).sum())
+    precision = hits / chosen if chosen else float("nan")
+    recall = hits / positives if positives else float("nan")
     return precision, recall
 
 

@@ -1,5 +1,10 @@
 """The train stage: out-of-time split, LightGBM propensity model and its logistic-regression baseline.
 
+Two LightGBM models come out. The procedure's model (models/booster.txt) is fitted on the train period with early
+stopping; the calibrate and evaluate stages measure it out of time. The production model
+(models/production/booster.txt) is the same procedure refitted, with the same number of rounds, on every labelled
+week up to a gap before the latest weeks, which the calibrate stage recalibrates it on: that is what is registered.
+
 `train_models` is the pure core (feature frame + typed params in, fitted models and a report out); `run_train`
 reads the features stage's output and writes models/booster.txt (LightGBM text model, which carries its own
 category levels), models/baselines/logreg.joblib, models/split.json and models/train_report.json, plus
@@ -38,14 +43,18 @@ from pipelines.modeling import (
     model_features,
     monotone_directions,
     plan_split,
+    production_slices,
     read_features,
     read_json,
+    row_weights,
     write_json,
 )
 
 log = logging.getLogger(__name__)
 
 BOOSTER_FILE = "booster.txt"
+#: Subfolder of models/ holding what is registered: the refitted booster, its calibrator and thresholds.
+PRODUCTION_DIR = "production"
 LOGREG_FILE = "baselines/logreg.joblib"
 SPLIT_FILE = "split.json"
 REPORT_FILE = "train_report.json"
@@ -55,7 +64,8 @@ REPORT_FILE = "train_report.json"
 class TrainResult:
     """The fitted models, the split they were fitted on and a JSON-ready report."""
 
-    booster: lgb.Booster
+    booster: lgb.Booster              # the out-of-time procedure's model: calibrated, thresholded and tested
+    production: lgb.Booster           # the model that is registered: refitted on every labelled week
     logreg: Pipeline
     split: SplitPlan
     features: list[FeatureSpec]
@@ -144,22 +154,32 @@ def fit_lightgbm(frame: pd.DataFrame, features: list[FeatureSpec], fit: np.ndarr
     names = [f.name for f in features]
     monotone = monotone_directions(features) if params.monotone_engagement else None
     config = lgb_params(params, seed, monotone)
-    y = frame[LABEL].to_numpy()
-    fit_set = lgb.Dataset(frame.loc[fit, names], label=y[fit], categorical_feature="auto", free_raw_data=False)
-    valid_set = lgb.Dataset(frame.loc[valid, names], label=y[valid], reference=fit_set)
+    y, w = frame[LABEL].to_numpy(), row_weights(frame)
+    fit_set = lgb.Dataset(frame.loc[fit, names], label=y[fit], weight=w[fit], categorical_feature="auto",
+                          free_raw_data=False)
+    valid_set = lgb.Dataset(frame.loc[valid, names], label=y[valid], weight=w[valid], reference=fit_set)
     booster = lgb.train(
         config, fit_set, num_boost_round=params.max_rounds, valid_sets=[valid_set], valid_names=["valid"],
         callbacks=[lgb.early_stopping(params.early_stopping_rounds, first_metric_only=True, verbose=False)],
     )
     best = int(booster.best_iteration or params.max_rounds)
     valid_raw = np.asarray(booster.predict(frame.loc[valid, names], num_iteration=best))
-    metrics = {"roc_auc": float(roc_auc_score(y[valid], valid_raw)),
-               "log_loss": float(log_loss(y[valid], valid_raw, labels=[0, 1]))}
+    metrics = {"roc_auc": float(roc_auc_score(y[valid], valid_raw, sample_weight=w[valid])),
+               "log_loss": float(log_loss(y[valid], valid_raw, labels=[0, 1], sample_weight=w[valid]))}
     log.info("LightGBM: best iteration %d of %d, validation ROC-AUC %.4f", best, params.max_rounds, metrics["roc_auc"])
     if refit_rows is not None:
-        full = lgb.Dataset(frame.loc[refit_rows, names], label=y[refit_rows], categorical_feature="auto")
-        booster = lgb.train(config, full, num_boost_round=best)
+        booster = refit_lightgbm(frame, features, refit_rows, params, seed, best)
     return booster, best, metrics
+
+
+def refit_lightgbm(frame: pd.DataFrame, features: list[FeatureSpec], rows: np.ndarray, params: TrainParams,
+                   seed: int, rounds: int) -> lgb.Booster:
+    """LightGBM on `rows` (weighted) for a fixed number of rounds, with the same settings as the early-stopped fit."""
+    names = [f.name for f in features]
+    monotone = monotone_directions(features) if params.monotone_engagement else None
+    data = lgb.Dataset(frame.loc[rows, names], label=frame[LABEL].to_numpy()[rows], weight=row_weights(frame)[rows],
+                       categorical_feature="auto")
+    return lgb.train(lgb_params(params, seed, monotone), data, num_boost_round=rounds)
 
 
 def train_models(frame: pd.DataFrame, infos: list[FeatureSpec], params: TrainParams, horizon_days: int,
@@ -168,7 +188,8 @@ def train_models(frame: pd.DataFrame, infos: list[FeatureSpec], params: TrainPar
     check_positives(int(frame[LABEL].sum()), params.min_positives, "the whole feature set")
     features = model_features(infos, params.exclude_features)
     names = [f.name for f in features]
-    plan = plan_split(frame["snapshot_at"], frame[LABEL], frame["lead_id"], params, horizon_days, seed)
+    plan = plan_split(frame["snapshot_at"], frame[LABEL], frame["lead_id"], params, horizon_days, seed,
+                      row_weights(frame))
     slices = assign_slices(frame, plan)
     fit, valid = slices == "fit", slices == "valid"
     # the train period: fit, valid and the gap between them (its labels end before the calibration slice too)
@@ -182,20 +203,30 @@ def train_models(frame: pd.DataFrame, infos: list[FeatureSpec], params: TrainPar
     log.info("split (%s): %s", plan.kind, ", ".join(
         f"{k} {plan.rows[k]:,} rows / {plan.positives[k]:,} pos" for k in ("fit", "valid", "calibration", "test")))
 
-    y = frame[LABEL].to_numpy()
+    y, w = frame[LABEL].to_numpy(), row_weights(frame)
     started = time.perf_counter()
     booster, best, valid_metrics = fit_lightgbm(frame, features, fit, valid, params, seed,
                                                 refit_rows=train if params.refit_full_train else None)
     lgb_seconds = time.perf_counter() - started
 
+    # the registered model: the same procedure refitted on every labelled week up to a gap before the latest ones
+    # (which the calibrate stage recalibrates it on); the out-of-time test above measures the procedure
+    started = time.perf_counter()
+    refit = production_slices(frame, plan) == "fit"
+    production = refit_lightgbm(frame, features, refit, params, seed, best)
+    production_seconds = time.perf_counter() - started
+    log.info("production LightGBM: %d rounds on %s rows (%s open-lead weeks, %s positive rows) up to %s", best,
+             f"{int(refit.sum()):,}", f"{float(w[refit].sum()):,.0f}", f"{int(y[refit].sum()):,}",
+             (plan.production or {}).get("fit", ("", "-"))[1][:10])
+
     started = time.perf_counter()
     logreg = build_logreg(features, params, seed)
-    logreg.fit(_as_object(frame.loc[fit], features), y[fit])
+    logreg.fit(_as_object(frame.loc[fit], features), y[fit], model__sample_weight=w[fit])
     logreg_valid = logreg_predict(logreg, frame.loc[valid], features)
-    logreg_metrics = {"roc_auc": float(roc_auc_score(y[valid], logreg_valid)),
-                      "log_loss": float(log_loss(y[valid], logreg_valid, labels=[0, 1]))}
+    logreg_metrics = {"roc_auc": float(roc_auc_score(y[valid], logreg_valid, sample_weight=w[valid])),
+                      "log_loss": float(log_loss(y[valid], logreg_valid, labels=[0, 1], sample_weight=w[valid]))}
     if params.refit_full_train:
-        logreg.fit(_as_object(frame.loc[train], features), y[train])
+        logreg.fit(_as_object(frame.loc[train], features), y[train], model__sample_weight=w[train])
     log.info("logistic regression: validation AUC %.4f", logreg_metrics["roc_auc"])
 
     importance = pd.Series(booster.feature_importance("gain"), index=booster.feature_name())
@@ -203,15 +234,22 @@ def train_models(frame: pd.DataFrame, infos: list[FeatureSpec], params: TrainPar
         "split": plan.to_dict(),
         "best_iteration": best,
         "refit_full_train": params.refit_full_train,
-        "train_period": {"rows": int(train.sum()), "positives": int(y[train].sum())},
+        "train_period": {"rows": int(train.sum()), "positives": int(y[train].sum()),
+                         "lead_weeks": float(w[train].sum())},
+        "production": {"rows": int(refit.sum()), "positives": int(y[refit].sum()),
+                       "lead_weeks": float(w[refit].sum()), "rounds": best,
+                       "fit": list((plan.production or {}).get("fit", ("", ""))),
+                       "calibration": list((plan.production or {}).get("calibration", ("", "")))},
         "validation": {"lightgbm": valid_metrics, "logreg": logreg_metrics},
         "monotone_increasing": ([f.name for f, m in zip(features, monotone_directions(features), strict=True) if m]
                                 if params.monotone_engagement else []),
         "features": names,
         "top_features_by_gain": {k: float(v) for k, v in importance.sort_values(ascending=False).head(20).items()},
-        "seconds": {"lightgbm": round(lgb_seconds, 1), "logreg": round(time.perf_counter() - started, 1)},
+        "seconds": {"lightgbm": round(lgb_seconds, 1), "production": round(production_seconds, 1),
+                    "logreg": round(time.perf_counter() - started, 1)},
     }
-    return TrainResult(booster=booster, logreg=logreg, split=plan, features=features, report=report)
+    return TrainResult(booster=booster, production=production, logreg=logreg, split=plan, features=features,
+                       report=report)
 
 
 def train_metrics(result: TrainResult) -> dict[str, Any]:
@@ -231,6 +269,8 @@ def save_models(result: TrainResult, out_dir: Path) -> None:
     out_dir = Path(out_dir)
     with atomic_path(out_dir / BOOSTER_FILE) as tmp:
         result.booster.save_model(tmp, num_iteration=result.booster.best_iteration or None)
+    with atomic_path(out_dir / PRODUCTION_DIR / BOOSTER_FILE) as tmp:
+        result.production.save_model(tmp)
     with atomic_path(out_dir / LOGREG_FILE) as tmp:
         joblib.dump({"model": result.logreg, "features": result.features}, tmp)
     write_json(out_dir / SPLIT_FILE, result.split.to_dict())

@@ -6,7 +6,8 @@ target stage or any later one, nor Won or Lost; and its latest stage by t is not
 that re-enters the funnel is open again). The label says whether the lead enters the target stage (or later)
 within (t, t + horizon]. A snapshot whose horizon runs past the end of history is dropped, never labelled
 negative, because its outcome is not known yet. `max_lead_age_days` keeps only snapshots at which the lead is at
-most that old, which bounds the rows per lead (about max_age / cadence).
+most that old (default: no cap). Long-open leads' rows are sampled by lead and weighted back (`weight`), which bounds
+the rows while every figure still describes the whole open population that nightly scoring scores.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pipelines.crm import vocab
 from pipelines.crm.schema import UTC_NS
 from pipelines.extract import history_end
 from pipelines.features import timeline as tl
+from pipelines.features.spec import WEIGHT
 
 log = logging.getLogger(__name__)
 
@@ -177,12 +179,14 @@ def snapshot_grid(tables: Mapping[str, pd.DataFrame], params: FeaturesParams,
     target = TARGET_STAGES[params.target_stage]
     closes = first_entry_seconds(stage_index, target | TERMINAL_STAGES, n)
     end_sec = int(end.value // 1_000_000_000)
-    oldest = created_ns // 1_000_000_000 + params.max_lead_age_days * tl.DAY
-    last_allowed = np.minimum(np.minimum(oldest, end_sec - params.horizon_days * tl.DAY), closes - 1)
+    last_allowed = np.minimum(end_sec - params.horizon_days * tl.DAY, closes - 1)
+    if params.max_lead_age_days is not None:
+        last_allowed = np.minimum(last_allowed, created_ns // 1_000_000_000 + params.max_lead_age_days * tl.DAY)
     owner, seconds = _grid_candidates(created_ns, last_allowed, params.cadence_days)
     if params.sample_leads is not None:
         keep = sampled_leads(lead_ids, np.bincount(owner, minlength=n) > 0, params.sample_leads)[owner]
         owner, seconds = owner[keep], seconds[keep]
+    owner, seconds, weight = sample_long_open(lead_ids, created_ns, owner, seconds, params)
     ever_dq = first_entry_seconds(stage_index, frozenset({DISQUALIFIED}), n) <= end_sec
     check = np.flatnonzero(ever_dq[owner])
     if len(check):
@@ -190,15 +194,41 @@ def snapshot_grid(tables: Mapping[str, pd.DataFrame], params: FeaturesParams,
         drop = check[latest == STAGE_CODES[DISQUALIFIED]]
         keep = np.ones(len(owner), dtype=bool)
         keep[drop] = False
-        owner, seconds = owner[keep], seconds[keep]
+        owner, seconds, weight = owner[keep], seconds[keep], weight[keep]
     reaches = first_entry_seconds(stage_index, target, n)[owner]
     label = (reaches <= seconds + params.horizon_days * tl.DAY).astype(np.int8)
-    grid = pd.DataFrame({"lead_id": lead_ids[owner], "snapshot_at": tl.from_seconds(seconds), "label": label})
+    grid = pd.DataFrame({"lead_id": lead_ids[owner], "snapshot_at": tl.from_seconds(seconds), "label": label,
+                         WEIGHT: weight})
     last = tl.from_seconds(seconds.max(keepdims=True))[0] if len(grid) else "-"
-    log.info("snapshot grid: %s rows (%s leads, positive rate %.2f%%) up to %s; history ends %s",
-             f"{len(grid):,}", f"{int((np.bincount(owner, minlength=n) > 0).sum()):,}",
-             100 * float(label.mean()) if len(label) else 0.0, last, end)
+    log.info("snapshot grid: %s rows standing for %s open-lead weeks (%s leads, weighted positive rate %.2f%%) up "
+             "to %s; history ends %s", f"{len(grid):,}", f"{float(weight.sum()):,.0f}",
+             f"{int((np.bincount(owner, minlength=n) > 0).sum()):,}",
+             100 * float((label * weight).sum() / weight.sum()) if len(label) else 0.0, last, end)
     return grid
+
+
+def sample_long_open(lead_ids: np.ndarray, created_ns: np.ndarray, owner: np.ndarray, seconds: np.ndarray,
+                     params: FeaturesParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keep the rows of long-open leads (older than `old_lead_days`) for a fixed hash-sample of 1 lead in
+    `old_lead_keep_one_in`, each weighted by that number; every other row stays with weight 1.
+
+    Sampling whole leads (not single weeks) keeps each kept lead's weeks consecutive, so "was it on last week's
+    list" stays answerable; the hash of lead_id (mixed twice, so independent of `sample_leads`' hash order) makes
+    the sample the same on every run and independent of table order. Whole-number weights keep every count in
+    open-lead weeks.
+    """
+    weight = np.ones(len(owner), dtype=np.float32)
+    n = params.old_lead_keep_one_in
+    if n == 1 or len(owner) == 0:
+        return owner, seconds, weight
+    old = seconds - created_ns[owner] // 1_000_000_000 > params.old_lead_days * tl.DAY
+    with np.errstate(over="ignore"):
+        kept_lead = _mix(_mix(lead_ids)) % np.uint64(n) == 0
+    keep = ~old | kept_lead[owner]
+    weight[old] = np.float32(n)
+    log.info("long-open rows (lead older than %d days): %s of %s kept (1 lead in %d), each weighted %d",
+             params.old_lead_days, f"{int((old & keep).sum()):,}", f"{int(old.sum()):,}", n, n)
+    return owner[keep], seconds[keep], weight[keep]
 
 
 def is_single_snapshot(tables: Mapping[str, pd.DataFrame]) -> bool:
@@ -222,7 +252,8 @@ def single_snapshot_grid(tables: Mapping[str, pd.DataFrame], params: FeaturesPar
     keep = open_mask(stage_index, tl.known_seconds(leads["created_at"]), owner, seconds, params.target_stage)
     reaches = first_entry_seconds(stage_index, TARGET_STAGES[params.target_stage], len(lead_ids))
     label = (reaches[keep] < np.iinfo(np.int64).max).astype(np.int8)
-    grid = pd.DataFrame({"lead_id": lead_ids[keep], "snapshot_at": tl.from_seconds(seconds[keep]), "label": label})
+    grid = pd.DataFrame({"lead_id": lead_ids[keep], "snapshot_at": tl.from_seconds(seconds[keep]), "label": label,
+                         WEIGHT: np.ones(int(keep.sum()), dtype=np.float32)})
     log.info("single snapshot (leads-only data) at %s: %s open leads, positive rate %.2f%%; the label is 'reached "
              "%s at any time' (horizon_days does not apply)", t0, f"{len(grid):,}",
              100 * float(label.mean()) if len(label) else 0.0, params.target_stage)

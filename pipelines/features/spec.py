@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Final
+
+#: Column of the feature snapshots: the open-lead weeks a row stands for (1, or features.old_lead_keep_one_in for a
+#: sampled long-open lead's row). Every model stage fits and measures with it, so figures describe all open leads.
+WEIGHT: Final = "weight"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Reads the extract stage's Parquet snapshot, builds the snapshot grid with labels (censored at the manifest's
 `history_end`), computes features chunk by chunk and streams them into one Parquet file while the next chunk is
 computed (the writer runs in a thread; Arrow releases the GIL). The output folder is swapped in atomically:
-`snapshots.parquet` (lead_id, snapshot_at, label, features; no personal data), `feature_list.json` (name, kind,
+`snapshots.parquet` (lead_id, snapshot_at, label, weight, features; no personal data), `feature_list.json` (name, kind,
 family per feature) and `summary.json` (row counts, positive rate, dates).
 """
 
@@ -27,6 +27,7 @@ from pipelines.extract import atomic_directory, read_snapshot
 from pipelines.features.attributes import attribute_specs
 from pipelines.features.build import feature_specs, iter_feature_chunks, personal_columns
 from pipelines.features.snapshots import is_single_snapshot, single_snapshot_grid, snapshot_grid
+from pipelines.features.spec import WEIGHT
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +104,14 @@ def run_features(raw: Path, out: Path, params: FeaturesParams, progress: bool = 
         log.debug("built and wrote %s feature rows in %.1f s", f"{rows:,}", time.perf_counter() - started)
         feature_list = [s.to_dict() for s in specs]
         (tmp / FEATURE_LIST_FILE).write_text(json.dumps(feature_list, indent=2) + "\n")
+        weight = grid[WEIGHT].to_numpy(dtype=float)
         summary = {
             "rows": rows,
+            "lead_weeks": float(weight.sum()),
             "leads": int(grid["lead_id"].nunique()),
             "positives": int(grid["label"].sum()),
-            "positive_rate": float(grid["label"].mean()),
+            "positive_lead_weeks": float((grid["label"] * weight).sum()),
+            "positive_rate": float((grid["label"] * weight).sum() / weight.sum()),
             "snapshot_dates": int(grid["snapshot_at"].nunique()),
             "first_snapshot": grid["snapshot_at"].min().isoformat(),
             "last_snapshot": grid["snapshot_at"].max().isoformat(),

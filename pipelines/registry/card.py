@@ -64,7 +64,22 @@ def model_card(name: str, version: str, run_id: str, lineage: Mapping[str, Any],
     for s in ("fit", "valid", "calibration", "test"):
         first, last = (b.get(s) or ["?", "?"])[:2]
         lines.append(f"| {s} | {str(first)[:10]} | {str(last)[:10]} | {rows.get(s, 0):,} | {positives.get(s, 0):,} |")
-    lines += ["", f"Split kind: {split.get('kind')}; gap between slices: {split.get('gap_days')} days.", "",
+    lines += ["", f"Split kind: {split.get('kind')}; gap between slices: {split.get('gap_days')} days."]
+    production = split.get("production") or {}
+    if production:
+        fit, cal = production.get("fit") or ["?", "?"], production.get("calibration") or ["?", "?"]
+        if split.get("kind") == "random":
+            window = f"refitted on the {fit[0]} slices and recalibrated on the {cal[0]} slice"
+        else:
+            window = (f"refitted on every labelled snapshot from {str(fit[0])[:10]} to {str(fit[1])[:10]} and "
+                      f"recalibrated (thresholds too) on the latest complete weeks, {str(cal[0])[:10]} to "
+                      f"{str(cal[1])[:10]}")
+        lines += ["", "**What is registered.** The test-slice figures below measure the *procedure*: a model fitted "
+                  "on the fit slice, calibrated on the calibration slice and tested on later weeks it never saw. "
+                  f"The version registered here is the same procedure {window}, with the same number of boosting "
+                  "rounds, so it is fresher than the model that was measured; the promotion gate compares the "
+                  "measured (evaluation) models."]
+    lines += ["",
               "## Test-slice metrics (bootstrap over leads)", "",
               "| metric | value | CI |", "| --- | ---: | --- |"]
     for key, label in HEADLINE:

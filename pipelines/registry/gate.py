@@ -35,14 +35,16 @@ def first_model() -> GateResult:
     return GateResult(passed=True, reasons=["no champion yet: the first model becomes champion"])
 
 
-def _auc(y: np.ndarray, p: np.ndarray) -> float:
-    return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
+def _auc(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None) -> float:
+    return float(roc_auc_score(y, p, sample_weight=w)) if 0 < y.sum() < len(y) else float("nan")
 
 
 def compare(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray, lead_id: np.ndarray, gate: GateParams,
-            ece_bins: int, ece_strategy: str, seed: int) -> GateResult:
-    """Apply the gate to the two models' calibrated probabilities on the same rows."""
+            ece_bins: int, ece_strategy: str, seed: int, weight: np.ndarray | None = None) -> GateResult:
+    """Apply the gate to the two models' calibrated probabilities on the same rows (each row counting `weight`
+    open-lead weeks)."""
     y = np.asarray(y, dtype=np.int64)
+    w = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=float)
     challenger, champion = np.asarray(challenger, dtype=float), np.asarray(champion, dtype=float)
     if not len(y) == len(challenger) == len(champion) == len(lead_id):
         raise ValueError("labels, both models' probabilities and lead ids must align")
@@ -50,16 +52,16 @@ def compare(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray, lead_id
         return GateResult(False, ["the test rows hold only one class: AUC is undefined, nothing to compare"])
 
     def statistic(idx: np.ndarray) -> dict[str, float]:
-        yi = y[idx]
-        return {"auc_delta": _auc(yi, challenger[idx]) - _auc(yi, champion[idx])}
+        yi, wi = y[idx], w[idx]
+        return {"auc_delta": _auc(yi, challenger[idx], wi) - _auc(yi, champion[idx], wi)}
 
     low, high = LeadBootstrap(np.asarray(lead_id), seed).intervals(statistic, gate.bootstrap, gate.ci_level)[
         "auc_delta"]
     figures = {
         "rows": len(y), "positives": int(y.sum()),
-        "auc_challenger": _auc(y, challenger), "auc_champion": _auc(y, champion),
-        "ece_challenger": expected_calibration_error(y, challenger, ece_bins, ece_strategy),
-        "ece_champion": expected_calibration_error(y, champion, ece_bins, ece_strategy),
+        "auc_challenger": _auc(y, challenger, w), "auc_champion": _auc(y, champion, w),
+        "ece_challenger": expected_calibration_error(y, challenger, ece_bins, ece_strategy, w),
+        "ece_champion": expected_calibration_error(y, champion, ece_bins, ece_strategy, w),
         "bootstrap": gate.bootstrap, "ci_level": gate.ci_level,
     }
     figures["auc_delta"] = figures["auc_challenger"] - figures["auc_champion"]

@@ -8,7 +8,9 @@ name alone: `mlflow.pyfunc.load_model("models:/<name>@champion").predict(feature
 Input: one row per lead, the feature columns only (numeric as double, categorical as string; no keys, no personal
 data); MLflow refuses input that breaks the signature (missing column, wrong type) before `predict` runs.
 Output per lead: `probability` (calibrated), `stage` (MQL/SAL/SQL/none), `grade` (A-D), `reasons_positive` and
-`reasons_negative` (business words). Param `top_reasons` (0: skip the SHAP reasons, e.g. for gate scoring).
+`reasons_negative` (business words). Param `top_reasons` (0: skip the SHAP reasons, e.g. for gate scoring); param
+`variant`: `production` (default: the model refitted on every labelled week) or `evaluation` (the out-of-time
+procedure's model, fitted before the test weeks: what the promotion gate compares on them).
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ MODEL_MARKER: Final = "leadscore_model"
 MODEL_KIND: Final = "lead-scoring-pyfunc/1"
 #: Optional artifact: the training population's bins (pipelines.drift.DriftReference) for nightly drift checks.
 REFERENCE_ARTIFACT: Final = "drift_reference"
+#: Optional artifacts: the out-of-time procedure's model (fitted before the test weeks), which the promotion gate
+#: compares on the test rows, since the production model was refitted on them. Param `variant` selects it.
+EVALUATION_ARTIFACTS: Final[dict[str, str]] = {
+    "booster": "evaluation_booster", "calibrator": "evaluation_calibrator", "thresholds": "evaluation_thresholds",
+}
+VARIANTS: Final[tuple[str, ...]] = ("production", "evaluation")
 
 
 class ScoringInputError(BadInputError):
@@ -150,6 +158,11 @@ class LeadScoringModel(PythonModel):
         self.calibrator = load_calibrator(Path(paths["calibrator"]))
         self.thresholds = load_thresholds(Path(paths["thresholds"]))
         self.spec = ScoringSpec.from_dict(json.loads(Path(paths["spec"]).read_text()))
+        self.evaluation: tuple[lgb.Booster, Calibrator, Thresholds] | None = None
+        if all(key in paths for key in EVALUATION_ARTIFACTS.values()):  # absent in models registered before them
+            self.evaluation = (lgb.Booster(model_file=str(paths[EVALUATION_ARTIFACTS["booster"]])),
+                               load_calibrator(Path(paths[EVALUATION_ARTIFACTS["calibrator"]])),
+                               load_thresholds(Path(paths[EVALUATION_ARTIFACTS["thresholds"]])))
         # training-population bins for drift checks (pipelines.drift); absent in models registered before them
         self.reference_path = Path(paths[REFERENCE_ARTIFACT]) if REFERENCE_ARTIFACT in paths else None
 
@@ -159,6 +172,12 @@ class LeadScoringModel(PythonModel):
         if not isinstance(model_input, pd.DataFrame):
             model_input = pd.DataFrame(model_input)
         k = int((params or {}).get("top_reasons", self.spec.top_reasons))
+        variant = str((params or {}).get("variant", "production"))
+        if variant not in VARIANTS:
+            raise ScoringInputError(f"param variant must be one of {list(VARIANTS)}, not {variant!r}")
+        if variant == "evaluation" and self.evaluation is not None:
+            booster, calibrator, thresholds = self.evaluation
+            return score_frame(booster, calibrator, thresholds, self.spec, model_input, k)
         return score_frame(self.booster, self.calibrator, self.thresholds, self.spec, model_input, k)
 
 
@@ -199,5 +218,6 @@ def model_signature(spec: ScoringSpec, example: pd.DataFrame, output: pd.DataFra
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types import DataType, ParamSchema, ParamSpec
 
-    params = ParamSchema([ParamSpec("top_reasons", DataType.long, spec.top_reasons)])
+    params = ParamSchema([ParamSpec("top_reasons", DataType.long, spec.top_reasons),
+                          ParamSpec("variant", DataType.string, "production")])
     return ModelSignature(inputs=input_schema(spec), outputs=infer_signature(example, output).outputs, params=params)

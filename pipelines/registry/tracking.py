@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -31,11 +32,21 @@ from pipelines.config import Params
 from pipelines.crm.db import display_url
 from pipelines.drift import DriftReference, build_reference, write_reference
 from pipelines.errors import BadInputError
-from pipelines.modeling import LABEL, assign_slices, atomic_path, read_features, read_json, write_json
+from pipelines.modeling import (
+    LABEL,
+    assign_slices,
+    atomic_path,
+    production_slices,
+    read_features,
+    read_json,
+    row_weights,
+    write_json,
+)
 from pipelines.registry.card import model_card
 from pipelines.registry.gate import GateResult, compare, first_model
 from pipelines.registry.lineage import git_commit, read_lock_hashes
 from pipelines.registry.model import (
+    EVALUATION_ARTIFACTS,
     MODEL_KIND,
     MODEL_MARKER,
     REFERENCE_ARTIFACT,
@@ -58,6 +69,7 @@ CHAMPION: Final = "champion"
 CHALLENGER: Final = "challenger"
 HISTORY_TAG: Final = "champion_history"
 MODEL_ARTIFACT: Final = "model"
+_METRIC_NAME: Final = re.compile(r"[^A-Za-z0-9_\-. :/]")
 #: Distributions the scoring model needs at load time (pinned to the versions it was logged with).
 RUNTIME_PACKAGES: Final[tuple[str, ...]] = (
     "mlflow", "lightgbm", "numpy", "pandas", "scikit-learn", "pyarrow", "pydantic", "pyyaml", "sqlalchemy",
@@ -151,7 +163,7 @@ def flatten_metrics(data: Mapping[str, Any], prefix: str = "") -> dict[str, floa
     """Finite numbers of a nested metrics dict as dotted keys; a 2-list `<name>_ci` becomes `_ci_low`/`_ci_high`."""
     out: dict[str, float] = {}
     for key, value in data.items():
-        name = f"{prefix}{key}"
+        name = _METRIC_NAME.sub("_", f"{prefix}{key}")  # MLflow accepts only these characters in a metric name
         if isinstance(value, Mapping):
             out.update(flatten_metrics(value, f"{name}."))
         elif isinstance(value, list | tuple) and key.endswith("_ci") and len(value) == 2:
@@ -264,8 +276,12 @@ def model_probabilities(model_uri: str, rows: pd.DataFrame) -> np.ndarray:
     from mlflow.exceptions import MlflowException
 
     model = mlflow.pyfunc.load_model(model_uri)
+    params: dict[str, Any] = {"top_reasons": 0}
+    schema = model.metadata.get_params_schema()
+    if schema is not None and "variant" in {p.name for p in schema.params}:
+        params["variant"] = "evaluation"  # the out-of-time model: the production one was refitted on these rows
     try:
-        scored = model.predict(conform(rows, model.metadata.get_input_schema()), params={"top_reasons": 0})
+        scored = model.predict(conform(rows, model.metadata.get_input_schema()), params=params)
     except (MlflowException, BadInputError) as exc:
         raise RegistryError(f"{model_uri} cannot score the test rows: {str(exc)[-300:]}") from None
     return scored["probability"].to_numpy(dtype=float)
@@ -301,7 +317,8 @@ def gate_against_champion(client: Any, name: str, version: str, rows: pd.DataFra
     challenger_p = model_probabilities(f"models:/{name}/{version}", rows)
     champion_p = model_probabilities(f"models:/{name}/{champion}", rows)
     result = compare(rows[LABEL].to_numpy(), challenger_p, champion_p, rows["lead_id"].to_numpy(),
-                     params.registry.gate, params.evaluate.ece_bins, params.evaluate.ece_strategy, params.base.seed)
+                     params.registry.gate, params.evaluate.ece_bins, params.evaluate.ece_strategy, params.base.seed,
+                     row_weights(rows))
     return GateResult(result.passed, [f"version {version} vs champion {champion}: {r}" for r in result.reasons],
                       {**result.figures, "champion_version": champion})
 
@@ -364,25 +381,28 @@ def rollback(client: Any, name: str, version: str | None, rows: pd.DataFrame, pa
 
 def training_reference(features_dir: Path, models_dir: Path, spec: ScoringSpec, top_features: int, n_bins: int
                        ) -> DriftReference:
-    """Bins of the calibrated score and the most important features (by gain) over the training rows (fit and
-    valid slices: what the refitted booster saw)."""
-    from pipelines.train import load_booster, load_split
+    """Bins of the calibrated score and the most important features (by gain) over the latest labelled weeks, the
+    rows the production model was calibrated and thresholded on (weighted: the whole open population then)."""
+    from pipelines.train import PRODUCTION_DIR, load_booster, load_split
 
-    booster = load_booster(models_dir)
+    production = models_dir / PRODUCTION_DIR
+    booster = load_booster(production)
     frame, _ = read_features(features_dir)
-    slices = assign_slices(frame, load_split(models_dir))
-    rows = frame.loc[np.isin(slices, ("fit", "valid"))].reset_index(drop=True)
+    slices = production_slices(frame, load_split(models_dir))
+    rows = frame.loc[slices == "calibration"].reset_index(drop=True)
     if rows.empty:
-        raise RegistryError("the training slices are empty: no drift reference can be built")
-    calibrator = load_calibrator(models_dir / CALIBRATOR_FILE)
-    thresholds = load_thresholds(models_dir / THRESHOLDS_FILE)
+        raise RegistryError("the production calibration weeks are empty: no drift reference can be built")
+    calibrator = load_calibrator(production / CALIBRATOR_FILE)
+    thresholds = load_thresholds(production / THRESHOLDS_FILE)
     score = score_frame(booster, calibrator, thresholds, spec, rows, 0)["probability"].to_numpy(dtype=float)
     gain = booster.feature_importance("gain")
     ranked = [spec.features[i] for i in np.argsort(-gain, kind="stable") if gain[i] > 0][:top_features]
     kinds = {f.name: f.kind for f in ranked}
     levels = {name: [str(v) for v in values] for name, values in category_levels(booster, spec).items()}
-    return build_reference(rows, score, kinds, n_bins, source=f"training rows (fit + valid slices): {len(rows):,}",
-                           levels={k: v for k, v in levels.items() if k in kinds})
+    first, last = rows["snapshot_at"].min(), rows["snapshot_at"].max()
+    return build_reference(rows, score, kinds, n_bins,
+                           source=f"latest labelled weeks {first:%Y-%m-%d}..{last:%Y-%m-%d}: {len(rows):,} rows",
+                           levels={k: v for k, v in levels.items() if k in kinds}, weight=row_weights(rows))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -404,15 +424,17 @@ def log_and_register(client: Any, params: Params, inputs: RegisterInputs, uri: s
     """Log the training run (params, metrics with CIs, plots, features, lineage, model) and register the model."""
     import mlflow
 
-    from pipelines.train import load_booster, load_split
+    from pipelines.train import BOOSTER_FILE, PRODUCTION_DIR, load_booster, load_split
 
     reg = params.registry
+    production = inputs.models_dir / PRODUCTION_DIR  # what is registered; the evaluation model rides along
     feature_list = read_json(inputs.features_dir / "feature_list.json", "feature list")
-    booster = load_booster(inputs.models_dir)
+    booster = load_booster(production)
     split = load_split(inputs.models_dir).to_dict()
-    thresholds = read_json(inputs.models_dir / THRESHOLDS_FILE, "thresholds")
-    load_calibrator(inputs.models_dir / CALIBRATOR_FILE)  # fail early, with the calibrate stage's message
-    load_thresholds(inputs.models_dir / THRESHOLDS_FILE)
+    thresholds = read_json(production / THRESHOLDS_FILE, "thresholds")
+    for folder in (production, inputs.models_dir):  # fail early, with the calibrate stage's message
+        load_calibrator(folder / CALIBRATOR_FILE)
+        load_thresholds(folder / THRESHOLDS_FILE)
     metrics = read_json(inputs.metrics_dir / "evaluate.json", "test metrics")
     train_path = inputs.metrics_dir / "train.json"
     train_metrics = read_json(train_path, "train metrics") if train_path.exists() else {}
@@ -447,10 +469,12 @@ def log_and_register(client: Any, params: Params, inputs: RegisterInputs, uri: s
 
         (tmp / SPEC_FILE).write_text(json.dumps(spec.to_dict(), indent=2))
         write_reference(reference, tmp / f"{REFERENCE_ARTIFACT}.json")
-        artifacts = {"booster": str(inputs.models_dir / "booster.txt"),
-                     "calibrator": str(inputs.models_dir / CALIBRATOR_FILE),
-                     "thresholds": str(inputs.models_dir / THRESHOLDS_FILE), "spec": str(tmp / SPEC_FILE),
-                     REFERENCE_ARTIFACT: str(tmp / f"{REFERENCE_ARTIFACT}.json")}
+        artifacts = {"booster": str(production / BOOSTER_FILE), "calibrator": str(production / CALIBRATOR_FILE),
+                     "thresholds": str(production / THRESHOLDS_FILE), "spec": str(tmp / SPEC_FILE),
+                     REFERENCE_ARTIFACT: str(tmp / f"{REFERENCE_ARTIFACT}.json"),
+                     EVALUATION_ARTIFACTS["booster"]: str(inputs.models_dir / BOOSTER_FILE),
+                     EVALUATION_ARTIFACTS["calibrator"]: str(inputs.models_dir / CALIBRATOR_FILE),
+                     EVALUATION_ARTIFACTS["thresholds"]: str(inputs.models_dir / THRESHOLDS_FILE)}
         example = conform(rows.head(reg.input_example_rows), input_schema(spec))
         scorer = LeadScoringModel()
         scorer.load_context(type("Context", (), {"artifacts": artifacts})())

@@ -29,6 +29,7 @@ from pipelines.calibrate import GRADES, NO_STAGE, STAGES, Thresholds
 from pipelines.config import LeakageParams, ReportParams
 from pipelines.errors import BadInputError
 from pipelines.evaluate import gains_table, tradeoff_table  # the evaluate stage's curves, so both agree
+from pipelines.features.spec import WEIGHT
 from pipelines.modeling import LeadBootstrap
 
 #: Columns the test rows need (see the module docstring).
@@ -136,12 +137,17 @@ class HoldoutRows:
 
     @classmethod
     def from_rows(cls, rows: pd.DataFrame, weeks: float) -> HoldoutRows:
-        """Check the columns and prepare the arrays; `weeks` is the span the rows cover (for volumes per week)."""
+        """Check the columns and prepare the arrays; `weeks` is the span the rows cover (for volumes per week).
+
+        Rows with a `weight` are repeated that many times, so every count of the report is in open-lead weeks
+        (features.old_lead_keep_one_in makes the weights whole numbers)."""
         check_columns(rows, TEST_COLUMNS, "test rows")
         if rows.empty:
             raise ReportInputError("no test rows to report on")
         if not weeks > 0:
             raise ReportInputError(f"the test rows must cover a positive number of weeks, not {weeks}")
+        if WEIGHT in rows.columns:  # a sampled long-open lead's row stands for several open-lead weeks: count them
+            rows = rows.loc[rows.index.repeat(np.rint(rows[WEIGHT].to_numpy(dtype=float)).astype(np.int64))]
         rows = rows.reset_index(drop=True)
         return cls(rows=rows, weeks=float(weeks), y=rows["label"].to_numpy(dtype=np.int64),
                    rule=rows["rule_mql"].to_numpy(dtype=bool), model=predicted_mql(rows["stage"]),

@@ -19,6 +19,7 @@ import pandas as pd
 from pipelines.calibrate import CALIBRATOR_FILE, THRESHOLDS_FILE, Thresholds, load_calibrator, load_thresholds
 from pipelines.config import Params
 from pipelines.evaluate import read_test_slice
+from pipelines.features.spec import WEIGHT
 from pipelines.modeling import (
     FEATURE_LIST_FILE,
     KEY_COLUMNS,
@@ -27,6 +28,7 @@ from pipelines.modeling import (
     align_rows,
     atomic_path,
     read_json,
+    row_weights,
 )
 from pipelines.report import core, render
 
@@ -101,7 +103,7 @@ def load_holdout(params: Params, features_dir: Path, model_dir: Path, rules_path
         "seniority": test["seniority"].astype(object).to_numpy(),
         "department": test["department"].astype(object).to_numpy(),
         "lead_source": test["lead_source"].astype(object).to_numpy(), "campaign": campaign.to_numpy(),
-        "region": test["region"].astype(object).to_numpy(),
+        "region": test["region"].astype(object).to_numpy(), WEIGHT: row_weights(test),
     })
     fired = _rules_fired(rules_path, test)
     if fired is not None:

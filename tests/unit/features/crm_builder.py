@@ -29,6 +29,8 @@ def params(**overrides: Any) -> FeaturesParams:
         "horizon_days": 30,
         "cadence_days": 7,
         "max_lead_age_days": 180,
+        "old_lead_days": 180,
+        "old_lead_keep_one_in": 1,
         "sample_leads": None,
         "windows_days": (7, 30, 90),
         "velocity_days": 14,

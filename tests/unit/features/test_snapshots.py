@@ -166,6 +166,7 @@ def test_the_fast_grid_agrees_with_the_general_point_in_time_definition() -> Non
             "snapshot_at": tl.from_seconds(seconds[keep]),
             "label": labels(index, owner[keep], seconds[keep], target, 30),
         })
+        assert (grid.pop("weight") == 1).all()  # old_lead_keep_one_in 1: no sampling
         pd.testing.assert_frame_equal(grid.reset_index(drop=True), expected.reset_index(drop=True))
         assert len(grid) > 500 and 0 < grid["label"].sum() < len(grid)
 
@@ -190,3 +191,36 @@ def test_sample_leads_keeps_every_row_of_a_fixed_subset_of_leads() -> None:
     pd.testing.assert_frame_equal(sampled.reset_index(drop=True), expected)
     bigger = snapshot_grid(tables, params.features.model_copy(update={"sample_leads": 10_000}))
     pd.testing.assert_frame_equal(bigger, full)
+
+
+def test_by_default_every_open_lead_is_on_the_grid_whatever_its_age() -> None:
+    tables = build_crm([lead(1), lead(2, created=300)], stages=[(2, 310, "Disqualified")])
+
+    grid = snapshot_grid(tables, params(max_lead_age_days=None), end=at(800))
+
+    assert max(grid_days(grid, 1)) == 7 * ((800 - 30) // 7)  # to the last uncensored Monday, 770 days old
+    assert (grid["weight"] == 1).all()
+
+
+def test_long_open_rows_are_sampled_by_lead_and_weighted_back() -> None:
+    """Rows of leads older than old_lead_days: all of them for a fixed hash-sample of leads, weighted 1 / rate."""
+    leads = [lead(i, created=float(i % 50)) for i in range(1, 801)]
+    tables = build_crm(leads)
+    full = snapshot_grid(tables, params(max_lead_age_days=None, old_lead_days=60), end=at(400))
+    one_in_4 = params(max_lead_age_days=None, old_lead_days=60, old_lead_keep_one_in=4)
+    sampled = snapshot_grid(tables, one_in_4, end=at(400))
+    again = snapshot_grid(tables, one_in_4, end=at(400))
+
+    pd.testing.assert_frame_equal(sampled, again)  # the same sample every run
+    created = tables["leads"].set_index("lead_id")["created_at"]
+    age = (sampled["snapshot_at"] - sampled["lead_id"].map(created)).dt.days
+    young, old = sampled[age <= 60], sampled[age > 60]
+    full_age = (full["snapshot_at"] - full["lead_id"].map(created)).dt.days
+    assert len(young) == int((full_age <= 60).sum()) and (young["weight"] == 1).all()  # young rows: all, weight 1
+    assert (old["weight"] == 4).all()
+    kept = set(old["lead_id"])
+    assert 0.18 < len(kept) / 800 < 0.32
+    # a kept lead keeps every one of its old weeks (consecutive weeks stay answerable)
+    assert len(old) == int(((full_age > 60) & full["lead_id"].isin(kept)).sum())
+    # the weights stand for the whole population of open-lead weeks
+    assert sampled["weight"].sum() == pytest.approx(len(full), rel=0.1)

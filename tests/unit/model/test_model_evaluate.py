@@ -70,3 +70,43 @@ def test_without_ground_truth_the_oracle_figures_are_omitted(rows: ScoredRows) -
 
     assert not any(k.startswith("oracle") for k in result.metrics)
     assert "oracle" not in result.plots["roc.csv"].columns
+
+
+def test_observed_vs_expected_per_week_and_metrics_by_lead_age(rows: ScoredRows) -> None:
+    ages = np.tile(np.array([10.0, 100.0, 400.0]).repeat(100), 8)
+    # the model under-predicts the oldest leads by half: observed / expected 2 there
+    prob = np.where(ages > 365, rows.prob / 2, rows.prob)
+    scored = ScoredRows(**{**rows.__dict__, "prob": prob, "lead_age_days": ages})
+    m = evaluate_scores(scored, Thresholds("SQL", 30, {"MQL": 0.05, "SAL": 0.1, "SQL": 0.3}), PARAMS, 7, 1.0,
+                        0).metrics
+
+    weekly = evaluate_scores(scored, Thresholds("SQL", 30, {"MQL": 0.05, "SAL": 0.1, "SQL": 0.3}), PARAMS, 7, 1.0,
+                             0).plots["observed_expected.csv"]
+    assert len(weekly) == 8
+    assert m["obs_exp_ratio_min"] == pytest.approx(weekly["obs_exp_ratio"].min())
+    assert m["obs_exp_ratio_max"] == pytest.approx(weekly["obs_exp_ratio"].max())
+    assert weekly["observed"].sum() == pytest.approx(rows.y.sum())
+    bands = m["by_lead_age"]
+    assert set(bands) == {"0-30d", "91-180d", "over_365d"}
+    assert bands["over_365d"]["obs_exp_ratio"] > 1.5 > bands["0-30d"]["obs_exp_ratio"]
+    assert sum(b["share_of_lead_weeks"] for b in bands.values()) == pytest.approx(1.0)
+
+
+def test_weights_make_the_figures_those_of_the_repeated_rows(rows: ScoredRows) -> None:
+    """A sampled long-open lead's row of weight 4 counts as the 4 weeks it stands for."""
+    weight = np.where(rows.lead_id % 4 == 0, 4.0, 1.0)
+    weighted = ScoredRows(**{**rows.__dict__, "weight": weight})
+    repeat = np.repeat(np.arange(len(rows.y)), weight.astype(int))
+    repeated = ScoredRows(
+        lead_id=rows.lead_id[repeat] * 10 + np.concatenate([np.arange(int(k)) for k in weight]),
+        snapshot_at=rows.snapshot_at.iloc[repeat].reset_index(drop=True), y=rows.y[repeat], prob=rows.prob[repeat],
+        raw=rows.raw[repeat], logreg=rows.logreg[repeat], rule_score=rows.rule_score[repeat],
+        rule_mql=rows.rule_mql[repeat], oracle=rows.oracle[repeat] if rows.oracle is not None else None)
+    thresholds = Thresholds("SQL", 30, {"MQL": 0.05, "SAL": 0.1, "SQL": 0.3})
+    a = evaluate_scores(weighted, thresholds, PARAMS, 7, 1.0, 0).metrics
+    b = evaluate_scores(repeated, thresholds, PARAMS, 7, 1.0, 0).metrics
+
+    for key in ("roc_auc", "pr_auc", "brier", "ece", "obs_exp_ratio", "oracle_roc_auc"):
+        assert a[key] == pytest.approx(b[key], abs=1e-9), key
+    assert a["sql_capture_ratio_vs_rules"] == pytest.approx(b["sql_capture_ratio_vs_rules"], rel=0.05)
+    assert a["test"]["lead_weeks"] == pytest.approx(b["test"]["rows"])

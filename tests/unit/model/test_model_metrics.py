@@ -113,3 +113,39 @@ def test_atomic_writes_keep_the_old_file_when_writing_fails(tmp_path: Path) -> N
 
     assert json.loads(path.read_text()) == {"a": None, "b": 1.5}
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_weighted_metrics_equal_the_metrics_of_the_rows_repeated(scored: tuple[np.ndarray, np.ndarray]) -> None:
+    """A row of weight k stands for k open-lead weeks: every weighted figure equals the figure on k copies."""
+    from pipelines.modeling import precision_recall, top_share_mask
+
+    y, p = scored
+    p = np.round(p, 3)  # ties too
+    w = np.random.default_rng(2).choice([1, 4], size=len(y), p=[0.6, 0.4])
+    y_rep, p_rep = np.repeat(y, w), np.repeat(p, w)
+
+    assert roc_auc(y, p, w) == pytest.approx(roc_auc(y_rep, p_rep), abs=1e-12)
+    assert roc_auc(y, p, w) == pytest.approx(roc_auc_score(y, p, sample_weight=w), abs=1e-12)
+    assert average_precision(y, p, w) == pytest.approx(average_precision(y_rep, p_rep), abs=1e-12)
+    assert expected_calibration_error(y, p, 10, "uniform", w) == pytest.approx(
+        expected_calibration_error(y_rep, p_rep, 10, "uniform"), abs=1e-12)
+    assert reliability_table(y, p, 10, "quantile", w)["rows"].sum() == pytest.approx(w.sum())
+    picked = p > 0.05
+    assert precision_recall(y, picked, w) == pytest.approx(precision_recall(y_rep, np.repeat(picked, w)))
+    # the top 10% of open-lead weeks holds about 10% of the weight
+    assert w[top_share_mask(p, 0.1, w)].sum() == pytest.approx(0.1 * w.sum(), abs=4)
+    lift, capture = lift_and_capture(y, p, 0.2, w)
+    lift_rep, capture_rep = lift_and_capture(y_rep, p_rep, 0.2)
+    assert capture == pytest.approx(capture_rep, abs=0.02) and lift == pytest.approx(lift_rep, rel=0.05)
+
+
+def test_weighted_top_k_counts_weight_within_each_group() -> None:
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.95, 0.1])
+    groups = np.array([0, 0, 0, 0, 1, 1])
+    weight = np.array([4.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+
+    # group 0: k = 5 places: the 0.9 row (weight 4) and the 0.8 row; group 1: one place
+    picked = top_k_per_group(scores, groups, np.array([5.0, 1.0]), weight)
+
+    assert picked.tolist() == [True, True, False, False, True, False]
+    assert top_k_per_group(scores, groups, np.array([2, 1])).tolist() == [True, True, False, False, True, False]

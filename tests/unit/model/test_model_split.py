@@ -92,3 +92,32 @@ def test_unsorted_rows_get_the_same_slices() -> None:
 
     assert plan == _plan(frame)
     np.testing.assert_array_equal(assign_slices(shuffled, plan), assign_slices(frame, plan)[shuffled.index])
+
+
+def test_production_slices_refit_on_every_labelled_week_and_recalibrate_on_the_latest() -> None:
+    from pipelines.modeling import production_slices
+
+    frame = weekly_frame()
+    plan = _plan(frame)
+    slices = production_slices(frame, plan)
+    fit_last = frame.loc[slices == "fit", "snapshot_at"].max()
+    cal = frame.loc[slices == "calibration", "snapshot_at"]
+
+    assert frame.loc[slices == "fit", "snapshot_at"].min() == frame["snapshot_at"].min()
+    assert cal.max() == frame["snapshot_at"].max()  # the latest complete weeks
+    assert fit_last + pd.Timedelta(days=HORIZON) < cal.min()  # gapped: no label window reaches the recalibration
+    # the production fit reaches past the evaluation train period, into the evaluation test weeks
+    assert fit_last > pd.Timestamp(plan.boundaries["calibration"][1])
+    assert (slices == "calibration").sum() == pytest.approx(0.15 * len(frame), rel=0.15)
+    assert SplitPlan.from_dict(plan.to_dict()) == plan
+
+
+def test_weighted_split_shares_count_open_lead_weeks() -> None:
+    frame = weekly_frame()
+    at = pd.to_datetime(frame["snapshot_at"], utc=True)
+    weight = np.where(at >= at.quantile(0.7), 4.0, 1.0)  # the latest weeks weigh more
+    weighted = plan_split(frame["snapshot_at"], frame["label"], frame["lead_id"], train_params(), HORIZON, 7, weight)
+    slices = assign_slices(frame, weighted)
+
+    assert weight[slices == "test"].sum() == pytest.approx(0.2 * weight.sum(), rel=0.1)
+    assert (slices == "test").sum() < 0.2 * len(frame)  # fewer rows, as each weighs more

@@ -103,6 +103,31 @@ def test_the_champion_scores_by_name_alone(registry: dict[str, Any], client: Mlf
     assert all(len(rs) <= 3 for rs in scored["reasons_positive"])
 
 
+def test_the_registered_model_is_the_production_refit_and_carries_the_evaluation_model(
+        registry: dict[str, Any], client: MlflowClient) -> None:
+    """Production scores come from models/production/ (refitted on newer rows); `variant: evaluation` gives the
+    out-of-time model the gate compares, as the production one has seen the test rows."""
+    import lightgbm as lgb
+
+    from pipelines.calibrate import load_calibrator
+
+    models = registry["root"] / "run0" / "models"
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}/1")
+    frame = features(registry, 200)
+    conformed = conform(frame, model.metadata.get_input_schema())
+    names = [f["name"] for f in FEATURE_LIST]
+
+    def calibrated(folder: Path) -> Any:
+        raw = lgb.Booster(model_file=str(folder / "booster.txt")).predict(frame[names])
+        return load_calibrator(folder / "calibrator.json").apply(raw)
+
+    production = model.predict(conformed, params={"top_reasons": 0})["probability"].to_numpy()
+    evaluation = model.predict(conformed, params={"top_reasons": 0, "variant": "evaluation"})["probability"]
+    assert production == pytest.approx(calibrated(models / "production"), abs=1e-9)
+    assert evaluation.to_numpy() == pytest.approx(calibrated(models), abs=1e-9)
+    assert abs(production - evaluation.to_numpy()).max() > 1e-6  # two different models
+
+
 def test_input_that_breaks_the_signature_is_refused_naming_the_column(registry: dict[str, Any],
                                                                       client: MlflowClient) -> None:
     model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")

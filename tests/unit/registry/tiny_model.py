@@ -1,8 +1,9 @@
 """A tiny trained model and the files the model stages would write, for fast registry tests.
 
 `build_tiny(dir, seed)` writes features/ (snapshots.parquet, feature_list.json), models/ (booster.txt,
-calibrator.json, thresholds.json, split.json), metrics/ (evaluate.json, train.json) and plots/ (roc.csv,
-calibration.csv) for ~1,500 synthetic leads at one snapshot date, using the model stages' own functions.
+calibrator.json, thresholds.json, split.json; production/ with the refit's booster, calibrator and thresholds),
+metrics/ (evaluate.json, train.json) and plots/ (roc.csv, calibration.csv) for ~1,500 synthetic leads at one
+snapshot date, using the model stages' own functions.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pandas as pd
 
 from pipelines.calibrate import Thresholds, fit_calibrator, save_calibrator, save_thresholds
 from pipelines.config import load_params
-from pipelines.modeling import assign_slices, plan_split, write_csv, write_json
+from pipelines.modeling import assign_slices, plan_split, production_slices, write_csv, write_json
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -63,7 +64,7 @@ def build_tiny(root: Path, seed: int = 0, rounds: int = 30, n: int = 1500) -> di
     """Write the upstream artifacts of a tiny model under root; returns the folder of each kind."""
     params = load_params(REPO / "params.yaml")
     dirs = {k: root / k for k in ("features", "models", "metrics", "plots")}
-    for d in dirs.values():
+    for d in (*dirs.values(), dirs["models"] / "production"):
         d.mkdir(parents=True, exist_ok=True)
     frame = synthetic_frame(n, seed=1)  # same data for every seed: seeds change only the model
     frame.to_parquet(dirs["features"] / "snapshots.parquet")
@@ -75,20 +76,24 @@ def build_tiny(root: Path, seed: int = 0, rounds: int = 30, n: int = 1500) -> di
     config = {"objective": "binary", "learning_rate": 0.1, "num_leaves": 7, "min_child_samples": 20,
               "verbosity": -1, "seed": seed, "deterministic": True, "num_threads": 1,
               "feature_fraction": 0.9 if seed else 1.0}
-    booster = lgb.train(config, lgb.Dataset(frame.loc[fit, names], label=frame.loc[fit, "label"]), rounds)
-    booster.save_model(dirs["models"] / "booster.txt")
     write_json(dirs["models"] / "split.json", plan.to_dict())
     cal = slices == "calibration"
-    raw = booster.predict(frame.loc[cal, names])
-    calibrator = fit_calibrator(raw, frame.loc[cal, "label"].to_numpy(), "platt")
-    save_calibrator(calibrator, dirs["models"] / "calibrator.json")
-    prob = calibrator.apply(raw)
-    cut = {s: float(np.quantile(prob, q)) for s, q in (("MQL", 0.5), ("SAL", 0.75), ("SQL", 0.9))}
-    save_thresholds(Thresholds(target_stage="SQL", horizon_days=30, global_thresholds=cut,
-                               report={"policies": {"MQL": {"policy": "match_rules"},
-                                                    "SAL": {"policy": "capacity", "leads_per_week": 150},
-                                                    "SQL": {"policy": "precision", "min_precision": 0.3}}}),
-                    dirs["models"] / "thresholds.json")
+    cut: dict[str, float] = {}
+    # the evaluation model (fitted before the test rows) in models/, the production refit in models/production/
+    refit = production_slices(frame, plan) == "fit"
+    for folder, rows in ((dirs["models"], fit), (dirs["models"] / "production", refit)):
+        booster = lgb.train(config, lgb.Dataset(frame.loc[rows, names], label=frame.loc[rows, "label"]), rounds)
+        booster.save_model(folder / "booster.txt")
+        raw = booster.predict(frame.loc[cal, names])
+        calibrator = fit_calibrator(raw, frame.loc[cal, "label"].to_numpy(), "platt")
+        save_calibrator(calibrator, folder / "calibrator.json")
+        prob = calibrator.apply(raw)
+        cut = {s: float(np.quantile(prob, q)) for s, q in (("MQL", 0.5), ("SAL", 0.75), ("SQL", 0.9))}
+        save_thresholds(Thresholds(target_stage="SQL", horizon_days=30, global_thresholds=cut,
+                                   report={"policies": {"MQL": {"policy": "match_rules"},
+                                                        "SAL": {"policy": "capacity", "leads_per_week": 150},
+                                                        "SQL": {"policy": "precision", "min_precision": 0.3}}}),
+                        folder / "thresholds.json")
     write_json(dirs["metrics"] / "evaluate.json", {
         "roc_auc": 0.8, "roc_auc_ci_low": 0.77, "roc_auc_ci_high": 0.83, "ece": 0.02, "ece_ci_low": 0.01,
         "ece_ci_high": 0.03, "pr_auc": 0.6, "brier": 0.15, "sql_capture_ratio_vs_rules": 1.4,
