@@ -1,11 +1,14 @@
 """`leadscore`: the command line of the pipeline; one command per stage, each a thin shell around a pure core.
 
-Exit codes (for cron and DVC): 0 success, 2 bad input (data, params or arguments), 1 anything unexpected.
+Exit codes (for cron and DVC): 0 success, 2 bad input (data, params, arguments, or a database that cannot be
+reached), 1 anything unexpected (one line; `-v` adds the traceback).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
@@ -39,15 +42,45 @@ UrlOption = Annotated[
 ParamsOption = Annotated[Path, typer.Option("--params", help="The params.yaml to read.")]
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib import metadata
+
+        try:
+            version = metadata.version("lead-scoring")
+        except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+            version = "unknown (not installed)"
+        typer.echo(f"leadscore {version}")
+        raise typer.Exit()
+
+
+def quiet_third_party_warnings() -> None:
+    """Silence the known third-party warnings a normal run would print, by message (nothing broader).
+
+    pandera imports pyspark.pandas whenever pyspark is installed (the dev and spark extras), and pyspark warns on
+    every import that it does not fully support pandas 3; that says nothing about this run.
+    """
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
+
+
 @app.callback()
 def _configure(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Debug lines of each stage (reads, row counts, timings); tracebacks of bugs.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and errors only.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
 ) -> None:
     """Set up logging for the command being run (never at import)."""
+    if verbose and quiet:
+        raise typer.BadParameter("--verbose and --quiet exclude each other")
+    quiet_third_party_warnings()
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Debug lines of this package only: third-party debug output (MLflow, SQLAlchemy, urllib3) is noise here.
+    logging.getLogger("pipelines").setLevel(logging.DEBUG if verbose else logging.NOTSET)
 
 
 @contextmanager
@@ -157,9 +190,12 @@ def import_crm(
 def validate(url: UrlOption) -> None:
     """Check every CRM table against the schemas; one clear message and exit 2 on bad data."""
     from pipelines.crm.db import display_url, make_engine, read_crm
+    from pipelines.errors import CrmDataError
 
     with bad_input_exits():
         tables = read_crm(make_engine(url))
+        if tables["leads"].empty:  # valid by the schemas, but nothing downstream can work on it
+            raise CrmDataError(f"table 'leads' in {display_url(url)} is empty: a CRM needs leads")
         counts = ", ".join(f"{name} {len(frame):,}" for name, frame in tables.items())
         typer.echo(f"{display_url(url)}: valid ({counts} rows)")
 
@@ -180,7 +216,7 @@ def extract(
 
     with bad_input_exits():
         base = load_params(params).base
-        manifest = run_extract(url or base.crm_url, out)
+        manifest = run_extract(url or base.crm_url, out, future_tolerance_minutes=base.future_tolerance_minutes)
         counts = ", ".join(f"{name} {meta['rows']:,}" for name, meta in manifest["tables"].items())
         typer.echo(f"snapshot in {out}: {counts} rows; history ends {manifest['history_end']}")
 
@@ -406,6 +442,10 @@ def score(
     staging_dir: Annotated[
         Path | None, typer.Option("--staging-dir", help="Folder for the run's temporary files (default: the temp dir).")
     ] = None,
+    allow_shrink: Annotated[
+        bool, typer.Option("--allow-shrink", help="Publish even with no leads, or fewer than score.min_leads_ratio x "
+                                                  "the latest run's (a real shrink, not a broken load).")
+    ] = False,
 ) -> None:
     """Score every open lead with the registered model and write the run back atomically (nightly batch job).
 
@@ -424,7 +464,8 @@ def score(
             raise typer.BadParameter(f"--engine must be pandas or spark, not {chosen!r}")
         try:
             run = run_score(url or loaded.base.crm_url, scores_url, parse_as_of(as_of), loaded,
-                            model_uri or loaded.score.model_uri, tracking_uri, chosen, staging_root=staging_dir)
+                            model_uri or loaded.score.model_uri, tracking_uri, chosen, staging_root=staging_dir,
+                            allow_shrink=allow_shrink)
         except ScoringLockedError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(EXIT_LOCKED) from None
@@ -475,5 +516,13 @@ def report(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: an unexpected error is one line on stderr and exit 1 (`-v`: the traceback)."""
+    quiet_third_party_warnings()
+    try:
+        app()
+    except Exception as exc:
+        log.debug("unexpected error", exc_info=True)
+        lines = str(exc).strip().splitlines()
+        typer.echo(f"error: unexpected {type(exc).__name__}: {lines[0] if lines else '(no message)'} (a bug or the "
+                   "environment; rerun with -v for the traceback)", err=True)
+        sys.exit(1)

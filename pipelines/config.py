@@ -23,17 +23,18 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def check_url_has_no_password(url: str) -> str:
-    """The URL unchanged, or an error if it embeds a password (credentials never live in params)."""
+_PARAMS_HINT = ("keep credentials out of params.yaml: pass the URL with --url or the LEADSCORE_DB_URL environment "
+                "variable, or use ~/.pgpass")
+
+
+def check_url_has_no_password(url: str, hint: str = _PARAMS_HINT) -> str:
+    """The URL unchanged, or an error if it embeds a password (credentials never live in files under git)."""
     try:
         parsed = sa.make_url(url)
-    except sa.exc.ArgumentError as exc:
+    except (sa.exc.ArgumentError, ValueError) as exc:  # ValueError: a non-numeric port
         raise ValueError(f"not a SQLAlchemy database URL: {exc}") from None
     if parsed.password:
-        raise ValueError(
-            "the database URL holds a password; keep credentials out of params.yaml: pass the URL with "
-            "--url or the LEADSCORE_DB_URL environment variable, or use ~/.pgpass"
-        )
+        raise ValueError(f"the database URL holds a password; {hint}")
     return url
 
 
@@ -42,6 +43,9 @@ class BaseParams(StrictModel):
 
     crm_url: str = Field(description="SQLAlchemy URL of the CRM database (no password)")
     seed: int = Field(description="Random seed for modelling stages")
+    future_tolerance_minutes: int = Field(
+        ge=0, le=10_080, description="Clock skew accepted: CRM events (extract) and --as-of (score) may lie this far "
+                                     "past this machine's clock; later ones are refused")
 
     _check_url = field_validator("crm_url")(check_url_has_no_password)
 
@@ -254,6 +258,10 @@ class ScoreParams(StrictModel):
     psi_warning: float = Field(gt=0, description="Warn (status drift_warning) when any tracked PSI exceeds this")
     reasons_for: Literal["all", "flagged"] = Field(
         description="Reasons (SHAP, the costly part) for every lead, or only for predicted or rule MQLs")
+    min_leads_ratio: float = Field(
+        ge=0, le=1, description="Refuse a run (exit 2, unless --allow-shrink) whose leads read or scored are fewer "
+                                "than this share of the latest run's: an empty or truncated CRM load must not "
+                                "replace tonight's list")
 
 
 class LeakageParams(StrictModel):

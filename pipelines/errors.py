@@ -13,3 +13,7 @@ class CrmDataError(BadInputError):
 
 class ParamsError(BadInputError):
     """params.yaml is missing, malformed or breaks the typed contract."""
+
+
+class DatabaseUnavailableError(BadInputError):
+    """The database cannot be reached or refuses the connection; the message names it (password masked)."""

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -20,9 +21,10 @@ from pathlib import Path
 from typing import Any, Final
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.crm.schema import SCHEMAS, TABLES
+from pipelines.crm.schema import PRIMARY_KEYS, SCHEMAS, TABLES
 from pipelines.errors import CrmDataError
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,28 @@ def history_end(tables: Mapping[str, pd.DataFrame]) -> pd.Timestamp:
     if not latest:
         raise CrmDataError("the CRM holds no event timestamps (no leads, activities or stage entries)")
     return pd.Timestamp(max(latest)).tz_convert("UTC")
+
+
+def check_no_future_events(tables: Mapping[str, pd.DataFrame], tolerance_minutes: int,
+                           now: datetime | None = None) -> None:
+    """Refuse events later than now plus the clock-skew tolerance: they would move `history_end` past the data
+    and let label windows run into a future nobody has observed. The message names table, column and rows."""
+    limit = pd.Timestamp(now or datetime.now(UTC)).tz_convert("UTC") + pd.Timedelta(minutes=tolerance_minutes)
+    problems = []
+    for table, column in HISTORY_COLUMNS:
+        if table not in tables or not len(tables[table]):
+            continue
+        frame = tables[table]
+        future = frame[column] > limit
+        if future.any():
+            key = PRIMARY_KEYS[table]
+            rows = frame.loc[future].nlargest(5, column)
+            examples = ", ".join(f"{key}={r[key]!r}: {r[column]:%Y-%m-%d %H:%M:%S}" for _, r in rows.iterrows())
+            problems.append(f"table '{table}', column '{column}': {int(future.sum()):,} row(s) lie in the future "
+                            f"(after now + {tolerance_minutes} min, {limit:%Y-%m-%d %H:%M:%S}Z; "
+                            f"base.future_tolerance_minutes); e.g. {examples}")
+    if problems:
+        raise CrmDataError("\n".join(problems))
 
 
 @contextmanager
@@ -136,7 +160,14 @@ def read_snapshot(raw: Path, columns: Mapping[str, Sequence[str]] | None = None,
             raise CrmDataError(f"{path} not found: the snapshot in {raw} is incomplete")
         wanted = list(columns[name]) if columns and name in columns else list(SCHEMAS[name].columns)
         as_dict = [c for c in (categorical or {}).get(name, ()) if c in wanted]
-        frame = pq.read_table(path, columns=wanted, read_dictionary=as_dict or None).to_pandas()
+        started = time.perf_counter()
+        try:
+            frame = pq.read_table(path, columns=wanted, read_dictionary=as_dict or None).to_pandas()
+        except (pa.ArrowException, OSError) as exc:  # truncated, overwritten or hand-edited snapshot files
+            raise CrmDataError(f"{path} is not a readable snapshot table ({str(exc).splitlines()[0][:200]}): "
+                               "run `leadscore extract` again") from None
+        log.debug("read %s rows x %d columns of %s in %.2f s", f"{len(frame):,}", len(wanted), path,
+                  time.perf_counter() - started)
         if len(frame) != manifest["tables"][name]["rows"]:
             raise CrmDataError(f"{path} holds {len(frame):,} rows but the manifest says "
                                f"{manifest['tables'][name]['rows']:,}: the snapshot is inconsistent")
@@ -160,8 +191,12 @@ def read_extra_tables(engine: Any, tables: Mapping[str, pd.DataFrame]) -> dict[s
     return {ATTRIBUTES_TABLE: attributes}
 
 
-def extract(url: str, out: Path, source: str | None = None) -> dict[str, Any]:
-    """Read and validate the five tables from the database at `url`, and snapshot them into `out`."""
+def extract(url: str, out: Path, source: str | None = None, future_tolerance_minutes: int | None = None
+            ) -> dict[str, Any]:
+    """Read and validate the five tables from the database at `url`, and snapshot them into `out`.
+
+    With `future_tolerance_minutes`, events later than now plus that many minutes are refused.
+    """
     from pipelines.crm.db import display_url, make_engine, read_crm
 
     engine = make_engine(url)
@@ -170,4 +205,7 @@ def extract(url: str, out: Path, source: str | None = None) -> dict[str, Any]:
         tables.update(read_extra_tables(engine, tables))
     finally:
         engine.dispose()
+    if future_tolerance_minutes is not None:
+        check_no_future_events(tables, future_tolerance_minutes)
+        log.debug("no event later than now + %d min", future_tolerance_minutes)
     return write_snapshot(tables, out, source or display_url(url))

@@ -106,6 +106,7 @@ def read_features(features_dir: Path) -> tuple[pd.DataFrame, list[FeatureSpec]]:
     if not path.exists():
         raise ModelInputError(f"feature snapshots {path} not found (run the features stage first)")
     frame = pd.read_parquet(path)
+    log.debug("read %s feature rows x %d columns from %s", f"{len(frame):,}", frame.shape[1], path)
     return prepare_frame(frame, infos), infos
 
 

@@ -11,8 +11,10 @@ import csv
 import io
 import logging
 import re
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
@@ -22,11 +24,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from pipelines.crm.schema import PRIMARY_KEYS, SCHEMAS, TABLES, CrmDataError, validate_crm
+from pipelines.errors import DatabaseUnavailableError
 
 log = logging.getLogger(__name__)
 
 _IDENTIFIER: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _INSERT_BATCH: Final = 200_000
+_MAX_EXAMPLES: Final = 5
+_NOT_SQLITE: Final = frozenset({"file is not a database", "database disk image is malformed"})
+#: SQLite's message when a TEXT value holds bytes that are not UTF-8 (it names the column, not the table).
+_UNDECODABLE: Final = re.compile(r"Could not decode to UTF-8(?: column '(?P<column>[^']*)')?")
 
 
 def check_identifier(name: str, what: str = "table") -> str:
@@ -57,10 +64,28 @@ def make_engine(url: str, create_dirs: bool = False) -> Engine:
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         path = Path(parsed.database)
         if create_dirs:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CrmDataError(f"cannot create the folder of {display_url(url)}: {exc}") from None
         elif not path.exists():
             raise CrmDataError(f"database file {path} does not exist ({display_url(url)})")
-    engine = sa.create_engine(parsed)
+    try:
+        engine = sa.create_engine(parsed)
+    except ImportError as exc:  # the dialect is known but its driver is not installed
+        raise CrmDataError(f"not a usable database URL {display_url(url)}: {exc} (install the database driver)"
+                           ) from None
+
+    @sa.event.listens_for(engine, "handle_error")
+    def _unreachable(context: sa.engine.ExceptionContext) -> None:
+        # No connection yet: the server is down, refuses us, or the database does not exist. One line, not a trace.
+        text = str(context.original_exception).strip()
+        reason = text.splitlines()[0] if text else type(context.original_exception).__name__
+        if context.connection is None and not context.is_pre_ping:
+            raise DatabaseUnavailableError(f"cannot connect to the database {display_url(parsed)}: {reason}")
+        if parsed.get_backend_name() == "sqlite" and reason in _NOT_SQLITE:  # SQLite opens any file lazily
+            raise DatabaseUnavailableError(f"{display_url(parsed)} is not a usable SQLite database: {reason}")
+
     if engine.dialect.name == "sqlite":
 
         @sa.event.listens_for(engine, "connect")
@@ -179,27 +204,89 @@ def replace_tables(engine: Engine, frames: Mapping[str, pd.DataFrame],
 
 
 def read_table(engine: Engine, name: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """The table's rows (all or the named columns); errors name the missing table or column."""
+    """The table's rows (all or the named columns); errors name the missing table or column.
+
+    Columns are read untyped: values arrive as the driver stores them (SQLite timestamps as text), so a bad value
+    reaches the schemas, which name table, column and rows, instead of failing inside a SQLAlchemy type converter.
+    """
     check_identifier(name)
     inspector = sa.inspect(engine)
     if not inspector.has_table(name):
         raise CrmDataError(f"table '{name}' not found in {display_url(engine.url)}")
-    table = sa.Table(name, sa.MetaData(), autoload_with=engine)
-    wanted = list(columns) if columns is not None else [c.name for c in table.columns]
-    missing = [c for c in wanted if c not in table.columns]
+    have = [c["name"] for c in inspector.get_columns(name)]
+    wanted = list(columns) if columns is not None else have
+    missing = [c for c in wanted if c not in have]
     if missing:
-        raise CrmDataError(
-            f"table '{name}' is missing column(s) {missing}; it has {[c.name for c in table.columns]}"
-        )
-    query = sa.select(*(table.c[c] for c in wanted))
-    with engine.connect() as conn:
-        return pd.read_sql_query(query, conn)
+        raise CrmDataError(f"table '{name}' is missing column(s) {missing}; it has {have}")
+    query = sa.select(*(sa.column(c) for c in wanted)).select_from(sa.table(name))
+    started = time.perf_counter()
+    with engine.connect() as conn, read_errors(conn, {name: wanted}):
+        frame = pd.read_sql_query(query, conn)
+    log.debug("read %s rows of %s (%d columns) in %.2f s", f"{len(frame):,}", name, len(wanted),
+              time.perf_counter() - started)
+    return frame
+
+
+@contextmanager
+def read_errors(conn: Connection, tables: Mapping[str, Sequence[str]]) -> Iterator[None]:
+    """Turn a driver's failure to decode a stored value into CrmDataError naming table, column and rows.
+
+    SQLite stores whatever bytes it is given in a TEXT column and fails only when a row is fetched, naming neither
+    the table nor the row: the message is built by scanning the text columns of `tables` (the failure path only).
+    """
+    try:
+        yield
+    except (sa.exc.OperationalError, UnicodeDecodeError) as exc:
+        text = str(exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc)
+        match = _UNDECODABLE.search(text)
+        if match is None and not isinstance(exc, UnicodeDecodeError):
+            raise
+        column = match["column"] if match else None
+        raise CrmDataError(undecodable_text(conn, tables, column) or
+                           f"a text value is not UTF-8 in table(s) {sorted(tables)}: {text[:200]}") from None
+
+
+def undecodable_text(conn: Connection, tables: Mapping[str, Sequence[str]], column: str | None = None) -> str | None:
+    """Per table and text column, how many values are not UTF-8 text and example rows (None if none are found)."""
+    if conn.dialect.name != "sqlite":
+        return None
+    raw = conn.engine.raw_connection()
+    problems = []
+    try:
+        raw.driver_connection.text_factory = bytes
+        for table, columns in tables.items():
+            check_identifier(table)
+            key = PRIMARY_KEYS.get(table)
+            for col in columns:
+                if (column is not None and col != column) or col == key:
+                    continue
+                check_identifier(col, "column")
+                shown = f'"{key}", ' if key else ""
+                cursor = raw.driver_connection.execute(
+                    f'SELECT {shown}"{col}" FROM "{table}" WHERE typeof("{col}") = \'text\'')
+                bad, total = [], 0
+                for row in cursor:
+                    try:
+                        row[-1].decode("utf-8")
+                    except UnicodeDecodeError:
+                        total += 1
+                        if len(bad) < _MAX_EXAMPLES:
+                            bad.append(f"{key}={row[0]!r}: {row[-1]!r}" if key else repr(row[-1]))
+                if total:
+                    problems.append(f"table '{table}', column '{col}': {total} value(s) are not UTF-8 text; "
+                                    f"e.g. {', '.join(bad)}")
+    finally:
+        raw.close()
+    return "\n".join(problems) or None
 
 
 def read_crm(engine: Engine) -> dict[str, pd.DataFrame]:
     """The five CRM tables, validated and with canonical dtypes."""
     frames = {name: read_table(engine, name, list(SCHEMAS[name].columns)) for name in TABLES}
-    return validate_crm(frames)
+    started = time.perf_counter()
+    checked = validate_crm(frames)
+    log.debug("validated the five CRM tables in %.2f s", time.perf_counter() - started)
+    return checked
 
 
 def write_crm(engine: Engine, tables: Mapping[str, pd.DataFrame]) -> None:

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipelines.config import format_validation_errors
+from pipelines.config import check_url_has_no_password, format_validation_errors
 from pipelines.crm.attributes import ATTRIBUTES_KEY, ATTRIBUTES_TABLE, canonical_attributes
 from pipelines.crm.db import check_identifier
 from pipelines.crm.schema import PERSONAL_COLUMNS, PRIMARY_KEYS, SCHEMAS, TABLES, validate_crm
@@ -51,6 +51,23 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _check_no_inline_password(url: str) -> None:
+    """A password may reach a source URL only through ${ENV}: the mapping file lives in git like params.yaml."""
+    try:
+        check_url_has_no_password(url, hint="keep credentials out of mapping files: write the password as ${ENV} "
+                                            "(e.g. postgresql://user:${CRM_PASSWORD}@host/db), or use ~/.pgpass")
+    except ValueError as exc:
+        import sqlalchemy as sa
+
+        if "holds a password" not in str(exc):
+            if _ENV.search(url):
+                return  # ${...} in the host, port or whole URL: checked once expanded, at read time
+            raise
+        if _ENV.fullmatch(sa.make_url(url).password or ""):
+            return
+        raise
+
+
 class Source(_Strict):
     """Where a table's rows come from: a CSV or Parquet file, or a table of a SQLAlchemy database."""
 
@@ -69,6 +86,7 @@ class Source(_Strict):
             if self.table is None:
                 raise ValueError("a SQL source needs `table`")
             check_identifier(self.table)
+            _check_no_inline_password(self.url)
         return self
 
 

@@ -147,7 +147,26 @@ def to_utc(values: pd.Series) -> pd.Series:
         return values.dt.tz_convert("UTC").astype(UTC_NS)
     if pd.api.types.is_datetime64_dtype(values.dtype):
         return values.dt.tz_localize("UTC").astype(UTC_NS)
-    return pd.to_datetime(values, utc=True, format="mixed").astype(UTC_NS)
+    try:  # the fast vectorised parser first; per-value inference only for other spellings
+        return pd.to_datetime(values, utc=True, format="ISO8601").astype(UTC_NS)
+    except (ValueError, TypeError):
+        return pd.to_datetime(values, utc=True, format="mixed").astype(UTC_NS)
+
+
+def _check_text(table: str, frame: pd.DataFrame) -> None:
+    """Text columns must hold text: bytes (undecodable text from a driver or a file) name their rows."""
+    key = PRIMARY_KEYS[table]
+    for column, spec in SCHEMAS[table].columns.items():
+        if spec.dtype.type is not str or frame[column].dtype != object:
+            continue
+        if pd.api.types.infer_dtype(frame[column], skipna=True) in ("string", "empty"):
+            continue
+        is_bytes = frame[column].map(lambda v: isinstance(v, bytes | bytearray)).to_numpy(dtype=bool)
+        if is_bytes.any():
+            rows = frame.loc[is_bytes].head(_MAX_EXAMPLES)
+            examples = ", ".join(f"{key}={_plain(r[key])!r}: {r[column]!r}" for _, r in rows.iterrows())
+            raise CrmDataError(f"table '{table}', column '{column}': {int(is_bytes.sum())} value(s) are bytes, not "
+                               f"UTF-8 text; e.g. {examples}")
 
 
 def _plain(value: object) -> object:
@@ -160,6 +179,12 @@ def _describe_failures(table: str, frame: pd.DataFrame, failures: pd.DataFrame) 
     # A frame-wide check (end_date >= start_date) reports each column of a failing row: one line per check.
     wide = failures["schema_context"].eq("DataFrameSchema") & failures["index"].notna()
     failures = pd.concat([failures[~wide], failures[wide].assign(column=None).drop_duplicates(["check", "index"])])
+    # a value of the wrong type also fails the column's dtype and value checks: say it once, as the type problem
+    checks = failures["check"].astype(str)
+    coerce = checks.str.startswith("coerce_dtype")
+    uncoercible = set(failures.loc[coerce, "column"].dropna())
+    keep = (coerce & failures["failure_case"].notna()) | checks.eq("not_nullable")  # a NULL: say NULL, not type
+    failures = failures[~failures["column"].isin(uncoercible) | keep]
     lines = []
     for (column, check), group in failures.groupby(["column", "check"], sort=False, dropna=False):
         column_name = column if isinstance(column, str) and column else None
@@ -192,6 +217,7 @@ def validate_table(table: str, frame: pd.DataFrame) -> pd.DataFrame:
     if extra:
         raise CrmDataError(f"table '{table}' has unexpected column(s) {extra}; expected {list(schema.columns)}")
     frame = frame.reset_index(drop=True)
+    _check_text(table, frame)
     for column in TIMESTAMP_COLUMNS[table]:
         try:
             frame[column] = to_utc(frame[column])

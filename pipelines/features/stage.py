@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -81,6 +82,8 @@ def run_features(raw: Path, out: Path, params: FeaturesParams, progress: bool = 
     end = manifest["history_end"]
     single = is_single_snapshot(tables)  # leads-only data (a mapped export without dates): one snapshot
     grid = single_snapshot_grid(tables, params) if single else snapshot_grid(tables, params, end)
+    log.debug("snapshot grid: %s rows of %s leads at %d snapshot dates (history ends %s)", f"{len(grid):,}",
+              f"{grid['lead_id'].nunique():,}", grid["snapshot_at"].nunique(), end)
     if grid.empty:
         raise CrmDataError(
             f"no training examples: no lead is open on a snapshot date whose {params.horizon_days}-day horizon "
@@ -96,7 +99,9 @@ def run_features(raw: Path, out: Path, params: FeaturesParams, progress: bool = 
     if leaked:  # a programming error, checked here too because the file leaves the pipeline
         raise RuntimeError(f"personal-data columns among the features: {sorted(leaked)}")
     with atomic_directory(out) as tmp:
+        started = time.perf_counter()
         rows = write_feature_rows(tables, grid, params, tmp / SNAPSHOTS_FILE, progress=progress)
+        log.debug("built and wrote %s feature rows in %.1f s", f"{rows:,}", time.perf_counter() - started)
         feature_list = [s.to_dict() for s in specs]
         (tmp / FEATURE_LIST_FILE).write_text(json.dumps(feature_list, indent=2) + "\n")
         weight = grid[WEIGHT].to_numpy(dtype=float)

@@ -34,6 +34,9 @@ SPEC_FILE: Final = "scoring_spec.json"
 OUTPUT_COLUMNS: Final[tuple[str, ...]] = ("probability", "stage", "grade", "reasons_positive", "reasons_negative")
 #: Artifact keys of the logged pyfunc model.
 ARTIFACTS: Final[tuple[str, ...]] = ("booster", "calibrator", "thresholds", "spec")
+#: Model metadata (MLmodel `metadata`) and model-version tag written at register: this project's scoring pyfunc.
+MODEL_MARKER: Final = "leadscore_model"
+MODEL_KIND: Final = "lead-scoring-pyfunc/1"
 #: Optional artifact: the training population's bins (pipelines.drift.DriftReference) for nightly drift checks.
 REFERENCE_ARTIFACT: Final = "drift_reference"
 #: Optional artifacts: the out-of-time procedure's model (fitted before the test weeks), which the promotion gate

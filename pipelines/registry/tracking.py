@@ -59,6 +59,8 @@ from pipelines.registry.lineage import (
 )
 from pipelines.registry.model import (
     EVALUATION_ARTIFACTS,
+    MODEL_KIND,
+    MODEL_MARKER,
     REFERENCE_ARTIFACT,
     SPEC_FILE,
     LeadScoringModel,
@@ -115,6 +117,31 @@ def _sqlite_file(uri: str) -> Path | None:
     return None if path in ("", ":memory:") else Path(path)
 
 
+def check_tracking_database(uri: str) -> None:
+    """A database tracking store (postgresql://, mysql://, ...) must answer now: MLflow would retry for minutes and
+    then fail with a traceback. One connection; DatabaseUnavailableError names the store, password masked."""
+    import sqlalchemy as sa
+
+    from pipelines.crm.db import make_engine
+    from pipelines.errors import BadInputError
+
+    try:
+        backend = sa.make_url(uri).get_backend_name()
+    except (sa.exc.ArgumentError, ValueError):
+        return  # not a database URL (http://, file:, databricks): MLflow's own business
+    if backend not in ("postgresql", "mysql", "mssql", "oracle"):  # MLflow's SQL stores besides SQLite
+        return
+    try:
+        engine = make_engine(uri)
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+    except BadInputError as exc:
+        raise type(exc)(f"MLflow tracking store: {exc}") from None
+
+
 def configure_tracking(uri: str) -> Any:
     """Point MLflow's tracking and registry at `uri` (called by entry points only) and return a client."""
     import mlflow
@@ -123,6 +150,8 @@ def configure_tracking(uri: str) -> Any:
     db = _sqlite_file(uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        check_tracking_database(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -542,7 +571,7 @@ def log_and_register(client: Any, params: Params, inputs: RegisterInputs, uri: s
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT, python_model=LeadScoringModel(), artifacts=artifacts, signature=signature,
             input_example=example, pip_requirements=pip_requirements(), code_paths=[str(_package_copy(tmp))],
-            registered_model_name=reg.model_name,
+            registered_model_name=reg.model_name, metadata={MODEL_MARKER: MODEL_KIND},
         )
         version = str(info.registered_model_version)
         run_id = run.info.run_id
@@ -552,7 +581,8 @@ def log_and_register(client: Any, params: Params, inputs: RegisterInputs, uri: s
                 if isinstance(metrics.get(k), int | float)}
     for key, value in {**window, **{f"metric.{k}": f"{v:.4f}" for k, v in headline.items()},
                        "git.commit": lineage["commit"], "run_id": run_id, "registration": kind,
-                       "registration.reason": why[:4000], "feature_list_version": spec.feature_list_version}.items():
+                       "registration.reason": why[:4000], "feature_list_version": spec.feature_list_version,
+                       MODEL_MARKER: MODEL_KIND}.items():
         client.set_model_version_tag(name, version, key, value)
     client.set_registered_model_alias(name, CHALLENGER, version)
     log.info("registered %s version %s (run %s) as %s", name, version, run_id, CHALLENGER)

@@ -6,7 +6,9 @@ read transaction, so every chunk sees the same consistent state and the client n
 A chunk holds at least `chunk_leads` leads (whole accounts: account features need every lead of the account).
 
 Before the first chunk, `preflight` checks what per-chunk validation cannot see: every table and column is
-there, and no activity or stage entry points at a lead that does not exist.
+there, the key columns the database sorts and joins on hold integers, no key is NULL or used twice anywhere in
+its table (a duplicate lead could otherwise land in two chunks), and no activity or stage entry points at a lead
+that does not exist.
 """
 
 from __future__ import annotations
@@ -21,14 +23,23 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from pipelines.crm.db import display_url
-from pipelines.crm.schema import SCHEMAS, CrmDataError, validate_crm
+from pipelines.crm.db import display_url, read_errors
+from pipelines.crm.schema import PERSONAL_COLUMNS, PRIMARY_KEYS, SCHEMAS, CrmDataError, validate_crm
 
 log = logging.getLogger(__name__)
 
 _FETCH: Final = 20_000
 #: Group key: (no account, account id or, without an account, lead id), packed into one int64.
 _KEY_SHIFT: Final = 62
+_EXAMPLES: Final = 5
+#: Integer columns the database sorts, groups and joins on while streaming: checked over whole tables first.
+KEY_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
+    "campaigns": ("campaign_id",),
+    "accounts": ("account_id",),
+    "leads": ("lead_id", "account_id"),
+    "activities": ("activity_id", "lead_id"),
+    "stage_history": ("stage_history_id", "lead_id"),
+}
 
 
 def _columns(table: str) -> list[str]:
@@ -41,31 +52,102 @@ def _relation(table: str, extra: Sequence[str] = ()) -> sa.TableClause:
 
 
 def preflight(conn: Connection) -> dict[str, int]:
-    """Check tables, columns and lead references; return each table's row count. CrmDataError names the problem."""
+    """Check tables, columns, keys and lead references; return each table's row count. CrmDataError names the
+    table, the column and example rows of the first problem found."""
     inspector = sa.inspect(conn)
     url = display_url(conn.engine.url)
     counts = {}
+    declared: dict[str, dict[str, Any]] = {}
     for table in SCHEMAS:
         if not inspector.has_table(table):
             raise CrmDataError(f"table '{table}' not found in {url}")
-        have = {c["name"] for c in inspector.get_columns(table)}
-        missing = [c for c in _columns(table) if c not in have]
+        declared[table] = {c["name"]: c["type"] for c in inspector.get_columns(table)}
+        missing = [c for c in _columns(table) if c not in declared[table]]
         if missing:
-            raise CrmDataError(f"table '{table}' is missing column(s) {missing}; it has {sorted(have)}")
+            raise CrmDataError(f"table '{table}' is missing column(s) {missing}; it has {sorted(declared[table])}")
         counts[table] = int(conn.execute(sa.select(sa.func.count()).select_from(sa.table(table))).scalar() or 0)
+    for table, columns in KEY_COLUMNS.items():
+        not_null = [c for c in columns if c in (PRIMARY_KEYS[table], "lead_id")]
+        bad_types, nulls = _scan_keys(conn, table, columns, not_null)  # one pass; details only for a problem
+        for column in columns:
+            if bad_types.get(column) or conn.dialect.name != "sqlite":
+                _check_integers(conn, table, column, declared[table][column])
+        for column in not_null:
+            if nulls.get(column):
+                _check_not_null(conn, table, column)
+        _check_unique(conn, inspector, table, PRIMARY_KEYS[table])
     leads = _relation("leads")
     for table, key in (("activities", "activity_id"), ("stage_history", "stage_history_id")):
         child = _relation(table)
         orphans = (sa.select(child.c[key], child.c.lead_id)
                    .select_from(child.outerjoin(leads, child.c.lead_id == leads.c.lead_id))
                    .where(leads.c.lead_id.is_(None)))
-        rows = conn.execute(orphans.limit(5)).all()
+        rows = conn.execute(orphans.limit(_EXAMPLES)).all()
         if rows:
             total = conn.execute(sa.select(sa.func.count()).select_from(orphans.subquery())).scalar()
             examples = ", ".join(f"{key}={r[0]} (lead_id={r[1]})" for r in rows)
             raise CrmDataError(f"table '{table}', column 'lead_id': {total} row(s) refer to leads that do not exist "
                                f"in 'leads', e.g. {examples}")
+    log.debug("preflight of %s: %s", url, ", ".join(f"{t} {n:,}" for t, n in counts.items()))
     return counts
+
+
+def _problem(conn: Connection, query: sa.Select, table: str, column: str, what: str, show: Any) -> None:
+    """Raise CrmDataError with the count and first rows of `query` (rows that break a rule), if there are any."""
+    rows = conn.execute(query.limit(_EXAMPLES)).all()
+    if rows:
+        total = conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar()
+        raise CrmDataError(f"table '{table}', column '{column}': {total} {what}; e.g. "
+                           + ", ".join(show(r) for r in rows))
+
+
+def _scan_keys(conn: Connection, table: str, columns: Sequence[str], not_null: Sequence[str]
+               ) -> tuple[dict[str, int], dict[str, int]]:
+    """Per column, how many values are not integers (SQLite only) and how many are NULL: one scan of the table."""
+    rel = _relation(table)
+    counts = []
+    if conn.dialect.name == "sqlite":
+        counts += [sa.func.sum(sa.case((sa.func.typeof(rel.c[c]).not_in(["integer", "null"]), 1), else_=0))
+                   for c in columns]
+    counts += [sa.func.sum(sa.case((rel.c[c].is_(None), 1), else_=0)) for c in not_null]
+    row = conn.execute(sa.select(*counts).select_from(rel)).one()
+    values = [int(v or 0) for v in row]
+    types = dict(zip(columns, values, strict=False)) if conn.dialect.name == "sqlite" else {}
+    return types, dict(zip(not_null, values[len(types):], strict=True))
+
+
+def _check_integers(conn: Connection, table: str, column: str, declared: Any) -> None:
+    """A key column must hold integers: SQLite keeps any value in any column, other databases keep the type."""
+    key = PRIMARY_KEYS[table]
+    rel = _relation(table)
+    if conn.dialect.name == "sqlite":
+        query = sa.select(rel.c[key], rel.c[column]).where(
+            rel.c[column].is_not(None), sa.func.typeof(rel.c[column]) != "integer")
+        shown = (lambda r: f"{key}={r[0]!r}") if column == key else (lambda r: f"{key}={r[0]!r}: {r[1]!r}")
+        _problem(conn, query, table, column, "value(s) are not integers", shown)
+    elif not isinstance(declared, sa.Integer):
+        raise CrmDataError(f"table '{table}', column '{column}' has type {declared}; this key column needs an "
+                           "integer type (BIGINT)")
+
+
+def _check_not_null(conn: Connection, table: str, column: str) -> None:
+    rel = _relation(table)
+    context = [c for c in _columns(table) if c != column and c not in PERSONAL_COLUMNS.get(table, ())][:3]
+    query = sa.select(*(rel.c[c] for c in context)).where(rel.c[column].is_(None))
+    _problem(conn, query, table, column, "row(s) have no value (NULL)",
+             lambda r: "(" + ", ".join(f"{c}={v!r}" for c, v in zip(context, r, strict=True)) + ")")
+
+
+def _check_unique(conn: Connection, inspector: Any, table: str, key: str) -> None:
+    """No key value twice in the whole table (skipped when a primary key or unique index already guarantees it)."""
+    if inspector.get_pk_constraint(table).get("constrained_columns") == [key] or any(
+            u.get("column_names") == [key] for u in inspector.get_unique_constraints(table)) or any(
+            i.get("unique") and i.get("column_names") == [key] for i in inspector.get_indexes(table)):
+        return
+    rel = _relation(table)
+    query = (sa.select(rel.c[key], sa.func.count().label("n")).group_by(rel.c[key])
+             .having(sa.func.count() > 1).order_by(rel.c[key]))
+    _problem(conn, query, table, key, "value(s) occur more than once", lambda r: f"{key}={r[0]!r} ({r[1]} rows)")
 
 
 def _group_key(leads: sa.TableClause) -> tuple[sa.ColumnElement[Any], sa.ColumnElement[Any]]:
@@ -76,8 +158,10 @@ def _group_key(leads: sa.TableClause) -> tuple[sa.ColumnElement[Any], sa.ColumnE
 class _Stream:
     """One ordered cursor read in batches, handing out rows up to a group key (a peek buffer keeps the rest)."""
 
-    def __init__(self, conn: Connection, query: sa.Select, columns: list[str]) -> None:
-        self.result = conn.execution_options(stream_results=True, yield_per=_FETCH).execute(query)
+    def __init__(self, conn: Connection, query: sa.Select, columns: list[str], table: str) -> None:
+        self.conn, self.table = conn, table
+        with read_errors(conn, {table: columns}):
+            self.result = conn.execution_options(stream_results=True, yield_per=_FETCH).execute(query)
         self.columns = columns
         self.buffer: pd.DataFrame | None = None
         self.done = False
@@ -85,7 +169,8 @@ class _Stream:
     def _fetch(self) -> pd.DataFrame | None:
         if self.done:
             return None
-        rows = self.result.fetchmany(_FETCH)
+        with read_errors(self.conn, {self.table: self.columns}):
+            rows = self.result.fetchmany(_FETCH)
         if not rows:
             self.done = True
             self.result.close()
@@ -164,21 +249,22 @@ def iter_chunks(conn: Connection, chunk_leads: int, campaigns: pd.DataFrame | No
     g0, g1 = _group_key(leads)
     order = (g0, g1, leads.c.lead_id)
     lead_stream = _Stream(conn, sa.select(*(leads.c[c] for c in _columns("leads")), g0, g1).order_by(*order),
-                          _columns("leads"))
+                          _columns("leads"), "leads")
     children = {}
     for table in ("activities", "stage_history"):
         child = _relation(table)
         query = (sa.select(*(child.c[c] for c in _columns(table)), g0, g1)
                  .select_from(child.join(leads, child.c.lead_id == leads.c.lead_id)).order_by(*order))
-        children[table] = _Stream(conn, query, _columns(table))
+        children[table] = _Stream(conn, query, _columns(table), table)
     accounts = _relation("accounts")
     account_stream = _Stream(conn, sa.select(*(accounts.c[c] for c in _columns("accounts")),
                                              sa.literal(0).label("_g0"), accounts.c.account_id.label("_g1"))
-                             .order_by(accounts.c.account_id), _columns("accounts"))
+                             .order_by(accounts.c.account_id), _columns("accounts"), "accounts")
     if campaigns is None:
         camp = _relation("campaigns")
-        campaigns = pd.DataFrame.from_records(conn.execute(sa.select(*(camp.c[c] for c in _columns("campaigns"))))
-                                              .all(), columns=_columns("campaigns"))
+        with read_errors(conn, {"campaigns": _columns("campaigns")}):
+            rows = conn.execute(sa.select(*(camp.c[c] for c in _columns("campaigns")))).all()
+        campaigns = pd.DataFrame.from_records(rows, columns=_columns("campaigns"))
     streams = [lead_stream, account_stream, *children.values()]
     try:
         index = 0

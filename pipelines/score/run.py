@@ -33,7 +33,15 @@ from pipelines.errors import BadInputError
 from pipelines.registry.model import conform
 from pipelines.rules import load_rules
 from pipelines.score import core, reader, store
-from pipelines.score.core import ScoringModel, check_compatible, chunk_features, load_scoring_model, score_rows
+from pipelines.score.core import (
+    ScoringModel,
+    check_compatible,
+    chunk_features,
+    load_scoring_model,
+    resolve_scoring_model,
+    score_rows,
+)
+from pipelines.score.preflight import check_as_of, check_volume, previous_run
 
 log = logging.getLogger(__name__)
 
@@ -90,15 +98,19 @@ def _staged(paths: list[Path]) -> Iterator[pd.DataFrame]:
         yield pd.read_parquet(path)
 
 
-def iter_feature_chunks(crm_url: str, as_of: pd.Timestamp, params: Params, timings: Timings, progress: bool = True
+def iter_feature_chunks(crm_url: str, as_of: pd.Timestamp, params: Params, timings: Timings, progress: bool = True,
+                        guard: Callable[[dict[str, int]], None] | None = None
                         ) -> Iterator[tuple[reader.CrmChunk, pd.DataFrame, pd.DataFrame]]:
-    """(chunk, features, rule scores) of the open leads, chunk by chunk, in one read transaction of the CRM."""
+    """(chunk, features, rule scores) of the open leads, chunk by chunk, in one read transaction of the CRM;
+    `guard` sees the tables' row counts after the preflight, before the first chunk."""
     engine = make_engine(crm_url)
     ruleset = load_rules(params.rules.file)
     with engine.connect() as conn, conn.begin():
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         counts = reader.preflight(conn)
+        if guard is not None:
+            guard(counts)
         bar = tqdm(total=counts["leads"], desc="scoring", unit="lead", disable=None if progress else True)
         chunks = reader.iter_chunks(conn, params.score.chunk_leads)
         while True:
@@ -110,6 +122,10 @@ def iter_feature_chunks(crm_url: str, as_of: pd.Timestamp, params: Params, timin
             t0 = time.perf_counter()
             features, rules = chunk_features(chunk.tables, as_of, params.features, ruleset)
             timings.features += time.perf_counter() - t0
+            log.debug("chunk %d: %s leads, %s activities, %s stage rows -> %s open leads (read %.2f s, features "
+                      "%.2f s so far)", chunk.index, f"{len(chunk.tables['leads']):,}",
+                      f"{len(chunk.tables['activities']):,}", f"{len(chunk.tables['stage_history']):,}",
+                      f"{len(features):,}", timings.read, timings.features)
             yield chunk, features, rules
             bar.update(len(chunk.tables["leads"]))
         bar.close()
@@ -117,30 +133,43 @@ def iter_feature_chunks(crm_url: str, as_of: pd.Timestamp, params: Params, timin
 
 def run_score(crm_url: str, scores_url: str | None, as_of: pd.Timestamp, params: Params, model_uri: str,
               tracking_uri: str | None, engine: str = "pandas", progress: bool = True,
-              staging_root: Path | None = None) -> dict[str, Any]:
-    """Score every open lead of the CRM at `as_of` and publish the run; return the scoring_runs row."""
+              staging_root: Path | None = None, allow_shrink: bool = False) -> dict[str, Any]:
+    """Score every open lead of the CRM at `as_of` and publish the run; return the scoring_runs row.
+
+    Cheap refusals come first (names, as-of, the model's kind from the registry), then the lock, and only then
+    the slow model load: a second run is refused at once, and a refused run leaves nothing behind.
+    """
     from pipelines.registry.tracking import configure_tracking, production_run, resolve_tracking_uri
 
     out_url = scores_url or crm_url
     out_engine = make_engine(out_url, create_dirs=True)
     tables = params.score.tables
     store.check_names(tables)
+    check_as_of(as_of, params.base.future_tolerance_minutes)
+    store.check_existing_names(out_engine, tables)
     client = configure_tracking(resolve_tracking_uri(tracking_uri))
-    model = load_scoring_model(model_uri, client)
-    check_compatible(model, params.features)
-    production, why = production_run(client, model.name, model.version)  # decided at the start, like the alias
-    if not production:
-        log.warning("not a production run (%s): scores go to the %s history only, %s does not show them", why,
-                    tables.scores, tables.latest)
-    if model.reference is None:
-        log.warning("%s carries no drift reference (registered before drift checks): no PSI this run",
-                    model.pinned_uri)
+    checked = resolve_scoring_model(model_uri, client)
     run_id = uuid.uuid4().hex
-    started_at = pd.Timestamp.now(tz="UTC")
     timings = Timings()
     root = staging_root or Path(tempfile.gettempdir())
     root.mkdir(parents=True, exist_ok=True)
     with store.run_lock(out_engine, tables):
+        model = load_scoring_model(model_uri, client, checked)
+        check_compatible(model, params.features)
+        production, why = production_run(client, model.name, model.version)  # the alias as resolved at the start
+        if not production:
+            log.warning("not a production run (%s): scores go to the %s history only, %s does not show them", why,
+                        tables.scores, tables.latest)
+        if model.reference is None:
+            log.warning("%s carries no drift reference (registered before drift checks): no PSI this run",
+                        model.pinned_uri)
+        started_at = pd.Timestamp.now(tz="UTC")
+        previous = previous_run(out_engine, tables)
+        ratio = params.score.min_leads_ratio
+
+        def guard(counts: dict[str, int]) -> None:
+            check_volume("read", counts["leads"], previous, ratio, allow_shrink)
+
         _clean_stale_staging(root)
         staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{os.getpid()}-", dir=root))
         try:
@@ -154,10 +183,11 @@ def run_score(crm_url: str, scores_url: str | None, as_of: pd.Timestamp, params:
                     log.warning("the spark engine explains every lead (score.reasons_for: flagged is pandas-only)")
                 with spark_predictor(model, params.score.spark_master) as predict:
                     summary = _score_chunks(crm_url, as_of, params, model, predict, meta, staging, timings,
-                                            progress)
+                                            progress, guard=guard)
             else:
                 summary = _score_chunks(crm_url, as_of, params, model, model.predict, meta, staging, timings,
-                                        progress, flagged_only=params.score.reasons_for == "flagged")
+                                        progress, flagged_only=params.score.reasons_for == "flagged", guard=guard)
+            check_volume("scored", summary["leads_scored"], previous, ratio, allow_shrink)
             finished = pd.Timestamp.now(tz="UTC")
             total = time.perf_counter() - timings.started
             drift = summary.pop("drift")
@@ -193,14 +223,15 @@ def run_score(crm_url: str, scores_url: str | None, as_of: pd.Timestamp, params:
 
 def _score_chunks(crm_url: str, as_of: pd.Timestamp, params: Params, model: ScoringModel,
                   predict: Callable[[pd.DataFrame], pd.DataFrame], meta: dict[str, Any], staging: Path,
-                  timings: Timings, progress: bool, flagged_only: bool = False) -> dict[str, Any]:
+                  timings: Timings, progress: bool, flagged_only: bool = False,
+                  guard: Callable[[dict[str, int]], None] | None = None) -> dict[str, Any]:
     """Every chunk: features and rules here, the model through `predict` (in process, or Spark), rows spilled to
     staging Parquet files; returns the run's counts and drift."""
     counter = DriftCounter(model.reference) if model.reference is not None else None
     totals = {"leads_read": 0, "leads_scored": 0, "n_mql": 0, "n_sal": 0, "n_sql": 0, "n_rule_mql": 0, "chunks": 0}
     prob_sum = 0.0
     ruleset, lists = load_rules(params.rules.file), {}
-    for chunk, features, rules in iter_feature_chunks(crm_url, as_of, params, timings, progress):
+    for chunk, features, rules in iter_feature_chunks(crm_url, as_of, params, timings, progress, guard):
         totals["leads_read"] += len(chunk.tables["leads"])
         totals["chunks"] += 1
         if features.empty:

@@ -67,12 +67,44 @@ class ScoresTableError(BadInputError):
 
 
 def check_names(tables: ScoreTables) -> None:
-    """Refuse table names that are not plain SQL identifiers (they come from params), before anything runs."""
+    """Refuse table names that are not plain SQL identifiers (they come from params) or that are CRM tables
+    (scores often go to the CRM's own database), before anything runs."""
+    from pipelines.crm.attributes import ATTRIBUTES_TABLE
+    from pipelines.crm.schema import TABLES
+
+    reserved = {name.lower() for name in (*TABLES, ATTRIBUTES_TABLE)}
     for key in ("scores", "runs", "latest"):
         try:
             check_identifier(getattr(tables, key))
         except ValueError as exc:
             raise ScoresTableError(f"score.tables.{key}: {exc}") from None
+        if getattr(tables, key).lower() in reserved:
+            raise ScoresTableError(f"score.tables.{key}: '{getattr(tables, key)}' is a CRM table; choose a name that "
+                                   f"is none of {sorted(reserved)}")
+
+
+def check_existing_names(engine: Engine, tables: ScoreTables) -> None:
+    """Before a run does any work: names already taken in the scores database by something that is not ours
+    (a table where the view goes, a view where a table goes, a table without the run's key columns)."""
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and (database in (None, "", ":memory:") or not Path(database).exists()):
+        return  # a new scores database: nothing can clash, and looking would create the file
+    inspector = sa.inspect(engine)
+    views = set(inspector.get_view_names())
+    where = display_url(engine.url)
+    if inspector.has_table(tables.latest) and tables.latest not in views:
+        raise ScoresTableError(f"'{tables.latest}' is a table in {where}, not the latest-scores view: choose another "
+                               "name (score.tables.latest)")
+    for key, columns in (("scores", ("run_id", "lead_id")), ("runs", ("run_id", "as_of"))):
+        name = getattr(tables, key)
+        if name in views:
+            raise ScoresTableError(f"'{name}' is a view in {where}, not a table: choose another name "
+                                   f"(score.tables.{key})")
+        if inspector.has_table(name):
+            have = {c["name"] for c in inspector.get_columns(name)}
+            if not set(columns) <= have:
+                raise ScoresTableError(f"table '{name}' in {where} is not a scores table (no {list(columns)} "
+                                       f"columns): choose another name (score.tables.{key})")
 
 
 def _tables(tables: ScoreTables) -> tuple[sa.MetaData, sa.Table, sa.Table]:
@@ -262,9 +294,9 @@ def read_scores(engine: Engine, tables: ScoreTables, latest: bool = False) -> pd
 # The run lock
 # ----------------------------------------------------------------------------------------------------------------
 
-def _lock_key(engine: Engine, tables: ScoreTables) -> int:
-    """A stable signed 64-bit advisory-lock key per scores table."""
-    digest = hashlib.sha256(f"leadscore.score:{tables.scores}".encode()).digest()
+def _lock_key(database: str, schema: str, tables: ScoreTables) -> int:
+    """A stable signed 64-bit advisory-lock key per scores table of one schema of one database."""
+    digest = hashlib.sha256(f"leadscore.score:{database}:{schema}:{tables.scores}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
@@ -284,21 +316,24 @@ def run_lock(engine: Engine, tables: ScoreTables) -> Iterator[None]:
     """
     dialect = engine.dialect.name
     if dialect == "postgresql":
-        key = _lock_key(engine, tables)
         conn = engine.connect()
         try:
+            database, schema = conn.execute(sa.text("SELECT current_database(), current_schema()")).one()
+            key = _lock_key(database, schema or "", tables)
             got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar()
             conn.commit()
             if not got:
                 holder = conn.execute(sa.text(
                     "SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l JOIN pg_stat_activity a "
                     "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND "
-                    "l.classid::text::bigint = :hi AND l.objid::text::bigint = :lo"),
+                    "l.classid::text::bigint = :hi AND l.objid::text::bigint = :lo AND "
+                    "l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
                     {"hi": (key >> 32) & 0xFFFFFFFF, "lo": key & 0xFFFFFFFF}).first()
                 who = f" (backend pid {holder.pid}, connected {holder.backend_start:%Y-%m-%d %H:%M:%S})" if holder \
                     else ""
-                raise ScoringLockedError(f"another scoring run is writing to {display_url(engine.url)}{who}; "
-                                         "this run stopped without writing anything. Try again when it has finished.")
+                raise ScoringLockedError(f"another scoring run is writing to {display_url(engine.url)} (database "
+                                         f"{database}, schema {schema}, table {tables.scores}){who}; this run "
+                                         "stopped without writing anything. Try again when it has finished.")
             try:
                 yield
             finally:
@@ -314,22 +349,40 @@ def run_lock(engine: Engine, tables: ScoreTables) -> Iterator[None]:
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _locked_file(path, engine)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = Path(path).read_text().strip() or "unknown process"
-            raise ScoringLockedError(f"another scoring run is writing to {display_url(engine.url)} ({holder}, lock "
-                                     f"file {path}); this run stopped without writing anything. Try again when it "
-                                     "has finished.") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
                      f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC\n".encode())
         try:
             yield
         finally:
-            os.ftruncate(fd, 0)
+            # removed while still held: a run that opened the old file finds it unlinked and tries again
+            path.unlink(missing_ok=True)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _locked_file(path: Path, engine: Engine) -> int:
+    """An open descriptor of `path` holding its flock, or ScoringLockedError; retried while the file is replaced."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            try:
+                holder = path.read_text().strip() or "unknown process"
+            except FileNotFoundError:
+                holder = "a run that just finished"
+            raise ScoringLockedError(f"another scoring run is writing to {display_url(engine.url)} ({holder}, lock "
+                                     f"file {path}); this run stopped without writing anything. Try again when it "
+                                     "has finished.") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # the holder removed the file between our open and our lock: lock the new one

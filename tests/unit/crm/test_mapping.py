@@ -271,3 +271,13 @@ def test_files_round_trip_csv_parquet_and_sql(tmp_path: Path, monkeypatch: pytes
 def test_a_missing_mapping_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(MappingError, match=r"mapping file .*nope\.yaml not found"):
         load_mapping(tmp_path / "nope.yaml")
+
+
+def test_a_password_inline_in_a_source_url_is_refused_like_in_params() -> None:
+    inline = {"url": "postgresql+psycopg://crm:hunter2@db/crm", "table": "leads"}
+    with pytest.raises(MappingError, match=r"tables\.leads\.source.*holds a password.*\$\{ENV\}") as info:
+        parse_mapping(_mapping(source=inline), HERE)
+    assert "hunter2" not in str(info.value)
+    # through the environment (or ~/.pgpass, or no password at all) it is accepted
+    for url in ("postgresql+psycopg://crm:${CRM_PASSWORD}@db/crm", "postgresql+psycopg://crm@db/crm", "${CRM_URL}"):
+        assert parse_mapping(_mapping(source={"url": url, "table": "leads"}), HERE).tables["leads"].source.url == url
