@@ -33,10 +33,11 @@ from sklearn.linear_model import LogisticRegression
 from pipelines.config import CalibrateParams, Params, StagePolicy
 from pipelines.modeling import (
     LABEL,
-    LeadBootstrap,
+    ClusterBootstrap,
     ModelInputError,
     align_rows,
     assign_slices,
+    cluster_ids,
     precision_recall,
     production_slices,
     read_features,
@@ -254,7 +255,7 @@ def _ordered(thresholds: dict[str, float], where: str) -> dict[str, float]:
     return out
 
 
-def fit_thresholds(prob: np.ndarray, y: np.ndarray, lead_id: np.ndarray, snapshot_at: pd.Series,
+def fit_thresholds(prob: np.ndarray, y: np.ndarray, cluster_id: np.ndarray, snapshot_at: pd.Series,
                    rule_mql: np.ndarray | None, segments: pd.Series | None, params: CalibrateParams,
                    target_stage: str, horizon_days: int, cadence_days: int, snapshot_share: float, seed: int
                    ) -> Thresholds:
@@ -290,7 +291,7 @@ def fit_thresholds(prob: np.ndarray, y: np.ndarray, lead_id: np.ndarray, snapsho
 
     thresholds = Thresholds(target_stage=target_stage, horizon_days=horizon_days, global_thresholds=global_t,
                             segment_column=params.segment_column, segment_thresholds=segment_t)
-    stats = stage_statistics(thresholds, prob, y, lead_id, snapshot_at, segments, cadence_days, snapshot_share,
+    stats = stage_statistics(thresholds, prob, y, cluster_id, snapshot_at, segments, cadence_days, snapshot_share,
                              params.bootstrap, params.ci_level, seed)
     report = {
         "policies": {s: p.model_dump(exclude_none=True) for s, p in policies.items()},
@@ -301,15 +302,15 @@ def fit_thresholds(prob: np.ndarray, y: np.ndarray, lead_id: np.ndarray, snapsho
                       segment_column=params.segment_column, segment_thresholds=segment_t, report=report)
 
 
-def stage_statistics(thresholds: Thresholds, prob: np.ndarray, y: np.ndarray, lead_id: np.ndarray,
+def stage_statistics(thresholds: Thresholds, prob: np.ndarray, y: np.ndarray, cluster_id: np.ndarray,
                      snapshot_at: pd.Series, segments: pd.Series | None, cadence_days: int, snapshot_share: float,
                      bootstrap: int, ci_level: float, seed: int) -> dict[str, dict[str, Any]]:
-    """For each stage: threshold, leads per week picked (at or above it), precision and recall with lead-bootstrap
-    CIs, and expected vs observed conversions per week."""
+    """For each stage: threshold, leads per week picked (at or above it), precision and recall with bootstrap
+    CIs resampling `cluster_id` (accounts, `modeling.cluster_ids`), and expected vs observed conversions per week."""
     prob, y = np.asarray(prob, dtype=float), np.asarray(y)
     limits = thresholds.matrix(len(prob), segments)
     weeks = pd.to_datetime(snapshot_at, utc=True).nunique() * snapshot_share * cadence_days / 7
-    boot = LeadBootstrap(np.asarray(lead_id), seed)
+    boot = ClusterBootstrap(np.asarray(cluster_id), seed)
     out: dict[str, dict[str, Any]] = {}
     for j, stage in enumerate(STAGES):
         picked = prob >= limits[:, j]
@@ -421,7 +422,7 @@ def calibrate_rows(params: Params, frame: pd.DataFrame, slices: np.ndarray, boos
     if column is not None and column not in cal.columns:
         raise ModelInputError(f"calibrate.segment_column {column!r} is not a feature column")
     thresholds = fit_thresholds(
-        prob, y, cal["lead_id"].to_numpy(), cal["snapshot_at"], rule_mql, cal[column] if column else None,
+        prob, y, cluster_ids(cal), cal["snapshot_at"], rule_mql, cal[column] if column else None,
         params.calibrate, params.features.target_stage, params.features.horizon_days, params.features.cadence_days,
         slice_share(slices, frame["snapshot_at"], "calibration"), params.base.seed,
     )
