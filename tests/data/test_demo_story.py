@@ -10,6 +10,7 @@ import pytest
 
 from pipelines.config import DemoCrmParams
 from pipelines.crm import demo, vocab
+from pipelines.crm import truth as ground_truth
 from pipelines.crm.schema import validate_crm
 from pipelines.crm.titles import parse_titles
 
@@ -202,7 +203,7 @@ def test_oracle_is_calibrated_on_open_leads_at_weekly_snapshots(crm: demo.DemoRe
             "label": ((converted > snapshot) & (converted <= snapshot + horizon)).to_numpy(),
         }))
     frame = pd.concat(rows, ignore_index=True)
-    oracle = demo.oracle_probability(crm.truth, frame, horizon_days=90)
+    oracle = ground_truth.oracle_probability(crm.truth, frame, horizon_days=90)
     assert ((oracle >= 0) & (oracle <= 1)).all()
     lo, hi = wilson(frame["label"].sum(), len(frame))
     assert lo - 0.003 <= oracle.mean() <= hi + 0.003
@@ -210,17 +211,18 @@ def test_oracle_is_calibrated_on_open_leads_at_weekly_snapshots(crm: demo.DemoRe
     from sklearn.metrics import roc_auc_score
 
     assert roc_auc_score(frame["label"], oracle) > 0.8
-    blind = demo.oracle_probability(crm.truth.assign(in_market_start=[[]] * len(crm.truth),
+    blind = ground_truth.oracle_probability(crm.truth.assign(in_market_start=[[]] * len(crm.truth),
                                                      in_market_end=[[]] * len(crm.truth)), frame, horizon_days=90)
     assert roc_auc_score(frame["label"], oracle) > roc_auc_score(frame["label"], blind) + 0.02
 
 
 def test_ground_truth_file_round_trips_and_keeps_the_oracle(crm: demo.DemoResult, tmp_path) -> None:
     path = tmp_path / "truth.parquet"
-    demo.write_truth(crm.truth, path)
-    back = demo.read_truth(path)
+    ground_truth.write_truth(crm.truth, path)
+    back = ground_truth.read_truth(path)
     assert list(back.columns) == list(crm.truth.columns)
     snapshot = pd.Timestamp("2026-01-05", tz="UTC")
     rows = pd.DataFrame({"lead_id": crm.truth["lead_id"].head(500), "snapshot_at": snapshot})
-    np.testing.assert_allclose(demo.oracle_probability(back, rows, 90), demo.oracle_probability(crm.truth, rows, 90))
+    np.testing.assert_allclose(ground_truth.oracle_probability(back, rows, 90),
+                               ground_truth.oracle_probability(crm.truth, rows, 90))
     assert not set(back.columns) & {"first_name", "last_name", "email", "phone"}
