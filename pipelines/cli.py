@@ -307,8 +307,12 @@ def evaluate(
                               variants_path=rule_variants, raw_dir=raw)
         m = result.metrics
         oracle = f" (oracle {m['oracle_roc_auc']:.4f})" if "oracle_roc_auc" in m else ""
+        if "observable_ceiling_roc_auc" in m:
+            oracle += f" (observable ceiling {m['observable_ceiling_roc_auc']:.4f})"
+        best = (f", vs the best rule {m['best_rule']} {m['sql_capture_ratio_vs_best_rule']:.2f}x"
+                if "best_rule" in m else "")
         typer.echo(f"test ROC-AUC {m['roc_auc']:.4f}{oracle}, ECE {m['ece']:.4f}, SQL capture vs rules "
-                   f"{m['sql_capture_ratio_vs_rules']:.2f}x; metrics in {metrics}, plots in {plots}")
+                   f"{m['sql_capture_ratio_vs_rules']:.2f}x{best}; metrics in {metrics}, plots in {plots}")
 
 
 TrackingOption = Annotated[

@@ -451,7 +451,8 @@ def evaluate_scores(rows: ScoredRows, thresholds: Thresholds, params: EvaluatePa
     metrics["test"] = {"rows": len(y), "lead_weeks": float(w.sum()), "leads": len(np.unique(rows.lead_id)),
                        "accounts": len(np.unique(clusters)) if rows.cluster is not None else None,
                        "positive_leads": len(np.unique(rows.lead_id[y == 1])),
-                       "positives": int(y.sum()), "positive_lead_weeks": float((y * w).sum()),
+                       "positives": int(y.sum()), "positive_rows": int(y.sum()),
+                       "positive_lead_weeks": float((y * w).sum()),
                        "snapshots": len(dates), "base_rate": float((y * w).sum() / w.sum())}
 
     calibration = reliability_table(y, rows.prob, params.ece_bins, params.ece_strategy, w)
