@@ -33,10 +33,11 @@ from sklearn.linear_model import LogisticRegression
 from pipelines.config import CalibrateParams, Params, StagePolicy
 from pipelines.modeling import (
     LABEL,
-    LeadBootstrap,
+    ClusterBootstrap,
     ModelInputError,
     align_rows,
     assign_slices,
+    cluster_ids,
     precision_recall,
     production_slices,
     read_features,
@@ -425,13 +426,15 @@ def _take(values: Any, rows: np.ndarray) -> Any:
 def fit_thresholds(prob: np.ndarray, y: np.ndarray, lead_id: np.ndarray, snapshot_at: pd.Series,
                    rule_mql: np.ndarray | None, segments: pd.Series | None, params: CalibrateParams,
                    target_stage: str, horizon_days: int, cadence_days: int, snapshot_share: float, seed: int,
-                   weight: np.ndarray | None = None, counted: np.ndarray | None = None) -> Thresholds:
+                   weight: np.ndarray | None = None, counted: np.ndarray | None = None,
+                   cluster_id: np.ndarray | None = None) -> Thresholds:
     """Per-stage thresholds on the calibration slice, with their precision, recall and volume (bootstrap CIs).
 
     `snapshot_share` is the slice's share of the open leads at its snapshot dates (1 for a time split; the
     calibration share for a single-snapshot random split) so capacity volumes refer to the whole team's list.
     `counted` marks the slice's rows; the others (the snapshot just before it) only give the previous state that
     new hand-offs are measured against. `weight`: per-row weights (rows of a sampled population weighted back).
+    `cluster_id`: the bootstrap clusters of the intervals (accounts, `modeling.cluster_ids`; default: the leads).
     A global policy that cannot be met raises UnreachablePolicyError; a segment's falls back to the global one.
     """
     prob, y = np.asarray(prob, dtype=float), np.asarray(y)
@@ -439,8 +442,9 @@ def fit_thresholds(prob: np.ndarray, y: np.ndarray, lead_id: np.ndarray, snapsho
     prev_prob = previous_values(lead_id, snapshot_at, prob, cadence_days)
     prev_rule = None if rule_mql is None else previous_values(lead_id, snapshot_at, rule_mql, cadence_days)
     rows = np.flatnonzero(counted)
-    prob, y, lead_id, snapshot_at, rule_mql, segments, prev_prob, prev_rule = (
-        _take(v, rows) for v in (prob, y, lead_id, snapshot_at, rule_mql, segments, prev_prob, prev_rule))
+    cluster = np.asarray(lead_id) if cluster_id is None else np.asarray(cluster_id)
+    prob, y, cluster, snapshot_at, rule_mql, segments, prev_prob, prev_rule = (
+        _take(v, rows) for v in (prob, y, cluster, snapshot_at, rule_mql, segments, prev_prob, prev_rule))
     w = _weights(None if weight is None else _take(weight, rows), len(prob))
     volume, min_rows = params.volume, params.precision_min_rows
     n_snapshots = pd.to_datetime(snapshot_at, utc=True).nunique() * snapshot_share
@@ -481,7 +485,7 @@ def fit_thresholds(prob: np.ndarray, y: np.ndarray, lead_id: np.ndarray, snapsho
 
     thresholds = Thresholds(target_stage=target_stage, horizon_days=horizon_days, global_thresholds=global_t,
                             segment_column=params.segment_column, segment_thresholds=segment_t)
-    stats = stage_statistics(thresholds, prob, y, lead_id, snapshot_at, segments, cadence_days, snapshot_share,
+    stats = stage_statistics(thresholds, prob, y, cluster, snapshot_at, segments, cadence_days, snapshot_share,
                              params.bootstrap, params.ci_level, seed, weight=w, prev_prob=prev_prob)
     add_delivery(stats, targets, volume)
     report = {
@@ -504,21 +508,22 @@ def add_delivery(stats: dict[str, dict[str, Any]], targets: Mapping[str, float |
         stats[stage]["delivered_vs_target"] = delivered / target if target else None
 
 
-def stage_statistics(thresholds: Thresholds, prob: np.ndarray, y: np.ndarray, lead_id: np.ndarray,
+def stage_statistics(thresholds: Thresholds, prob: np.ndarray, y: np.ndarray, cluster_id: np.ndarray,
                      snapshot_at: pd.Series, segments: pd.Series | None, cadence_days: int, snapshot_share: float,
                      bootstrap: int, ci_level: float, seed: int, weight: np.ndarray | None = None,
                      prev_prob: np.ndarray | None = None, outcomes: Mapping[str, np.ndarray] | None = None
                      ) -> dict[str, dict[str, Any]]:
     """For each stage: threshold, leads per week on the list (at or above it) and, with `prev_prob`, new hand-offs
-    per week (not at or above it at the previous snapshot), precision and recall on the target with lead-bootstrap
-    CIs, precision on the stage's own outcome (`outcomes["reached_<stage>"]`, when given), and expected vs observed
-    conversions per week. Sums are weighted by `weight` (default ones)."""
+    per week (not at or above it at the previous snapshot), precision and recall on the target with bootstrap CIs
+    resampling `cluster_id` (accounts, `modeling.cluster_ids`), precision on the stage's own outcome
+    (`outcomes["reached_<stage>"]`, when given), and expected vs observed conversions per week. Sums are weighted
+    by `weight` (default ones)."""
     prob, y = np.asarray(prob, dtype=float), np.asarray(y, dtype=float)
     w = _weights(weight, len(prob))
     limits = thresholds.matrix(len(prob), segments)
     weeks = pd.to_datetime(snapshot_at, utc=True).nunique() * snapshot_share * cadence_days / 7
     per_week: Callable[[float], float] = lambda total: float(total / weeks) if weeks else float("nan")  # noqa: E731
-    boot = LeadBootstrap(np.asarray(lead_id), seed)
+    boot = ClusterBootstrap(np.asarray(cluster_id), seed)
     out: dict[str, dict[str, Any]] = {}
     for j, stage in enumerate(STAGES):
         picked = prob >= limits[:, j]
@@ -654,7 +659,7 @@ def calibrate_rows(params: Params, frame: pd.DataFrame, slices: np.ndarray, boos
         prob, y, cal["lead_id"].to_numpy(), cal["snapshot_at"], rule_mql, cal[column] if column else None,
         params.calibrate, params.features.target_stage, params.features.horizon_days, params.features.cadence_days,
         slice_share(slices, frame["snapshot_at"], "calibration"), params.base.seed,
-        weight=row_weights(cal), counted=counted,
+        weight=row_weights(cal), counted=counted, cluster_id=cluster_ids(cal),
     )
     for stage, s in thresholds.report["calibration_slice"].items():
         log.info("%s: %s threshold %.4f: %.0f leads/week on the list, %.0f new a week (target %s), precision %.3f, "

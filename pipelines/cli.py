@@ -127,6 +127,7 @@ def demo_crm(
     """Generate the synthetic CRM (five tables) and its ground-truth file."""
     from pipelines.config import DemoCrmParams
     from pipelines.crm import demo
+    from pipelines.crm import truth as ground_truth
     from pipelines.crm.db import display_url, make_engine, write_crm
 
     with bad_input_exits():
@@ -139,7 +140,7 @@ def demo_crm(
         truth_path = truth or _default_truth_path(url)
         engine = make_engine(url, create_dirs=True)
         write_crm(engine, result.tables)
-        demo.write_truth(result.truth, truth_path)
+        ground_truth.write_truth(result.truth, truth_path)
         log.info(
             "demo CRM written to %s (%s leads, %s activities, %s stage rows); ground truth in %s",
             display_url(url), f"{len(result.tables['leads']):,}", f"{len(result.tables['activities']):,}",
@@ -248,18 +249,26 @@ def rules(
     rules_file: Annotated[
         Path | None, typer.Option("--rules", help="Rules file to evaluate instead of rules.file of the params.")
     ] = None,
+    variants_out: Annotated[
+        Path | None, typer.Option("--variants-out", help="Also score rules.variants of the params into this Parquet.")
+    ] = None,
 ) -> None:
     """Rule-based MQL scores point-in-time: score, MQL flag and the rules that fired, per (lead, snapshot)."""
     from pipelines import rules as mql_rules
     from pipelines.config import load_params
 
     with bad_input_exits():
-        ruleset = mql_rules.load_rules(rules_file or load_params(params).rules.file)
+        loaded = load_params(params)
+        ruleset = mql_rules.load_rules(rules_file or loaded.rules.file)
+        variants = mql_rules.load_variants(loaded.rules) if variants_out is not None else {}
         tables = mql_rules.read_raw_tables(raw)
         keys = mql_rules.read_snapshot_keys(snapshots)
         scores = mql_rules.evaluate_rules(ruleset, keys, tables)
+        if variants_out is not None:
+            mql_rules.write_scores(mql_rules.score_variants(variants, keys, tables), variants_out)
         mql_rules.write_scores(scores, out)
-        typer.echo(f"rule scores in {out}: {len(scores):,} rows, {int(scores['rule_mql'].sum()):,} MQL at the snapshot")
+        typer.echo(f"rule scores in {out}: {len(scores):,} rows, {int(scores['rule_mql'].sum()):,} MQL at the snapshot"
+                   + (f"; {len(variants)} variant(s) in {variants_out}" if variants_out is not None else ""))
 
 
 FeaturesDirOption = Annotated[
@@ -318,17 +327,28 @@ def evaluate(
     truth: Annotated[
         Path | None, typer.Option("--truth", help="Demo ground truth; when present, oracle figures are added.")
     ] = None,
+    rule_variants: Annotated[
+        Path | None, typer.Option("--rule-variants", help="The rules stage's variants Parquet (standard baselines).")
+    ] = None,
+    raw: Annotated[
+        Path | None, typer.Option("--raw", help="CRM snapshot folder: with --truth, adds the observable ceiling.")
+    ] = None,
 ) -> None:
-    """Test-slice metrics and plots of the model, the baselines and (demo only) the oracle."""
+    """Test-slice metrics and plots of the model, the baselines and (demo only) the oracle and observable ceiling."""
     from pipelines.config import load_params
     from pipelines.evaluate import run_evaluate
 
     with bad_input_exits():
-        result = run_evaluate(load_params(params), features, models, rules, truth, metrics, plots)
+        result = run_evaluate(load_params(params), features, models, rules, truth, metrics, plots,
+                              variants_path=rule_variants, raw_dir=raw)
         m = result.metrics
         oracle = f" (oracle {m['oracle_roc_auc']:.4f})" if "oracle_roc_auc" in m else ""
+        if "observable_ceiling_roc_auc" in m:
+            oracle += f" (observable ceiling {m['observable_ceiling_roc_auc']:.4f})"
+        best = (f", vs the best rule {m['best_rule']} {m['sql_capture_ratio_vs_best_rule']:.2f}x"
+                if "best_rule" in m else "")
         typer.echo(f"test ROC-AUC {m['roc_auc']:.4f}{oracle}, ECE {m['ece']:.4f}, SQL capture vs rules "
-                   f"{m['sql_capture_ratio_vs_rules']:.2f}x; metrics in {metrics}, plots in {plots}")
+                   f"{m['sql_capture_ratio_vs_rules']:.2f}x{best}; metrics in {metrics}, plots in {plots}")
 
 
 TrackingOption = Annotated[

@@ -6,9 +6,10 @@ silently fall back to a default.
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 import sqlalchemy as sa
 import yaml
@@ -205,10 +206,56 @@ class EvaluateParams(StrictModel):
         return tuple(sorted(set(value)))
 
 
+#: The name of `rules.file` (the history's rule) among the variants; no variant may take it.
+HISTORY_RULE: Final = "history"
+
+
+class RuleVariant(StrictModel):
+    """A standard rule a marketer would configure instead of the history's: its own rules file, or the history's
+    rule with every engagement rule decayed (`half_life_days`) and/or windowed (`within_days`).
+
+    `threshold`: `own` = the file's threshold and gates decide the MQLs; `match_volume` = one threshold on the score,
+    set so that the variant marks as many MQL lead-weeks as the history's rule on the calibration slice (its
+    gates still apply). Derived variants change the point scale, so they default to `match_volume`.
+    """
+
+    file: Path | None = Field(default=None, description="A rules file of its own (docs/rules.md)")
+    half_life_days: float | None = Field(default=None, gt=0, description="Decay every engagement rule of rules.file")
+    within_days: float | None = Field(default=None, gt=0, description="Window every engagement rule of rules.file")
+    threshold: Literal["own", "match_volume"] | None = Field(
+        default=None, description="own: the file's threshold; match_volume: the history rule's MQL volume on the "
+                                  "calibration slice (default: own for a file, match_volume for a derived variant)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RuleVariant:
+        derived = self.half_life_days is not None or self.within_days is not None
+        if (self.file is None) == (not derived):
+            raise ValueError("a rule variant is either a `file` or a transformation of rules.file "
+                             "(`half_life_days` and/or `within_days`), not both or neither")
+        return self
+
+    @property
+    def threshold_policy(self) -> Literal["own", "match_volume"]:
+        """The threshold policy, its default filled in."""
+        if self.threshold is not None:
+            return self.threshold
+        return "own" if self.file is not None else "match_volume"
+
+
 class RulesParams(StrictModel):
-    """The rule-based MQL baseline: which rules file to evaluate (format and keys: docs/rules.md)."""
+    """The rule-based MQL baseline: which rules file to evaluate (format and keys: docs/rules.md), and the standard
+    variants scored beside it on the same snapshots (the evaluate stage compares the model with the best of them)."""
 
     file: Path = Field(description="Rules file (YAML), relative to the working directory")
+    variants: dict[str, RuleVariant] = Field(default_factory=dict, description="name -> variant (docs/rules.md)")
+
+    @field_validator("variants")
+    @classmethod
+    def _names(cls, value: dict[str, RuleVariant]) -> dict[str, RuleVariant]:
+        bad = [k for k in value if k == HISTORY_RULE or not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", k)]
+        if bad:
+            raise ValueError(f"rule variant names must be lower-case identifiers other than {HISTORY_RULE!r}: {bad}")
+        return value
 
 
 class GateParams(StrictModel):

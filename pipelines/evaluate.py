@@ -12,14 +12,20 @@ Conventions:
 - Equal-volume comparison with the rules: at each snapshot, k = the rule MQLs among the open leads then; the
   model picks its top k at that snapshot. `sql_capture_ratio_vs_rules` = conversions among the model's picks /
   conversions among the rule MQLs, summed over snapshots.
-- Confidence intervals resample *leads* with replacement (all of a lead's snapshot rows together), because rows
-  of one lead are strongly correlated; resampling rows would make the intervals too narrow.
+- Standard rule baselines (`rules.variants`: decayed, windowed, the four-part rule) are compared like the history's
+  rule; the *best* is picked by ROC-AUC on the calibration slice (never on the test labels), and
+  `sql_capture_ratio_vs_best_rule` is the headline comparison.
+- The demo's yardsticks: the oracle (knows the latent market state) and the observable ceiling (filters that state
+  from the CRM's records, `pipelines.crm.truth`).
+- Confidence intervals resample *accounts* with replacement (all snapshot rows of all the account's leads together;
+  a lead without an account on its own), because rows of one lead, and leads of one account (its buying state),
+  are correlated; resampling rows or leads would make the intervals too narrow.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -43,14 +49,16 @@ from pipelines.calibrate import (
     slice_share,
     stage_statistics,
 )
-from pipelines.config import EvaluateParams, Params, StagePolicy
+from pipelines.config import HISTORY_RULE, EvaluateParams, Params, StagePolicy
+from pipelines.features.spec import ACCOUNT
 from pipelines.modeling import (
     LABEL,
-    LeadBootstrap,
+    ClusterBootstrap,
     ModelInputError,
     align_rows,
     assign_slices,
     average_precision,
+    cluster_ids,
     expected_calibration_error,
     lift_and_capture,
     precision_recall,
@@ -80,6 +88,69 @@ OUTCOME_COLUMNS: Final[tuple[str, ...]] = tuple(f"reached_{stage}" for stage in 
 
 
 @dataclass(frozen=True)
+class RuleBaseline:
+    """A standard rule on the test rows, its MQLs decided without the test labels (own threshold and gates, or a
+    threshold matching the history rule's MQL volume on the calibration slice)."""
+
+    score: np.ndarray                 # test rows
+    mql: np.ndarray                   # test rows
+    source: str                       # rules.file, a file, or the transformation of rules.file
+    threshold_policy: str             # own | match_volume
+    threshold: float | None           # the matched threshold (match_volume), None for own
+    calibration_roc_auc: float        # the selection criterion: ROC-AUC of the score on the calibration slice
+
+
+def matched_threshold(score: np.ndarray, gates: np.ndarray, target: float, w: np.ndarray | None = None) -> float:
+    """The score threshold at which the gated rows at or above it weigh `target` lead-weeks (ties: the whole tie is
+    in, so the volume can be a little above the target); +inf when `target` is 0, the lowest score when it is
+    more than the gated rows hold."""
+    w = weights_or_ones(w, len(score))
+    s, g = np.asarray(score, dtype=float), np.asarray(gates, dtype=bool)
+    if target <= 0 or not g.any():
+        return float("inf")
+    order = np.argsort(-s[g], kind="stable")
+    cum = np.cumsum(w[g][order])
+    at = min(int(np.searchsorted(cum, target - 1e-9, side="left")), len(cum) - 1)
+    return float(s[g][order][at])
+
+
+def rule_baseline(policy: str, source: str, cal: tuple[np.ndarray, np.ndarray, np.ndarray], cal_y: np.ndarray,
+                  cal_w: np.ndarray | None, target_volume: float, test: tuple[np.ndarray, np.ndarray, np.ndarray]
+                  ) -> RuleBaseline:
+    """One variant's test-row MQLs from its (score, own MQL, gates) on the calibration and test rows.
+
+    `own`: the file's own threshold and gates. `match_volume`: the threshold that marks `target_volume` lead-weeks
+    (the history rule's MQLs on the calibration slice) among the gated calibration rows, applied to the test rows.
+    Only the calibration slice is used, never the test labels.
+    """
+    cal_score, _, cal_gates = cal
+    test_score, test_own, test_gates = (np.asarray(a) for a in test)
+    threshold = None
+    mql = test_own.astype(bool)
+    if policy == "match_volume":
+        threshold = matched_threshold(cal_score, cal_gates, target_volume, cal_w)
+        mql = (test_score.astype(float) >= threshold) & test_gates.astype(bool)
+    elif policy != "own":
+        raise ValueError(f"threshold policy must be own or match_volume, not {policy!r}")
+    return RuleBaseline(score=test_score.astype(float), mql=mql, source=source, threshold_policy=policy,
+                        threshold=threshold, calibration_roc_auc=_auc(np.asarray(cal_y), cal_score, cal_w))
+
+
+def best_rule(variants: Mapping[str, RuleBaseline]) -> str:
+    """The best standard rule: the highest ROC-AUC of its score on the calibration slice (ties: the first given).
+
+    Chosen before the test slice is looked at, so the headline comparison with it is not tuned on the test labels.
+    """
+    aucs = {name: v.calibration_roc_auc for name, v in variants.items()}
+    finite = {k: a for k, a in aucs.items() if np.isfinite(a)}
+    return max(finite, key=finite.__getitem__) if finite else next(iter(variants))
+
+
+#: Why the best rule is the best, written into the metrics.
+BEST_RULE_NOTE: Final = "highest ROC-AUC of the rule score on the calibration slice (the test labels are not used)"
+
+
+@dataclass(frozen=True)
 class ScoredRows:
     """The test rows with their label and every score, aligned."""
 
@@ -98,6 +169,9 @@ class ScoredRows:
     prev_prob: np.ndarray | None = None      # probability at the lead's previous snapshot (NaN: no row then)
     prev_rule_mql: np.ndarray | None = None  # rule MQL flag there (NaN: no row then)
     outcomes: dict[str, np.ndarray] | None = None  # reached_<stage>: each stage's own outcome within the horizon
+    cluster: np.ndarray | None = None  # bootstrap cluster per row (the lead's account, `cluster_ids`); None: leads
+    rule_variants: Mapping[str, RuleBaseline] | None = None  # every standard rule (the history's included)
+    observable: np.ndarray | None = None  # the demo's observable ceiling (Bayes filter of the market state)
 
 
 @dataclass(frozen=True)
@@ -261,6 +335,25 @@ def metrics_by_age(y: np.ndarray, prob: np.ndarray, age_days: np.ndarray, params
     return out
 
 
+def rule_variant_table(y: np.ndarray, w: np.ndarray, snapshot: np.ndarray, weeks: float,
+                       variants: Mapping[str, RuleBaseline], scores: Mapping[str, np.ndarray]
+                       ) -> dict[str, dict[str, Any]]:
+    """Per standard rule: where it comes from, its threshold, calibration-slice ROC-AUC (the selection criterion),
+    test ROC-AUC and PR-AUC, MQL lead-weeks per week and precision, and each score's SQL capture at its volume."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, v in variants.items():
+        precision, recall = precision_recall(y, v.mql, w)
+        out[name] = {
+            "source": v.source, "threshold_policy": v.threshold_policy, "threshold": v.threshold,
+            "calibration_roc_auc": v.calibration_roc_auc, "roc_auc": _auc(y, v.score, w), "pr_auc": _ap(y, v.score, w),
+            "mql_leads_per_week": float((v.mql * w).sum() / weeks) if weeks else float("nan"),
+            "mql_precision": precision, "mql_recall": recall,
+            **{f"{s}_sql_capture_ratio": capture_at_rule_volume(y, p, v.mql, snapshot, w)["sql_capture_ratio_vs_rules"]
+               for s, p in scores.items()},
+        }
+    return out
+
+
 def evaluate_scores(rows: ScoredRows, thresholds: Thresholds, params: EvaluateParams, cadence_days: int,
                     snapshot_share: float, seed: int) -> Evaluation:
     """All test-slice figures (with lead-bootstrap CIs on the headline ones) and the plot tables.
@@ -291,6 +384,27 @@ def evaluate_scores(rows: ScoredRows, thresholds: Thresholds, params: EvaluatePa
         metrics["roc_auc_vs_oracle"] = metrics["roc_auc"] / metrics["oracle_roc_auc"]
         metrics["oracle_sql_capture_ratio_vs_rules"] = capture_at_rule_volume(
             y, oracle, rows.rule_mql, snapshot, w)["sql_capture_ratio_vs_rules"]
+    observable = rows.observable
+    if observable is not None:
+        metrics["observable_ceiling_roc_auc"] = _auc(y, observable, w)
+        metrics["observable_ceiling_pr_auc"] = _ap(y, observable, w)
+        metrics["observable_ceiling_brier"] = float(brier_score_loss(y, observable, sample_weight=w))
+        metrics["roc_auc_vs_observable_ceiling"] = metrics["roc_auc"] / metrics["observable_ceiling_roc_auc"]
+        metrics["observable_ceiling_sql_capture_ratio_vs_rules"] = capture_at_rule_volume(
+            y, observable, rows.rule_mql, snapshot, w)["sql_capture_ratio_vs_rules"]
+    variants = dict(rows.rule_variants or {})
+    best = best_rule(variants) if variants else None
+    best_mql = variants[best].mql if best is not None else None
+    if best is not None:
+        metrics["best_rule"] = best
+        metrics["best_rule_selected_by"] = BEST_RULE_NOTE
+        metrics["best_rule_roc_auc"] = _auc(y, variants[best].score, w)
+        metrics["sql_capture_ratio_vs_best_rule"] = capture_at_rule_volume(
+            y, rows.prob, best_mql, snapshot, w)["sql_capture_ratio_vs_rules"]
+        metrics["rule_variants"] = rule_variant_table(y, w, snapshot, weeks, variants, {
+            "model": rows.prob, "logreg": rows.logreg,
+            **({"oracle": oracle} if oracle is not None else {}),
+            **({"observable_ceiling": observable} if observable is not None else {})})
 
     def statistic(idx: np.ndarray) -> dict[str, float]:
         yi, wi = y[idx], w[idx]
@@ -301,15 +415,32 @@ def evaluate_scores(rows: ScoredRows, thresholds: Thresholds, params: EvaluatePa
                    yi, rows.prob[idx], rows.rule_mql[idx], snapshot[idx], wi)["sql_capture_ratio_vs_rules"]}
         if oracle is not None:
             out["roc_auc_vs_oracle"] = out["roc_auc"] / _auc(yi, oracle[idx], wi)
+        if observable is not None:
+            out["roc_auc_vs_observable_ceiling"] = out["roc_auc"] / _auc(yi, observable[idx], wi)
+        if best_mql is not None:
+            out["sql_capture_ratio_vs_best_rule"] = capture_at_rule_volume(
+                yi, rows.prob[idx], best_mql[idx], snapshot[idx], wi)["sql_capture_ratio_vs_rules"]
         return out
 
-    boot = LeadBootstrap(rows.lead_id, seed)
+    clusters = rows.cluster if rows.cluster is not None else rows.lead_id
+    boot = ClusterBootstrap(clusters, seed)
     for name, (lo, hi) in boot.intervals(statistic, params.bootstrap, params.ci_level).items():
         metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"] = lo, hi
+    metrics["bootstrap"] = {"unit": "accounts" if rows.cluster is not None else "leads", "clusters": boot.clusters,
+                            "resamples": params.bootstrap, "ci_level": params.ci_level}
+    if rows.cluster is not None and params.bootstrap > 0:  # how much wider resampling accounts makes the AUC interval
+        widths = {}
+        for unit, ids in (("rows", np.arange(len(y))), ("leads", rows.lead_id), ("accounts", clusters)):
+            lo, hi = ClusterBootstrap(ids, seed).intervals(
+                lambda idx: {"auc": _auc(y[idx], rows.prob[idx], w[idx])}, params.bootstrap, params.ci_level)["auc"]
+            widths[unit] = hi - lo
+        metrics["bootstrap"]["roc_auc_ci_width"] = widths
 
     scores = {"model": rows.prob, "logreg": rows.logreg, "rules": rows.rule_score}
     if oracle is not None:
         scores["oracle"] = oracle
+    if observable is not None:
+        scores["observable_ceiling"] = observable
     metrics["logreg"] = {**probability_metrics(y, rows.logreg, params, w), "sql_capture_ratio_vs_rules":
                          capture_at_rule_volume(y, rows.logreg, rows.rule_mql, snapshot, w)[
                              "sql_capture_ratio_vs_rules"]}
@@ -317,7 +448,7 @@ def evaluate_scores(rows: ScoredRows, thresholds: Thresholds, params: EvaluatePa
                         "mql_leads_per_week": float((rows.rule_mql * w).sum() / weeks)}
     metrics["equal_volume"] = equal_volume
     metrics["lift"] = _lift_block(y, scores, params.top_deciles, w)
-    metrics["stages"] = stage_statistics(thresholds, rows.prob, y, rows.lead_id, rows.snapshot_at, rows.segments,
+    metrics["stages"] = stage_statistics(thresholds, rows.prob, y, clusters, rows.snapshot_at, rows.segments,
                                          cadence_days, snapshot_share, params.bootstrap, params.ci_level, seed,
                                          weight=rows.weight, prev_prob=rows.prev_prob, outcomes=rows.outcomes)
     add_delivery(metrics["stages"], stage_targets(thresholds, rows, weeks), _volume(thresholds, rows))
@@ -331,7 +462,10 @@ def evaluate_scores(rows: ScoredRows, thresholds: Thresholds, params: EvaluatePa
     if rows.lead_age_days is not None:
         metrics["by_lead_age"] = metrics_by_age(y, rows.prob, np.asarray(rows.lead_age_days, dtype=float), params, w)
     metrics["test"] = {"rows": len(y), "lead_weeks": float(w.sum()), "leads": len(np.unique(rows.lead_id)),
-                       "positives": int(y.sum()), "positive_lead_weeks": float((y * w).sum()),
+                       "accounts": len(np.unique(clusters)) if rows.cluster is not None else None,
+                       "positive_leads": len(np.unique(rows.lead_id[y == 1])),
+                       "positives": int(y.sum()), "positive_rows": int(y.sum()),
+                       "positive_lead_weeks": float((y * w).sum()),
                        "snapshots": len(dates), "base_rate": float((y * w).sum() / w.sum())}
 
     calibration = reliability_table(y, rows.prob, params.ece_bins, params.ece_strategy, w)
@@ -373,16 +507,54 @@ def with_previous(rows: pd.DataFrame, context: pd.DataFrame, values: np.ndarray,
     return previous_values(lead, at, both, cadence_days)[:len(rows)]
 
 
-def oracle_for(truth_path: Path | None, rows: pd.DataFrame, horizon_days: int) -> np.ndarray | None:
-    """The demo oracle's probability for the rows, or None when there is no ground-truth file."""
+def oracle_for(truth_path: Path | None, rows: pd.DataFrame, horizon_days: int, raw_dir: Path | None = None
+               ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The demo oracle's probability for the rows and the observable ceiling's (the latter only with the CRM
+    snapshot at `raw_dir`); (None, None) when there is no ground-truth file."""
     if truth_path is None or not Path(truth_path).exists():
         if truth_path is not None:
             log.info("no ground truth at %s: oracle metrics omitted", truth_path)
-        return None
-    from pipelines.crm.demo import oracle_probability, read_truth
+        return None, None
+    from pipelines.crm.truth import OBSERVABLE_COLUMNS, observable_probability, oracle_probability, read_truth
 
-    return np.asarray(oracle_probability(read_truth(Path(truth_path)), rows[["lead_id", "snapshot_at"]],
-                                         horizon_days), dtype=float)
+    truth = read_truth(Path(truth_path))
+    keys = rows[["lead_id", "snapshot_at"]]
+    oracle = np.asarray(oracle_probability(truth, keys, horizon_days), dtype=float)
+    if raw_dir is None:
+        return oracle, None
+    from pipelines.extract import read_snapshot
+
+    tables, _ = read_snapshot(Path(raw_dir), OBSERVABLE_COLUMNS, {"activities": ("activity_type",)})
+    return oracle, np.asarray(observable_probability(truth, tables, keys, horizon_days), dtype=float)
+
+
+def rule_baselines(params: Params, variants_path: Path, cal: pd.DataFrame, test: pd.DataFrame,
+                   rule_cal: pd.DataFrame, rule_test: pd.DataFrame) -> dict[str, RuleBaseline]:
+    """The history's rule and every `rules.variants` entry on the test rows, thresholds fixed on the calibration
+    slice (`rule_baseline`)."""
+    from pipelines.rules import VARIANT_SUFFIXES
+
+    table = pd.read_parquet(variants_path)
+    cal_w, cal_y = row_weights(cal), cal[LABEL].to_numpy()
+    history_cal = rule_cal["rule_mql"].to_numpy(dtype=bool)
+    target = float((history_cal * cal_w).sum())
+    out = {HISTORY_RULE: rule_baseline(
+        "own", f"rules.file ({params.rules.file})",
+        (rule_cal["rule_score"].to_numpy(dtype=float), history_cal, np.ones(len(cal), dtype=bool)), cal_y, cal_w,
+        target, (rule_test["rule_score"].to_numpy(dtype=float), rule_test["rule_mql"].to_numpy(dtype=bool),
+                 np.ones(len(test), dtype=bool)))}
+    for name, variant in params.rules.variants.items():
+        columns = [f"{name}{suffix}" for suffix in VARIANT_SUFFIXES]
+        if not set(columns) <= set(table.columns):
+            raise ModelInputError(f"rule variants {variants_path} lack {name!r} (rerun the rules stage)")
+        c, t = (align_rows(frame, table, columns, "rule variants") for frame in (cal, test))
+        source = (str(variant.file) if variant.file is not None else
+                  "rules.file with " + ", ".join(p for p in (
+                      f"half_life_days {variant.half_life_days:g}" if variant.half_life_days else "",
+                      f"within_days {variant.within_days:g}" if variant.within_days else "") if p))
+        out[name] = rule_baseline(variant.threshold_policy, source, tuple(c[col].to_numpy() for col in columns),
+                                  cal_y, cal_w, target, tuple(t[col].to_numpy() for col in columns))
+    return out
 
 
 #: What a single-snapshot (leads-only) evaluation is, written into its metrics.
@@ -404,7 +576,8 @@ def read_test_slice(features_dir: Path, model_dir: Path) -> tuple[pd.DataFrame, 
 
 
 def run_evaluate(params: Params, features_dir: Path, model_dir: Path, rules_path: Path, truth_path: Path | None,
-                 metrics_dir: Path, plots_dir: Path) -> Evaluation:
+                 metrics_dir: Path, plots_dir: Path, variants_path: Path | None = None, raw_dir: Path | None = None
+                 ) -> Evaluation:
     """Entry point of the evaluate stage: score the test slice with every model and write metrics and plots."""
     from pipelines.train import booster_predict, load_booster, load_logreg, logreg_predict
 
@@ -416,6 +589,12 @@ def run_evaluate(params: Params, features_dir: Path, model_dir: Path, rules_path
     logreg, logreg_features = load_logreg(model_dir)
     rule_scores = read_rule_scores(rules_path)
     rules = align_rows(test, rule_scores, ["rule_score", "rule_mql"], "rule scores")
+    variants = None
+    if variants_path is not None:
+        cal = frame.loc[slices == "calibration"].reset_index(drop=True)
+        variants = rule_baselines(params, Path(variants_path), cal, test,
+                                  align_rows(cal, rule_scores, ["rule_score", "rule_mql"], "rule scores"), rules)
+    oracle, observable = oracle_for(truth_path, test, params.features.horizon_days, raw_dir)
     raw = booster_predict(booster, test)
     cadence = params.features.cadence_days
     context = frame.loc[previous_snapshot_rows(frame["snapshot_at"], slices == "test", cadence)].reset_index(drop=True)
@@ -427,13 +606,14 @@ def run_evaluate(params: Params, features_dir: Path, model_dir: Path, rules_path
         lead_id=test["lead_id"].to_numpy(), snapshot_at=test["snapshot_at"], y=test[LABEL].to_numpy(),
         prob=calibrator.apply(raw), raw=raw, logreg=logreg_predict(logreg, test, logreg_features),
         rule_score=rules["rule_score"].to_numpy(dtype=float), rule_mql=rules["rule_mql"].to_numpy(dtype=bool),
-        oracle=oracle_for(truth_path, test, params.features.horizon_days),
+        oracle=oracle,
         segments=test[column] if column and column in test.columns else None,
         weight=row_weights(test),
         lead_age_days=test["lead_age_days"].to_numpy(dtype=float) if "lead_age_days" in test.columns else None,
         prev_prob=with_previous(test, context, calibrator.apply(raw), context_prob, cadence),
         prev_rule_mql=with_previous(test, context, rules["rule_mql"].to_numpy(dtype=float), context_rule, cadence),
         outcomes={c: test[c].to_numpy() for c in OUTCOME_COLUMNS if c in test.columns} or None,
+        cluster=cluster_ids(test) if ACCOUNT in test.columns else None, rule_variants=variants, observable=observable,
     )
     result = evaluate_scores(rows, thresholds, params.evaluate, params.features.cadence_days,
                              slice_share(slices, frame["snapshot_at"], "test"), params.base.seed)
@@ -448,10 +628,14 @@ def run_evaluate(params: Params, features_dir: Path, model_dir: Path, rules_path
 
 def _log_headline(m: dict[str, Any]) -> None:
     fmt: Callable[[str], str] = lambda k: f"{m[k]:.4f}" if isinstance(m.get(k), float) else "n/a"  # noqa: E731
-    log.info("test: ROC-AUC %s (oracle %s, ratio %s), PR-AUC %s, Brier %s (oracle %s), ECE %s, "
-             "SQL capture vs rules at equal volume %s", fmt("roc_auc"), fmt("oracle_roc_auc"),
-             fmt("roc_auc_vs_oracle"), fmt("pr_auc"), fmt("brier"), fmt("oracle_brier"), fmt("ece"),
-             fmt("sql_capture_ratio_vs_rules"))
+    log.info("test: ROC-AUC %s (oracle %s, ratio %s; observable ceiling %s, ratio %s), PR-AUC %s, Brier %s "
+             "(oracle %s), ECE %s, SQL capture at equal volume vs the history's rule %s, vs the best rule (%s) %s",
+             fmt("roc_auc"), fmt("oracle_roc_auc"), fmt("roc_auc_vs_oracle"), fmt("observable_ceiling_roc_auc"),
+             fmt("roc_auc_vs_observable_ceiling"), fmt("pr_auc"), fmt("brier"), fmt("oracle_brier"), fmt("ece"),
+             fmt("sql_capture_ratio_vs_rules"), m.get("best_rule", "n/a"), fmt("sql_capture_ratio_vs_best_rule"))
+    for name, v in m.get("rule_variants", {}).items():
+        log.info("rule %s: calibration ROC-AUC %.4f, test ROC-AUC %.4f, %.0f MQLs/week, model capture x%.2f", name,
+                 v["calibration_roc_auc"], v["roc_auc"], v["mql_leads_per_week"], v["model_sql_capture_ratio"])
     for stage in STAGES:
         s = m["stages"][stage]
         log.info("%s: %.0f leads/week on the list, %s new a week (target %s), precision %.3f (own outcome %s), "

@@ -4,7 +4,8 @@
 - the out-of-time split (`plan_split`, `assign_slices`): train | gap | calibration | gap | test by snapshot date,
   every gap at least the label horizon so that no label window of an earlier slice reaches the later slice;
 - the metric helpers sklearn lacks (reliability table and ECE with its counts, lift and capture, top-k per
-  snapshot) and a bootstrap that resamples *leads*, not rows, because a lead contributes many snapshot rows;
+  snapshot) and a bootstrap that resamples *accounts* (clusters), not rows: a lead contributes many snapshot rows
+  and leads of one account share its buying state;
 - atomic writes, so a failed stage never destroys the previous good output.
 """
 
@@ -24,7 +25,7 @@ import pandas as pd
 
 from pipelines.config import TrainParams
 from pipelines.errors import BadInputError
-from pipelines.features.spec import WEIGHT, FeatureSpec
+from pipelines.features.spec import ACCOUNT, WEIGHT, FeatureSpec
 
 log = logging.getLogger(__name__)
 
@@ -506,26 +507,48 @@ def precision_recall(y: np.ndarray, picked: np.ndarray, weight: np.ndarray | Non
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Bootstrap over leads
+# Bootstrap over clusters (accounts)
 # ----------------------------------------------------------------------------------------------------------------
 
-class LeadBootstrap:
-    """Resamples of whole leads (all their snapshot rows together), as row indices.
+def cluster_ids(frame: pd.DataFrame) -> np.ndarray:
+    """The bootstrap cluster of each row: its lead's account (`account_id`), or the lead itself without an account.
 
-    Rows of one lead are correlated (the same person week after week), so resampling rows would understate the
-    variance; resampling leads with replacement keeps each lead's rows together.
+    Leads of one account share its latent buying state (and its committee's signals), so their rows are correlated
+    across leads too; resampling accounts keeps that dependence. Account ids are non-negative, so a lead without an
+    account gets the negative id -1 - lead_id (its own cluster). Feature files written before the account was
+    carried have no `account_id`: then every lead is its own cluster (and the log says so).
+    """
+    lead = frame["lead_id"].to_numpy(dtype=np.int64)
+    if ACCOUNT not in frame.columns:
+        log.warning("no '%s' column in the rows: bootstrap clusters are leads, not accounts", ACCOUNT)
+        return -1 - lead
+    account = pd.to_numeric(frame[ACCOUNT], errors="coerce").astype("Int64")
+    return np.where(account.isna().to_numpy(), -1 - lead, account.to_numpy(dtype=np.int64, na_value=0))
+
+
+class ClusterBootstrap:
+    """Resamples of whole clusters (all their rows together), as row indices.
+
+    A cluster is a lead (all its snapshot rows: the same person week after week) or, the default of every interval
+    in this project, an account (all its leads' rows: they share the account's in-market state). Resampling rows,
+    or leads when leads of one account are correlated, would understate the variance.
     """
 
-    def __init__(self, lead_id: np.ndarray, seed: int) -> None:
-        codes, uniques = pd.factorize(np.asarray(lead_id), sort=False)
+    def __init__(self, cluster_id: np.ndarray, seed: int) -> None:
+        codes, uniques = pd.factorize(np.asarray(cluster_id), sort=False)
         self._order = np.argsort(codes, kind="stable")
         self._counts = np.bincount(codes, minlength=len(uniques))
         self._starts = np.r_[0, np.cumsum(self._counts)[:-1]]
         self._n_leads = len(uniques)
         self._rng = np.random.default_rng(seed)
 
+    @property
+    def clusters(self) -> int:
+        """How many clusters are resampled."""
+        return self._n_leads
+
     def sample(self) -> np.ndarray:
-        """Row indices of one resample (as many leads as the original, drawn with replacement)."""
+        """Row indices of one resample (as many clusters as the original, drawn with replacement)."""
         draw = self._rng.integers(0, self._n_leads, self._n_leads)
         sizes = self._counts[draw]
         offsets = np.repeat(self._starts[draw] - np.r_[0, np.cumsum(sizes)[:-1]], sizes)
@@ -548,6 +571,10 @@ class LeadBootstrap:
             out[name] = ((float(np.quantile(arr, alpha)), float(np.quantile(arr, 1 - alpha))) if len(arr)
                          else (float("nan"), float("nan")))
         return out
+
+
+#: Resampling leads is the cluster bootstrap with lead ids as clusters (kept for callers without accounts).
+LeadBootstrap = ClusterBootstrap
 
 
 # ----------------------------------------------------------------------------------------------------------------

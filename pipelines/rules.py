@@ -41,7 +41,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipelines.config import ParamsError, read_yaml
+from pipelines.config import ParamsError, RulesParams, read_yaml
 from pipelines.crm import vocab
 from pipelines.crm.schema import CrmDataError, to_utc
 from pipelines.crm.titles import DEPARTMENTS, SENIORITIES, parse_titles
@@ -806,15 +806,21 @@ def _utc(ns: np.ndarray) -> pd.Series:
     return pd.Series(pd.DatetimeIndex(np.asarray(ns, dtype=np.int64).view("datetime64[ns]"), tz="UTC"))
 
 
-def evaluate_rules(rules: RuleSet, snapshots: pd.DataFrame, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """Score every (lead_id, snapshot_at) with the rules, counting only activities stamped <= snapshot_at.
+@dataclass(frozen=True)
+class _Setup:
+    """What every scoring of snapshot rows needs: attributes, the resolved overrides and the activity index."""
 
-    `tables` holds campaigns, accounts, leads and activities with canonical dtypes. Returns one row per snapshot
-    row (same order) with the columns of `OUTPUT_COLUMNS`: rule_mql is the state at the snapshot
-    (score >= threshold and every gate holds); rule_mql_since is the first moment at or before the snapshot at
-    which the rules held MQL (checked at the lead's creation, its activities and its snapshots), as an
-    automation tool that never un-marks an MQL would have recorded it (NaT: not by then).
-    """
+    leads: pd.DataFrame
+    attributes: pd.DataFrame
+    plan: _Plan
+    index: ActivityIndex
+    snap_owner: np.ndarray
+    snap_ns: np.ndarray
+    scored_leads: np.ndarray
+
+
+def _setup(rules: RuleSet, snapshots: pd.DataFrame, tables: Mapping[str, pd.DataFrame]) -> _Setup:
+    """Check the inputs, resolve the overrides and index the scored leads' activities."""
     missing = [c for c in ("lead_id", "snapshot_at") if c not in snapshots.columns]
     if missing:
         raise CrmDataError(f"snapshots lack column(s) {missing}; they have {list(snapshots.columns)}")
@@ -832,6 +838,21 @@ def evaluate_rules(rules: RuleSet, snapshots: pd.DataFrame, tables: Mapping[str,
     keep = (act_owner >= 0) & scored_leads[np.maximum(act_owner, 0)] & (type_code >= 0)
     index = ActivityIndex(act_owner[keep], type_code[keep], _nanoseconds(activities["occurred_at"])[keep],
                           len(leads))
+    return _Setup(leads, attributes, plan, index, snap_owner, snap_ns, scored_leads)
+
+
+def evaluate_rules(rules: RuleSet, snapshots: pd.DataFrame, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Score every (lead_id, snapshot_at) with the rules, counting only activities stamped <= snapshot_at.
+
+    `tables` holds campaigns, accounts, leads and activities with canonical dtypes. Returns one row per snapshot
+    row (same order) with the columns of `OUTPUT_COLUMNS`: rule_mql is the state at the snapshot
+    (score >= threshold and every gate holds); rule_mql_since is the first moment at or before the snapshot at
+    which the rules held MQL (checked at the lead's creation, its activities and its snapshots), as an
+    automation tool that never un-marks an MQL would have recorded it (NaT: not by then).
+    """
+    setup = _setup(rules, snapshots, tables)
+    leads, attributes, plan, index = setup.leads, setup.attributes, setup.plan, setup.index
+    snap_owner, snap_ns, scored_leads = setup.snap_owner, setup.snap_ns, setup.scored_leads
 
     result = _score(rules, plan, _Queries(attributes, index, snap_owner, snap_ns), explain=True)
     first = _first_mql(rules, plan, attributes, index, leads, snap_owner, snap_ns)[snap_owner]
@@ -849,6 +870,46 @@ def evaluate_rules(rules: RuleSet, snapshots: pd.DataFrame, tables: Mapping[str,
              f"{len(frame):,}", f"{int(scored_leads.sum()):,}", 100 * frame["rule_mql"].mean() if len(frame) else 0,
              100 * frame["rule_mql_since"].notna().mean() if len(frame) else 0)
     return frame
+
+
+def derive_rules(rules: RuleSet, half_life_days: float | None = None, within_days: float | None = None) -> RuleSet:
+    """The same points with every engagement rule decayed and/or windowed (the standard variants a marketer would
+    configure): rules that already have a half-life or a window keep theirs. The threshold is kept as is; its
+    scale no longer fits decayed points, so the evaluate stage matches the variant's MQL volume instead."""
+    engagement = tuple(rule.model_copy(update={
+        "half_life_days": rule.half_life_days if rule.half_life_days is not None else half_life_days,
+        "within_days": rule.within_days if rule.within_days is not None else within_days,
+    }) for rule in rules.engagement)
+    parts = [f"half-life {half_life_days:g} days" if half_life_days else "", f"window {within_days:g} days"
+             if within_days else ""]
+    description = f"{rules.description or 'rules'} ({', '.join(p for p in parts if p)})"
+    return rules.model_copy(update={"engagement": engagement, "description": description})
+
+
+#: Columns of the variants frame per variant `<name>`: score, MQL by the file's own threshold and gates, gates alone.
+VARIANT_SUFFIXES: Final[tuple[str, ...]] = ("_score", "_mql", "_gates")
+
+
+def score_variants(variants: Mapping[str, RuleSet], snapshots: pd.DataFrame, tables: Mapping[str, pd.DataFrame]
+                   ) -> pd.DataFrame:
+    """Every variant scored on the same (lead_id, snapshot_at) rows (input order): `<name>_score`, `<name>_mql`
+    (the file's threshold and gates) and `<name>_gates` (every gate holds; true without gates), so a caller can
+    put its own threshold on the score and keep the gates."""
+    out = pd.DataFrame({"lead_id": snapshots["lead_id"].to_numpy(dtype=np.int64),
+                        "snapshot_at": _utc(_snapshot_ns(snapshots["snapshot_at"]))})
+    for name, rules in variants.items():
+        setup = _setup(rules, snapshots, tables)
+        queries = _Queries(setup.attributes, setup.index, setup.snap_owner, setup.snap_ns)
+        result = _score(rules, setup.plan, queries, explain=False)
+        gates = np.ones(len(queries), dtype=bool)
+        for gate in rules.gates:
+            gates &= _condition_mask(gate.when, queries)
+        out[f"{name}_score"] = result["rule_score"]
+        out[f"{name}_mql"] = result["rule_mql"]
+        out[f"{name}_gates"] = queries.restore(gates)
+        log.info("rule variant %s: %.1f%% MQL rows at its own threshold and gates", name,
+                 100 * out[f"{name}_mql"].mean() if len(out) else 0.0)
+    return out
 
 
 def _first_mql(rules: RuleSet, plan: _Plan, attributes: pd.DataFrame, index: ActivityIndex, leads: pd.DataFrame,
@@ -888,6 +949,19 @@ RAW_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "activities": ("lead_id", "occurred_at", "activity_type"),
     "stage_history": ("stage_history_id",),
 }
+
+
+def load_variants(params: RulesParams) -> dict[str, RuleSet]:
+    """The rules of every variant of `params.variants`: its own file, or `params.file` decayed and/or windowed."""
+    base: RuleSet | None = None
+    out: dict[str, RuleSet] = {}
+    for name, variant in params.variants.items():
+        if variant.file is not None:
+            out[name] = load_rules(variant.file)
+            continue
+        base = base or load_rules(params.file)
+        out[name] = derive_rules(base, variant.half_life_days, variant.within_days)
+    return out
 
 
 def read_raw_tables(raw: Path) -> dict[str, pd.DataFrame]:

@@ -19,30 +19,37 @@ The story (docs/crm.md tells it in full):
 
 Everything is vectorised with NumPy (no loop per lead) and drawn from one seeded generator, so the same params
 give an identical database. The ground truth (latent state, hazards, true propensity) leaves the CRM in a
-separate frame; `oracle_probability` turns it into the Bayes-optimal conversion probability at any snapshot.
+separate frame; `pipelines.crm.truth` turns it into the Bayes-optimal conversion probability at any snapshot (the
+oracle) and into the observable ceiling (a filter of the market state from what the CRM records).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipelines.config import DemoCrmParams
 from pipelines.crm import vocab
-from pipelines.crm.schema import UTC_NS
+from pipelines.crm.story import (
+    CREATION_EVENT,
+    DAY_SECONDS,
+    EMAIL_TYPES,
+    ENGAGEMENT_AFTER_CONVERSION_DAYS,
+    IN_MARKET_RATES,
+    INTEREST_DECAY_DAYS,
+    INTEREST_FLOOR,
+    INTEREST_MIX,
+    INTEREST_RATE,
+)
 from pipelines.crm.titles import parse_titles
 
 log = logging.getLogger(__name__)
 
-DAY_SECONDS: Final = 86_400.0
 _TS_TYPE: Final = pa.timestamp("ns", tz="UTC")
 _WARMUP_DAYS: Final = 240.0  # the market chain starts this long before history so it is stationary at day 0
 
@@ -125,19 +132,6 @@ NURTURE_DELAY_DAYS: Final = 20.0
 NURTURE_DAYS: Final = 150.0
 NO_ACCOUNT_FIT: Final = 0.15
 
-# Engagement rates (events per day).
-INTEREST_RATE: Final = 0.06
-INTEREST_DECAY_DAYS: Final = 40.0
-INTEREST_FLOOR: Final = 0.2
-INTEREST_MIX: Final[dict[str, float]] = {
-    "email_open": 0.42, "email_click": 0.12, "web_visit": 0.2, "content_download": 0.1, "webinar_register": 0.05,
-    "webinar_attend": 0.03, "social_follow": 0.03, "pricing_page_visit": 0.02, "form_submit": 0.03,
-}
-IN_MARKET_RATES: Final[dict[str, float]] = {
-    "pricing_page_visit": 0.05, "web_visit": 0.06, "demo_request": 0.008, "form_submit": 0.012,
-    "email_click": 0.02, "content_download": 0.012,
-}
-EMAIL_TYPES: Final[frozenset[str]] = frozenset({"email_open", "email_click"})
 #: Activity types travel as small integer codes (positions in vocab.ACTIVITY_TYPES) until the table is built.
 ACTIVITY_CODE: Final[dict[str, int]] = {name: i for i, name in enumerate(vocab.ACTIVITY_TYPES)}
 
@@ -718,11 +712,6 @@ _DETAILS: Final[dict[str, tuple[str, ...]]] = {
     "unsubscribe": ("All marketing email",),
     "email_bounce": ("Hard bounce",),
 }
-_CREATION_EVENT: Final[dict[str, str]] = {
-    "trade_show": "trade_show_scan", "webinar": "webinar_register", "organic_search": "form_submit",
-    "paid_search": "form_submit", "social": "form_submit", "partner": "form_submit",
-    "content_syndication": "content_download",
-}
 
 
 def _interest_events(
@@ -762,7 +751,7 @@ def _activities(
     """All activities (lead row, day, type) before the unsubscribe/bounce cut of email events."""
     n = len(begin)
     parts = [_interest_events(rng, begin, stop, latent["interest"].to_numpy()), _in_market_events(rng, lead_windows)]
-    creation = pd.Series(source).map({src: ACTIVITY_CODE[kind] for src, kind in _CREATION_EVENT.items()})
+    creation = pd.Series(source).map({src: ACTIVITY_CODE[kind] for src, kind in CREATION_EVENT.items()})
     rows = np.flatnonzero(creation.notna().to_numpy())
     parts.append((rows, begin[rows], creation.to_numpy()[rows].astype(np.int8)))
     webinar = np.flatnonzero((source == "webinar") & (rng.random(n) < 0.55))
@@ -929,7 +918,7 @@ def generate(params: DemoCrmParams) -> DemoResult:
                                    rng.exponential(1.0, n))
 
     # Engagement up to a month after conversion.
-    active_stop = np.minimum(horizon, first_passage + 30.0)
+    active_stop = np.minimum(horizon, first_passage + ENGAGEMENT_AFTER_CONVERSION_DAYS)
     active_windows = _lead_windows(windows, group, created, active_stop)
     acts = _activities(rng, created, active_stop, latent, source, active_windows)
 
@@ -1010,7 +999,7 @@ def generate(params: DemoCrmParams) -> DemoResult:
     events.add(rows, "Lost", decided[rows], "closed lost")
 
     # Engagement stops a month after conversion and at disqualification.
-    stop = np.minimum(np.minimum(active_stop, converted + 30.0), closed)
+    stop = np.minimum(np.minimum(active_stop, converted + ENGAGEMENT_AFTER_CONVERSION_DAYS), closed)
     acts = acts[acts["day"].to_numpy() <= stop[acts["lead"].to_numpy()]]
 
     wait = _days_to_market(windows, group, created)
@@ -1130,81 +1119,3 @@ def _assemble(
         "activities": activities,
         "stage_history": stage_history,
     }
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Ground truth: file and oracle
-# ----------------------------------------------------------------------------------------------------------------
-
-def write_truth(truth: pd.DataFrame, path: Path) -> None:
-    """Write the ground truth atomically (temp file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    truth.to_parquet(tmp, index=False)
-    tmp.replace(path)
-
-
-def read_truth(path: Path) -> pd.DataFrame:
-    """The ground truth as written, with the in-market window lists kept as Arrow lists."""
-    table = pq.read_table(path)
-    return table.to_pandas(types_mapper=lambda t: pd.ArrowDtype(t) if pa.types.is_list(t) else None)
-
-
-def _flatten(lists: pd.Series) -> tuple[np.ndarray, pd.Series]:
-    """(row index of each element, the elements as UTC timestamps) of a list column."""
-    arr = pa.array(lists, type=pa.list_(_TS_TYPE)) if not isinstance(lists.dtype, pd.ArrowDtype) else pa.chunked_array(
-        lists.array._pa_array).combine_chunks()
-    parents = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False)
-    values = pd.Series(pc.list_flatten(arr).to_pandas()).astype(UTC_NS)
-    return parents, values
-
-
-def _expm2(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Element-wise exp of 2x2 matrices [[a, b], [c, d]] with b*c >= 0 (real eigenvalues)."""
-    s = (a + d) / 2.0
-    q = np.sqrt(((a - d) / 2.0) ** 2 + b * c)
-    ch = np.cosh(q)
-    sh = np.where(q > 1e-12, np.sinh(q) / np.where(q > 1e-12, q, 1.0), 1.0)
-    scale = np.exp(s)
-    return (scale * (ch + sh * (a - s)), scale * sh * b, scale * sh * c, scale * (ch + sh * (d - s)))
-
-
-def _survive(p_out: np.ndarray, p_in: np.ndarray, nu: np.ndarray, mu: np.ndarray, h_out: np.ndarray,
-             h_in: np.ndarray, dt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unconverted mass in (out, in) market after `dt` days of the out<->in chain with conversion hazards."""
-    e11, e12, e21, e22 = _expm2(-(nu + h_out) * dt, nu * dt, mu * dt, -(mu + h_in) * dt)
-    return p_out * e11 + p_in * e21, p_out * e12 + p_in * e22
-
-
-def oracle_probability(truth: pd.DataFrame, rows: pd.DataFrame, horizon_days: float) -> np.ndarray:
-    """Bayes-optimal P(reach SQL in (t, t + horizon]) for (lead_id, snapshot_at) rows, given the true state at t.
-
-    The oracle knows each lead's hazards and whether its account is in market at t, and the nurture period if it
-    had begun by t; it does not know the future path of the market chain (it integrates over it exactly), so it
-    is the limit a model that sees the lead's history could approach, not a clairvoyant.
-    """
-    t = rows[["lead_id", "snapshot_at"]].reset_index(drop=True)
-    tr = truth.set_index("lead_id").loc[t["lead_id"]].reset_index()
-    at = t["snapshot_at"]
-    parents, starts = _flatten(truth["in_market_start"])
-    _, ends = _flatten(truth["in_market_end"])
-    windows = pd.DataFrame({"lead_id": truth["lead_id"].to_numpy()[parents], "start": starts, "end": ends})
-    pos = pd.DataFrame({"lead_id": t["lead_id"], "at": at, "row": np.arange(len(t))}).merge(windows, on="lead_id")
-    inside = (pos["start"] <= pos["at"]) & (pos["at"] < pos["end"])
-    in_market = np.bincount(pos["row"].to_numpy(), weights=inside.to_numpy(), minlength=len(t)) > 0
-
-    def days(col: str) -> np.ndarray:
-        delta = (tr[col] - at).dt.total_seconds().to_numpy() / DAY_SECONDS
-        return np.where(np.isnan(delta), np.inf, delta)
-
-    horizon = float(horizon_days)
-    nurture_known = (tr["nurture_entered_at"] <= at).fillna(False).to_numpy(dtype=bool)
-    n_start = np.where(nurture_known, np.clip(days("nurture_start"), 0, horizon), horizon)
-    n_end = np.where(nurture_known, np.clip(days("nurture_end"), 0, horizon), horizon)
-    nu, mu = tr["market_entry_rate"].to_numpy(), tr["market_exit_rate"].to_numpy()
-    h_out, h_in, h_n = (tr[c].to_numpy() for c in ("hazard_out", "hazard_in", "hazard_nurture"))
-    p_out, p_in = (~in_market).astype(float), in_market.astype(float)
-    for begin, finish, extra in ((0.0, n_start, 0.0), (n_start, n_end, h_n), (n_end, horizon, 0.0)):
-        p_out, p_in = _survive(p_out, p_in, nu, mu, h_out + extra, h_in + extra, np.maximum(finish - begin, 0.0))
-    closed = (tr["closed_at"] <= at).fillna(False).to_numpy(dtype=bool)
-    return np.where(closed, 0.0, np.clip(1.0 - (p_out + p_in), 0.0, 1.0))

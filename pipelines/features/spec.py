@@ -8,6 +8,9 @@ from typing import Final
 #: Column of the feature snapshots: the open-lead weeks a row stands for (1, or features.old_lead_keep_one_in for a
 #: sampled long-open lead's row). Every model stage fits and measures with it, so figures describe all open leads.
 WEIGHT: Final = "weight"
+#: Key column of the feature snapshots (never a feature): the lead's account, empty without one. It defines the
+#: clusters of every bootstrap interval (`pipelines.modeling.cluster_ids`): leads of one account share its state.
+ACCOUNT: Final = "account_id"
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@
 Reads the extract stage's Parquet snapshot, builds the snapshot grid with labels (censored at the manifest's
 `history_end`), computes features chunk by chunk and streams them into one Parquet file while the next chunk is
 computed (the writer runs in a thread; Arrow releases the GIL). The output folder is swapped in atomically:
-`snapshots.parquet` (lead_id, snapshot_at, label, weight, features; no personal data), `feature_list.json` (name, kind,
-family per feature) and `summary.json` (row counts, positive rate, dates).
+`snapshots.parquet` (lead_id, snapshot_at, label, weight, account_id (a key for the bootstrap, never a feature),
+features; no personal data), `feature_list.json` (name, kind, family per feature) and `summary.json` (row counts,
+positive rate, dates).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pipelines.extract import atomic_directory, read_snapshot
 from pipelines.features.attributes import attribute_specs
 from pipelines.features.build import feature_specs, iter_feature_chunks, personal_columns
 from pipelines.features.snapshots import is_single_snapshot, single_snapshot_grid, snapshot_grid
-from pipelines.features.spec import WEIGHT
+from pipelines.features.spec import ACCOUNT, WEIGHT
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,13 @@ def write_feature_rows(tables: Mapping[str, pd.DataFrame], grid: pd.DataFrame, p
     return rows
 
 
+def with_account(grid: pd.DataFrame, leads: pd.DataFrame) -> pd.DataFrame:
+    """The grid with each lead's account id (`ACCOUNT`, empty without one) carried as a key column, never a feature:
+    the model stages resample accounts for every interval (leads of one account share its buying state)."""
+    account = pd.Series(leads["account_id"].to_numpy(), index=leads["lead_id"].to_numpy())
+    return grid.assign(**{ACCOUNT: pd.array(grid["lead_id"].map(account), dtype="Int64")})
+
+
 def run_features(raw: Path, out: Path, params: FeaturesParams, progress: bool = True) -> dict[str, Any]:
     """The features stage: read the snapshot at `raw`, write snapshots, feature list and summary into `out`."""
     tables, manifest = read_snapshot(raw, RAW_COLUMNS, DICTIONARY_COLUMNS)
@@ -89,6 +97,7 @@ def run_features(raw: Path, out: Path, params: FeaturesParams, progress: bool = 
             f"no training examples: no lead is open on a snapshot date whose {params.horizon_days}-day horizon "
             f"ends by {end} (history too short, or features.max_lead_age_days / cadence_days too small)"
         )
+    grid = with_account(grid, tables["leads"])
     specs = feature_specs(params)
     extra = attribute_specs(tables)
     clash = sorted({s.name for s in specs} & {s.name for s in extra})

@@ -1,6 +1,6 @@
 """The promotion gate: may a challenger replace the champion? Decided on the same out-of-time test rows.
 
-Paired bootstrap over leads (the two models score the same resampled rows, so the noise shared by both cancels):
+Paired bootstrap over accounts (the two models score the same resampled rows, so the noise shared by both cancels):
 the challenger passes if the lower bound of the interval of AUC(challenger) - AUC(champion) is at least
 -`auc_margin`, its ECE is at most `max_ece`, and its ECE exceeds the champion's by at most `max_ece_increase`.
 """
@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from pipelines.config import GateParams
-from pipelines.modeling import LeadBootstrap, expected_calibration_error
+from pipelines.modeling import ClusterBootstrap, expected_calibration_error
 
 
 @dataclass(frozen=True)
@@ -39,15 +39,15 @@ def _auc(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None) -> float:
     return float(roc_auc_score(y, p, sample_weight=w)) if 0 < y.sum() < len(y) else float("nan")
 
 
-def compare(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray, lead_id: np.ndarray, gate: GateParams,
+def compare(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray, cluster_id: np.ndarray, gate: GateParams,
             ece_bins: int, ece_strategy: str, seed: int, weight: np.ndarray | None = None) -> GateResult:
     """Apply the gate to the two models' calibrated probabilities on the same rows (each row counting `weight`
-    open-lead weeks)."""
+    open-lead weeks); the paired bootstrap resamples `cluster_id` (accounts: `modeling.cluster_ids`)."""
     y = np.asarray(y, dtype=np.int64)
     w = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=float)
     challenger, champion = np.asarray(challenger, dtype=float), np.asarray(champion, dtype=float)
-    if not len(y) == len(challenger) == len(champion) == len(lead_id):
-        raise ValueError("labels, both models' probabilities and lead ids must align")
+    if not len(y) == len(challenger) == len(champion) == len(cluster_id):
+        raise ValueError("labels, both models' probabilities and cluster ids must align")
     if not 0 < y.sum() < len(y):
         return GateResult(False, ["the test rows hold only one class: AUC is undefined, nothing to compare"])
 
@@ -55,7 +55,7 @@ def compare(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray, lead_id
         yi, wi = y[idx], w[idx]
         return {"auc_delta": _auc(yi, challenger[idx], wi) - _auc(yi, champion[idx], wi)}
 
-    low, high = LeadBootstrap(np.asarray(lead_id), seed).intervals(statistic, gate.bootstrap, gate.ci_level)[
+    low, high = ClusterBootstrap(np.asarray(cluster_id), seed).intervals(statistic, gate.bootstrap, gate.ci_level)[
         "auc_delta"]
     figures = {
         "rows": len(y), "positives": int(y.sum()),

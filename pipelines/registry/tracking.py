@@ -42,6 +42,7 @@ from pipelines.modeling import (
     LABEL,
     assign_slices,
     atomic_path,
+    cluster_ids,
     production_slices,
     read_features,
     read_json,
@@ -396,7 +397,7 @@ def gate_against_champion(client: Any, name: str, version: str, rows: pd.DataFra
         check_version_location(client, name, compared)
     challenger_p = model_probabilities(f"models:/{name}/{version}", rows)
     champion_p = model_probabilities(f"models:/{name}/{champion}", rows)
-    result = compare(rows[LABEL].to_numpy(), challenger_p, champion_p, rows["lead_id"].to_numpy(),
+    result = compare(rows[LABEL].to_numpy(), challenger_p, champion_p, cluster_ids(rows),
                      params.registry.gate, params.evaluate.ece_bins, params.evaluate.ece_strategy, params.base.seed,
                      row_weights(rows))
     return GateResult(result.passed, [f"version {version} vs champion {champion}: {r}" for r in result.reasons],

@@ -10,8 +10,9 @@ Inputs are frames with documented columns (no I/O here):
   same lead attributes; outcomes are not known yet, so it shows volumes only.
 
 Conventions: a *cell* of the 2x2 is rule MQL (yes/no) x predicted MQL (stage MQL or higher: yes/no); conversion is
-the share of rows whose label is 1. Confidence intervals resample *leads* (all of a lead's weekly rows together,
-`pipelines.modeling.LeadBootstrap`), as everywhere in this project: rows of one lead are strongly correlated.
+the share of rows whose label is 1. Confidence intervals resample *accounts* (all weekly rows of all the account's
+leads together, `pipelines.modeling.ClusterBootstrap`; a lead without an account is its own cluster), as everywhere in
+this project: rows of one lead are strongly correlated, and leads of one account share its buying state.
 Volumes per week = rows / weeks covered, the list refreshed at each snapshot being worked until the next.
 """
 
@@ -30,7 +31,10 @@ from pipelines.config import LeakageParams, ReportParams
 from pipelines.errors import BadInputError
 from pipelines.evaluate import gains_table, tradeoff_table  # the evaluate stage's curves, so both agree
 from pipelines.features.spec import WEIGHT
-from pipelines.modeling import LeadBootstrap
+from pipelines.modeling import ClusterBootstrap
+
+#: Optional column of the test rows: the bootstrap cluster of each row (`pipelines.modeling.cluster_ids`).
+CLUSTER: Final = "cluster"
 
 #: Columns the test rows need (see the module docstring).
 TEST_COLUMNS: Final[tuple[str, ...]] = (
@@ -135,6 +139,7 @@ class HoldoutRows:
     rule: np.ndarray
     model: np.ndarray
     lead_id: np.ndarray
+    cluster: np.ndarray  # bootstrap cluster per row: the lead's account (`modeling.cluster_ids`), else the lead
 
     @classmethod
     def from_rows(cls, rows: pd.DataFrame, weeks: float) -> HoldoutRows:
@@ -152,12 +157,15 @@ class HoldoutRows:
         rows = rows.reset_index(drop=True)
         return cls(rows=rows, weeks=float(weeks), y=rows["label"].to_numpy(dtype=np.int64),
                    rule=rows["rule_mql"].to_numpy(dtype=bool), model=predicted_mql(rows["stage"]),
-                   lead_id=rows["lead_id"].to_numpy(dtype=np.int64))
+                   lead_id=rows["lead_id"].to_numpy(dtype=np.int64),
+                   cluster=(rows[CLUSTER] if CLUSTER in rows.columns else -1 - rows["lead_id"]).to_numpy(
+                       dtype=np.int64))
 
 
-def rate_intervals(lead_id: np.ndarray, y: np.ndarray, codes: np.ndarray, n_groups: int, bootstrap: int,
+def rate_intervals(cluster_id: np.ndarray, y: np.ndarray, codes: np.ndarray, n_groups: int, bootstrap: int,
                    ci_level: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Lead-bootstrap percentile intervals of the conversion rate of each group (codes 0..n_groups-1; -1 = none).
+    """Cluster-bootstrap (accounts: `HoldoutRows.cluster`) percentile intervals of the conversion rate of each group
+    (codes 0..n_groups-1; -1 = none).
 
     One pass computes every group's rate per resample (bincount), so many groups cost little more than one.
     """
@@ -165,7 +173,7 @@ def rate_intervals(lead_id: np.ndarray, y: np.ndarray, codes: np.ndarray, n_grou
     lo, hi = np.full(n_groups, np.nan), np.full(n_groups, np.nan)
     if bootstrap <= 0 or n_groups == 0 or len(y) == 0:
         return lo, hi
-    boot = LeadBootstrap(lead_id, seed)
+    boot = ClusterBootstrap(cluster_id, seed)
     keep = codes >= 0
 
     def statistic(idx: np.ndarray) -> dict[str, float]:
@@ -188,7 +196,7 @@ def _group_stats(test: HoldoutRows, codes: np.ndarray, n_groups: int, params: Re
     n = np.bincount(codes[keep], minlength=n_groups)
     hits = np.bincount(codes[keep], weights=test.y[keep], minlength=n_groups)
     leads = np.array([len(np.unique(test.lead_id[codes == g])) for g in range(n_groups)])
-    lo, hi = rate_intervals(test.lead_id, test.y, codes, n_groups, params.bootstrap, params.ci_level, seed)
+    lo, hi = rate_intervals(test.cluster, test.y, codes, n_groups, params.bootstrap, params.ci_level, seed)
     with np.errstate(invalid="ignore", divide="ignore"):
         rate = hits / n
     return pd.DataFrame({"rows": n, "leads": leads, "per_week": n / test.weeks, "sqls": hits.astype(np.int64),

@@ -27,6 +27,7 @@ from pipelines.modeling import (
     ModelInputError,
     align_rows,
     atomic_path,
+    cluster_ids,
     read_json,
     row_weights,
 )
@@ -104,6 +105,7 @@ def load_holdout(params: Params, features_dir: Path, model_dir: Path, rules_path
         "department": test["department"].astype(object).to_numpy(),
         "lead_source": test["lead_source"].astype(object).to_numpy(), "campaign": campaign.to_numpy(),
         "region": test["region"].astype(object).to_numpy(), WEIGHT: row_weights(test),
+        core.CLUSTER: cluster_ids(test),
     })
     fired = _rules_fired(rules_path, test)
     if fired is not None:

@@ -10,6 +10,7 @@ import pytest
 
 from pipelines.config import DemoCrmParams
 from pipelines.crm import demo, vocab
+from pipelines.crm import truth as ground_truth
 from pipelines.crm.schema import validate_crm
 from pipelines.crm.titles import parse_titles
 
@@ -202,7 +203,7 @@ def test_oracle_is_calibrated_on_open_leads_at_weekly_snapshots(crm: demo.DemoRe
             "label": ((converted > snapshot) & (converted <= snapshot + horizon)).to_numpy(),
         }))
     frame = pd.concat(rows, ignore_index=True)
-    oracle = demo.oracle_probability(crm.truth, frame, horizon_days=90)
+    oracle = ground_truth.oracle_probability(crm.truth, frame, horizon_days=90)
     assert ((oracle >= 0) & (oracle <= 1)).all()
     lo, hi = wilson(frame["label"].sum(), len(frame))
     assert lo - 0.003 <= oracle.mean() <= hi + 0.003
@@ -210,17 +211,54 @@ def test_oracle_is_calibrated_on_open_leads_at_weekly_snapshots(crm: demo.DemoRe
     from sklearn.metrics import roc_auc_score
 
     assert roc_auc_score(frame["label"], oracle) > 0.8
-    blind = demo.oracle_probability(crm.truth.assign(in_market_start=[[]] * len(crm.truth),
+    blind = ground_truth.oracle_probability(crm.truth.assign(in_market_start=[[]] * len(crm.truth),
                                                      in_market_end=[[]] * len(crm.truth)), frame, horizon_days=90)
     assert roc_auc_score(frame["label"], oracle) > roc_auc_score(frame["label"], blind) + 0.02
 
 
 def test_ground_truth_file_round_trips_and_keeps_the_oracle(crm: demo.DemoResult, tmp_path) -> None:
     path = tmp_path / "truth.parquet"
-    demo.write_truth(crm.truth, path)
-    back = demo.read_truth(path)
+    ground_truth.write_truth(crm.truth, path)
+    back = ground_truth.read_truth(path)
     assert list(back.columns) == list(crm.truth.columns)
     snapshot = pd.Timestamp("2026-01-05", tz="UTC")
     rows = pd.DataFrame({"lead_id": crm.truth["lead_id"].head(500), "snapshot_at": snapshot})
-    np.testing.assert_allclose(demo.oracle_probability(back, rows, 90), demo.oracle_probability(crm.truth, rows, 90))
+    np.testing.assert_allclose(ground_truth.oracle_probability(back, rows, 90),
+                               ground_truth.oracle_probability(crm.truth, rows, 90))
     assert not set(back.columns) & {"first_name", "last_name", "email", "phone"}
+
+
+def test_observable_ceiling_sits_between_the_blind_and_the_oracle_and_its_filter_is_calibrated(
+        crm: demo.DemoResult) -> None:
+    leads, stages = crm.tables["leads"], crm.tables["stage_history"]
+    first_sql = stages[stages["stage"] == "SQL"].groupby("lead_id")["entered_at"].min()
+    closed = crm.truth.set_index("lead_id")["closed_at"]
+    horizon = pd.Timedelta(days=30)
+    rows = []
+    for snapshot in pd.date_range("2025-03-03", "2026-09-28", freq="2W-MON", tz="UTC"):
+        open_now = leads[(leads["created_at"] <= snapshot) & ~(leads["lead_id"].map(first_sql) <= snapshot)
+                         & ~(leads["lead_id"].map(closed) <= snapshot)]
+        converted = open_now["lead_id"].map(first_sql)
+        rows.append(pd.DataFrame({"lead_id": open_now["lead_id"], "snapshot_at": snapshot,
+                                  "label": ((converted > snapshot) & (converted <= snapshot + horizon)).to_numpy()}))
+    frame = pd.concat(rows, ignore_index=True)
+    from sklearn.metrics import roc_auc_score
+
+    oracle = ground_truth.oracle_probability(crm.truth, frame, 30)
+    ceiling = ground_truth.observable_probability(crm.truth, crm.tables, frame, 30)
+    blind = ground_truth.oracle_probability(crm.truth.assign(in_market_start=[[]] * len(crm.truth),
+                                                             in_market_end=[[]] * len(crm.truth)), frame, 30)
+    auc = {name: roc_auc_score(frame["label"], p) for name, p in
+           (("oracle", oracle), ("ceiling", ceiling), ("blind", blind))}
+    assert auc["blind"] + 0.02 < auc["ceiling"] < auc["oracle"]
+    lo, hi = wilson(frame["label"].sum(), len(frame))
+    assert lo - 0.002 <= ceiling.mean() <= hi + 0.002
+    # the filtered belief is calibrated against the true (latent) state, and far sharper than the prior
+    posterior = ground_truth.market_posterior(crm.truth, crm.tables, frame)
+    starts = crm.truth.set_index("lead_id")["in_market_start"].loc[frame["lead_id"]].tolist()
+    ends = crm.truth.set_index("lead_id")["in_market_end"].loc[frame["lead_id"]].tolist()
+    at = frame["snapshot_at"].tolist()
+    state = np.array([any(s <= t < e for s, e in zip(ss, ee, strict=True)) for ss, ee, t in zip(starts, ends, at,
+                                                                                                 strict=True)])
+    assert abs(posterior.mean() - state.mean()) < 0.01
+    assert roc_auc_score(state, posterior) > 0.85

@@ -151,8 +151,15 @@ def test_feature_list_matches_columns_and_dtypes(output: StageOutput) -> None:
     names = [f["name"] for f in output.feature_list]
 
     # the stages' own outcomes ride along with the label and the weight, never as features
-    assert list(output.snapshots.columns) == ["lead_id", "snapshot_at", "label", "weight", *STAGE_OUTCOMES, *names]
+    assert list(output.snapshots.columns) == ["lead_id", "snapshot_at", "label", "weight", *STAGE_OUTCOMES,
+                                              "account_id", *names]
     assert not set(STAGE_OUTCOMES) & set(names)
+    # the account is a key (bootstrap clusters), never a feature; it is the lead's own
+    assert "account_id" not in names
+    account = output.tables["leads"].set_index("lead_id")["account_id"]
+    carried = output.snapshots["account_id"]
+    pd.testing.assert_series_equal(carried, output.snapshots["lead_id"].map(account).astype(carried.dtype),
+                                   check_names=False)
     assert output.snapshots["lead_id"].dtype == np.int64
     assert str(output.snapshots["snapshot_at"].dtype) == "datetime64[ns, UTC]"
     for feature in output.feature_list:
@@ -184,5 +191,5 @@ def test_a_crm_truncated_at_the_snapshot_reproduces_its_features(output: StageOu
         truncated["stage_history"] = output.tables["stage_history"].query("entered_at <= @t")
         rebuilt = build_features(truncated, rows[["lead_id", "snapshot_at"]], output.params)
 
-        expected = rows.drop(columns=["label", "weight", *STAGE_OUTCOMES])  # like the label, not features
+        expected = rows.drop(columns=["label", "weight", "account_id", *STAGE_OUTCOMES])  # keys, not features
         pd.testing.assert_frame_equal(rebuilt, expected, check_categorical=False)

@@ -13,6 +13,7 @@ import pytest
 
 from pipelines.config import DemoCrmParams
 from pipelines.crm import demo
+from pipelines.crm import truth as ground_truth
 
 LEADSCORE = shutil.which("leadscore", path=str(Path(sys.executable).parent)) or shutil.which("leadscore")
 
@@ -26,7 +27,7 @@ def test_demo_crm_writes_a_valid_database_and_truth_beside_it(tmp_path: Path) ->
         capture_output=True, text=True, check=False,
     )
     assert run.returncode == 0, run.stderr
-    truth = demo.read_truth(tmp_path / "out" / "crm_truth.parquet")
+    truth = ground_truth.read_truth(tmp_path / "out" / "crm_truth.parquet")
     assert len(truth) == 1500
     with sqlite3.connect(db) as conn:
         tables = {row[0] for row in conn.execute("select name from sqlite_master where type = 'table'")}

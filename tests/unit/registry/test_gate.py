@@ -50,3 +50,16 @@ def test_a_miscalibrated_challenger_with_the_same_ranking_is_refused_on_ece() ->
 
 def test_first_model_passes() -> None:
     assert first_model().passed
+
+
+def test_the_paired_bootstrap_resamples_the_clusters_it_is_given() -> None:
+    # a challenger better on half the accounts and worse on the other half: resampling whole accounts spreads the
+    # AUC difference more than resampling its 3-row leads
+    rng = np.random.default_rng(5)
+    y, p, lead = rows(6000, seed=5)
+    account = lead // 20
+    sign = np.where(account % 2 == 0, 1.0, -1.0)
+    challenger = np.clip(p + sign * 0.15 * (y - p) + rng.normal(0, 0.01, len(p)), 0, 1)
+    by_lead = compare(y, challenger, p, lead, GATE, 10, "quantile", seed=1).figures["auc_delta_ci"]
+    by_account = compare(y, challenger, p, account, GATE, 10, "quantile", seed=1).figures["auc_delta_ci"]
+    assert by_account[1] - by_account[0] > by_lead[1] - by_lead[0]

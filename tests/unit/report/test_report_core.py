@@ -195,3 +195,16 @@ def test_nightly_section_counts_the_run_without_outcomes() -> None:
     assert "conversion" not in section.grades.columns and "conversion" not in section.fit_ready.columns
     assert section.rule_only["lead_id"].tolist() == [2] and section.model_only["lead_id"].tolist() == [3]
     assert section.by_region.set_index("region")["model_mqls"].to_dict() == {"EMEA": 1, "NA": 1}
+
+
+def test_holdout_rows_resample_accounts_given_as_the_cluster_column() -> None:
+    rows = two_by_two_rows()
+    rows[core.CLUSTER] = 7  # every lead of one account
+    test = _holdout(rows)
+    assert (test.cluster == 7).all()
+    # one account: every resample is the whole slice, so the interval collapses onto the estimate
+    codes = np.zeros(len(test.y), dtype=int)
+    lo, hi = core.rate_intervals(test.cluster, test.y, codes, 1, bootstrap=50, ci_level=0.95, seed=1)
+    assert lo[0] == hi[0] == test.y.mean()
+    by_lead = _holdout(two_by_two_rows())
+    assert (by_lead.cluster == -1 - by_lead.lead_id).all()  # no column: each lead its own cluster

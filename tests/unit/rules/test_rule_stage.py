@@ -107,3 +107,21 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path: Path, monkeypatch: pyt
     monkeypatch.undo()
     assert pd.read_parquet(path)["a"].tolist() == [1]
     assert [p.name for p in tmp_path.iterdir()] == ["scores.parquet"]
+
+
+def test_the_stage_scores_the_params_variants_beside_the_history_rule(stage_inputs: dict[str, Path]) -> None:
+    params = stage_inputs["params"]
+    params.write_text(params.read_text().replace(
+        "four_part: {file: config/mql_rules_four_part.yaml}",
+        f"four_part: {{file: {Path('config/mql_rules_four_part.yaml').resolve()}}}"))
+    variants = stage_inputs["out"].parent / "variants.parquet"
+    result = invoke(stage_inputs, "--variants-out", str(variants))
+    assert result.exit_code == 0, result.output
+    history, out = pd.read_parquet(stage_inputs["out"]), pd.read_parquet(variants)
+    assert out["lead_id"].tolist() == history["lead_id"].tolist()
+    assert list(out.columns[2:]) == [f"{name}{suffix}" for name in ("decayed_30d", "window_30d", "four_part")
+                                     for suffix in rules.VARIANT_SUFFIXES]
+    # lead 1's activities are days old at its second snapshot: decay and window lower only the engagement part
+    assert 45.0 < out["decayed_30d_score"].iloc[1] < history["rule_score"].iloc[1]
+    assert out["window_30d_score"].iloc[1] == history["rule_score"].iloc[1]
+    assert "3 variant(s)" in result.stdout
