@@ -27,7 +27,7 @@ def _write(tmp_path: Path, sources: list[str] | None = None) -> tuple[Path, Path
     }).to_csv(tmp_path / "leads.csv", index=False)
     mapping = {
         "snapshot_date": "2024-03-04",
-        "target": {"column": "Won", "positive": [1], "stage": "Won"},
+        "target": {"column": "Won", "positive": [1], "negative": [0], "stage": "Won"},
         "tables": {"leads": {
             "source": {"path": str(tmp_path / "leads.csv")},
             "missing_values": ["Select"],

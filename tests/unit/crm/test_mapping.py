@@ -191,7 +191,8 @@ def _leads_only(**changes: Any) -> dict[str, Any]:
     leads = raw["tables"]["leads"]
     del leads["columns"]["Created"], leads["dates"]["created_at"]
     leads["ignore"]["Created"] = "no dates in a leads-only export"
-    raw |= {"snapshot_date": "2025-02-03", "target": {"column": "Won", "positive": [1, "yes"], "stage": "Won"}}
+    raw |= {"snapshot_date": "2025-02-03", "target": {"column": "Won", "positive": [1, "yes"], "negative": [0, "no"],
+                                                   "stage": "Won"}}
     raw |= changes
     return raw
 
@@ -210,13 +211,13 @@ def test_leads_only_target_becomes_one_snapshot_and_a_stage_entry_per_positive_l
     assert mapped.report["leads_only"]["positives"] == 2
 
 
-def test_leads_only_needs_a_snapshot_date_and_no_created_at_and_a_value_per_lead() -> None:
+def test_leads_only_needs_a_snapshot_date_and_a_maturation_window_with_created_at_and_a_value_per_lead() -> None:
     with pytest.raises(MappingError, match="snapshot_date is required"):
         parse_mapping(_leads_only(snapshot_date=None), HERE)
     with_created = _leads_only()
     with_created["tables"]["leads"]["columns"]["Created"] = "created_at"
     del with_created["tables"]["leads"]["ignore"]["Created"]
-    with pytest.raises(MappingError, match="do not map created_at"):
+    with pytest.raises(MappingError, match="target.maturation_days is required when created_at is mapped"):
         parse_mapping(with_created, HERE)
     mapping = parse_mapping(_leads_only(), HERE)
     with pytest.raises(MappingError, match=r"target column 'Won': 1 row\(s\) have no value; e.g. row 2"):
