@@ -562,7 +562,7 @@ def date_part(stamps: pd.Series, part: str) -> pd.Series:
     """One part of UTC timestamps: weekday and month as text categories (Mon, Jan), the rest as numbers."""
     at = pd.to_datetime(stamps, utc=True)
     if part == "weekday":
-        return at.dt.dayofweek.map(lambda d: _WEEKDAYS[int(d)], na_action="ignore").astype("string")
+        return at.dt.day_of_week.map(lambda d: _WEEKDAYS[int(d)], na_action="ignore").astype("string")
     if part == "month":
         return at.dt.strftime("%b").astype("string")
     values = {"hour": at.dt.hour, "day_of_month": at.dt.day, "quarter": at.dt.quarter}[part]
