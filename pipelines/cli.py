@@ -441,6 +441,37 @@ def score(
         raise typer.Exit(EXIT_DRIFT)
 
 
+@app.command("export")
+def export(
+    out: Annotated[Path, typer.Option("--out", help="File to write: .csv or .parquet (or set --format).")],
+    scores_url: Annotated[
+        str | None,
+        typer.Option("--scores-url", envvar="LEADSCORE_SCORES_URL",
+                     help="Database holding lead_scores and scoring_runs (default: base.crm_url of the params)."),
+    ] = None,
+    shape: Annotated[
+        str, typer.Option("--shape", help="Field names: generic, or salesforce (Id plus __c custom fields).")
+    ] = "generic",
+    fmt: Annotated[str | None, typer.Option("--format", help="csv or parquet (default: from the suffix).")] = None,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Write the champion's latest complete run as a file a CRM imports: CRM id, 0-100 score, probability, grade,
+    stage, reasons (atomic)."""
+    from pipelines.config import load_params
+    from pipelines.score.export import ExportError, run_export
+
+    with bad_input_exits():
+        if shape not in ("generic", "salesforce"):
+            raise ExportError(f"--shape must be generic or salesforce, not {shape!r}")
+        if fmt not in (None, "csv", "parquet"):
+            raise ExportError(f"--format must be csv or parquet, not {fmt!r}")
+        loaded = load_params(params)
+        done = run_export(scores_url or loaded.base.crm_url, loaded.score.tables, out, shape, fmt)  # type: ignore[arg-type]
+        typer.echo(f"exported {done['rows']:,} leads of run {done['run_id']} ({done['model_name']} "
+                   f"v{done['model_version']}, as of {done['as_of']:%Y-%m-%d %H:%M}Z) to {out} ({done['format']}, "
+                   f"{done['shape']} fields)")
+
+
 @app.command("report")
 def report(
     features: FeaturesDirOption,

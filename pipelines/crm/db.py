@@ -196,6 +196,16 @@ def read_table(engine: Engine, name: str, columns: Sequence[str] | None = None) 
         return pd.read_sql_query(query, conn)
 
 
+def read_crm_ids(engine: Engine, table: str = "lead_crm_ids") -> pd.Series | None:
+    """The CRM's own lead ids (text) by integer lead_id, as `leadscore import` wrote them; None when absent."""
+    check_identifier(table)
+    if not sa.inspect(engine).has_table(table):
+        return None
+    frame = read_table(engine, table, ["lead_id", "crm_id"])
+    return pd.Series(frame["crm_id"].astype("string").to_numpy(), index=frame["lead_id"].astype("int64").to_numpy(),
+                     name="crm_id")
+
+
 def read_crm(engine: Engine) -> dict[str, pd.DataFrame]:
     """The five CRM tables, validated and with canonical dtypes."""
     frames = {name: read_table(engine, name, list(SCHEMAS[name].columns)) for name in TABLES}

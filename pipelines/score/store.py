@@ -36,7 +36,10 @@ SCORE_COLUMNS: Final[dict[str, sa.types.TypeEngine]] = {
     "scored_at": sa.DateTime(timezone=True), "model_name": sa.Text(), "model_version": sa.Text(),
     "probability": sa.Float(), "stage": sa.Text(), "grade": sa.Text(), "rule_score": sa.Float(),
     "rule_mql": sa.Boolean(), "reasons_positive": sa.Text(), "reasons_negative": sa.Text(),
+    "crm_id": sa.Text(),  # the CRM's own lead id (an imported CRM's text key), for `leadscore export`
 }
+#: lead_scores columns added after the first release: added in place to an older table (nullable, no backfill).
+_ADDED_SCORE_COLUMNS: Final[tuple[str, ...]] = ("crm_id",)
 #: scoring_runs columns, in order.
 RUN_COLUMNS: Final[dict[str, sa.types.TypeEngine]] = {
     "run_id": sa.Text(), "as_of": sa.DateTime(timezone=True), "started_at": sa.DateTime(timezone=True),
@@ -79,11 +82,19 @@ def _tables(tables: ScoreTables) -> tuple[sa.MetaData, sa.Table, sa.Table]:
     return metadata, scores, runs
 
 
-def _check_existing(conn: Connection, table: sa.Table) -> None:
+def _check_existing(conn: Connection, table: sa.Table, added: tuple[str, ...] = ()) -> None:
     inspector = sa.inspect(conn)
     if not inspector.has_table(table.name):
         return
     have = {c["name"] for c in inspector.get_columns(table.name)}
+    q = conn.dialect.identifier_preparer
+    for name in added:
+        if name not in have:  # a table from before the column existed: add it, nullable
+            kind = table.c[name].type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {q.format_table(table)} ADD COLUMN "
+                                 f"{q.quote(check_identifier(name, 'column'))} {kind}")
+            log.info("added column %s to %s", name, table.name)
+            have.add(name)
     missing = [c.name for c in table.columns if c.name not in have]
     if missing:
         raise ScoresTableError(
@@ -103,8 +114,8 @@ def latest_view_sql(conn: Connection, tables: ScoreTables) -> str:
 def ensure_schema(conn: Connection, tables: ScoreTables) -> tuple[sa.Table, sa.Table]:
     """Create the scores and runs tables and the latest view if missing (inside the caller's transaction)."""
     metadata, scores, runs = _tables(tables)
-    for table in (scores, runs):
-        _check_existing(conn, table)
+    _check_existing(conn, scores, _ADDED_SCORE_COLUMNS)
+    _check_existing(conn, runs)
     metadata.create_all(conn, checkfirst=True)
     inspector = sa.inspect(conn)
     if tables.latest not in inspector.get_view_names():
@@ -193,15 +204,49 @@ def read_scores(engine: Engine, tables: ScoreTables, latest: bool = False) -> pd
     inspector = sa.inspect(engine)
     if not (inspector.has_table(name) or name in inspector.get_view_names()):
         return pd.DataFrame(columns=list(SCORE_COLUMNS))
-    relation = sa.table(name, *(sa.column(c) for c in SCORE_COLUMNS))
+    have = {c["name"] for c in inspector.get_columns(name)}  # a view made before crm_id existed lacks it
+    relation = sa.table(name, *(sa.column(c) for c in SCORE_COLUMNS if c in have))
     with engine.connect() as conn:
         frame = pd.read_sql_query(sa.select(relation), conn)
+    if "crm_id" not in frame.columns:
+        frame["crm_id"] = None
     for col in ("as_of", "scored_at"):
         frame[col] = pd.to_datetime(frame[col], utc=True, format="ISO8601")
     frame["rule_mql"] = frame["rule_mql"].astype(bool)
     for col in ("reasons_positive", "reasons_negative"):
         frame[col] = frame[col].map(lambda text: json.loads(text) if isinstance(text, str) else [])
     return frame
+
+
+def read_export_run(engine: Engine, tables: ScoreTables) -> tuple[dict[str, Any], pd.DataFrame]:
+    """(the run, its rows) to export: the latest run whose `production` column is true when the runs table has
+    that column (runs of the champion), else the latest run. Only published (complete) runs are ever in the log."""
+    runs_name, scores_name = check_identifier(tables.runs), check_identifier(tables.scores)
+    inspector = sa.inspect(engine)
+    if not inspector.has_table(runs_name) or not inspector.has_table(scores_name):
+        raise ScoresTableError(f"no scoring run in {display_url(engine.url)}: run `leadscore score` first")
+    run_columns = {c["name"] for c in inspector.get_columns(runs_name)}
+    score_columns = {c["name"] for c in inspector.get_columns(scores_name)}
+    runs = sa.table(runs_name, *(sa.column(c) for c in run_columns))
+    query = sa.select(*runs.c).order_by(runs.c.as_of.desc(), runs.c.finished_at.desc()).limit(1)
+    if "production" in run_columns:
+        query = query.where(runs.c.production == sa.true())
+    with engine.connect() as conn:
+        row = conn.execute(query).mappings().first()
+        if row is None:
+            what = "production (champion) run" if "production" in run_columns else "scoring run"
+            raise BadInputError(f"no {what} in {display_url(engine.url)}: run `leadscore score` first")
+        wanted = [c for c in SCORE_COLUMNS if c in score_columns]
+        scores = sa.table(scores_name, *(sa.column(c) for c in wanted))
+        frame = pd.read_sql_query(sa.select(*scores.c).where(scores.c.run_id == row["run_id"])
+                                  .order_by(scores.c.lead_id), conn)
+    if "crm_id" not in frame.columns:
+        frame["crm_id"] = None
+    for col in ("reasons_positive", "reasons_negative"):
+        frame[col] = frame[col].map(lambda text: json.loads(text) if isinstance(text, str) else [])
+    run = dict(row)
+    run["as_of"] = pd.Timestamp(pd.to_datetime(run["as_of"], utc=True, format="ISO8601"))
+    return run, frame
 
 
 # ----------------------------------------------------------------------------------------------------------------
