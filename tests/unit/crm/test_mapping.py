@@ -347,7 +347,7 @@ def test_string_ids_are_refused_as_integers_and_kept_as_crm_id_with_ids_text() -
 
 def test_a_join_brings_a_label_column_by_key_and_a_doubled_key_is_refused() -> None:
     raw = _mapping()
-    raw["tables"]["leads"]["joins"] = [{"source": {"path": "deals.csv"}, "on": {"ID": "Lead"}, "take": ["Won"]}]
+    raw["tables"]["leads"]["joins"] = [{"source": {"path": "deals.csv"}, "by": {"ID": "Lead"}, "take": ["Won"]}]
     raw["tables"]["leads"]["ignore"]["Won"] = "brought for the check below"
     mapping = parse_mapping(raw, HERE)
     deals = pd.DataFrame({"Lead": ["103", "101"], "Won": ["yes", "no"]})
