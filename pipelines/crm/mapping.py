@@ -120,6 +120,16 @@ class Derived(_Strict):
     part: Literal["weekday", "month", "hour", "day_of_month", "quarter"]
 
 
+class Unpivot(_Strict):
+    """Wide date columns as rows: one row per (record, filled column), e.g. HubSpot's lifecycle-stage dates
+    (`hs_lifecyclestage_marketingqualifiedlead_date`, ...) as stage entries. Empty cells give no row."""
+
+    keep: list[str] = Field(min_length=1, description="Columns copied onto every row (e.g. the record id)")
+    columns: dict[str, str] = Field(min_length=1, description="wide column -> the value it stands for")
+    name: str = Field(min_length=1, description="New column holding that value (e.g. lifecycle_stage)")
+    value: str = Field(min_length=1, description="New column holding the cell (e.g. entered)")
+
+
 class Join(_Strict):
     """Columns of a second source brought onto this table's rows by key (a label, a stage event, an account field).
 
@@ -146,6 +156,7 @@ class TableMapping(_Strict):
     attributes: dict[str, Attribute] = Field(default_factory=dict, description="Extra features (leads only)")
     derived: dict[str, Derived] = Field(default_factory=dict, description="Date-part features (leads only)")
     joins: list[Join] = Field(default_factory=list, description="Columns of other sources brought in by key")
+    unpivot: Unpivot | None = Field(default=None, description="Wide columns turned into rows (before the rest)")
     keep_rows: dict[str, list[str]] = Field(
         default_factory=dict, description="Source column -> the values whose rows are kept (e.g. LeadHistory's "
                                           "Field: [Status]); every other row is left out")
@@ -462,6 +473,22 @@ def _numeric(name: str, attr: str, source: str, values: pd.Series) -> pd.Series:
     return numbers.astype("float64")
 
 
+def unpivot_source(name: str, frame: pd.DataFrame, spec: Unpivot) -> pd.DataFrame:
+    """One row per record and filled wide column: the `keep` columns, `name` (the column's value), `value`."""
+    absent = [c for c in [*spec.keep, *spec.columns] if c not in frame.columns]
+    if absent:
+        raise MappingError(f"table '{name}', unpivot: column(s) {absent} not found; the source has "
+                           f"{list(frame.columns)}")
+    parts = []
+    for column, meaning in spec.columns.items():
+        filled = frame[column].notna() & (frame[column].astype("string").str.strip() != "").fillna(False)
+        part = frame.loc[filled, list(spec.keep)].copy()
+        part[spec.name] = meaning
+        part[spec.value] = frame.loc[filled, column].to_numpy()
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
 def join_source(name: str, frame: pd.DataFrame, join: Join, other: pd.DataFrame, index: int) -> pd.DataFrame:
     """`frame` with `join.take` columns of `other` matched on the key; a key held twice in `other` is refused."""
     where = f"table '{name}', joins[{index}]"
@@ -754,6 +781,8 @@ def apply_mapping(raw: Mapping[str, pd.DataFrame], mapping: CrmMapping) -> Mappe
     sources: dict[str, pd.DataFrame] = {}
     for name, table in mapping.tables.items():
         frame = raw[name].reset_index(drop=True)
+        if table.unpivot is not None:
+            frame = unpivot_source(name, frame, table.unpivot)
         for column, values in table.keep_rows.items():
             if column not in frame.columns:
                 raise MappingError(f"table '{name}', keep_rows: column '{column}' not found; the source has "

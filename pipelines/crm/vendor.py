@@ -123,7 +123,8 @@ def salesforce_files(tables: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFra
 
 def hubspot_id(kind: str, number: int) -> int:
     """A HubSpot-like record id: a large number, distinct per object type."""
-    base = {"contact": 51_000_000_000, "company": 17_000_000_000, "engagement": 43_000_000_000}[kind]
+    base = {"contact": 51_000_000_000, "company": 17_000_000_000, "engagement": 43_000_000_000,
+            "campaign": 29_000_000_000}[kind]
     return base + 7 * int(number)
 
 
@@ -150,7 +151,6 @@ def hubspot_files(tables: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]
         "numberofemployees": accounts["employee_count"], "annualrevenue": accounts["annual_revenue"],
         "country": accounts["country"], "sales_region": accounts["region"],
     })
-    campaign_name = campaigns.set_index("campaign_id")["name"]
     contact = pd.DataFrame({
         "hs_object_id": contact_ids, "createdate": _hubspot_time(leads["created_at"]),
         "lastmodifieddate": _hubspot_time(leads["updated_at"]), "firstname": leads["first_name"],
@@ -158,7 +158,7 @@ def hubspot_files(tables: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]
         "jobtitle": leads["job_title"], "lead_source": leads["lead_source"].map(label),
         "country": leads["country"],
         "associatedcompanyid": leads["account_id"].map(lambda n: hubspot_id("company", n), na_action="ignore"),
-        "campaign_name": campaign_name.reindex(leads["campaign_id"]).to_numpy(),
+        "campaign_id": leads["campaign_id"].map(lambda n: hubspot_id("campaign", n), na_action="ignore"),
         "budget_range": leads["budget_range"], "purchase_timeframe": leads["purchase_timeframe"],
         "lifecyclestage": leads["status"].map(lambda s: HUBSPOT_STAGE.get(s, "lead")),
     })
@@ -174,7 +174,8 @@ def hubspot_files(tables: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]
         "hs_timestamp": _hubspot_time(activities["occurred_at"]), "hs_body_preview": activities["detail"],
         "contact_id": by_lead.reindex(activities["lead_id"]).to_numpy(),
     })
-    campaign = pd.DataFrame({"name": campaigns["name"], "channel": campaigns["channel"].map(label),
+    campaign = pd.DataFrame({"hs_object_id": campaigns["campaign_id"].map(lambda n: hubspot_id("campaign", n)),
+                             "name": campaigns["name"], "channel": campaigns["channel"].map(label),
                              "region": campaigns["region"], "start_date": _hubspot_time(campaigns["start_date"]),
                              "end_date": _hubspot_time(campaigns["end_date"])})
     return {"contacts": contact, "companies": company, "engagements": engagement, "campaigns": campaign}
