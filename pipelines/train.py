@@ -296,6 +296,9 @@ def load_logreg(model_dir: Path) -> tuple[Pipeline, list[FeatureSpec]]:
 
 def dated_flag_note(maturation_days: int, summary: dict[str, Any]) -> str:
     """What the split of dated leads with a target flag (no conversion dates) is, for metrics and the model card."""
+    if summary.get("order_column"):
+        return (f"out-of-time split by row order (no dates; order column {summary['order_column']}): leads with a "
+                "target flag, one row per lead; earlier rows train, later rows test, never a random split")
     return (f"out-of-time split by lead creation date: dated leads with a target flag and no conversion dates, one row "
             f"per lead at its creation; slices separated by the label's {maturation_days}-day maturation window; "
             f"{int(summary.get('censored_leads', 0)):,} leads younger than that at the export left out as censored")

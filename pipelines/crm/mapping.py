@@ -211,6 +211,16 @@ class Target(_Strict):
         return self
 
 
+class Order(_Strict):
+    """Rows ordered in time without dates (a target column, no created_at): the order makes an out-of-time split.
+
+    `column` is a numeric source column of the leads table that rises with time (null: the file's row order); ties
+    are refused, since they leave the order ambiguous.
+    """
+
+    column: str | None = Field(default=None, description="Numeric leads column rising with time; null: row order")
+
+
 class CrmMapping(_Strict):
     """A whole mapping file."""
 
@@ -218,6 +228,7 @@ class CrmMapping(_Strict):
     snapshot_date: date | None = Field(
         default=None, description="With a target column: the export date (leads-only data: the one snapshot, UTC)")
     target: Target | None = None
+    order: Order | None = Field(default=None, description="Leads ordered in time without dates (with a target)")
     ids: Literal["integer", "text"] = Field(
         default="integer", description="integer: ids are whole numbers; text: any string id (Salesforce, hex, ...) "
                                        "kept as crm_id, the integer key derived from it")
@@ -277,6 +288,8 @@ class CrmMapping(_Strict):
                 problems.append("target.maturation_days is required when created_at is mapped beside a target column "
                                 "(dated data without conversion dates): how many days after creation is a lead's "
                                 "outcome known? Younger leads are left out of training as censored")
+            if self.order is not None and dated:
+                problems.append("order: the leads have dates (created_at is mapped); order is for data without dates")
             if not dated and self.target.maturation_days is not None:
                 problems.append("target.maturation_days needs created_at mapped (dated data); leads-only data has "
                                 "one snapshot")
@@ -287,6 +300,8 @@ class CrmMapping(_Strict):
                 problems.append("target: leads-only data (a target column) cannot have activities without dates")
         elif "stage_history" not in self.tables:
             problems.append("no labels: map a stage_history table, or give a target column (leads-only data)")
+        if self.order is not None and self.target is None:
+            problems.append("order needs a target column (rows ordered in time with a flag)")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -396,12 +411,15 @@ def _examples(values: pd.Series, mask: pd.Series | np.ndarray) -> str:
     return ", ".join(f"row {r + 1}: {values.iloc[r]!r}" for r in rows)
 
 
-def _check_columns(name: str, frame: pd.DataFrame, table: TableMapping, target: Target | None) -> None:
+def _check_columns(name: str, frame: pd.DataFrame, table: TableMapping, target: Target | None,
+                   order: str | None = None) -> None:
     named = {**{c: "keep_rows" for c in table.keep_rows}, **{c: "columns" for c in table.columns},
              **{a.column: "attributes" for a in table.attributes.values()},
              **{c: "leaky" for c in table.leaky}, **{c: "ignore" for c in table.ignore}}
     if target is not None and name == "leads":
         named[target.column] = "target"
+    if order is not None and name == "leads":
+        named[order] = "order"
     absent = [f"'{c}' (named in {where})" for c, where in named.items() if c not in frame.columns]
     if absent:
         raise MappingError(f"table '{name}': source column(s) {', '.join(absent)} not found; the source has "
@@ -573,12 +591,13 @@ def text_id(value: str) -> int:
     return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest(), "big") & (2**53 - 1)
 
 
-def map_table(name: str, frame: pd.DataFrame, table: TableMapping, target: Target | None = None) -> pd.DataFrame:
+def map_table(name: str, frame: pd.DataFrame, table: TableMapping, target: Target | None = None,
+              order: str | None = None) -> pd.DataFrame:
     """One source frame as the CRM table's columns (renamed, value-mapped, dates parsed, constants added).
 
     Columns the source does not provide are left out; `apply_mapping` completes and validates the table.
     """
-    _check_columns(name, frame, table, target)
+    _check_columns(name, frame, table, target, order)
     frame = _blank(frame.reset_index(drop=True), table.missing_values)
     out = pd.DataFrame(index=frame.index)
     for source, crm in table.columns.items():
@@ -717,6 +736,26 @@ def _key_columns(tables: dict[str, pd.DataFrame], text_ids: bool) -> pd.DataFram
     return crm_ids
 
 
+def _order_rank(frame: pd.DataFrame, order: Order) -> np.ndarray:
+    """0..n-1 in time order: by the declared numeric column (ties refused), else by row."""
+    if order.column is None:
+        return np.arange(len(frame), dtype=np.int64)
+    if order.column not in frame.columns:
+        raise MappingError(f"order: column '{order.column}' not found in the leads source; it has "
+                           f"{list(frame.columns)}")
+    text = _as_text(frame[order.column])
+    values = pd.to_numeric(text, errors="coerce")
+    bad = values.isna()
+    if bad.any():
+        raise MappingError(f"table 'leads', order column '{order.column}': {int(bad.sum())} value(s) are missing or "
+                           f"not numbers; e.g. {_examples(text, bad)}")
+    tied = values.duplicated(keep=False)
+    if tied.any():
+        raise MappingError(f"table 'leads', order column '{order.column}': {int(tied.sum())} row(s) share a value, so "
+                           f"their order is ambiguous; e.g. {_examples(text, tied)}")
+    return values.rank(method="first").to_numpy(dtype=np.int64) - 1
+
+
 def _flag_labels(leads: pd.DataFrame, raw_leads: pd.DataFrame, mapping: CrmMapping
                  ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any], dict[str, Any]]:
     """A target column without conversion dates: (leads, stage entries, report, label meta).
@@ -741,6 +780,10 @@ def _flag_labels(leads: pd.DataFrame, raw_leads: pd.DataFrame, mapping: CrmMappi
                                f"{_examples(created.dt.strftime('%Y-%m-%d %H:%M'), after)}; set snapshot_date to the "
                                "day the export was taken")
         entered, kind = export_end, LABEL_DATED_FLAG
+    elif mapping.order is not None:  # no dates, but an order: creation = rank seconds after the snapshot date
+        rank = _order_rank(raw_leads.reset_index(drop=True), mapping.order)
+        leads["created_at"] = snapshot + pd.to_timedelta(rank, unit="s")
+        entered, kind = leads["created_at"].max() + pd.Timedelta(seconds=1), LABEL_DATED_FLAG
     else:
         leads["created_at"] = snapshot
         entered, kind = snapshot + TARGET_DELAY, LABEL_LEADS_ONLY
@@ -762,6 +805,9 @@ def _flag_labels(leads: pd.DataFrame, raw_leads: pd.DataFrame, mapping: CrmMappi
               "positive_rate": float(positive.mean()) if len(positive) else 0.0}
     label: dict[str, Any] = {"label": kind, "target_column": target.column, "target_stage": target.stage,
                              "export_date": str(mapping.snapshot_date)}
+    if mapping.order is not None:
+        label |= {"maturation_days": 0, "basis": "order", "order_column": mapping.order.column or "(row order)"}
+        report |= {"order": mapping.order.column or "(row order)", "censored_leads": 0}
     if dated:
         assert target.maturation_days is not None
         cutoff = entered - pd.Timedelta(days=target.maturation_days)
@@ -796,7 +842,8 @@ def apply_mapping(raw: Mapping[str, pd.DataFrame], mapping: CrmMapping) -> Mappe
         sources[name] = frame
     tables: dict[str, pd.DataFrame] = {}
     for name, table in mapping.tables.items():
-        tables[name] = map_table(name, sources[name], table, mapping.target)
+        tables[name] = map_table(name, sources[name], table, mapping.target,
+                                 mapping.order.column if mapping.order is not None else None)
     crm_ids = _key_columns(tables, mapping.ids == "text")
     leads = tables["leads"]
     report: dict[str, Any] = {

@@ -126,6 +126,8 @@ def run_features(raw: Path, out: Path, params: FeaturesParams, progress: bool = 
             summary["dated_flag"] = True
             summary["label_window_days"] = maturation
             summary["censored_leads"] = censored
+            if label.get("basis") == "order":
+                summary["order_column"] = label.get("order_column")
             summary["label"] = (f"dated leads with a target flag and no conversion dates: one row per lead at its "
                                 f"creation; label = reached {params.target_stage} by the export "
                                 f"({label.get('export_date')}); leads younger than {maturation} days at the export "

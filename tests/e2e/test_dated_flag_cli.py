@@ -102,3 +102,36 @@ def test_a_dated_export_with_a_won_flag_gets_an_out_of_time_split_by_creation(tm
     assert metrics["roc_auc"] > 0.75  # the flag follows the minutes: the model must find it
     card = model_card("m", "1", "r", {}, {"target_stage": "Won", "horizon_days": 30}, split, metrics, {}, None)
     assert "out-of-time split by lead creation date" in card and "NOT an out-of-time" not in card
+
+
+def test_rows_ordered_in_time_without_dates_get_an_out_of_time_split_by_order(tmp_path: Path) -> None:
+    mapping, params = _export(tmp_path)
+    raw = yaml.safe_load(mapping.read_text())
+    leads = pd.read_csv(tmp_path / "leads.csv", dtype=str)
+    created = pd.to_datetime(leads["CreatedDate"], utc=True)
+    leads = leads.assign(Seq=created.rank(method="first").astype(int)).drop(columns="CreatedDate").sample(
+        frac=1.0, random_state=1)  # the file is shuffled: the order column, not the row order, says when
+    leads.to_csv(tmp_path / "leads.csv", index=False)
+    del raw["tables"]["leads"]["columns"]["CreatedDate"], raw["tables"]["leads"]["derived"]
+    del raw["target"]["maturation_days"]
+    raw["order"] = {"column": "Seq"}
+    mapping.write_text(yaml.safe_dump(raw))
+    url = f"sqlite:///{tmp_path / 'crm.db'}"
+    runner = CliRunner()
+    for args in (["import", "--url", url], ["extract", "--url", url, "--out", str(tmp_path / "raw")],
+                 ["features", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "features")],
+                 ["train", "--features", str(tmp_path / "features"), "--out", str(tmp_path / "models")]):
+        done = runner.invoke(app, [*args, "--params", str(params)])
+        assert done.exit_code == 0, done.output
+    split = json.loads((tmp_path / "models" / "split.json").read_text())
+    assert split["kind"] == "time" and "out-of-time split by row order" in split["note"] and split["gap_days"] == 0
+    rows = pd.read_parquet(tmp_path / "features" / "snapshots.parquet")
+    assert len(rows) == N  # nothing censored: the order has no maturation window
+    from pipelines.crm.db import make_engine, read_table
+    from pipelines.crm.mapping import CRM_IDS_TABLE
+    from pipelines.modeling import SplitPlan, assign_slices
+
+    ids = read_table(make_engine(url), CRM_IDS_TABLE).set_index("lead_id")["crm_id"]
+    seq = leads.set_index("Id")["Seq"]
+    slices = pd.Series(assign_slices(rows, SplitPlan.from_dict(split)), index=rows["lead_id"].map(ids).map(seq))
+    assert slices[slices == "fit"].index.max() < slices[slices == "test"].index.min()  # earlier rows train

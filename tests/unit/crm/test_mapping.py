@@ -388,3 +388,17 @@ def test_dated_target_keeps_creation_and_puts_the_flag_at_the_export() -> None:
                                                              "05/02/2025 11:30"])
     with pytest.raises(MappingError, match=r"1 lead\(s\) are created after the export date.*row 3: '2025-02-05 11:30'"):
         apply_mapping({"leads": late}, parse_mapping(raw, HERE))
+
+
+def test_an_order_column_orders_leads_without_dates_and_ties_are_refused() -> None:
+    raw = _leads_only(order={"column": "Seq"})
+    mapping = parse_mapping(raw, HERE)
+    mapped = apply_mapping({"leads": _raw_leads().assign(Won=["1", "0", "1"], Seq=["30", "10", "20"])}, mapping)
+    created = mapped.tables["leads"].set_index("lead_id")["created_at"]
+    assert created[102] < created[103] < created[101]  # by Seq, not by row
+    assert mapped.dated_flag and mapped.label["basis"] == "order" and mapped.label["maturation_days"] == 0
+    assert (mapped.tables["stage_history"]["entered_at"] > created.max()).all()
+    with pytest.raises(MappingError, match=r"order column 'Seq': 2 row\(s\) share a value.*row 1: '10', row 2: '10'"):
+        apply_mapping({"leads": _raw_leads().assign(Won=["1", "0", "1"], Seq=["10", "10", "20"])}, mapping)
+    with pytest.raises(MappingError, match="order needs a target column"):
+        parse_mapping({**_mapping(), "order": {"column": "Seq"}}, HERE)
