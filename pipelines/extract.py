@@ -156,8 +156,8 @@ def read_import_label(engine: Any) -> dict[str, str] | None:
     """How a mapped CRM's labels were made (`crm_import`, written by `leadscore import`); None for other CRMs."""
     import sqlalchemy as sa
 
+    from pipelines.crm.attributes import IMPORT_TABLE
     from pipelines.crm.db import read_table
-    from pipelines.crm.mapping import IMPORT_TABLE
 
     if not sa.inspect(engine).has_table(IMPORT_TABLE):
         return None

@@ -30,7 +30,13 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipelines.config import format_validation_errors
-from pipelines.crm.attributes import ATTRIBUTES_KEY, ATTRIBUTES_TABLE, canonical_attributes
+from pipelines.crm.attributes import (
+    ATTRIBUTES_KEY,
+    ATTRIBUTES_TABLE,
+    CRM_IDS_TABLE,
+    IMPORT_TABLE,
+    canonical_attributes,
+)
 from pipelines.crm.db import check_identifier
 from pipelines.crm.schema import PERSONAL_COLUMNS, PRIMARY_KEYS, SCHEMAS, TABLES, TIMESTAMP_COLUMNS, validate_crm
 from pipelines.errors import BadInputError
@@ -41,10 +47,6 @@ _MAX_EXAMPLES: Final = 5
 _ENV: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 #: Leads-only data: a positive lead enters the target stage this long after the single snapshot.
 TARGET_DELAY: Final = pd.Timedelta(days=1)
-#: The table holding the CRM's own lead ids beside the integer key (written by `leadscore import`).
-CRM_IDS_TABLE: Final = "lead_crm_ids"
-#: A one-row table saying how the import made its labels (read into the snapshot manifest by the extract stage).
-IMPORT_TABLE: Final = "crm_import"
 LABEL_STAGE_HISTORY: Final = "stage_history"
 LABEL_LEADS_ONLY: Final = "leads_only"
 LABEL_DATED_FLAG: Final = "dated_flag"
