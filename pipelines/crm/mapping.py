@@ -543,15 +543,16 @@ def _refuse_guessed_dates(name: str, crm: str, source: str, text: pd.Series) -> 
     """Without a declared format only ISO 8601 text is read; other text is refused, naming the readings it fits."""
     present = text.notna()
     iso = text.str.fullmatch(_ISO.pattern).fillna(False).astype(bool)
-    if (iso | ~present).all():
+    rest = (present & ~iso).fillna(False).astype(bool)  # the values that need a reading
+    if not rest.any():
         return
     parts = text.str.extract(_DAY_MONTH.pattern)
-    shaped = parts[0].notna()
+    shaped = parts[0].notna() & rest
     first, second = pd.to_numeric(parts[0], errors="coerce"), pd.to_numeric(parts[2], errors="coerce")
     where = f"table '{name}', column '{crm}' (source '{source}')"
     hint = f"declare its format under dates.{crm} (strptime, e.g. '%d/%m/%Y' or '%m/%d/%Y')"
-    if not (shaped | ~present).all() or not shaped.any():
-        bad = present & ~shaped & ~iso
+    if (rest & ~shaped).any():
+        bad = rest & ~shaped
         raise MappingError(f"{where}: {int(bad.sum())} value(s) are not ISO 8601 dates and no date format is "
                            f"declared; e.g. {_examples(text, bad)}; {hint}")
     day_first = shaped & (first > 12)

@@ -291,6 +291,7 @@ def _undeclared_dates(created: list[str]) -> pd.DataFrame:
     (["13/01/2025", "01/14/2025", "05/01/2025"], r"mix two date readings: day first \(e.g. row 1: '13/01/2025'\) "
                                                  r"and month first \(e.g. row 2: '01/14/2025'\)"),
     (["2025-01-03", "Jan 4 2025", "2025-01-05"], r"not ISO 8601 dates.*row 2: 'Jan 4 2025'"),
+    (["2025-01-03", "13/01/2025", "2025-01-05"], r"they read day first \(DD-MM\) \(e.g. row 2: '13/01/2025'\)"),
 ])
 def test_dates_without_a_declared_format_must_be_iso_and_other_readings_are_named(created: list[str],
                                                                                   message: str) -> None:
