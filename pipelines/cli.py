@@ -113,7 +113,11 @@ def _default_truth_path(url: str) -> Path:
 
 @app.command("demo-crm")
 def demo_crm(
-    url: UrlOption,
+    url: Annotated[
+        str | None,
+        typer.Option("--url", envvar="LEADSCORE_DB_URL",
+                     help="SQLAlchemy URL to write the five tables to (--format db; or env LEADSCORE_DB_URL)."),
+    ] = None,
     leads: Annotated[int, typer.Option(min=1, help="Number of leads.")] = 25_000,
     seed: Annotated[int, typer.Option(help="Seed; the same seed gives an identical database.")] = 42,
     end_date: Annotated[
@@ -121,29 +125,49 @@ def demo_crm(
     ] = None,
     history_days: Annotated[int, typer.Option(min=120, help="Days of history before end-date.")] = 730,
     truth: Annotated[
-        Path | None, typer.Option(help="Ground-truth Parquet (default: beside a SQLite file).")
+        Path | None, typer.Option(help="Ground-truth Parquet (default: beside a SQLite file, or in --out).")
     ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="db (the five tables at --url), or the CSV files of a salesforce or "
+                                           "hubspot export written into --out (for the presets in config/mappings).")
+    ] = "db",
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for --format salesforce|hubspot.")] = None,
 ) -> None:
-    """Generate the synthetic CRM (five tables) and its ground-truth file."""
+    """Generate the synthetic CRM (five tables, or a vendor's export files) and its ground-truth file."""
     from pipelines.config import DemoCrmParams
-    from pipelines.crm import demo
+    from pipelines.crm import demo, vendor
     from pipelines.crm import truth as ground_truth
     from pipelines.crm.db import display_url, make_engine, write_crm
 
     with bad_input_exits():
+        if fmt not in ("db", "salesforce", "hubspot"):
+            raise typer.BadParameter(f"--format must be db, salesforce or hubspot, not {fmt!r}")
+        if fmt == "db" and url is None:
+            raise typer.BadParameter("--format db needs --url (or env LEADSCORE_DB_URL)")
+        if fmt != "db" and out is None:
+            raise typer.BadParameter(f"--format {fmt} needs --out DIR")
         try:
             end = date.fromisoformat(end_date) if end_date else datetime.now(UTC).date()
         except ValueError:
             raise typer.BadParameter(f"--end-date {end_date!r} is not YYYY-MM-DD") from None
         params = DemoCrmParams(leads=leads, seed=seed, end_date=end, history_days=history_days)
         result = demo.generate(params)
-        truth_path = truth or _default_truth_path(url)
-        engine = make_engine(url, create_dirs=True)
-        write_crm(engine, result.tables)
+        if fmt == "db":
+            assert url is not None
+            truth_path = truth or _default_truth_path(url)
+            write_crm(make_engine(url, create_dirs=True), result.tables)
+            where = display_url(url)
+        else:
+            assert out is not None
+            files = vendor.salesforce_files(result.tables) if fmt == "salesforce" else \
+                vendor.hubspot_files(result.tables)
+            vendor.write_files(files, out)
+            truth_path = truth or out.with_name(f"{out.name}_truth.parquet")
+            where = f"{out} ({fmt} export: {', '.join(f'{n}.csv' for n in files)})"
         ground_truth.write_truth(result.truth, truth_path)
         log.info(
             "demo CRM written to %s (%s leads, %s activities, %s stage rows); ground truth in %s",
-            display_url(url), f"{len(result.tables['leads']):,}", f"{len(result.tables['activities']):,}",
+            where, f"{len(result.tables['leads']):,}", f"{len(result.tables['activities']):,}",
             f"{len(result.tables['stage_history']):,}", truth_path,
         )
 
@@ -502,6 +526,37 @@ def score(
     )
     if fail_on_drift and run["status"] == "drift_warning":
         raise typer.Exit(EXIT_DRIFT)
+
+
+@app.command("export")
+def export(
+    out: Annotated[Path, typer.Option("--out", help="File to write: .csv or .parquet (or set --format).")],
+    scores_url: Annotated[
+        str | None,
+        typer.Option("--scores-url", envvar="LEADSCORE_SCORES_URL",
+                     help="Database holding lead_scores and scoring_runs (default: base.crm_url of the params)."),
+    ] = None,
+    shape: Annotated[
+        str, typer.Option("--shape", help="Field names: generic, or salesforce (Id plus __c custom fields).")
+    ] = "generic",
+    fmt: Annotated[str | None, typer.Option("--format", help="csv or parquet (default: from the suffix).")] = None,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Write the champion's latest complete run as a file a CRM imports: CRM id, 0-100 score, probability, grade,
+    stage, reasons (atomic)."""
+    from pipelines.config import load_params
+    from pipelines.score.export import ExportError, run_export
+
+    with bad_input_exits():
+        if shape not in ("generic", "salesforce"):
+            raise ExportError(f"--shape must be generic or salesforce, not {shape!r}")
+        if fmt not in (None, "csv", "parquet"):
+            raise ExportError(f"--format must be csv or parquet, not {fmt!r}")
+        loaded = load_params(params)
+        done = run_export(scores_url or loaded.base.crm_url, loaded.score.tables, out, shape, fmt)  # type: ignore[arg-type]
+        typer.echo(f"exported {done['rows']:,} leads of run {done['run_id']} ({done['model_name']} "
+                   f"v{done['model_version']}, as of {done['as_of']:%Y-%m-%d %H:%M}Z) to {out} ({done['format']}, "
+                   f"{done['shape']} fields)")
 
 
 @app.command("report")

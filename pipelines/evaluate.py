@@ -619,6 +619,8 @@ def run_evaluate(params: Params, features_dir: Path, model_dir: Path, rules_path
                              slice_share(slices, frame["snapshot_at"], "test"), params.base.seed)
     if split.kind == "random":  # leads-only data: say so in the metrics themselves (time splits keep their keys)
         result.metrics["split"] = RANDOM_SPLIT_NOTE
+    elif split.note is not None:  # dated leads with a flag: an out-of-time split by creation date
+        result.metrics["split"] = split.note
     write_json(Path(metrics_dir) / METRICS_FILE, result.metrics)
     for name, table in result.plots.items():
         write_csv(Path(plots_dir) / name, table)

@@ -114,9 +114,14 @@ def build_manifest(tables: Mapping[str, pd.DataFrame], extracted_at: datetime, s
 
 
 def write_snapshot(tables: Mapping[str, pd.DataFrame], out: Path, source: str,
-                   extracted_at: datetime | None = None) -> dict[str, Any]:
-    """Write `<out>/<table>.parquet` for the five (validated) tables and `<out>/manifest.json`, atomically."""
+                   extracted_at: datetime | None = None, label: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Write `<out>/<table>.parquet` for the five (validated) tables and `<out>/manifest.json`, atomically.
+
+    `label` (a mapped CRM's `crm_import` row) goes into the manifest as `label`: how the features stage labels.
+    """
     manifest = build_manifest(tables, extracted_at or datetime.now(UTC), source)
+    if label is not None:
+        manifest["label"] = dict(label)
     extras = [name for name in EXTRA_TABLES if name in tables]  # a mapped CRM's lead attributes
     manifest["tables"].update({name: {"file": f"{name}.parquet", "rows": len(tables[name])} for name in extras})
     with atomic_directory(out) as tmp:
@@ -178,6 +183,21 @@ def read_snapshot(raw: Path, columns: Mapping[str, Sequence[str]] | None = None,
     return tables, manifest
 
 
+def read_import_label(engine: Any) -> dict[str, str] | None:
+    """How a mapped CRM's labels were made (`crm_import`, written by `leadscore import`); None for other CRMs."""
+    import sqlalchemy as sa
+
+    from pipelines.crm.attributes import IMPORT_TABLE
+    from pipelines.crm.db import read_table
+
+    if not sa.inspect(engine).has_table(IMPORT_TABLE):
+        return None
+    rows = read_table(engine, IMPORT_TABLE)
+    if len(rows) != 1:
+        raise CrmDataError(f"table '{IMPORT_TABLE}' must hold one row, it holds {len(rows)}: rerun `leadscore import`")
+    return {str(k): str(v) for k, v in rows.iloc[0].items() if pd.notna(v)}
+
+
 def read_extra_tables(engine: Any, tables: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     """The optional tables beside the five (a mapped CRM's `lead_attributes`), checked; {} when absent."""
     import sqlalchemy as sa
@@ -203,9 +223,10 @@ def extract(url: str, out: Path, source: str | None = None, future_tolerance_min
     try:
         tables = read_crm(engine)
         tables.update(read_extra_tables(engine, tables))
+        label = read_import_label(engine)
     finally:
         engine.dispose()
     if future_tolerance_minutes is not None:
         check_no_future_events(tables, future_tolerance_minutes)
         log.debug("no event later than now + %d min", future_tolerance_minutes)
-    return write_snapshot(tables, out, source or display_url(url))
+    return write_snapshot(tables, out, source or display_url(url), label=label)

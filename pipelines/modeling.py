@@ -180,6 +180,8 @@ class SplitPlan:
     #: (every labelled snapshot up to a gap before the latest weeks) and "calibration" (the latest complete weeks).
     #: Time split: (first, last) dates; random split: the slices of `leads` each production slice is made of.
     production: dict[str, tuple[str, str]] | None = None
+    #: What the snapshot dates are when they are not weekly grid dates (dated leads with a flag: creation times).
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (boundaries as [first, last])."""
@@ -187,6 +189,8 @@ class SplitPlan:
         out["boundaries"] = {k: list(v) for k, v in self.boundaries.items()}
         if self.leads is None:
             out.pop("leads")
+        if self.note is None:
+            out.pop("note")
         if self.production is None:
             out.pop("production")
         else:
@@ -203,6 +207,7 @@ class SplitPlan:
             positives={k: int(v) for k, v in data["positives"].items()},
             leads={k: [int(i) for i in v] for k, v in data["leads"].items()} if data.get("leads") else None,
             production={k: (v[0], v[1]) for k, v in data["production"].items()} if data.get("production") else None,
+            note=data.get("note"),
         )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,21 @@ FIELDS: Final[dict[str, FieldSpec]] = {
     "purchase_timeframe": FieldSpec("category", "self-reported purchase timeframe", vocab.PURCHASE_TIMEFRAMES),
 }
 
+#: A mapped CRM's extra lead attributes (`lead_attributes`, docs/mapping.md) are fields `attribute.<name>`: numeric
+#: ones take the number operators, text ones the category operators; which they are is checked against the data.
+ATTRIBUTE_PREFIX: Final = "attribute."
+_ATTRIBUTE_FIELD: Final = re.compile(r"^attribute\.[a-z_][a-z0-9_]{0,62}$")
+
+
+def field_spec(name: str, value: object = None) -> FieldSpec:
+    """The spec of a field: a built-in one, or an attribute's (number when the value is a number, else category)."""
+    if name in FIELDS:
+        return FIELDS[name]
+    sample = value[0] if isinstance(value, list | tuple) and value else value
+    kind: FieldKind = "number" if isinstance(sample, int | float) and not isinstance(sample, bool) else "category"
+    return FieldSpec(kind, f"the mapped lead attribute {name[len(ATTRIBUTE_PREFIX):]}")
+
+
 Operator = Literal["eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "between", "is_null", "not_null"]
 _OPERATORS_BY_KIND: Final[dict[str, frozenset[str]]] = {
     "category": frozenset({"eq", "ne", "in", "not_in", "is_null", "not_null"}),
@@ -163,13 +179,14 @@ class FieldCondition(_RulesModel):
     @field_validator("field")
     @classmethod
     def _known_field(cls, value: str) -> str:
-        if value not in FIELDS:
-            raise ValueError(f"unknown field {value!r}; expected one of {list(FIELDS)}")
+        if value not in FIELDS and not _ATTRIBUTE_FIELD.fullmatch(value):
+            raise ValueError(f"unknown field {value!r}; expected one of {list(FIELDS)} or attribute.<name> (a "
+                             "mapped lead attribute)")
         return value
 
     @model_validator(mode="after")
     def _value_fits_op(self) -> FieldCondition:
-        spec = FIELDS[self.field]
+        spec = field_spec(self.field, self.value)
         if self.op not in _OPERATORS_BY_KIND[spec.kind]:
             raise ValueError(
                 f"op {self.op!r} does not apply to field {self.field!r} ({spec.kind}); "
@@ -446,8 +463,50 @@ def check_rules_against_crm(rules: RuleSet, campaigns: pd.DataFrame) -> None:
 # Lead attributes and the rule set of each lead
 # ----------------------------------------------------------------------------------------------------------------
 
+def _conditions_of(rules: RuleSet) -> Iterator[BaseModel]:
+    for rule in (*rules.fit, *rules.engagement, *rules.gates):
+        when = getattr(rule, "when", None)
+        if when is not None:
+            yield from _conditions(when)
+
+
+def attribute_columns(rules: RuleSet, leads: pd.DataFrame, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """The mapped attributes the rules test, as `attribute.<name>` columns aligned with `leads` (empty if none).
+
+    A rule naming an attribute the CRM does not have, or testing a text attribute with a number (or the reverse), is
+    a RulesError naming the rule's field and the attributes there are.
+    """
+    from pipelines.crm.attributes import ATTRIBUTES_KEY, ATTRIBUTES_TABLE, attribute_kind
+
+    wanted = {c.field: c for c in _conditions_of(rules)
+              if isinstance(c, FieldCondition) and c.field.startswith(ATTRIBUTE_PREFIX)}
+    out = pd.DataFrame(index=range(len(leads)))
+    if not wanted:
+        return out
+    frame = tables.get(ATTRIBUTES_TABLE)
+    have = [] if frame is None else [c for c in frame.columns if c != ATTRIBUTES_KEY]
+    problems = []
+    for field, cond in wanted.items():
+        name = field[len(ATTRIBUTE_PREFIX):]
+        if frame is None or name not in frame.columns:
+            problems.append(f"field {field!r}: the CRM has no lead attribute {name!r} (it has {have or 'none'}; "
+                            "nightly scoring reads no attributes yet)")
+            continue
+        values = frame.set_index(ATTRIBUTES_KEY)[name].reindex(leads["lead_id"].to_numpy())
+        numeric = attribute_kind(frame[name]) == "numeric"
+        if cond.op not in ("is_null", "not_null") and numeric != (field_spec(field, cond.value).kind == "number"):
+            problems.append(f"field {field!r}: the attribute is {'numeric' if numeric else 'text'} but the rule "
+                            f"compares it with {cond.value!r}")
+            continue
+        out[field] = values.to_numpy(dtype=float) if numeric else values.astype(object).where(values.notna(),
+                                                                                              None).to_numpy()
+    if problems:
+        raise RulesError("the rules test lead attributes the CRM does not have as written:\n  " + "\n  ".join(problems))
+    return out
+
+
 def lead_attributes(leads: pd.DataFrame, accounts: pd.DataFrame, campaigns: pd.DataFrame) -> pd.DataFrame:
-    """One row per lead (same order as `leads`) with every field a condition can test."""
+    """One row per lead (same order as `leads`) with every built-in field a condition can test."""
     acc = accounts.set_index("account_id")
     account = leads["account_id"]
     region = vocab.lead_region(leads["country"], account.map(acc["region"]))
@@ -658,7 +717,7 @@ def _field_mask(cond: FieldCondition, attributes: pd.DataFrame) -> np.ndarray:
         return ~present
     if cond.op == "not_null":
         return present
-    if FIELDS[cond.field].kind in ("number", "campaign"):
+    if field_spec(cond.field, cond.value).kind in ("number", "campaign"):
         values = column.to_numpy(dtype=float)
         with np.errstate(invalid="ignore"):
             result = {
@@ -827,6 +886,7 @@ def _setup(rules: RuleSet, snapshots: pd.DataFrame, tables: Mapping[str, pd.Data
     check_rules_against_crm(rules, tables["campaigns"])
     leads, activities = tables["leads"], tables["activities"]
     attributes = lead_attributes(leads, tables["accounts"], tables["campaigns"])
+    attributes = pd.concat([attributes, attribute_columns(rules, leads, tables)], axis=1)
     plan = _plan(rules, attributes)
 
     snap_ns = _snapshot_ns(snapshots["snapshot_at"])
@@ -969,7 +1029,7 @@ def read_raw_tables(raw: Path) -> dict[str, pd.DataFrame]:
     from pipelines.extract import read_snapshot
 
     tables, _ = read_snapshot(raw, RAW_COLUMNS, {"activities": ("activity_type",)})
-    return {name: tables[name] for name in INPUT_TABLES}
+    return {name: tables[name] for name in (*INPUT_TABLES, "lead_attributes") if name in tables}
 
 
 def read_snapshot_keys(path: Path) -> pd.DataFrame:

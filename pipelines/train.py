@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -295,6 +295,16 @@ def load_logreg(model_dir: Path) -> tuple[Pipeline, list[FeatureSpec]]:
     return saved["model"], saved["features"]
 
 
+def dated_flag_note(maturation_days: int, summary: dict[str, Any]) -> str:
+    """What the split of dated leads with a target flag (no conversion dates) is, for metrics and the model card."""
+    if summary.get("order_column"):
+        return (f"out-of-time split by row order (no dates; order column {summary['order_column']}): leads with a "
+                "target flag, one row per lead; earlier rows train, later rows test, never a random split")
+    return (f"out-of-time split by lead creation date: dated leads with a target flag and no conversion dates, one row "
+            f"per lead at its creation; slices separated by the label's {maturation_days}-day maturation window; "
+            f"{int(summary.get('censored_leads', 0)):,} leads younger than that at the export left out as censored")
+
+
 def load_split(model_dir: Path) -> SplitPlan:
     """The split the models were trained with."""
     return SplitPlan.from_dict(read_json(Path(model_dir) / SPLIT_FILE, "split"))
@@ -305,7 +315,14 @@ def run_train(params: Params, features_dir: Path, out_dir: Path, metrics_path: P
     frame, infos = read_features(features_dir)
     log.info("training on %s snapshot rows of %s leads (%s positive)", f"{len(frame):,}",
              f"{frame['lead_id'].nunique():,}", f"{int(frame[LABEL].sum()):,}")
-    result = train_models(frame, infos, params.train, params.features.horizon_days, params.base.seed)
+    summary_path = Path(features_dir) / "summary.json"
+    summary = read_json(summary_path, "features summary") if summary_path.exists() else {}
+    horizon = params.features.horizon_days
+    if summary.get("dated_flag"):  # one row per lead at creation: the gaps are the label's maturation window
+        horizon = int(summary["label_window_days"])
+    result = train_models(frame, infos, params.train, horizon, params.base.seed)
+    if summary.get("dated_flag") and result.split.kind == "time":
+        result = replace(result, split=replace(result.split, note=dated_flag_note(horizon, summary)))
     save_models(result, out_dir)
     if metrics_path is not None:
         write_json(metrics_path, train_metrics(result))

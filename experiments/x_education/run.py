@@ -76,7 +76,7 @@ def test_auc(out: Path, n: int = 200, level: float = 0.95, seed: int = 42) -> di
     """Test ROC-AUC with its 95% lead-bootstrap interval of the two rules (evaluate gives the points rule's value only).
 
     `points_rule`: the rules file's score; `time_on_website_rule`: leads ranked by minutes on the website alone, the
-    simple engagement rule the rules format cannot express (it cannot read lead attributes).
+    simple engagement rule, kept as a ranking here (a rules file could now test attribute.time_on_website too).
     """
     from pipelines.modeling import LeadBootstrap, roc_auc
 

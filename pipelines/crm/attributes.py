@@ -17,6 +17,10 @@ from pipelines.errors import CrmDataError
 
 ATTRIBUTES_TABLE: Final = "lead_attributes"
 ATTRIBUTES_KEY: Final = "lead_id"
+#: The CRM's own lead ids (lead_id, crm_id as text) beside the integer key, written by `leadscore import`.
+CRM_IDS_TABLE: Final = "lead_crm_ids"
+#: A one-row table saying how the import made its labels (read into the snapshot manifest by the extract stage).
+IMPORT_TABLE: Final = "crm_import"
 AttributeKind = Literal["numeric", "categorical"]
 
 

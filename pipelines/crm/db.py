@@ -280,6 +280,16 @@ def undecodable_text(conn: Connection, tables: Mapping[str, Sequence[str]], colu
     return "\n".join(problems) or None
 
 
+def read_crm_ids(engine: Engine, table: str = "lead_crm_ids") -> pd.Series | None:
+    """The CRM's own lead ids (text) by integer lead_id, as `leadscore import` wrote them; None when absent."""
+    check_identifier(table)
+    if not sa.inspect(engine).has_table(table):
+        return None
+    frame = read_table(engine, table, ["lead_id", "crm_id"])
+    return pd.Series(frame["crm_id"].astype("string").to_numpy(), index=frame["lead_id"].astype("int64").to_numpy(),
+                     name="crm_id")
+
+
 def read_crm(engine: Engine) -> dict[str, pd.DataFrame]:
     """The five CRM tables, validated and with canonical dtypes."""
     frames = {name: read_table(engine, name, list(SCHEMAS[name].columns)) for name in TABLES}

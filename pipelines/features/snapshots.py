@@ -294,3 +294,30 @@ def open_leads_at(tables: Mapping[str, pd.DataFrame], as_of: pd.Timestamp, param
         "lead_id": lead_ids[keep],
         "snapshot_at": pd.Series(as_of, index=range(int(keep.sum())), dtype=UTC_NS),
     })
+
+
+def dated_flag_grid(tables: Mapping[str, pd.DataFrame], params: FeaturesParams, maturation_days: int,
+                    end: pd.Timestamp) -> tuple[pd.DataFrame, int]:
+    """Dates plus a won flag without conversion dates: one row per lead at its creation; label = reached the target.
+
+    The flag says whether, not when, so the lead is scored at creation and its label is "reached the target stage
+    by the export". A lead younger than `maturation_days` at the end of history (`end`, the export) may still
+    convert: it is censored and left out, never labelled negative. Returns (grid, censored leads).
+    """
+    leads = tables["leads"]
+    lead_ids = leads["lead_id"].to_numpy(dtype=np.int64)
+    stage_index = StageIndex.build(tables["stage_history"], lead_ids)
+    created = tl.known_seconds(leads["created_at"])
+    owner = np.arange(len(lead_ids), dtype=np.int64)
+    cutoff = int(end.value // 1_000_000_000) - maturation_days * tl.DAY
+    mature = created <= cutoff
+    keep = mature & open_mask(stage_index, created, owner, created, params.target_stage)
+    reaches = first_entry_seconds(stage_index, TARGET_STAGES[params.target_stage], len(lead_ids))
+    label = (reaches[keep] < np.iinfo(np.int64).max).astype(np.int8)
+    grid = pd.DataFrame({"lead_id": lead_ids[keep], "snapshot_at": tl.from_seconds(created[keep]), "label": label,
+                         WEIGHT: np.ones(int(keep.sum()), dtype=np.float32)})
+    censored = int((~mature).sum())
+    log.info("dated leads with a flag: %s leads labelled at creation (positive rate %.2f%%); %s created within %d "
+             "days of the export (%s) left out as censored", f"{len(grid):,}",
+             100 * float(label.mean()) if len(label) else 0.0, f"{censored:,}", maturation_days, end)
+    return grid, censored

@@ -27,7 +27,7 @@ from pipelines.errors import CrmDataError
 from pipelines.extract import atomic_directory, read_snapshot
 from pipelines.features.attributes import attribute_specs
 from pipelines.features.build import feature_specs, iter_feature_chunks, personal_columns
-from pipelines.features.snapshots import is_single_snapshot, single_snapshot_grid, snapshot_grid
+from pipelines.features.snapshots import dated_flag_grid, is_single_snapshot, single_snapshot_grid, snapshot_grid
 from pipelines.features.spec import ACCOUNT, WEIGHT
 
 log = logging.getLogger(__name__)
@@ -88,8 +88,15 @@ def run_features(raw: Path, out: Path, params: FeaturesParams, progress: bool = 
     """The features stage: read the snapshot at `raw`, write snapshots, feature list and summary into `out`."""
     tables, manifest = read_snapshot(raw, RAW_COLUMNS, DICTIONARY_COLUMNS)
     end = manifest["history_end"]
-    single = is_single_snapshot(tables)  # leads-only data (a mapped export without dates): one snapshot
-    grid = single_snapshot_grid(tables, params) if single else snapshot_grid(tables, params, end)
+    label = manifest.get("label") or {}
+    dated_flag = label.get("label") == "dated_flag"  # dates plus a won flag, no conversion dates (docs/mapping.md)
+    single = not dated_flag and is_single_snapshot(tables)  # leads-only data (no dates): one snapshot
+    censored = 0
+    if dated_flag:
+        maturation = int(label["maturation_days"])
+        grid, censored = dated_flag_grid(tables, params, maturation, end)
+    else:
+        grid = single_snapshot_grid(tables, params) if single else snapshot_grid(tables, params, end)
     log.debug("snapshot grid: %s rows of %s leads at %d snapshot dates (history ends %s)", f"{len(grid):,}",
               f"{grid['lead_id'].nunique():,}", grid["snapshot_at"].nunique(), end)
     if grid.empty:
@@ -129,6 +136,16 @@ def run_features(raw: Path, out: Path, params: FeaturesParams, progress: bool = 
             "target_stage": params.target_stage,
             "horizon_days": params.horizon_days,
         }
+        if dated_flag:
+            summary["dated_flag"] = True
+            summary["label_window_days"] = maturation
+            summary["censored_leads"] = censored
+            if label.get("basis") == "order":
+                summary["order_column"] = label.get("order_column")
+            summary["label"] = (f"dated leads with a target flag and no conversion dates: one row per lead at its "
+                                f"creation; label = reached {params.target_stage} by the export "
+                                f"({label.get('export_date')}); leads younger than {maturation} days at the export "
+                                f"({censored:,}) left out as censored; horizon_days does not apply")
         if single:
             summary["single_snapshot"] = True
             summary["label"] = (f"leads-only data: one snapshot; label = reached {params.target_stage} at any time "

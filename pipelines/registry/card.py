@@ -56,9 +56,11 @@ def model_card(name: str, version: str, run_id: str, lineage: Mapping[str, Any],
         f"within **{spec.get('horizon_days')} days** of the scoring date, with the predicted stage, a grade (A-D) and "
         "the top positive and negative reasons in business words.",
         "",
-        "## Data window (out-of-time split by snapshot date)" if split.get("kind") != "random" else
+        ("## Data window (out-of-time split by lead creation date)" if split.get("note") else
+         "## Data window (out-of-time split by snapshot date)") if split.get("kind") != "random" else
         "## Data (leads-only: one snapshot, stratified random split by lead, NOT an out-of-time test)",
         "",
+        *([f"Split: {split['note']}.", ""] if split.get("note") else []),
         "| slice | first snapshot | last snapshot | rows | positives |",
         "| --- | --- | --- | ---: | ---: |",
     ]

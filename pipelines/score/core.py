@@ -188,9 +188,18 @@ def _json_lists(values: pd.Series) -> list[str]:
             for v in values]
 
 
-def score_rows(features: pd.DataFrame, rules: pd.DataFrame, scored: pd.DataFrame, run: Mapping[str, Any]
-               ) -> pd.DataFrame:
-    """`lead_scores` rows: keys, the model's outputs, the rule score and flag, and the run's identity."""
+def crm_id_of(lead_ids: np.ndarray, crm_ids: pd.Series | None) -> np.ndarray:
+    """The CRM's own id of each lead (an imported CRM's `lead_crm_ids`), else the lead id as text."""
+    own = pd.Series(np.asarray(lead_ids, dtype=np.int64)).astype(str)
+    if crm_ids is None:
+        return own.to_numpy(dtype=object)
+    found = crm_ids.reindex(np.asarray(lead_ids, dtype=np.int64)).to_numpy(dtype=object, na_value=None)
+    return np.where(pd.isna(found), own.to_numpy(dtype=object), found).astype(object)
+
+
+def score_rows(features: pd.DataFrame, rules: pd.DataFrame, scored: pd.DataFrame, run: Mapping[str, Any],
+               crm_ids: pd.Series | None = None) -> pd.DataFrame:
+    """`lead_scores` rows: keys (with the CRM's own id), the model's outputs, the rule score and flag, the run."""
     n = len(features)
     if len(scored) != n or len(rules) != n:
         raise ValueError(f"scored {len(scored)} and rule rows {len(rules)} for {n} feature rows")
@@ -209,6 +218,7 @@ def score_rows(features: pd.DataFrame, rules: pd.DataFrame, scored: pd.DataFrame
         "rule_mql": rules["rule_mql"].to_numpy(dtype=bool),
         "reasons_positive": _json_lists(scored["reasons_positive"]),
         "reasons_negative": _json_lists(scored["reasons_negative"]),
+        "crm_id": crm_id_of(features["lead_id"].to_numpy(dtype=np.int64), crm_ids),
     })
 
 

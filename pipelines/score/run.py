@@ -27,7 +27,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from pipelines.config import Params
-from pipelines.crm.db import display_url, make_engine
+from pipelines.crm.db import display_url, make_engine, read_crm_ids
 from pipelines.drift import SCORE, DriftCounter
 from pipelines.errors import BadInputError
 from pipelines.registry.model import conform
@@ -228,6 +228,11 @@ def _score_chunks(crm_url: str, as_of: pd.Timestamp, params: Params, model: Scor
     """Every chunk: features and rules here, the model through `predict` (in process, or Spark), rows spilled to
     staging Parquet files; returns the run's counts and drift."""
     counter = DriftCounter(model.reference) if model.reference is not None else None
+    crm_engine = make_engine(crm_url)
+    try:
+        crm_ids = read_crm_ids(crm_engine)  # an imported CRM's own lead ids, kept beside the scores
+    finally:
+        crm_engine.dispose()
     totals = {"leads_read": 0, "leads_scored": 0, "n_mql": 0, "n_sal": 0, "n_sql": 0, "n_rule_mql": 0, "chunks": 0}
     prob_sum = 0.0
     ruleset, lists = load_rules(params.rules.file), {}
@@ -250,7 +255,7 @@ def _score_chunks(crm_url: str, as_of: pd.Timestamp, params: Params, model: Scor
                          rules["rule_mql"].to_numpy(dtype=bool), previous)
         timings.features += time.perf_counter() - t0
         t0 = time.perf_counter()
-        score_rows(features, rules, scored, meta).to_parquet(
+        score_rows(features, rules, scored, meta, crm_ids).to_parquet(
             staging / f"chunk-{chunk.index:06d}.parquet", index=False)
         timings.write += time.perf_counter() - t0
     totals["mean_probability"] = prob_sum / totals["leads_scored"] if totals["leads_scored"] else None

@@ -42,6 +42,7 @@ SCORE_COLUMNS: Final[dict[str, sa.types.TypeEngine]] = {
     "scored_at": sa.DateTime(timezone=True), "model_name": sa.Text(), "model_version": sa.Text(),
     "probability": sa.Float(), "stage": sa.Text(), "grade": sa.Text(), "rule_score": sa.Float(),
     "rule_mql": sa.Boolean(), "reasons_positive": sa.Text(), "reasons_negative": sa.Text(),
+    "crm_id": sa.Text(),  # the CRM's own lead id (an imported CRM's text key), for `leadscore export`
 }
 #: scoring_runs columns, in order.
 RUN_COLUMNS: Final[dict[str, sa.types.TypeEngine]] = {
@@ -225,7 +226,7 @@ def publish_run(engine: Engine, tables: ScoreTables, run: Mapping[str, Any], chu
             log.info("replacing earlier run(s) %s of the same as-of time and model version", ", ".join(replaced))
         written = 0
         for chunk in chunks:
-            insert_frame(conn, scores, chunk[list(SCORE_COLUMNS)])
+            insert_frame(conn, scores, chunk.reindex(columns=list(SCORE_COLUMNS)))  # optional columns: NULL
             written += len(chunk)
         row = {**run, "replaced_run_id": ",".join(replaced) or None}
         insert_frame(conn, runs, pd.DataFrame([{c: row.get(c) for c in RUN_COLUMNS}]).astype(_run_dtypes()))
@@ -279,15 +280,49 @@ def read_scores(engine: Engine, tables: ScoreTables, latest: bool = False) -> pd
     inspector = sa.inspect(engine)
     if not (inspector.has_table(name) or name in inspector.get_view_names()):
         return pd.DataFrame(columns=list(SCORE_COLUMNS))
-    relation = sa.table(name, *(sa.column(c) for c in SCORE_COLUMNS))
+    have = {c["name"] for c in inspector.get_columns(name)}  # a view made before crm_id existed lacks it
+    relation = sa.table(name, *(sa.column(c) for c in SCORE_COLUMNS if c in have))
     with engine.connect() as conn:
         frame = pd.read_sql_query(sa.select(relation), conn)
+    if "crm_id" not in frame.columns:
+        frame["crm_id"] = None
     for col in ("as_of", "scored_at"):
         frame[col] = pd.to_datetime(frame[col], utc=True, format="ISO8601")
     frame["rule_mql"] = frame["rule_mql"].astype(bool)
     for col in ("reasons_positive", "reasons_negative"):
         frame[col] = frame[col].map(lambda text: json.loads(text) if isinstance(text, str) else [])
     return frame
+
+
+def read_export_run(engine: Engine, tables: ScoreTables) -> tuple[dict[str, Any], pd.DataFrame]:
+    """(the run, its rows) to export: the latest run whose `production` column is true when the runs table has
+    that column (runs of the champion), else the latest run. Only published (complete) runs are ever in the log."""
+    runs_name, scores_name = check_identifier(tables.runs), check_identifier(tables.scores)
+    inspector = sa.inspect(engine)
+    if not inspector.has_table(runs_name) or not inspector.has_table(scores_name):
+        raise ScoresTableError(f"no scoring run in {display_url(engine.url)}: run `leadscore score` first")
+    run_columns = {c["name"] for c in inspector.get_columns(runs_name)}
+    score_columns = {c["name"] for c in inspector.get_columns(scores_name)}
+    runs = sa.table(runs_name, *(sa.column(c) for c in run_columns))
+    query = sa.select(*runs.c).order_by(runs.c.as_of.desc(), runs.c.finished_at.desc()).limit(1)
+    if "production" in run_columns:
+        query = query.where(runs.c.production == sa.true())
+    with engine.connect() as conn:
+        row = conn.execute(query).mappings().first()
+        if row is None:
+            what = "production (champion) run" if "production" in run_columns else "scoring run"
+            raise BadInputError(f"no {what} in {display_url(engine.url)}: run `leadscore score` first")
+        wanted = [c for c in SCORE_COLUMNS if c in score_columns]
+        scores = sa.table(scores_name, *(sa.column(c) for c in wanted))
+        frame = pd.read_sql_query(sa.select(*scores.c).where(scores.c.run_id == row["run_id"])
+                                  .order_by(scores.c.lead_id), conn)
+    if "crm_id" not in frame.columns:
+        frame["crm_id"] = None
+    for col in ("reasons_positive", "reasons_negative"):
+        frame[col] = frame[col].map(lambda text: json.loads(text) if isinstance(text, str) else [])
+    run = dict(row)
+    run["as_of"] = pd.Timestamp(pd.to_datetime(run["as_of"], utc=True, format="ISO8601"))
+    return run, frame
 
 
 # ----------------------------------------------------------------------------------------------------------------

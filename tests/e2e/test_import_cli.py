@@ -27,7 +27,7 @@ def _write(tmp_path: Path, sources: list[str] | None = None) -> tuple[Path, Path
     }).to_csv(tmp_path / "leads.csv", index=False)
     mapping = {
         "snapshot_date": "2024-03-04",
-        "target": {"column": "Won", "positive": [1], "stage": "Won"},
+        "target": {"column": "Won", "positive": [1], "negative": [0], "stage": "Won"},
         "tables": {"leads": {
             "source": {"path": str(tmp_path / "leads.csv")},
             "missing_values": ["Select"],
@@ -83,3 +83,26 @@ def test_a_bad_mapping_exits_2_naming_table_column_and_row(tmp_path: Path) -> No
     assert "table 'leads', column 'lead_source' (source 'Source')" in done.output
     assert "['Reference']" in done.output and "row 2: 'Reference'" in done.output
     assert not (tmp_path / "x.db").exists() or "leads" not in (tmp_path / "x.db").read_bytes().decode("latin-1")
+
+
+def test_ambiguous_dates_and_unknown_target_values_exit_2_naming_column_and_rows(tmp_path: Path) -> None:
+    mapping, _ = _write(tmp_path)
+    raw = yaml.safe_load(mapping.read_text())
+    frame = pd.read_csv(tmp_path / "leads.csv")
+    frame["Won"] = frame["Won"].astype(str)
+    frame.loc[5, "Won"] = "TRUE"
+    frame.to_csv(tmp_path / "leads.csv", index=False)
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    done = CliRunner().invoke(app, ["import", "--mapping", str(mapping), "--url", url])
+    assert done.exit_code == 2 and "Traceback" not in done.output
+    assert "target column 'Won'" in done.output and "row 6: 'TRUE'" in done.output
+    frame.loc[5, "Won"] = "0"
+    frame["Created"] = [f"{1 + i % 12:02d}/{1 + i % 9:02d}/2024" for i in range(len(frame))]  # days and months <= 12
+    frame.to_csv(tmp_path / "leads.csv", index=False)
+    raw["target"]["maturation_days"] = 30
+    raw["tables"]["leads"]["columns"]["Created"] = "created_at"
+    mapping.write_text(yaml.safe_dump(raw))
+    done = CliRunner().invoke(app, ["import", "--mapping", str(mapping), "--url", url])
+    assert done.exit_code == 2 and "Traceback" not in done.output
+    assert "column 'created_at' (source 'Created')" in done.output and "ambiguous dates" in done.output
+    assert "row 1: '01/01/2024'" in done.output

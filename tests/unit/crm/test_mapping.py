@@ -191,7 +191,8 @@ def _leads_only(**changes: Any) -> dict[str, Any]:
     leads = raw["tables"]["leads"]
     del leads["columns"]["Created"], leads["dates"]["created_at"]
     leads["ignore"]["Created"] = "no dates in a leads-only export"
-    raw |= {"snapshot_date": "2025-02-03", "target": {"column": "Won", "positive": [1, "yes"], "stage": "Won"}}
+    raw |= {"snapshot_date": "2025-02-03", "target": {"column": "Won", "positive": [1, "yes"], "negative": [0, "no"],
+                                                   "stage": "Won"}}
     raw |= changes
     return raw
 
@@ -210,13 +211,13 @@ def test_leads_only_target_becomes_one_snapshot_and_a_stage_entry_per_positive_l
     assert mapped.report["leads_only"]["positives"] == 2
 
 
-def test_leads_only_needs_a_snapshot_date_and_no_created_at_and_a_value_per_lead() -> None:
+def test_leads_only_needs_a_snapshot_date_and_a_maturation_window_with_created_at_and_a_value_per_lead() -> None:
     with pytest.raises(MappingError, match="snapshot_date is required"):
         parse_mapping(_leads_only(snapshot_date=None), HERE)
     with_created = _leads_only()
     with_created["tables"]["leads"]["columns"]["Created"] = "created_at"
     del with_created["tables"]["leads"]["ignore"]["Created"]
-    with pytest.raises(MappingError, match="do not map created_at"):
+    with pytest.raises(MappingError, match=r"target\.maturation_days is required when created_at is mapped"):
         parse_mapping(with_created, HERE)
     mapping = parse_mapping(_leads_only(), HERE)
     with pytest.raises(MappingError, match=r"target column 'Won': 1 row\(s\) have no value; e.g. row 2"):
@@ -281,3 +282,132 @@ def test_a_password_inline_in_a_source_url_is_refused_like_in_params() -> None:
     # through the environment (or ~/.pgpass, or no password at all) it is accepted
     for url in ("postgresql+psycopg://crm:${CRM_PASSWORD}@db/crm", "postgresql+psycopg://crm@db/crm", "${CRM_URL}"):
         assert parse_mapping(_mapping(source={"url": url, "table": "leads"}), HERE).tables["leads"].source.url == url
+# ----------------------------------------------------------------------------------------------------------------
+# Ambiguities are refused, never guessed
+# ----------------------------------------------------------------------------------------------------------------
+
+def _undeclared_dates(created: list[str]) -> pd.DataFrame:
+    leads = _raw_leads()
+    leads["Created"] = created
+    return leads
+
+
+@pytest.mark.parametrize(("created", "message"), [
+    (["03/01/2025", "04/01/2025", "05/01/2025"], r"ambiguous dates: every day and month is at most 12.*row 1: "
+                                                 r"'03/01/2025'"),
+    (["13/01/2025", "04/01/2025", "05/01/2025"], r"they read day first \(DD-MM\).*row 1: '13/01/2025'"),
+    (["13/01/2025", "01/14/2025", "05/01/2025"], r"mix two date readings: day first \(e.g. row 1: '13/01/2025'\) "
+                                                 r"and month first \(e.g. row 2: '01/14/2025'\)"),
+    (["2025-01-03", "Jan 4 2025", "2025-01-05"], r"not ISO 8601 dates.*row 2: 'Jan 4 2025'"),
+    (["2025-01-03", "13/01/2025", "2025-01-05"], r"they read day first \(DD-MM\) \(e.g. row 2: '13/01/2025'\)"),
+])
+def test_dates_without_a_declared_format_must_be_iso_and_other_readings_are_named(created: list[str],
+                                                                                  message: str) -> None:
+    with pytest.raises(MappingError, match=r"table 'leads', column 'created_at' \(source 'Created'\): .*" + message):
+        _apply(_mapping(dates={}), _undeclared_dates(created))
+
+
+def test_iso_dates_need_no_declared_format() -> None:
+    mapped = _apply(_mapping(dates={}), _undeclared_dates(["2025-01-03T09:15:00Z", "2025-01-04", "2025-01-05 11:30"]))
+    assert mapped.tables["leads"]["created_at"].iloc[0] == pd.Timestamp("2025-01-03 09:15", tz="UTC")
+
+
+def test_stage_entries_before_their_leads_creation_are_refused_with_rows() -> None:
+    # the month-first reading of day-first data: 03/01 read as March 1st puts the lead after its won stage
+    with pytest.raises(MappingError, match=r"table 'stage_history', column 'entered_at': 2 row\(s\) are dated before "
+                                           r"their lead's creation.*row 1 \(stage_history_id=1, lead_id=101\): "
+                                           r"2025-01-10 00:00 before created_at 2025-03-01 09:15"):
+        _apply(_mapping(dates={"created_at": "%m/%d/%Y %H:%M"}))
+
+
+@pytest.mark.parametrize("value", ["yes", "TRUE", "1.0", "2"])
+def test_target_values_outside_the_declared_sets_are_refused(value: str) -> None:
+    raw = _leads_only(target={"column": "Won", "positive": [1], "negative": [0], "stage": "Won"})
+    with pytest.raises(MappingError, match=rf"target column 'Won': 1 row\(s\) hold value\(s\) \['{value}'\] that are "
+                                           rf"neither positive \['1'\] nor negative \['0'\]; e.g. row 3: '{value}'"):
+        apply_mapping({"leads": _raw_leads().assign(Won=["1", "0", value])}, parse_mapping(raw, HERE))
+
+
+def test_a_value_both_positive_and_negative_is_refused() -> None:
+    with pytest.raises(MappingError, match=r"value\(s\) \['1'\] are both positive and negative"):
+        parse_mapping(_leads_only(target={"column": "Won", "positive": [1], "negative": [1, 0], "stage": "Won"}), HERE)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Text ids, joins, derived date parts
+# ----------------------------------------------------------------------------------------------------------------
+
+def test_string_ids_are_refused_as_integers_and_kept_as_crm_id_with_ids_text() -> None:
+    leads = _raw_leads().assign(ID=["00Q5e000001AbCdEAG", "00Q5e000001AbCdEAH", "1f3a"])
+    stages = _raw_stages().assign(Lead=["00Q5e000001AbCdEAG", "00Q5e000001AbCdEAH"])
+    mapping = parse_mapping(_mapping(), HERE)
+    with pytest.raises(MappingError, match=r"column 'lead_id': 3 id\(s\) are not whole numbers; e.g. row 1: "
+                                           r"'00Q5e000001AbCdEAG'.*ids: text"):
+        apply_mapping({"leads": leads, "stage_history": stages}, mapping)
+    mapped = apply_mapping({"leads": leads, "stage_history": stages}, parse_mapping({**_mapping(), "ids": "text"},
+                                                                                   HERE))
+    ids = mapped.crm_ids.set_index("crm_id")["lead_id"]
+    assert ids["00Q5e000001AbCdEAG"] != ids["00Q5e000001AbCdEAH"] and (ids > 0).all()
+    assert mapped.tables["stage_history"]["lead_id"].tolist() == [ids["00Q5e000001AbCdEAG"], ids["00Q5e000001AbCdEAH"]]
+    again = apply_mapping({"leads": leads.iloc[::-1], "stage_history": stages}, parse_mapping(
+        {**_mapping(), "ids": "text"}, HERE))
+    assert again.crm_ids.set_index("crm_id")["lead_id"].to_dict() == ids.to_dict()  # stable across imports
+
+
+def test_a_join_brings_a_label_column_by_key_and_a_doubled_key_is_refused() -> None:
+    raw = _mapping()
+    raw["tables"]["leads"]["joins"] = [{"source": {"path": "deals.csv"}, "by": {"ID": "Lead"}, "take": ["Won"]}]
+    raw["tables"]["leads"]["ignore"]["Won"] = "brought for the check below"
+    mapping = parse_mapping(raw, HERE)
+    deals = pd.DataFrame({"Lead": ["103", "101"], "Won": ["yes", "no"]})
+    frames = {"leads": _raw_leads(), "stage_history": _raw_stages(), "leads.joins.0": deals}
+    assert apply_mapping(frames, mapping).report["rows"]["leads"] == 3
+    raw["tables"]["leads"]["attributes"]["won_flag"] = {"column": "Won", "kind": "categorical"}
+    del raw["tables"]["leads"]["ignore"]["Won"]
+    attrs = apply_mapping(frames, parse_mapping(raw, HERE)).attributes.set_index("lead_id")["won_flag"]
+    assert attrs[101] == "no" and pd.isna(attrs[102]) and attrs[103] == "yes"
+    doubled = {**frames, "leads.joins.0": pd.concat([deals, deals.iloc[:1]])}
+    with pytest.raises(MappingError, match=r"table 'leads', joins\[0\]: the joined source holds 1 key\(s\) of column "
+                                           r"'Lead' more than once.*row 1: '103', row 3: '103'"):
+        apply_mapping(doubled, parse_mapping(raw, HERE))
+
+
+def test_derived_date_parts_become_attributes() -> None:
+    raw = _mapping(derived={"created_weekday": {"column": "created_at", "part": "weekday"},
+                            "created_month": {"column": "created_at", "part": "month"},
+                            "created_hour": {"column": "created_at", "part": "hour"}})
+    attrs = _apply(raw).attributes.set_index("lead_id")
+    assert attrs["created_weekday"].tolist() == ["Fri", "Sat", "Sun"]  # 3-5 January 2025
+    assert attrs["created_month"].tolist() == ["Jan"] * 3 and attrs["created_hour"].tolist() == [9.0, 10.0, 11.0]
+
+
+def test_dated_target_keeps_creation_and_puts_the_flag_at_the_export() -> None:
+    raw = _leads_only(target={"column": "Won", "positive": ["1"], "negative": ["0"], "stage": "Won",
+                              "maturation_days": 20})
+    leads = raw["tables"]["leads"]
+    leads["columns"]["Created"] = "created_at"
+    leads["dates"] = {"created_at": "%d/%m/%Y %H:%M"}
+    del leads["ignore"]["Created"]
+    mapped = apply_mapping({"leads": _raw_leads().assign(Won=["1", "0", "1"])}, parse_mapping(raw, HERE))
+    assert mapped.dated_flag and not mapped.leads_only
+    assert mapped.tables["leads"]["created_at"].iloc[0] == pd.Timestamp("2025-01-03 09:15", tz="UTC")
+    assert (mapped.tables["stage_history"]["entered_at"] == pd.Timestamp("2025-02-04", tz="UTC")).all()
+    assert mapped.label["maturation_days"] == 20 and mapped.report["dated_flag"]["censored_leads"] == 0
+    late = _raw_leads().assign(Won=["1", "0", "1"], Created=["03/01/2025 09:15", "04/01/2025 10:00",
+                                                             "05/02/2025 11:30"])
+    with pytest.raises(MappingError, match=r"1 lead\(s\) are created after the export date.*row 3: '2025-02-05 11:30'"):
+        apply_mapping({"leads": late}, parse_mapping(raw, HERE))
+
+
+def test_an_order_column_orders_leads_without_dates_and_ties_are_refused() -> None:
+    raw = _leads_only(order={"column": "Seq"})
+    mapping = parse_mapping(raw, HERE)
+    mapped = apply_mapping({"leads": _raw_leads().assign(Won=["1", "0", "1"], Seq=["30", "10", "20"])}, mapping)
+    created = mapped.tables["leads"].set_index("lead_id")["created_at"]
+    assert created[102] < created[103] < created[101]  # by Seq, not by row
+    assert mapped.dated_flag and mapped.label["basis"] == "order" and mapped.label["maturation_days"] == 0
+    assert (mapped.tables["stage_history"]["entered_at"] > created.max()).all()
+    with pytest.raises(MappingError, match=r"order column 'Seq': 2 row\(s\) share a value.*row 1: '10', row 2: '10'"):
+        apply_mapping({"leads": _raw_leads().assign(Won=["1", "0", "1"], Seq=["10", "10", "20"])}, mapping)
+    with pytest.raises(MappingError, match="order needs a target column"):
+        parse_mapping({**_mapping(), "order": {"column": "Seq"}}, HERE)
