@@ -113,7 +113,9 @@ class TrainParams(StrictModel):
     valid_fraction: float = Field(gt=0, lt=0.5, description="Share of train rows at its end: early stopping")
     min_positives: int = Field(ge=1, description="Refuse to train with fewer positive rows in the train slice")
     exclude_features: tuple[str, ...] = Field(description="Feature columns the models must not use")
-    monotone_engagement: bool = Field(description="+1 monotone constraints on the lead's own engagement counts")
+    monotone_engagement: bool = Field(
+        description="Monotone constraints from the declared business directions (pipelines/features/directions.py): "
+                    "+1 engagement counts and ideal-profile flags, -1 unsubscribes, bounces and bogus-lead signals")
     learning_rate: float = Field(gt=0, le=1)
     num_leaves: int = Field(ge=2)
     min_child_samples: int = Field(ge=1)

@@ -24,6 +24,7 @@ import pandas as pd
 
 from pipelines.config import TrainParams
 from pipelines.errors import BadInputError
+from pipelines.features.directions import feature_direction
 from pipelines.features.spec import WEIGHT, FeatureSpec
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,6 @@ SNAPSHOTS_FILE: Final = "snapshots.parquet"
 FEATURE_LIST_FILE: Final = "feature_list.json"
 KEY_COLUMNS: Final[tuple[str, str]] = ("lead_id", "snapshot_at")
 LABEL: Final = "label"
-#: Activity types whose count must not be forced to raise the score (they signal disinterest or a dead address).
-NEGATIVE_ACTIVITIES: Final[tuple[str, ...]] = ("unsubscribe", "email_bounce")
-#: Feature families whose counts are "engagement" for the monotone constraints.
-MONOTONE_FAMILIES: Final[frozenset[str]] = frozenset({"engagement", "content"})
 SliceName = Literal["fit", "valid", "calibration", "test", "gap"]
 
 
@@ -124,15 +121,13 @@ def model_features(infos: Sequence[FeatureSpec], exclude: Sequence[str] = ()) ->
 
 
 def monotone_directions(features: Sequence[FeatureSpec]) -> list[int]:
-    """+1 for the lead's own engagement counts (every activity type but the negative ones), 0 for the rest.
+    """LightGBM monotone constraints from the declared business directions (`pipelines.features.directions`).
 
-    With these LightGBM constraints one more click, visit or download can never lower a lead's score.
+    +1 for engagement counts, colleagues' buying signals and ideal-profile flags, -1 for unsubscribes, bounces and
+    bogus-lead signals, 0 for the rest: one more demo request can never lower a lead's score, one more unsubscribe
+    never raise it, so the reasons (which use the same declaration) never have to explain the opposite.
     """
-    out = []
-    for f in features:
-        negative = any(f.name.startswith(f"n_{a}_") for a in NEGATIVE_ACTIVITIES)
-        out.append(1 if f.family in MONOTONE_FAMILIES and f.kind == "numeric" and not negative else 0)
-    return out
+    return [feature_direction(f.name, f.family, f.kind) for f in features]
 
 
 def align_rows(frame: pd.DataFrame, other: pd.DataFrame, columns: Sequence[str], what: str) -> pd.DataFrame:

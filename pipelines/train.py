@@ -241,8 +241,10 @@ def train_models(frame: pd.DataFrame, infos: list[FeatureSpec], params: TrainPar
                        "fit": list((plan.production or {}).get("fit", ("", ""))),
                        "calibration": list((plan.production or {}).get("calibration", ("", "")))},
         "validation": {"lightgbm": valid_metrics, "logreg": logreg_metrics},
-        "monotone_increasing": ([f.name for f, m in zip(features, monotone_directions(features), strict=True) if m]
-                                if params.monotone_engagement else []),
+        "monotone_increasing": ([f.name for f, m in zip(features, monotone_directions(features), strict=True)
+                                 if m > 0] if params.monotone_engagement else []),
+        "monotone_decreasing": ([f.name for f, m in zip(features, monotone_directions(features), strict=True)
+                                 if m < 0] if params.monotone_engagement else []),
         "features": names,
         "top_features_by_gain": {k: float(v) for k, v in importance.sort_values(ascending=False).head(20).items()},
         "seconds": {"lightgbm": round(lgb_seconds, 1), "production": round(production_seconds, 1),

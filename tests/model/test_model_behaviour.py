@@ -65,15 +65,19 @@ def test_more_engagement_from_an_ideal_senior_buyer_never_lowers_the_score(
     assert (scores[-1] > scores[0]).mean() >= 0.5 or activity in ("web_visit", "email_click")
 
 
-def test_engagement_counts_are_monotone_for_every_row(demo_model: DemoModel) -> None:
-    """The constraint itself: raise every engagement count of real rows and no prediction may fall."""
+def test_declared_directions_are_monotone_for_every_row(demo_model: DemoModel) -> None:
+    """The constraints themselves: raise every +1 feature of real rows and no prediction may fall; raise every -1
+    feature (unsubscribes, bounces, bogus signals) and none may rise."""
     sample = demo_model.frame.sample(2000, random_state=0)
-    names = [f.name for f, m in zip(demo_model.features, monotone_directions(demo_model.features), strict=True) if m]
+    directions = monotone_directions(demo_model.features)
     base = booster_predict(demo_model.booster, sample)
-    for extra in (1, 3, 10):
-        bumped = sample.copy()
-        bumped[names] = bumped[names] + extra
-        assert (booster_predict(demo_model.booster, bumped) >= base - 1e-12).all()
+    for direction in (+1, -1):
+        names = [f.name for f, m in zip(demo_model.features, directions, strict=True) if m == direction]
+        assert names, f"no feature declared {direction:+d}"
+        for extra in (1, 3, 10):
+            bumped = sample.copy()
+            bumped[names] = bumped[names] + extra
+            assert (direction * (booster_predict(demo_model.booster, bumped) - base) >= -1e-12).all()
 
 
 def test_bogus_leads_score_low(demo_model: DemoModel) -> None:
