@@ -70,6 +70,11 @@ class IcpParams(StrictModel):
         return self
 
 
+#: Current-value CRM fields that reps may fill in or edit while qualifying (pipelines/features/columns.py).
+CurrentValueField = Literal["budget_range", "purchase_timeframe", "industry", "employee_count", "annual_revenue",
+                            "account_location"]
+
+
 class FeaturesParams(StrictModel):
     """Snapshot grid, label definition and feature windows of the features stage."""
 
@@ -96,6 +101,16 @@ class FeaturesParams(StrictModel):
     velocity_days: int = Field(gt=0, description="Velocity: activity in the last N days vs the N days before")
     chunk_leads: int = Field(gt=0, description="Leads per processing chunk (whole accounts kept together)")
     icp: IcpParams
+    current_value_fields: tuple[CurrentValueField, ...] = Field(
+        description="Current-value CRM fields used as features anyway (a leak risk: reps may fill them in while "
+                    "qualifying, so the value may encode the outcome); []: none, the leak-safe default")
+
+    @field_validator("current_value_fields")
+    @classmethod
+    def _distinct_fields(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("current_value_fields lists a field twice")
+        return value
 
     @field_validator("windows_days")
     @classmethod

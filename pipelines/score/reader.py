@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 
 from pipelines.crm.db import display_url
 from pipelines.crm.schema import SCHEMAS, CrmDataError, validate_crm
+from pipelines.features.columns import INPUT_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,8 @@ _KEY_SHIFT: Final = 62
 
 
 def _columns(table: str) -> list[str]:
-    return list(SCHEMAS[table].columns)
+    """The columns scoring reads: the features' and rules' explicit list, never whole tables (no status)."""
+    return list(INPUT_COLUMNS[table])
 
 
 def _relation(table: str, extra: Sequence[str] = ()) -> sa.TableClause:
@@ -192,7 +194,7 @@ def iter_chunks(conn: Connection, chunk_leads: int, campaigns: pd.DataFrame | No
                 "leads": chunk_leads_frame.drop(columns="_key"),
                 **{name: stream.take_upto(last_key).drop(columns="_key") for name, stream in children.items()},
             }
-            yield CrmChunk(index=index, tables=validate_crm(tables))
+            yield CrmChunk(index=index, tables=validate_crm(tables, INPUT_COLUMNS))
             index += 1
     finally:
         for stream in streams:
