@@ -22,13 +22,13 @@ from pipelines.crm.schema import CrmDataError
 
 log = logging.getLogger(__name__)
 
-#: Per table, the columns features and rules read (the scoring reader reads exactly these).
+#: Per table, the columns features and rules read (the features stage and the scoring reader read exactly these).
 INPUT_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
-    "campaigns": ("campaign_id", "name", "channel", "region", "start_date", "end_date"),
+    "campaigns": ("campaign_id", "channel", "region"),
     "accounts": ("account_id", "domain", "industry", "employee_count", "annual_revenue", "country", "region"),
     "leads": ("lead_id", "account_id", "created_at", "first_name", "last_name", "email", "phone", "job_title",
               "lead_source", "campaign_id", "country", "budget_range", "purchase_timeframe"),
-    "activities": ("activity_id", "lead_id", "occurred_at", "activity_type", "detail"),
+    "activities": ("lead_id", "occurred_at", "activity_type", "detail"),
     "stage_history": ("stage_history_id", "lead_id", "stage", "entered_at"),
 }
 #: Columns never read: they are current values that reveal what happened after any past snapshot.

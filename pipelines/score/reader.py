@@ -39,7 +39,7 @@ def _columns(table: str) -> list[str]:
 
 def _relation(table: str, extra: Sequence[str] = ()) -> sa.TableClause:
     """An untyped table clause: values come back as the driver returns them (no per-value conversion)."""
-    return sa.table(table, *(sa.column(c) for c in [*_columns(table), *extra]))
+    return sa.table(table, *(sa.column(c) for c in dict.fromkeys([*_columns(table), *extra])))
 
 
 def preflight(conn: Connection) -> dict[str, int]:
@@ -57,7 +57,7 @@ def preflight(conn: Connection) -> dict[str, int]:
         counts[table] = int(conn.execute(sa.select(sa.func.count()).select_from(sa.table(table))).scalar() or 0)
     leads = _relation("leads")
     for table, key in (("activities", "activity_id"), ("stage_history", "stage_history_id")):
-        child = _relation(table)
+        child = _relation(table, (key,))
         orphans = (sa.select(child.c[key], child.c.lead_id)
                    .select_from(child.outerjoin(leads, child.c.lead_id == leads.c.lead_id))
                    .where(leads.c.lead_id.is_(None)))
