@@ -75,6 +75,11 @@ class IcpParams(StrictModel):
         return self
 
 
+#: Current-value CRM fields that reps may fill in or edit while qualifying (pipelines/features/columns.py).
+CurrentValueField = Literal["budget_range", "purchase_timeframe", "industry", "employee_count", "annual_revenue",
+                            "account_location"]
+
+
 class FeaturesParams(StrictModel):
     """Snapshot grid, label definition and feature windows of the features stage."""
 
@@ -101,6 +106,16 @@ class FeaturesParams(StrictModel):
     velocity_days: int = Field(gt=0, description="Velocity: activity in the last N days vs the N days before")
     chunk_leads: int = Field(gt=0, description="Leads per processing chunk (whole accounts kept together)")
     icp: IcpParams
+    current_value_fields: tuple[CurrentValueField, ...] = Field(
+        description="Current-value CRM fields used as features anyway (a leak risk: reps may fill them in while "
+                    "qualifying, so the value may encode the outcome); []: none, the leak-safe default")
+
+    @field_validator("current_value_fields")
+    @classmethod
+    def _distinct_fields(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("current_value_fields lists a field twice")
+        return value
 
     @field_validator("windows_days")
     @classmethod
@@ -118,7 +133,9 @@ class TrainParams(StrictModel):
     valid_fraction: float = Field(gt=0, lt=0.5, description="Share of train rows at its end: early stopping")
     min_positives: int = Field(ge=1, description="Refuse to train with fewer positive rows in the train slice")
     exclude_features: tuple[str, ...] = Field(description="Feature columns the models must not use")
-    monotone_engagement: bool = Field(description="+1 monotone constraints on the lead's own engagement counts")
+    monotone_engagement: bool = Field(
+        description="Monotone constraints from the declared business directions (pipelines/features/directions.py): "
+                    "+1 engagement counts and ideal-profile flags, -1 unsubscribes, bounces and bogus-lead signals")
     learning_rate: float = Field(gt=0, le=1)
     num_leaves: int = Field(ge=2)
     min_child_samples: int = Field(ge=1)

@@ -25,6 +25,7 @@ import pandas as pd
 
 from pipelines.config import TrainParams
 from pipelines.errors import BadInputError
+from pipelines.features.directions import monotone_direction
 from pipelines.features.spec import ACCOUNT, WEIGHT, FeatureSpec
 
 log = logging.getLogger(__name__)
@@ -33,10 +34,6 @@ SNAPSHOTS_FILE: Final = "snapshots.parquet"
 FEATURE_LIST_FILE: Final = "feature_list.json"
 KEY_COLUMNS: Final[tuple[str, str]] = ("lead_id", "snapshot_at")
 LABEL: Final = "label"
-#: Activity types whose count must not be forced to raise the score (they signal disinterest or a dead address).
-NEGATIVE_ACTIVITIES: Final[tuple[str, ...]] = ("unsubscribe", "email_bounce")
-#: Feature families whose counts are "engagement" for the monotone constraints.
-MONOTONE_FAMILIES: Final[frozenset[str]] = frozenset({"engagement", "content"})
 SliceName = Literal["fit", "valid", "calibration", "test", "gap"]
 
 
@@ -124,24 +121,14 @@ def model_features(infos: Sequence[FeatureSpec], exclude: Sequence[str] = ()) ->
 
 
 def monotone_directions(features: Sequence[FeatureSpec]) -> list[int]:
-    """+1 for the lead's own engagement counts (every activity type but the negative ones) and its recent activity
-    (`n_activities_last_*`, `activity_velocity_*`), -1 for the days since its last engagement signal, 0 for the rest.
+    """LightGBM monotone constraints from the declared business directions (`pipelines.features.directions`).
 
-    With these LightGBM constraints one more click, visit or download can never lower a lead's score: a new event
-    raises counts, recent activity and velocity and shortens the days since, and each of those moves is monotone.
+    +1 for engagement counts, colleagues' buying signals, ideal-profile flags and recent activity, -1 for
+    unsubscribes, bounces, bogus-lead signals and the days since the last engagement signal, 0 for the rest: one more
+    demo request can never lower a lead's score (its counts, recent activity and recency all move the right way), one
+    more unsubscribe never raise it, so the reasons (which use the same declaration) never explain the opposite.
     """
-    out = []
-    for f in features:
-        negative = any(f.name.startswith(f"n_{a}_") or f.name == f"days_since_{a}" for a in NEGATIVE_ACTIVITIES)
-        if f.kind != "numeric" or negative:
-            out.append(0)
-        elif f.family in MONOTONE_FAMILIES or (f.family == "velocity" and not f.name.startswith("n_activities_prior_")):
-            out.append(1)
-        elif f.family == "recency" and f.name.startswith("days_since_") and f.name != "days_since_stage_change":
-            out.append(-1)
-        else:
-            out.append(0)
-    return out
+    return [monotone_direction(f.name, f.family, f.kind) for f in features]
 
 
 def align_rows(frame: pd.DataFrame, other: pd.DataFrame, columns: Sequence[str], what: str) -> pd.DataFrame:

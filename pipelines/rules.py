@@ -47,6 +47,7 @@ from pipelines.crm import vocab
 from pipelines.crm.schema import CrmDataError, to_utc
 from pipelines.crm.titles import DEPARTMENTS, SENIORITIES, parse_titles
 from pipelines.features.static import email_domains
+from pipelines.words import ACTIVITY_WORDS, number
 
 log = logging.getLogger(__name__)
 
@@ -791,6 +792,23 @@ class _Explanation:
         return pd.Series(pd.array(joined, dtype="string"))
 
 
+def _rule_words(rule: FitRule | Gate | EngagementRule) -> str:
+    """A rule as sales reads it: its description (first letter lower-cased), else its name in words."""
+    text = rule.description or rule.name.replace("_", " ")
+    return text[0].lower() + text[1:] if len(text) > 1 and text[1].islower() else text  # "C-level", "ICP" kept
+
+
+def _engagement_words(rule: EngagementRule, counts: np.ndarray) -> pa.Array:
+    """What an engagement rule counted, per row: "2 e-mail opens", "1 e-mail click or website visit in the last 30
+    days" (the activity's own words, singular or plural by count)."""
+    window = "" if rule.within_days is None else f" in the last {number(rule.within_days)} days"
+    one = " or ".join(ACTIVITY_WORDS[a][2] for a in rule.activity) + window
+    many = " or ".join(ACTIVITY_WORDS[a][1] for a in rule.activity) + window
+    counts = np.asarray(counts, dtype=np.int64)
+    nouns = pc.if_else(pa.array(counts == 1), one, many)
+    return pc.binary_join_element_wise(pc.cast(pa.array(counts), pa.string()), nouns, " ")
+
+
 def _signed(values: np.ndarray) -> pa.Array:
     """Points as text with a sign and at most one decimal: "+10", "-20", "+7.4"."""
     rounded = pc.round(pa.array(values, pa.float64()), 1)
@@ -817,17 +835,17 @@ def _score(rules: RuleSet, plan: _Plan, queries: _Queries, explain: bool) -> dic
         score += contribution
         if explanation is not None:
             rows = np.flatnonzero(np.round(contribution, 1) != 0)  # what would read "+0" is left out
-            prefix = (pa.scalar(f"{rule.name}:") if count is None else pc.binary_join_element_wise(
-                f"{rule.name} x", pc.cast(pa.array(count[rows]), pa.string()), ":", ""))
-            explanation.add(queries.order[rows], pc.binary_join_element_wise(prefix, _signed(contribution[rows]), ""))
+            words = pa.scalar(_rule_words(rule)) if count is None else _engagement_words(rule, count[rows])
+            explanation.add(queries.order[rows],
+                            pc.binary_join_element_wise(words, " (", _signed(contribution[rows]), ")", ""))
     threshold = plan.thresholds[rule_set]
     mql = np.where(np.isnan(threshold), True, score >= np.where(np.isnan(threshold), np.inf, threshold))
     for gate in rules.gates:
         holds = _condition_mask(gate.when, queries)
         mql &= holds
         if explanation is not None:
-            explanation.add(queries.order, pc.if_else(pa.array(holds), f"gate {gate.name}:pass",
-                                                      f"gate {gate.name}:fail"))
+            label = gate.name.replace("_", " ")  # names are short ("ideal company"); gate descriptions define them
+            explanation.add(queries.order, pc.if_else(pa.array(holds), f"{label}: met", f"{label}: not met"))
     out: dict[str, Any] = {
         "rule_score": queries.restore(score),
         "rule_threshold": queries.restore(threshold),

@@ -8,7 +8,7 @@ message names the table, the column, the check and example rows by their primary
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 import numpy as np
@@ -205,11 +205,24 @@ def _describe_failures(table: str, frame: pd.DataFrame, failures: pd.DataFrame) 
     return "\n".join(lines)
 
 
-def validate_table(table: str, frame: pd.DataFrame) -> pd.DataFrame:
-    """One table checked against its schema and returned with canonical dtypes."""
+def _schema_of(table: str, columns: Sequence[str] | None) -> pa.DataFrameSchema:
+    """The table's schema, or its part for `columns` (frame-wide checks need every column, so they go with it)."""
+    schema = SCHEMAS[table]
+    if columns is None or set(schema.columns) <= set(columns):
+        return schema
+    unknown = [c for c in columns if c not in schema.columns]
+    if unknown:
+        raise CrmDataError(f"table '{table}' has no column(s) {unknown}; expected some of {list(schema.columns)}")
+    part = schema.select_columns(list(columns))
+    part.checks = []
+    return part
+
+
+def validate_table(table: str, frame: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """One table checked against its schema (or only its `columns`) and returned with canonical dtypes."""
     if table not in SCHEMAS:
         raise CrmDataError(f"unknown CRM table '{table}'; expected one of {', '.join(TABLES)}")
-    schema = SCHEMAS[table]
+    schema = _schema_of(table, columns)
     missing = [c for c in schema.columns if c not in frame.columns]
     if missing:
         raise CrmDataError(f"table '{table}' is missing column(s) {missing}; it has {list(frame.columns)}")
@@ -218,7 +231,7 @@ def validate_table(table: str, frame: pd.DataFrame) -> pd.DataFrame:
         raise CrmDataError(f"table '{table}' has unexpected column(s) {extra}; expected {list(schema.columns)}")
     frame = frame.reset_index(drop=True)
     _check_text(table, frame)
-    for column in TIMESTAMP_COLUMNS[table]:
+    for column in (c for c in TIMESTAMP_COLUMNS[table] if c in schema.columns):
         try:
             frame[column] = to_utc(frame[column])
         except (ValueError, TypeError) as exc:
@@ -237,12 +250,17 @@ def validate_table(table: str, frame: pd.DataFrame) -> pd.DataFrame:
         raise CrmDataError(_describe_failures(table, frame, exc.failure_cases)) from None
 
 
-def validate_crm(tables: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    """All five tables checked one by one, then for references between them; returns canonical frames."""
+def validate_crm(tables: Mapping[str, pd.DataFrame], columns: Mapping[str, Sequence[str]] | None = None
+                 ) -> dict[str, pd.DataFrame]:
+    """All five tables checked one by one, then for references between them; returns canonical frames.
+
+    `columns` (per table) validates frames read with only those columns, e.g. the scoring reader's.
+    """
     absent = [t for t in TABLES if t not in tables]
     if absent:
         raise CrmDataError(f"CRM is missing table(s) {absent}")
-    checked = {name: validate_table(name, tables[name]) for name in TABLES}
+    checked = {name: validate_table(name, tables[name], None if columns is None else columns[name])
+               for name in TABLES}
     problems = []
     for (table, column), (ref_table, ref_key) in FOREIGN_KEYS.items():
         values = checked[table][column]

@@ -25,6 +25,7 @@ from pipelines.crm import vocab
 from pipelines.crm.schema import PERSONAL_COLUMNS, UTC_NS
 from pipelines.features import timeline as tl
 from pipelines.features.attributes import LeadAttributes
+from pipelines.features.columns import feature_allowed, input_tables
 from pipelines.features.snapshots import STAGE_CODES, TARGET_STAGES, StageIndex, open_leads_at
 from pipelines.features.spec import FeatureSpec
 from pipelines.features.static import STATIC_SPECS, Categories, Reference, static_features
@@ -46,8 +47,11 @@ Column = np.ndarray | pd.Categorical | pd.api.extensions.ExtensionArray
 
 
 def feature_specs(params: FeaturesParams) -> list[FeatureSpec]:
-    """Every feature column `build_features` returns, in order, with kind and family."""
-    specs = [FeatureSpec(*spec) for spec in STATIC_SPECS]
+    """Every feature column `build_features` returns, in order, with kind and family.
+
+    Features computed from current-value fields (budget, timeframe, firmographics) only when params opt in.
+    """
+    specs = [FeatureSpec(*spec) for spec in STATIC_SPECS if feature_allowed(spec[0], params.current_value_fields)]
     windows = [f"{w}d" for w in params.windows_days] + ["all"]
     specs += [FeatureSpec(f"n_{a}_{w}", "numeric", "engagement") for a in vocab.ACTIVITY_TYPES for w in windows]
     specs += [FeatureSpec(f"n_activities_{w}", "numeric", "engagement") for w in windows]
@@ -450,6 +454,7 @@ def iter_feature_chunks(tables: Mapping[str, pd.DataFrame], snapshots: pd.DataFr
     missing = [c for c in KEY_COLUMNS if c not in snapshots.columns]
     if missing:
         raise ValueError(f"snapshots need columns {list(KEY_COLUMNS)}; missing {missing}")
+    tables = input_tables(tables, params.current_value_fields)  # explicit columns; current values not opted in blanked
     prep = _prepare(tables, params)
     specs = feature_specs(params)
     attributes = LeadAttributes.from_tables(tables, prep.lead_ids)  # a mapped CRM's extra features, if any

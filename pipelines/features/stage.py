@@ -27,6 +27,7 @@ from pipelines.errors import CrmDataError
 from pipelines.extract import atomic_directory, read_snapshot
 from pipelines.features.attributes import attribute_specs
 from pipelines.features.build import feature_specs, iter_feature_chunks, personal_columns
+from pipelines.features.columns import INPUT_COLUMNS
 from pipelines.features.snapshots import dated_flag_grid, is_single_snapshot, single_snapshot_grid, snapshot_grid
 from pipelines.features.spec import ACCOUNT, WEIGHT
 
@@ -35,15 +36,9 @@ log = logging.getLogger(__name__)
 SNAPSHOTS_FILE: Final = "snapshots.parquet"
 FEATURE_LIST_FILE: Final = "feature_list.json"
 SUMMARY_FILE: Final = "summary.json"
-#: Only the columns the features read; personal data is read for derived signals and never written.
-RAW_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
-    "campaigns": ("campaign_id", "channel", "region"),
-    "accounts": ("account_id", "domain", "industry", "employee_count", "annual_revenue", "country", "region"),
-    "leads": ("lead_id", "account_id", "created_at", "first_name", "last_name", "email", "phone", "job_title",
-              "lead_source", "campaign_id", "country", "budget_range", "purchase_timeframe"),
-    "activities": ("lead_id", "occurred_at", "activity_type", "detail"),
-    "stage_history": ("stage_history_id", "lead_id", "stage", "entered_at"),
-}
+#: Only the columns the features read (the one list, shared with the scoring reader); personal data is read for
+#: derived signals and never written.
+RAW_COLUMNS: Final[dict[str, tuple[str, ...]]] = INPUT_COLUMNS
 #: Repetitive text read as Parquet dictionaries (pandas categoricals) to save memory at millions of rows.
 DICTIONARY_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "activities": ("activity_type", "detail"),

@@ -5,6 +5,9 @@ grouped (one group per activity type for engagement and recency counts, so "pric
 not four windows; one group per remaining feature family: fit, title, source, ...), a group's contribution is the
 sum of its features', and each of the top groups is described by its strongest feature and the lead's value, e.g.
 "visited the pricing page 3 times in the last 30 days", "VP-level title", "company outside the ideal profile".
+A reason that contradicts its feature's declared business direction (pipelines.features.directions: "unsubscribed
+once" in favour, "no demo requests" in favour, "no unsubscribes" against) or that rests on a missing or unknown
+value in favour ("unknown title") is left out, so what sales reads always makes sense on its face.
 """
 
 from __future__ import annotations
@@ -18,25 +21,17 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-#: activity type -> (verb phrase, plural noun, singular noun): "visited the pricing page 3 times in the last 30
-#: days", "no pricing page visits in total", "last pricing page visit 4 days ago".
-ACTIVITY_WORDS: Final[dict[str, tuple[str, str, str]]] = {
-    "email_open": ("opened marketing e-mails", "e-mail opens", "e-mail open"),
-    "email_click": ("clicked marketing e-mails", "e-mail clicks", "e-mail click"),
-    "web_visit": ("visited the website", "website visits", "website visit"),
-    "pricing_page_visit": ("visited the pricing page", "pricing page visits", "pricing page visit"),
-    "content_download": ("downloaded content", "content downloads", "content download"),
-    "webinar_register": ("registered for webinars", "webinar registrations", "webinar registration"),
-    "webinar_attend": ("attended webinars", "webinar attendances", "webinar attended"),
-    "trade_show_scan": ("was scanned at trade shows", "trade show scans", "trade show scan"),
-    "form_submit": ("submitted forms", "form submissions", "form submission"),
-    "demo_request": ("requested a demo", "demo requests", "demo request"),
-    "social_follow": ("followed us on social media", "social follows", "social follow"),
-    "unsubscribe": ("unsubscribed from e-mails", "unsubscribes", "unsubscribe"),
-    "email_bounce": ("had e-mails bounce", "e-mail bounces", "e-mail bounce"),
-    "activities": ("was active", "activity", "activity"),
-    "any_activity": ("was active", "activity", "activity"),
-}
+from pipelines.features.directions import feature_direction
+from pipelines.words import (
+    ACTIVITY_WORDS,
+    CHANNEL_WORDS,
+    LEAD_SOURCE_WORDS,
+    REGION_WORDS,
+    number,
+    plural,
+    times,
+)
+
 #: Title seniority codes (pipelines.crm.titles) as people say them.
 SENIORITY_WORDS: Final[dict[str, str]] = {
     "c_level": "C-level title", "vp": "VP-level title", "director": "director-level title",
@@ -108,25 +103,73 @@ def reason_features(features: Sequence[Any]) -> list[ReasonFeature]:
     return out
 
 
-def _window(window: str) -> str:
-    return "in total" if window == "all" else f"in the last {int(window[:-1])} days"
+def _window(window: str, none: bool = False) -> str:
+    if window == "all":
+        return "so far" if none else "in total"
+    return f"in the last {int(window[:-1])} days"
 
 
 def _n(value: float) -> str:
-    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"
+    return number(value)
 
 
 def _days(value: float) -> str:
     days = round(float(value))
-    return "less than a day" if days == 0 else "1 day" if days == 1 else f"{days:,} days"
-
-
-def _times(value: float) -> str:
-    return "once" if value == 1 else f"{_n(value)} times"
+    return "less than a day" if days == 0 else plural(days, "day")
 
 
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+
+
+#: Category values that mean "we do not know" (parsed titles): like a missing value, never a reason in favour.
+UNKNOWN_LEVELS: Final[frozenset[str]] = frozenset({"unknown"})
+#: What to say for a missing value, per feature.
+MISSING_WORDS: Final[dict[str, str]] = {
+    "seniority": "seniority unknown", "department": "department unknown", "budget_range": "no budget stated",
+    "purchase_timeframe": "no purchase timeframe stated", "industry": "industry unknown",
+    "employee_count": "company size unknown", "annual_revenue": "company revenue unknown",
+    "lead_source": "lead source unknown", "campaign_id": "no campaign", "campaign_channel": "no campaign",
+    "campaign_region": "no campaign", "region": "region unknown", "country": "country unknown",
+    "days_since_stage_change": "no stage change yet",
+}
+#: Zero counts of the negative activities, all time: the absence said plainly.
+_NEVER: Final[dict[str, str]] = {"unsubscribe": "never unsubscribed", "email_bounce": "no e-mail ever bounced"}
+_BUDGET: Final[dict[str, str]] = {"<10k": "under 10k", ">250k": "over 250k"}
+_TIMEFRAME: Final[dict[str, str]] = {
+    "0-3 months": "plans to buy within 3 months", "3-6 months": "plans to buy in 3-6 months",
+    "6-12 months": "plans to buy in 6-12 months", ">12 months": "plans to buy in over a year",
+    "no plans": "no plans to buy",
+}
+_STAGE: Final[dict[str, str]] = {
+    "none": "not yet in the funnel", "MQL": "currently an MQL", "SAL": "currently accepted by sales",
+    "Nurture": "currently in nurture",
+}
+
+
+def _money(value: float) -> str:
+    for size, word in ((1e9, "billion"), (1e6, "million"), (1e3, "thousand")):
+        if abs(value) >= size:
+            return f"{number(round(value / size, 1))} {word}"
+    return number(value)
+
+
+def _colleagues(count: float, one: str, many: str) -> str:
+    """"1 other contact at the company is an MQL", "no other contact at the company ..."."""
+    if count == 0:
+        return f"no other contact at the company {one}"
+    return f"{plural(count, 'other contact')} at the company {one if count == 1 else many}"
+
+
+def _activity(what: str, window: str, value: float) -> str:
+    verb, noun, single = ACTIVITY_WORDS[what]
+    if what == "activities":
+        return plural(value, single, noun) + f" {_window(window)}" if value else f"no activity {_window(window, True)}"
+    if value:
+        return f"{verb} {times(value)} {_window(window)}"
+    if window == "all" and what in _NEVER:
+        return _NEVER[what]
+    return f"no {noun} {_window(window, True)}"
 
 
 def describe(name: str, value: Any) -> str:
@@ -135,53 +178,58 @@ def describe(name: str, value: Any) -> str:
     if name in FLAG_WORDS and not missing:
         return FLAG_WORDS[name][0 if float(value) >= 0.5 else 1]
     if (m := _COUNT.match(name)) and m["what"] in ACTIVITY_WORDS and not missing:
-        verb, noun, _ = ACTIVITY_WORDS[m["what"]]
-        if m["what"] == "activities":
-            return f"{_n(value)} activities {_window(m['window'])}" if value else f"no activity {_window(m['window'])}"
-        return f"{verb} {_times(value)} {_window(m['window'])}" if value else f"no {noun} {_window(m['window'])}"
+        return _activity(m["what"], m["window"], float(value))
     if (m := _SINCE.match(name)) and m["what"] in ACTIVITY_WORDS:
         noun, single = ACTIVITY_WORDS[m["what"]][1:]
         return f"no {noun} yet" if missing else f"last {single} {_days(value)} ago"
     if (m := _VELOCITY.match(name)) and not missing:
         days = m["days"]
         if m["when"] == "last":
-            return f"{_n(value)} activities in the last {days} days"
+            return f"{plural(value, 'activity', 'activities')} in the last {days} days"
         if m["when"] == "prior":
-            return f"{_n(value)} activities in the {days} days before that"
+            return f"{plural(value, 'activity', 'activities')} in the {days} days before that"
         trend = "rising" if value > 0 else "falling" if value < 0 else "flat"
         return f"activity {trend} over the last {days} days"
     if (m := _ACCOUNT_WINDOW.match(name)) and not missing:
-        what = "activities" if m["what"] == "activities" else "pricing visits or demo requests"
-        return f"{_n(value) if value else 'no'} {what} by colleagues at the company {_window(m['window'])}"
-    if missing:
-        return {
-            "seniority": "seniority unknown", "department": "department unknown", "budget_range": "no budget stated",
-            "purchase_timeframe": "no purchase timeframe stated", "industry": "industry unknown",
-            "employee_count": "company size unknown", "annual_revenue": "company revenue unknown",
-            "lead_source": "lead source unknown", "campaign_id": "no campaign",
-            "days_since_stage_change": "no stage change yet",
-        }.get(name, f"{name.replace('_', ' ')} unknown")
+        one, many = (("activity", "activities") if m["what"] == "activities"
+                     else ("pricing visit or demo request", "pricing visits or demo requests"))
+        counted = plural(value, one, many) if value else f"no {many}"
+        return f"{counted} by colleagues at the company {_window(m['window'], not value)}"
+    if missing or str(value) in UNKNOWN_LEVELS:
+        return MISSING_WORDS.get(name, f"{name.replace('_', ' ')} unknown")
     numeric = isinstance(value, int | float | np.number) and not isinstance(value, bool)
-    text = _n(float(value)) if numeric else str(value).replace("_", " ")
+    code = str(value)
+    text = _n(float(value)) if numeric else code.replace("_", " ")
+    count = float(value) if numeric else math.nan
     words = {
-        "seniority": SENIORITY_WORDS.get(str(value), f"{text} title"),
-        "department": f"works in {DEPARTMENT_WORDS.get(str(value), text)}", "industry": f"industry: {text}",
-        "employee_count": f"company of {text} employees", "annual_revenue": f"annual revenue {text}",
-        "region": f"region {text}", "country": f"based in {text}", "lead_source": f"came in via {text}",
-        "campaign_id": f"campaign {text}", "campaign_channel": f"{text} campaign",
-        "campaign_region": f"campaign aimed at {text}", "budget_range": f"stated budget {text}",
-        "purchase_timeframe": f"plans to buy: {text}", "stage_at_t": (
-            "not yet in the funnel" if text == "none" else f"currently at stage {text}"),
-        "n_stage_entries": f"{text} stage changes so far",
+        "seniority": SENIORITY_WORDS.get(code, f"{text} title"),
+        "department": ("works in another department" if code == "other" else
+                       f"works in {DEPARTMENT_WORDS.get(code, text)}"),
+        "industry": "company in another industry" if code == "Other" else f"company in {text}",
+        "employee_count": f"company of {plural(count, 'employee')}" if numeric else f"company of {text} employees",
+        "annual_revenue": f"annual revenue of {_money(count)}" if numeric else f"annual revenue {text}",
+        "region": f"based in {REGION_WORDS.get(code, text)}",
+        "country": "based in another country" if code == "Other" else f"based in {text}",
+        "lead_source": LEAD_SOURCE_WORDS.get(code, f"came in through {text}"),
+        "campaign_id": f"from campaign {text}",
+        "campaign_channel": f"from {CHANNEL_WORDS.get(code, f'a {text} campaign')}",
+        "campaign_region": ("from a global campaign" if code == "Global"
+                            else f"from a campaign aimed at {REGION_WORDS.get(code, text)}"),
+        "budget_range": f"stated budget {_BUDGET.get(code, text)}",
+        "purchase_timeframe": _TIMEFRAME.get(code, f"plans to buy: {text}"),
+        "stage_at_t": _STAGE.get(code, f"currently at stage {text}"),
+        "n_stage_entries": f"{plural(count, 'stage change')} so far" if count else "no stage changes yet",
         "days_since_stage_change": f"last stage change {_days(value) if numeric else text} ago",
-        "distinct_content_all": f"downloaded {text} distinct content pieces",
+        "distinct_content_all": (f"downloaded {plural(count, 'distinct content piece')}" if count
+                                 else "no content downloaded"),
         "lead_age_days": f"lead is {_days(value) if numeric else text} old",
-        "account_contacts": f"{text} contacts at the company",
-        "account_other_mql": f"{text} other contacts at the company are MQLs",
-        "account_other_sql": f"{text} other contacts at the company reached SQL",
+        "account_contacts": (f"{plural(count, 'other contact')} at the company" if count
+                             else "no other contacts at the company"),
+        "account_other_mql": _colleagues(count, "is an MQL", "are MQLs"),
+        "account_other_sql": _colleagues(count, "reached SQL", "reached SQL"),
         "icp_fit_count": f"company matches {text} of 3 ideal-profile criteria",
-        "bogus_signal_count": ("contact details look genuine" if text == "0"
-                               else f"contact details look fake or incomplete ({text} warning signs)"),
+        "bogus_signal_count": ("contact details look genuine" if count == 0
+                               else f"contact details look fake or incomplete ({plural(count, 'warning sign')})"),
     }
     if name in words:
         return words[name]
@@ -198,12 +246,60 @@ def group_matrix(features: Sequence[ReasonFeature]) -> tuple[list[str], np.ndarr
     return groups, member
 
 
-def top_reasons(contrib: np.ndarray, frame: pd.DataFrame, features: Sequence[ReasonFeature], k: int
-                ) -> tuple[list[list[str]], list[list[str]]]:
+@dataclass(frozen=True)
+class Reason:
+    """One reason of one lead: the feature that carries it, the lead's value, its direction and the words."""
+
+    feature: str
+    value: Any
+    sign: int             # +1: raised the score, -1: lowered it
+    contribution: float   # the group's summed SHAP value (log-odds)
+    text: str
+
+
+def _unknown(frame: pd.DataFrame, features: Sequence[ReasonFeature]) -> np.ndarray:
+    """(rows x features) True where the value is missing or an "unknown" level: never a reason in favour."""
+    out = np.zeros((len(frame), len(features)), dtype=bool)
+    for j, f in enumerate(features):
+        col = frame[f.name]
+        out[:, j] = col.isna().to_numpy()
+        if f.kind == "categorical":
+            out[:, j] |= col.astype(object).isin(UNKNOWN_LEVELS).to_numpy()
+    return out
+
+
+def _admissible(contrib: np.ndarray, frame: pd.DataFrame, features: Sequence[ReasonFeature]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(rows x features) masks of the features that may carry a reason in favour and one against.
+
+    A feature carries a reason only in the direction it pushed; a declared direction (pipelines.features.directions)
+    must agree: a present signal (count or flag above 0) only in its own direction, an absent one only against it,
+    so "unsubscribed once" is never a reason in favour nor "no unsubscribes" one against. Missing or unknown values
+    are never reasons in favour.
+    """
+    up, down = contrib > 0, contrib < 0
+    unknown = _unknown(frame, features)
+    up &= ~unknown
+    for j, f in enumerate(features):
+        direction = feature_direction(f.name, f.family, f.kind)
+        if direction == 0:
+            continue
+        values = pd.to_numeric(frame[f.name], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        present = values > 0
+        expected = np.where(present, direction, -direction)
+        up[:, j] &= expected > 0
+        down[:, j] &= expected < 0
+    return up, down
+
+
+def explain(contrib: np.ndarray, frame: pd.DataFrame, features: Sequence[ReasonFeature], k: int
+            ) -> tuple[list[list[Reason]], list[list[Reason]]]:
     """Per row, the k groups with the largest positive and the k with the most negative summed contributions.
 
     `contrib` is LightGBM's pred_contrib output (rows x (features + 1), the last column the bias) in the order of
-    `features`; `frame` holds the same rows' feature values. Each reason is its group's strongest feature described.
+    `features`; `frame` holds the same rows' feature values. Each reason is its group's strongest admissible
+    feature (`_admissible`) described; a group none of whose features may carry it is left out, and the next
+    group takes its place.
     """
     n_features = len(features)
     contrib = np.asarray(contrib, dtype=float)[:, :n_features]
@@ -211,21 +307,36 @@ def top_reasons(contrib: np.ndarray, frame: pd.DataFrame, features: Sequence[Rea
     summed = contrib @ member
     names = [f.name for f in features]
     values = {name: frame[name].to_numpy(dtype=object) for name in names}
+    up, down = _admissible(contrib, frame, features)
     group_cols = [np.flatnonzero(member[:, j]) for j in range(len(groups))]
-    positive: list[list[str]] = []
-    negative: list[list[str]] = []
-    order = np.argsort(-summed, axis=1, kind="stable")
-    for i in range(len(summed)):
-        row = summed[i]
-        ups = [j for j in order[i, :k] if row[j] > 0]
-        downs = [j for j in order[i, ::-1][:k] if row[j] < 0]
-        positive.append([_describe_group(contrib[i], group_cols[j], names, values, i, +1) for j in ups])
-        negative.append([_describe_group(contrib[i], group_cols[j], names, values, i, -1) for j in downs])
-    return positive, negative
+    n_rows = len(summed)
+    sides: list[list[list[Reason]]] = []
+    for sign, allowed in ((+1, up), (-1, down)):
+        strength = np.where(allowed, sign * contrib, 0.0)
+        best = np.zeros((n_rows, len(groups)), dtype=np.int64)
+        eligible = np.zeros((n_rows, len(groups)), dtype=bool)
+        for j, cols in enumerate(group_cols):
+            best[:, j] = cols[np.argmax(strength[:, cols], axis=1)] if n_rows else 0
+            eligible[:, j] = (sign * summed[:, j] > 0) & (strength[:, cols].max(axis=1, initial=0.0) > 0)
+        key = np.where(eligible, sign * summed, -np.inf)
+        order = np.argsort(-key, axis=1, kind="stable")[:, :k]
+        side: list[list[Reason]] = []
+        for i in range(n_rows):
+            reasons = []
+            for j in order[i]:
+                if not eligible[i, j]:
+                    break
+                f = int(best[i, j])
+                value = values[names[f]][i]
+                reasons.append(Reason(feature=names[f], value=value, sign=sign, contribution=float(summed[i, j]),
+                                      text=describe(names[f], value)))
+            side.append(reasons)
+        sides.append(side)
+    return sides[0], sides[1]
 
 
-def _describe_group(contrib_row: np.ndarray, cols: np.ndarray, names: list[str], values: dict[str, np.ndarray],
-                    row: int, sign: int) -> str:
-    """The group's feature pushing hardest in the reason's direction, described with this row's value."""
-    best = cols[int(np.argmax(sign * contrib_row[cols]))]
-    return describe(names[best], values[names[best]][row])
+def top_reasons(contrib: np.ndarray, frame: pd.DataFrame, features: Sequence[ReasonFeature], k: int
+                ) -> tuple[list[list[str]], list[list[str]]]:
+    """`explain`'s reasons in words: per row, the texts of the top k reasons in favour and the top k against."""
+    positive, negative = explain(contrib, frame, features, k)
+    return ([[r.text for r in row] for row in positive], [[r.text for r in row] for row in negative])

@@ -49,6 +49,26 @@ class Holdout:
     explain: Any            # callable: feature rows -> (reasons_positive, reasons_negative) lists
 
 
+def _icp_fit(test: pd.DataFrame, raw_dir: Path, params: Params) -> np.ndarray:
+    """Whether each row's company matches the ideal profile, for the fit-vs-readiness mix.
+
+    The icp_match feature when the features hold it; else (firmographics not opted in as features) from the extract
+    snapshot's current values, which describe the lead to marketers and are never a model input.
+    """
+    if "icp_match" in test.columns:
+        return test["icp_match"].to_numpy() == 1
+    from pipelines.extract import read_snapshot
+    from pipelines.features.columns import INPUT_COLUMNS
+    from pipelines.report.nightly import attributes_of
+
+    wanted = {"campaigns": [*INPUT_COLUMNS["campaigns"], "name"], "accounts": INPUT_COLUMNS["accounts"],
+              "leads": INPUT_COLUMNS["leads"], "activities": ["lead_id"], "stage_history": ["stage_history_id"]}
+    tables, _ = read_snapshot(raw_dir, wanted)
+    attributes = attributes_of(tables, params.features)
+    fit = attributes.set_index("lead_id")["fit"]
+    return test["lead_id"].map(fit).fillna(False).to_numpy(dtype=bool)
+
+
 def _campaign_names(raw_dir: Path) -> dict[str, str]:
     """campaign_id (as the features stage's category text) -> campaign name, from the extract snapshot."""
     from pipelines.extract import read_snapshot
@@ -91,7 +111,7 @@ def load_holdout(params: Params, features_dir: Path, model_dir: Path, rules_path
         [None] * len(test), dtype=object)
     campaign = campaign_id.map(lambda c: core.NO_CAMPAIGN if c is None or pd.isna(c)
                                else names.get(str(c), f"campaign {c}"))
-    needed = ["icp_match", "seniority", "department", "lead_source", "region"]
+    needed = ["seniority", "department", "lead_source", "region"]
     missing = [c for c in needed if c not in test.columns]
     if missing:
         raise ModelInputError(f"feature snapshots lack column(s) {missing} the report shows")
@@ -100,7 +120,7 @@ def load_holdout(params: Params, features_dir: Path, model_dir: Path, rules_path
         "label": test[LABEL].to_numpy(dtype=np.int64),
         "probability": scored["probability"].to_numpy(dtype=float), "stage": scored["stage"].to_numpy(),
         "grade": scored["grade"].to_numpy(), "rule_score": rules["rule_score"].to_numpy(dtype=float),
-        "rule_mql": rules["rule_mql"].to_numpy(dtype=bool), "fit": test["icp_match"].to_numpy() == 1,
+        "rule_mql": rules["rule_mql"].to_numpy(dtype=bool), "fit": _icp_fit(test, raw_dir, params),
         "seniority": test["seniority"].astype(object).to_numpy(),
         "department": test["department"].astype(object).to_numpy(),
         "lead_source": test["lead_source"].astype(object).to_numpy(), "campaign": campaign.to_numpy(),

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection
 
 from pipelines.crm.db import display_url, read_errors
 from pipelines.crm.schema import PERSONAL_COLUMNS, PRIMARY_KEYS, SCHEMAS, CrmDataError, validate_crm
+from pipelines.features.columns import INPUT_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +44,14 @@ KEY_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
 
 
 def _columns(table: str) -> list[str]:
-    return list(SCHEMAS[table].columns)
+    """The columns scoring reads: the keys, then the features' and rules' explicit list, never whole tables (no
+    status); the keys name the rows of any error."""
+    return list(dict.fromkeys([*KEY_COLUMNS[table], *INPUT_COLUMNS[table]]))
 
 
 def _relation(table: str, extra: Sequence[str] = ()) -> sa.TableClause:
     """An untyped table clause: values come back as the driver returns them (no per-value conversion)."""
-    return sa.table(table, *(sa.column(c) for c in [*_columns(table), *extra]))
+    return sa.table(table, *(sa.column(c) for c in dict.fromkeys([*_columns(table), *extra])))
 
 
 def preflight(conn: Connection) -> dict[str, int]:
@@ -78,7 +81,7 @@ def preflight(conn: Connection) -> dict[str, int]:
         _check_unique(conn, inspector, table, PRIMARY_KEYS[table])
     leads = _relation("leads")
     for table, key in (("activities", "activity_id"), ("stage_history", "stage_history_id")):
-        child = _relation(table)
+        child = _relation(table, (key,))
         orphans = (sa.select(child.c[key], child.c.lead_id)
                    .select_from(child.outerjoin(leads, child.c.lead_id == leads.c.lead_id))
                    .where(leads.c.lead_id.is_(None)))
@@ -104,7 +107,7 @@ def _problem(conn: Connection, query: sa.Select, table: str, column: str, what: 
 def _scan_keys(conn: Connection, table: str, columns: Sequence[str], not_null: Sequence[str]
                ) -> tuple[dict[str, int], dict[str, int]]:
     """Per column, how many values are not integers (SQLite only) and how many are NULL: one scan of the table."""
-    rel = _relation(table)
+    rel = _relation(table, KEY_COLUMNS[table])
     counts = []
     if conn.dialect.name == "sqlite":
         counts += [sa.func.sum(sa.case((sa.func.typeof(rel.c[c]).not_in(["integer", "null"]), 1), else_=0))
@@ -119,7 +122,7 @@ def _scan_keys(conn: Connection, table: str, columns: Sequence[str], not_null: S
 def _check_integers(conn: Connection, table: str, column: str, declared: Any) -> None:
     """A key column must hold integers: SQLite keeps any value in any column, other databases keep the type."""
     key = PRIMARY_KEYS[table]
-    rel = _relation(table)
+    rel = _relation(table, KEY_COLUMNS[table])
     if conn.dialect.name == "sqlite":
         query = sa.select(rel.c[key], rel.c[column]).where(
             rel.c[column].is_not(None), sa.func.typeof(rel.c[column]) != "integer")
@@ -131,7 +134,7 @@ def _check_integers(conn: Connection, table: str, column: str, declared: Any) ->
 
 
 def _check_not_null(conn: Connection, table: str, column: str) -> None:
-    rel = _relation(table)
+    rel = _relation(table, KEY_COLUMNS[table])
     context = [c for c in _columns(table) if c != column and c not in PERSONAL_COLUMNS.get(table, ())][:3]
     query = sa.select(*(rel.c[c] for c in context)).where(rel.c[column].is_(None))
     _problem(conn, query, table, column, "row(s) have no value (NULL)",
@@ -144,7 +147,7 @@ def _check_unique(conn: Connection, inspector: Any, table: str, key: str) -> Non
             u.get("column_names") == [key] for u in inspector.get_unique_constraints(table)) or any(
             i.get("unique") and i.get("column_names") == [key] for i in inspector.get_indexes(table)):
         return
-    rel = _relation(table)
+    rel = _relation(table, KEY_COLUMNS[table])
     query = (sa.select(rel.c[key], sa.func.count().label("n")).group_by(rel.c[key])
              .having(sa.func.count() > 1).order_by(rel.c[key]))
     _problem(conn, query, table, key, "value(s) occur more than once", lambda r: f"{key}={r[0]!r} ({r[1]} rows)")
@@ -278,7 +281,7 @@ def iter_chunks(conn: Connection, chunk_leads: int, campaigns: pd.DataFrame | No
                 "leads": chunk_leads_frame.drop(columns="_key"),
                 **{name: stream.take_upto(last_key).drop(columns="_key") for name, stream in children.items()},
             }
-            yield CrmChunk(index=index, tables=validate_crm(tables))
+            yield CrmChunk(index=index, tables=validate_crm(tables, {t: _columns(t) for t in tables}))
             index += 1
     finally:
         for stream in streams:

@@ -65,19 +65,20 @@ def test_more_engagement_from_an_ideal_senior_buyer_never_lowers_the_score(
     assert (scores[-1] > scores[0]).mean() >= 0.5 or activity in ("web_visit", "email_click")
 
 
-def test_engagement_counts_are_monotone_for_every_row(demo_model: DemoModel) -> None:
-    """The constraint itself: raise every engagement count of real rows and no prediction may fall."""
+def test_declared_directions_are_monotone_for_every_row(demo_model: DemoModel) -> None:
+    """The constraints themselves: raise every +1 feature of real rows and no prediction may fall; raise every -1
+    feature (unsubscribes, bounces, bogus signals) and none may rise."""
     sample = demo_model.frame.sample(2000, random_state=0)
     directions = dict(zip([f.name for f in demo_model.features], monotone_directions(demo_model.features),
                           strict=True))
     up = [n for n, m in directions.items() if m > 0]
-    down = [n for n, m in directions.items() if m < 0]  # days since the last engagement signal
+    down = [n for n, m in directions.items() if m < 0]  # unsubscribes, bounces, bogus flags, days since a signal
     assert up and down
     base = booster_predict(demo_model.booster, sample)
     for extra in (1, 3, 10):
         bumped = sample.copy()
         bumped[up] = bumped[up] + extra
-        bumped[down] = (bumped[down] - extra).clip(lower=0)  # more recent (missing, never, stays missing)
+        bumped[down] = (bumped[down] - extra).clip(lower=0)  # fewer negatives, more recent (missing stays missing)
         assert (booster_predict(demo_model.booster, bumped) >= base - 1e-12).all()
 
 

@@ -7,14 +7,16 @@ day 0, visits the pricing page on day 3, becomes an MQL on day 5".
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, get_args
 
 import pandas as pd
 
-from pipelines.config import FeaturesParams, IcpParams
+from pipelines.config import CurrentValueField, FeaturesParams, IcpParams
 from pipelines.crm.schema import UTC_NS
 
 T0 = pd.Timestamp("2025-01-06", tz="UTC")  # a Monday
+#: Every current-value field opted in (params.yaml's default opts in none).
+ALL_CURRENT_VALUES: tuple[str, ...] = get_args(CurrentValueField)
 
 
 def at(days: float) -> pd.Timestamp:
@@ -37,6 +39,7 @@ def params(**overrides: Any) -> FeaturesParams:
         "chunk_leads": 2,
         "icp": IcpParams(industries=("Software", "Financial Services", "Healthcare", "Manufacturing"),
                          employees_min=200, employees_max=5000, regions=("NA", "EMEA")),
+        "current_value_fields": (),
     }
     values.update(overrides)
     return FeaturesParams(**values)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from crm_builder import at, build_crm, lead, params, snapshots
+from crm_builder import ALL_CURRENT_VALUES, at, build_crm, lead, params, snapshots
 
 from pipelines.crm.schema import PERSONAL_COLUMNS
 from pipelines.features.build import (
@@ -28,9 +28,10 @@ def tables() -> dict[str, pd.DataFrame]:
 
 
 def test_columns_are_keys_then_the_listed_features_with_matching_kinds(tables: dict[str, pd.DataFrame]) -> None:
-    frame = build_features(tables, snapshots([(1, 10), (2, 4)]), params())
+    opted_in = params(current_value_fields=ALL_CURRENT_VALUES)
+    frame = build_features(tables, snapshots([(1, 10), (2, 4)]), opted_in)
 
-    specs = feature_specs(params())
+    specs = feature_specs(opted_in)
     assert list(frame.columns) == ["lead_id", "snapshot_at", *(s.name for s in specs)]
     assert len({s.name for s in specs}) == len(specs)
     for spec in specs:

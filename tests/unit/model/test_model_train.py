@@ -35,7 +35,7 @@ def test_cold_start_refuses_and_says_how_many_there_are_and_are_needed() -> None
     assert isinstance(caught.value, BadInputError)  # the CLI maps it to exit code 2
 
 
-def test_monotone_directions_cover_positive_engagement_its_recency_and_velocity_only() -> None:
+def test_monotone_directions_follow_the_declared_business_directions_recency_and_velocity() -> None:
     infos = [*FEATURES, FeatureSpec("distinct_content_all", "numeric", "content"),
              FeatureSpec("n_email_bounce_7d", "numeric", "engagement"),
              FeatureSpec("days_since_email_click", "numeric", "recency"),
@@ -44,8 +44,9 @@ def test_monotone_directions_cover_positive_engagement_its_recency_and_velocity_
              FeatureSpec("n_activities_prior_14d", "numeric", "velocity"),
              FeatureSpec("activity_velocity_14d", "numeric", "velocity")]
 
-    # fit, clicks, unsubscribes, region, content, bounces, days since a click (fewer: better), stage age, velocity
-    assert monotone_directions(infos) == [0, 1, 0, 0, 1, 0, -1, 0, 1, 0, 1]
+    # fit, clicks, unsubscribes (never up), region, content, bounces (never up), days since a click (fewer: better),
+    # days in the stage, recent activity, the activity before it, velocity
+    assert monotone_directions(infos) == [0, 1, -1, 0, 1, -1, -1, 0, 1, 0, 1]
     assert "monotone_constraints" in lgb_params(train_params(), 0, monotone_directions(infos))
     assert "monotone_constraints" not in lgb_params(train_params(), 0, [0] * len(infos))
 
@@ -71,6 +72,7 @@ def test_both_models_learn_the_signal_out_of_time(trained: tuple[object, object]
     assert roc_auc(y, booster_predict(result.booster, test)) > 0.7  # type: ignore[union-attr]
     assert roc_auc(y, logreg_predict(result.logreg, test, result.features)) > 0.7  # type: ignore[union-attr]
     assert result.report["monotone_increasing"] == ["n_email_click_7d"]  # type: ignore[union-attr]
+    assert result.report["monotone_decreasing"] == ["n_unsubscribe_all"]  # type: ignore[union-attr]
 
 
 def test_saved_models_predict_the_same(tmp_path: Path, trained: tuple[object, object]) -> None:

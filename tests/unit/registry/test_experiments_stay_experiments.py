@@ -66,7 +66,7 @@ def test_a_registration_inside_dvc_exp_run_stays_challenger_even_when_the_gate_p
     assert client.get_run(second["run_id"]).data.tags["registration"] == "experiment"
     card = (store["root"] / "run0" / "model_card.md").read_text()
     assert "Registration: **experiment**" in card and "leadscore promote" in card
-    warnings = [r for r in caplog.records if r.levelname == "WARNING" and r.name.startswith("pipelines")]
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and r.name.startswith("pipelines.registry")]
     assert len(warnings) == 1 and "stays challenger" in warnings[0].getMessage()
     assert "promote --version 2" in warnings[0].getMessage()
 

@@ -7,13 +7,14 @@ import math
 import numpy as np
 import pandas as pd
 
-from pipelines.registry.reasons import describe, reason_features, reason_group, top_reasons
+from pipelines.registry.reasons import describe, explain, reason_features, reason_group, top_reasons
 
 
 def test_feature_values_read_as_business_words() -> None:
     assert describe("n_pricing_page_visit_30d", 3.0) == "visited the pricing page 3 times in the last 30 days"
     assert describe("n_pricing_page_visit_7d", 1) == "visited the pricing page once in the last 7 days"
-    assert describe("n_demo_request_all", 0) == "no demo requests in total"
+    assert describe("n_demo_request_all", 0) == "no demo requests so far"
+    assert describe("n_demo_request_all", 2) == "requested a demo twice in total"
     assert describe("seniority", "vp") == "VP-level title"
     assert describe("seniority", "intern_student") == "intern or student title"
     assert describe("lead_age_days", 38.7) == "lead is 39 days old"
@@ -60,3 +61,92 @@ def test_top_reasons_sum_groups_and_describe_the_strongest_feature() -> None:
     assert positive[1] == ["company in the ideal profile"]
     assert negative[1] == ["contact details look fake or incomplete (2 warning signs)",
                            "no pricing page visits in the last 30 days"]
+
+
+def test_counts_agree_in_number_and_sources_read_as_sentences() -> None:
+    assert describe("n_activities_30d", 1) == "1 activity in the last 30 days"
+    assert describe("n_activities_30d", 4) == "4 activities in the last 30 days"
+    assert describe("n_activities_all", 0) == "no activity so far"
+    assert describe("n_activities_last_14d", 1) == "1 activity in the last 14 days"
+    assert describe("account_other_activities_7d", 1) == "1 activity by colleagues at the company in the last 7 days"
+    assert describe("account_other_high_intent_all", 1) == (
+        "1 pricing visit or demo request by colleagues at the company in total")
+    assert describe("account_other_mql", 1) == "1 other contact at the company is an MQL"
+    assert describe("account_other_mql", 3) == "3 other contacts at the company are MQLs"
+    assert describe("account_contacts", 1) == "1 other contact at the company"
+    assert describe("n_stage_entries", 1) == "1 stage change so far"
+    assert describe("distinct_content_all", 1) == "downloaded 1 distinct content piece"
+    assert describe("bogus_signal_count", 1) == "contact details look fake or incomplete (1 warning sign)"
+    assert describe("employee_count", 1) == "company of 1 employee"
+    assert describe("annual_revenue", 5.0e7) == "annual revenue of 50 million"
+    assert describe("lead_source", "sales_generated") == "came in through sales prospecting"
+    assert describe("lead_source", "purchased_list") == "came in from a purchased list"
+    assert describe("campaign_channel", "email") == "from an e-mail campaign"
+    assert describe("region", "APAC") == "based in Asia-Pacific"
+    assert describe("purchase_timeframe", "0-3 months") == "plans to buy within 3 months"
+    assert describe("budget_range", "<10k") == "stated budget under 10k"
+    assert describe("stage_at_t", "MQL") == "currently an MQL"
+    assert describe("n_unsubscribe_all", 0) == "never unsubscribed"
+    assert describe("n_unsubscribe_all", 1) == "unsubscribed from e-mails once in total"
+    assert describe("days_since_webinar_attend", 3) == "last webinar attendance 3 days ago"
+    assert describe("seniority", "unknown") == "seniority unknown"
+    assert describe("department", "it") == "works in IT"
+
+
+def _reasons_of(rows: dict[str, list[object]], contributions: list[list[float]], k: int = 3
+                ) -> tuple[list[list[str]], list[list[str]]]:
+    features = reason_features([
+        {"name": "n_unsubscribe_all", "kind": "numeric", "family": "engagement"},
+        {"name": "n_demo_request_30d", "kind": "numeric", "family": "engagement"},
+        {"name": "seniority", "kind": "categorical", "family": "title"},
+        {"name": "employee_count", "kind": "numeric", "family": "fit"},
+        {"name": "email_invalid", "kind": "numeric", "family": "bogus"},
+    ])
+    frame = pd.DataFrame(rows).astype({"seniority": "category"})
+    contrib = np.array([[*row, -2.0] for row in contributions])
+    return top_reasons(contrib, frame, features, k)
+
+
+def test_a_reason_contradicting_its_declared_direction_is_left_out() -> None:
+    rows = {"n_unsubscribe_all": [1.0, 0.0], "n_demo_request_30d": [0.0, 2.0], "seniority": ["vp", "vp"],
+            "employee_count": [300.0, 300.0], "email_invalid": [1.0, 0.0]}
+    # row 0: one unsubscribe and no demo request pushed UP, an invalid address UP: all three contradict.
+    # row 1: no unsubscribes pushed DOWN, two demo requests DOWN, a valid address DOWN: all three contradict.
+    positive, negative = _reasons_of(rows, [[0.4, 0.3, 0.2, -0.1, 0.5], [-0.4, -0.3, 0.2, 0.1, -0.5]])
+
+    assert positive == [["VP-level title"], ["VP-level title", "company of 300 employees"]]
+    assert negative == [["company of 300 employees"], []]
+
+
+def test_consistent_reasons_are_kept_on_both_sides() -> None:
+    rows = {"n_unsubscribe_all": [2.0, 0.0], "n_demo_request_30d": [0.0, 1.0], "seniority": ["vp", "vp"],
+            "employee_count": [300.0, 300.0], "email_invalid": [0.0, 0.0]}
+    positive, negative = _reasons_of(rows, [[-0.4, -0.3, 0.0, 0.0, 0.1], [0.1, 0.6, 0.0, 0.0, 0.0]])
+
+    assert negative[0] == ["unsubscribed from e-mails twice in total", "no demo requests in the last 30 days"]
+    assert positive[0] == ["valid e-mail address"]
+    assert positive[1] == ["requested a demo once in the last 30 days", "never unsubscribed"]
+
+
+def test_missing_or_unknown_values_are_never_reasons_in_favour() -> None:
+    rows = {"n_unsubscribe_all": [0.0, 0.0], "n_demo_request_30d": [0.0, 0.0], "seniority": ["unknown", None],
+            "employee_count": [np.nan, 250.0], "email_invalid": [0.0, 0.0]}
+    positive, negative = _reasons_of(rows, [[0.0, 0.0, 0.7, 0.5, 0.0], [0.0, 0.0, 0.7, -0.5, 0.0]])
+
+    assert positive == [[], []]
+    assert negative == [[], ["company of 250 employees"]]
+    # the same unknowns may still count against a lead
+    _, against = _reasons_of(rows, [[0.0, 0.0, -0.7, -0.5, 0.0], [0.0, 0.0, -0.7, 0.0, 0.0]])
+    assert against == [["seniority unknown", "company size unknown"], ["seniority unknown"]]
+
+
+def test_explain_names_the_feature_behind_each_reason() -> None:
+    features = reason_features([{"name": "n_demo_request_30d", "kind": "numeric", "family": "engagement"},
+                                {"name": "n_demo_request_all", "kind": "numeric", "family": "engagement"}])
+    frame = pd.DataFrame({"n_demo_request_30d": [0.0], "n_demo_request_all": [3.0]})
+    # the group pushed up, its strongest feature (30d: none) would contradict: the next one carries the reason
+    positive, negative = explain(np.array([[0.5, 0.2, -2.0]]), frame, features, k=2)
+
+    assert [(r.feature, r.sign, r.text) for r in positive[0]] == [
+        ("n_demo_request_all", 1, "requested a demo 3 times in total")]
+    assert negative == [[]]

@@ -133,10 +133,10 @@ def test_input_that_breaks_the_signature_is_refused_naming_the_column(registry: 
     model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
     good = conform(features(registry, 3), model.metadata.get_input_schema())
 
-    with pytest.raises(MlflowException, match=r"missing inputs \['icp_match'\]"):
-        model.predict(good.drop(columns=["icp_match"]))
-    with pytest.raises(MlflowException, match="Incompatible input types for column icp_match"):
-        model.predict(good.assign(icp_match="yes"))
+    with pytest.raises(MlflowException, match=r"missing inputs \['icp_region'\]"):
+        model.predict(good.drop(columns=["icp_region"]))
+    with pytest.raises(MlflowException, match="Incompatible input types for column icp_region"):
+        model.predict(good.assign(icp_region="yes"))
     with pytest.raises(MlflowException, match="Incompatible input types for column seniority"):
         model.predict(good.assign(seniority=3.0))
 

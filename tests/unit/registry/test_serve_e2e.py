@@ -42,10 +42,10 @@ def test_models_serve_scores_one_lead_by_alias(tmp_path: Path) -> None:
         with urllib.request.urlopen(invocation(port, lead), timeout=60) as response:
             answer = json.loads(response.read())
         with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(invocation(port, lead.drop(columns=["icp_match"])), timeout=60)
+            urllib.request.urlopen(invocation(port, lead.drop(columns=["icp_region"])), timeout=60)
 
     (prediction,) = answer["predictions"]
     assert set(prediction) == set(OUTPUT_COLUMNS)
     assert 0 <= prediction["probability"] <= 1 and prediction["grade"] in {"A", "B", "C", "D"}
     assert all(isinstance(r, str) for r in prediction["reasons_positive"] + prediction["reasons_negative"])
-    assert refused.value.code == 400 and "icp_match" in refused.value.read().decode()
+    assert refused.value.code == 400 and "icp_region" in refused.value.read().decode()

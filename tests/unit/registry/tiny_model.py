@@ -27,16 +27,16 @@ FEATURE_LIST = [
     {"name": "n_email_open_30d", "kind": "numeric", "family": "engagement"},
     {"name": "days_since_pricing_page_visit", "kind": "numeric", "family": "recency"},
     {"name": "seniority", "kind": "categorical", "family": "title"},
-    {"name": "industry", "kind": "categorical", "family": "fit"},
-    {"name": "icp_match", "kind": "numeric", "family": "fit"},
+    {"name": "region", "kind": "categorical", "family": "fit"},
+    {"name": "icp_region", "kind": "numeric", "family": "fit"},
     {"name": "bogus_signal_count", "kind": "numeric", "family": "bogus"},
 ]
 SENIORITIES = ["c_level", "vp", "director", "manager", "individual"]
-INDUSTRIES = ["Software", "Retail", "Healthcare", "Education"]
+REGIONS = ["NA", "EMEA", "APAC", "LATAM"]
 
 
 def synthetic_frame(n: int, seed: int) -> pd.DataFrame:
-    """n leads at one snapshot date, label driven by pricing visits, seniority, ICP match and bogus signals."""
+    """n leads at one snapshot date, label driven by pricing visits, seniority, ICP region and bogus signals."""
     rng = np.random.default_rng(seed)
     pricing = rng.poisson(1.0, n).astype(float)
     seniority = rng.choice(SENIORITIES, n)
@@ -54,8 +54,8 @@ def synthetic_frame(n: int, seed: int) -> pd.DataFrame:
         "n_email_open_30d": rng.poisson(2.0, n).astype(float),
         "days_since_pricing_page_visit": days,
         "seniority": pd.Categorical(seniority, categories=SENIORITIES),
-        "industry": pd.Categorical(rng.choice(INDUSTRIES, n), categories=INDUSTRIES),
-        "icp_match": icp,
+        "region": pd.Categorical(rng.choice(REGIONS, n), categories=REGIONS),
+        "icp_region": icp,
         "bogus_signal_count": bogus,
     })
 

@@ -52,8 +52,8 @@ def test_each_lead_gets_the_most_specific_setting_of_each_key() -> None:
 
 def test_the_explanation_shows_the_overridden_points() -> None:
     out = scored()
-    assert out.loc[3, "rules_fired"] == "demo x1:+50; visit x1:+5"
-    assert out.loc[5, "rules_fired"] == "demo x1:+40; visit x1:+1"
+    assert out.loc[3, "rules_fired"] == "1 demo request (+50); 1 website visit (+5)"
+    assert out.loc[5, "rules_fired"] == "1 demo request (+40); 1 website visit (+1)"
 
 
 def test_a_lead_without_a_country_takes_its_accounts_region_for_the_override() -> None:
@@ -66,7 +66,7 @@ def test_an_override_of_zero_points_silences_a_rule() -> None:
     raw = {**RULES, "overrides": {"regions": {"NA": {"points": {"demo": 0}}}}}
     out = score(raw, make_crm(LEADS[:1], ACTS[:2]), [(1, days(2))])
     assert out["rule_score"].tolist() == [2.0]
-    assert out["rules_fired"].tolist() == ["visit x1:+2"]
+    assert out["rules_fired"].tolist() == ["1 website visit (+2)"]
 
 
 def test_the_default_rules_file_lowers_the_bar_in_apac_only() -> None:

@@ -119,7 +119,8 @@ def test_points_per_activity_of_the_listed_types() -> None:
     ]}
     out = score(raw, make_crm([{"lead_id": 1}, {"lead_id": 2}], acts), [(1, days(10)), (2, days(10))])
     assert out["rule_score"].tolist() == [8.0, 1.0]
-    assert out["rules_fired"].tolist() == ["opens x2:+2; clicks_and_visits x2:+6", "opens x1:+1"]
+    assert out["rules_fired"].tolist() == ["2 e-mail opens (+2); 2 e-mail clicks or website visits (+6)",
+                                         "1 e-mail open (+1)"]
 
 
 def test_events_after_the_snapshot_never_count_and_an_event_at_the_snapshot_does() -> None:
@@ -150,7 +151,7 @@ def test_half_life_decay_halves_points_every_half_life() -> None:
     raw = engagement({"activity": "content_download", "points": 8, "half_life_days": 30})
     out = score(raw, make_crm([{"lead_id": 1}], acts), [(1, at), (1, at - pd.Timedelta(days=30))])
     assert out["rule_score"].to_numpy() == pytest.approx([8 * (1 + 0.5 + 0.25), 8 * (1 + 0.5)])
-    assert out["rules_fired"].tolist() == ["e x3:+14", "e x2:+12"]
+    assert out["rules_fired"].tolist() == ["3 content downloads (+14)", "2 content downloads (+12)"]
 
 
 def test_decay_with_a_window_drops_old_activities_entirely() -> None:
@@ -159,7 +160,7 @@ def test_decay_with_a_window_drops_old_activities_entirely() -> None:
     raw = engagement({"activity": "web_visit", "points": 4, "half_life_days": 10, "within_days": 30})
     out = score(raw, make_crm([{"lead_id": 1}], acts), [(1, at)])
     assert out["rule_score"].iloc[0] == pytest.approx(2.0)
-    assert out["rules_fired"].iloc[0] == "e x1:+2"
+    assert out["rules_fired"].iloc[0] == "1 website visit in the last 30 days (+2)"
 
 
 def test_decay_stays_exact_over_many_half_lives_and_long_histories() -> None:
@@ -190,7 +191,8 @@ def test_max_points_caps_a_rule_in_either_direction() -> None:
     ]}
     out = score(raw, make_crm([{"lead_id": 1}, {"lead_id": 2}], acts), [(1, days(20)), (1, days(3)), (2, days(20))])
     assert out["rule_score"].tolist() == [10.0, 6.0, -25.0]
-    assert out["rules_fired"].tolist() == ["visits x8:+10", "visits x3:+6", "unsub x2:-25"]
+    assert out["rules_fired"].tolist() == ["8 website visits (+10)", "3 website visits (+6)",
+                                         "2 unsubscribes (-25)"]
 
 
 def test_an_activity_condition_gives_points_once_and_honours_min_count_and_window() -> None:
@@ -240,12 +242,12 @@ def test_four_part_definition_needs_every_part() -> None:
     assert out["rule_mql"].tolist() == [True, False, False, False, False]
     assert out["rule_threshold"].isna().all()  # no score bar: the gates decide
     fired = out["rules_fired"].tolist()
-    assert "gate ideal_company:pass; gate target_role:pass; gate confirmed_problem:pass; gate willing_to_meet:pass" \
-        in fired[0]
-    assert "gate target_role:fail" in fired[1]
-    assert "gate ideal_company:fail" in fired[2]
-    assert "gate willing_to_meet:fail" in fired[3]
-    assert "gate confirmed_problem:fail" in fired[4]
+    assert "ideal company: met; target role: met; confirmed problem: met; willing to meet: met" in fired[0]
+    assert "target role: not met" in fired[1]
+    assert "ideal company: not met" in fired[2]
+    assert "willing to meet: not met" in fired[3]
+    assert "confirmed problem: not met" in fired[4]
+    assert "director-level title or above (+15)" in fired[0]  # the rule's description, not its code
     # Before the demo request lead 1 was not willing to meet yet; 40 days later its intent is stale again.
     later = rules.evaluate_rules(ruleset, pd.DataFrame({"lead_id": [1, 1], "snapshot_at": [
         AT - pd.Timedelta(days=3), AT + pd.Timedelta(days=40)]}), make_crm(FOUR_PART_LEADS, FOUR_PART_ACTS))
@@ -281,8 +283,8 @@ def test_fired_rules_name_each_contribution_in_file_order() -> None:
     out = score(raw, make_crm([{"lead_id": 1, "account_id": 10}, {"lead_id": 2}], acts),
                 [(1, days(1)), (1, days(3)), (2, days(3))])
     assert out["rules_fired"].tolist() == [
-        "industry_icp:+10; demo_request x1:+30",
-        "industry_icp:+10; demo_request x1:+30; unsubscribe x1:-20",
+        "industry icp (+10); 1 demo request (+30)",  # no description: the name in words
+        "industry icp (+10); 1 demo request (+30); 1 unsubscribe (-20)",
         "",
     ]
 
