@@ -43,6 +43,7 @@ from pipelines.modeling import (
     assign_slices,
     atomic_path,
     cluster_ids,
+    expected_calibration_error,
     production_slices,
     read_features,
     read_json,
@@ -396,12 +397,31 @@ def gate_against_champion(client: Any, name: str, version: str, rows: pd.DataFra
     for compared in (version, champion):
         check_version_location(client, name, compared)
     challenger_p = model_probabilities(f"models:/{name}/{version}", rows)
+    lists = {v: client.get_model_version(name, v).tags.get("feature_list_version") for v in (version, champion)}
+    if lists[version] != lists[champion]:
+        return new_feature_list(rows, challenger_p, version, champion, lists, params)
     champion_p = model_probabilities(f"models:/{name}/{champion}", rows)
     result = compare(rows[LABEL].to_numpy(), challenger_p, champion_p, cluster_ids(rows),
                      params.registry.gate, params.evaluate.ece_bins, params.evaluate.ece_strategy, params.base.seed,
                      row_weights(rows))
     return GateResult(result.passed, [f"version {version} vs champion {champion}: {r}" for r in result.reasons],
                       {**result.figures, "champion_version": champion})
+
+
+def new_feature_list(rows: pd.DataFrame, challenger_p: np.ndarray, version: str, champion: str,
+                     lists: Mapping[str, str | None], params: Params) -> GateResult:
+    """The champion was trained on another feature list, so it cannot score these rows: no paired comparison is
+    possible. The version passes on its own calibration (ECE at most the gate's `max_ece` on the test rows), as the
+    first model of a new feature list; otherwise it stays challenger."""
+    ece = expected_calibration_error(rows[LABEL].to_numpy(), challenger_p, params.evaluate.ece_bins,
+                                     params.evaluate.ece_strategy, row_weights(rows))
+    passed = bool(ece <= params.registry.gate.max_ece)
+    reason = (f"version {version} has feature list {lists[version]}, champion {champion} has {lists[champion]}: "
+              f"the champion cannot score these rows, so no paired comparison; ECE {ece:.4f} "
+              f"{'within' if passed else 'above'} the bound {params.registry.gate.max_ece}")
+    log.warning("%s", reason)
+    return GateResult(passed, [reason], {"ece_challenger": ece, "champion_version": champion,
+                                         "feature_list_changed": True})
 
 
 def set_champion(client: Any, name: str, version: str, gate: GateResult, history: list[str]) -> None:

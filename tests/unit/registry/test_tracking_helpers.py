@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pipelines.registry.tracking import (
@@ -44,3 +46,24 @@ def test_data_window_tags_name_each_slice() -> None:
 
     assert tags == {"data_window.kind": "time", "data_window.fit": "2024-11-25..2025-10-27",
                     "data_window.test": "2026-06-22..2026-10-12"}
+
+
+def test_a_new_feature_list_passes_on_its_own_calibration_since_the_champion_cannot_score_it() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from pipelines.config import load_params
+    from pipelines.registry.tracking import new_feature_list
+
+    params = load_params(Path(__file__).resolve().parents[3] / "params.yaml")
+    rng = np.random.default_rng(0)
+    p = rng.beta(1, 30, 20_000)
+    rows = pd.DataFrame({"label": (rng.random(len(p)) < p).astype(int), "lead_id": np.arange(len(p))})
+    lists = {"2": "fl-new", "1": "fl-old"}
+
+    calibrated = new_feature_list(rows, p, "2", "1", lists, params)
+    overconfident = new_feature_list(rows, np.clip(p * 4, 0, 1), "2", "1", lists, params)
+
+    assert calibrated.passed and "no paired comparison" in calibrated.reasons[0]
+    assert not overconfident.passed and "above the bound" in overconfident.reasons[0]
+    assert calibrated.figures["feature_list_changed"] is True
