@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import sys
 from dataclasses import dataclass
@@ -9,10 +10,12 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 import yaml
 
 from pipelines.config import Params, load_params
+from pipelines.crm.db import make_engine, write_crm
 from pipelines.crm.demo import generate
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,6 +61,17 @@ def build_env(root: Path, leads: int = 1500, chunk_leads: int = 300) -> ScoreEnv
     write_crm(make_engine(f"sqlite:///{crm_db}", create_dirs=True), demo.tables)
     return ScoreEnv(root=root, tracking_uri=uri, params_path=params_path, params=params, tables=demo.tables,
                     crm_db=crm_db)
+
+
+def fresh_crm(backend: str, env: ScoreEnv, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """The URL of a fresh copy of the env's demo CRM on `backend` (sqlite, or postgres in its own schema)."""
+    if backend == "sqlite":
+        db = tmp_path / "crm.db"
+        shutil.copy(env.crm_db, db)
+        return f"sqlite:///{db}"
+    url = str(request.getfixturevalue("pg_schema_url"))
+    write_crm(make_engine(url), env.tables)
+    return url
 
 
 def sqlite_exec(db: Path, *statements: str) -> None:

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 import yaml
-from score_env import AS_OF, ScoreEnv, build_env, sqlite_exec, table_names
+from score_env import AS_OF, ScoreEnv, build_env, fresh_crm, sqlite_exec, table_names
 from typer.testing import CliRunner
 
 from pipelines.cli import EXIT_BAD_INPUT, EXIT_LOCKED, app
@@ -43,13 +43,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScoreEnv]:
 @pytest.fixture(params=["sqlite", "postgres"])
 def crm(request: pytest.FixtureRequest, env: ScoreEnv, tmp_path: Path) -> str:
     """A fresh copy of the demo CRM; scores go into the same database."""
-    if request.param == "sqlite":
-        db = tmp_path / "crm.db"
-        shutil.copy(env.crm_db, db)
-        return f"sqlite:///{db}"
-    url = request.getfixturevalue("pg_schema_url")
-    write_crm(make_engine(url), env.tables)
-    return url
+    return fresh_crm(request.param, env, tmp_path, request)
 
 
 def execute(url: str, *statements: str) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from score_env import AS_OF, LATER, ScoreEnv, build_env, count_rows, sqlite_exec, table_names
+from score_env import AS_OF, LATER, ScoreEnv, build_env, count_rows, fresh_crm, sqlite_exec, table_names
 from tiny_model import register_tiny, tiny_params
 from typer.testing import CliRunner
 
@@ -46,13 +46,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScoreEnv]:
 @pytest.fixture(params=["sqlite", "postgres"])
 def crm(request: pytest.FixtureRequest, env: ScoreEnv, tmp_path: Path) -> str:
     """The URL of a fresh copy of the demo CRM (scores are written into the same database)."""
-    if request.param == "sqlite":
-        db = tmp_path / "crm.db"
-        shutil.copy(env.crm_db, db)
-        return f"sqlite:///{db}"
-    url = request.getfixturevalue("pg_schema_url")
-    write_crm(make_engine(url), env.tables)
-    return url
+    return fresh_crm(request.param, env, tmp_path, request)
 
 
 def score(env: ScoreEnv, url: str, *extra: str, as_of: str = AS_OF) -> tuple[int, str]:
