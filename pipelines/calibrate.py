@@ -43,6 +43,7 @@ from pipelines.modeling import (
     read_features,
     read_json,
     row_weights,
+    weights_or_ones,
     write_json,
 )
 
@@ -268,10 +269,6 @@ def new_on_list(picked: np.ndarray, prev_value: np.ndarray, limit: np.ndarray | 
         return np.asarray(picked, dtype=bool) & ~(np.asarray(prev_value, dtype=float) >= limit)
 
 
-def _weights(weight: np.ndarray | None, n: int) -> np.ndarray:
-    return np.ones(n) if weight is None else np.asarray(weight, dtype=float)
-
-
 def list_sizes(prob: np.ndarray, weight: np.ndarray | None = None, prev_prob: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
     """(each distinct probability, highest first; the weighted rows a threshold there picks).
@@ -280,7 +277,7 @@ def list_sizes(prob: np.ndarray, weight: np.ndarray | None = None, prev_prob: np
     previous snapshot was below it (new hand-offs), which is not monotone: a low threshold keeps leads on the list.
     """
     prob = np.asarray(prob, dtype=float)
-    w = _weights(weight, len(prob))
+    w = weights_or_ones(weight, len(prob))
     order = np.argsort(-prob, kind="stable")
     p_sorted = prob[order]
     ends = np.flatnonzero(np.r_[p_sorted[1:] != p_sorted[:-1], True])
@@ -310,7 +307,7 @@ def _precision_curve(prob: np.ndarray, y: np.ndarray, weight: np.ndarray | None
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(each distinct probability, highest first; weighted rows at or above it; their precision)."""
     prob, y = np.asarray(prob, dtype=float), np.asarray(y, dtype=float)
-    w = _weights(weight, len(prob))
+    w = weights_or_ones(weight, len(prob))
     order = np.argsort(-prob, kind="stable")
     p_sorted = prob[order]
     ends = np.flatnonzero(np.r_[p_sorted[1:] != p_sorted[:-1], True])  # last row of each tie group
@@ -353,7 +350,7 @@ def policy_target(policy: StagePolicy, weeks: float, rule_mql: np.ndarray | None
             if prev_rule_mql is None:
                 raise ValueError("volume new needs the rule MQL flags of the previous snapshot")
             rule = new_on_list(rule, prev_rule_mql, 0.5)
-        return float(np.sum(_weights(weight, len(rule))[rule]) / weeks) if weeks else float("nan")
+        return float(np.sum(weights_or_ones(weight, len(rule))[rule]) / weeks) if weeks else float("nan")
     return None
 
 
@@ -445,7 +442,7 @@ def fit_thresholds(prob: np.ndarray, y: np.ndarray, lead_id: np.ndarray, snapsho
     cluster = np.asarray(lead_id) if cluster_id is None else np.asarray(cluster_id)
     prob, y, cluster, snapshot_at, rule_mql, segments, prev_prob, prev_rule = (
         _take(v, rows) for v in (prob, y, cluster, snapshot_at, rule_mql, segments, prev_prob, prev_rule))
-    w = _weights(None if weight is None else _take(weight, rows), len(prob))
+    w = weights_or_ones(None if weight is None else _take(weight, rows), len(prob))
     volume, min_rows = params.volume, params.precision_min_rows
     n_snapshots = pd.to_datetime(snapshot_at, utc=True).nunique() * snapshot_share
     weeks = n_snapshots * cadence_days / 7
@@ -519,7 +516,7 @@ def stage_statistics(thresholds: Thresholds, prob: np.ndarray, y: np.ndarray, cl
     (`outcomes["reached_<stage>"]`, when given), and expected vs observed conversions per week. Sums are weighted
     by `weight` (default ones)."""
     prob, y = np.asarray(prob, dtype=float), np.asarray(y, dtype=float)
-    w = _weights(weight, len(prob))
+    w = weights_or_ones(weight, len(prob))
     limits = thresholds.matrix(len(prob), segments)
     weeks = pd.to_datetime(snapshot_at, utc=True).nunique() * snapshot_share * cadence_days / 7
     per_week: Callable[[float], float] = lambda total: float(total / weeks) if weeks else float("nan")  # noqa: E731
