@@ -26,12 +26,17 @@ def main() -> None:
     args = parser.parse_args()
 
     start = time.perf_counter()
-    result = demo.generate(DemoCrmParams(leads=args.leads, seed=args.seed, end_date=date(2026, 11, 20),
-                                         history_days=730))
+    result = demo.generate(
+        DemoCrmParams(leads=args.leads, seed=args.seed, end_date=date(2026, 11, 20), history_days=730)
+    )
     generated = time.perf_counter() - start
     rows = {name: len(frame) for name, frame in result.tables.items()}
-    report: dict[str, object] = {"leads": args.leads, "rows": rows, "generate_s": round(generated, 1),
-                                 "leads_per_s": round(args.leads / generated)}
+    report: dict[str, object] = {
+        "leads": args.leads,
+        "rows": rows,
+        "generate_s": round(generated, 1),
+        "leads_per_s": round(args.leads / generated),
+    }
     if args.url:
         from pipelines.crm.db import make_engine, write_crm
 

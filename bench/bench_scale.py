@@ -48,8 +48,9 @@ def step_generate(args: argparse.Namespace) -> dict[str, Any]:
 
     crm, raw = args.work / "crm.db", args.work / "raw"
     started = time.perf_counter()
-    result = demo.generate(DemoCrmParams(leads=args.leads, seed=args.seed, end_date=date(2026, 11, 20),
-                                         history_days=730))
+    result = demo.generate(
+        DemoCrmParams(leads=args.leads, seed=args.seed, end_date=date(2026, 11, 20), history_days=730)
+    )
     generate_s = time.perf_counter() - started
     rows = {name: len(frame) for name, frame in result.tables.items()}
     t0 = time.perf_counter()
@@ -61,9 +62,16 @@ def step_generate(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     write_snapshot(result.tables, raw, source=f"demo leads={args.leads} seed={args.seed} end=2026-11-20 days=730")
     snapshot_s = time.perf_counter() - t0
-    return {"rows": rows, "seconds": time.perf_counter() - started, "generate_s": round(generate_s, 1),
-            "write_sqlite_s": round(sqlite_s, 1), "write_snapshot_s": round(snapshot_s, 1),
-            "sqlite_mib": round(crm.stat().st_size / 2**20), "rows_out": args.leads, "unit": "leads"}
+    return {
+        "rows": rows,
+        "seconds": time.perf_counter() - started,
+        "generate_s": round(generate_s, 1),
+        "write_sqlite_s": round(sqlite_s, 1),
+        "write_snapshot_s": round(snapshot_s, 1),
+        "sqlite_mib": round(crm.stat().st_size / 2**20),
+        "rows_out": args.leads,
+        "unit": "leads",
+    }
 
 
 def step_train(args: argparse.Namespace) -> dict[str, Any]:
@@ -78,10 +86,16 @@ def step_train(args: argparse.Namespace) -> dict[str, Any]:
     read_s = time.perf_counter() - started
     result = train_models(frame, infos, params.train, params.features.horizon_days, params.base.seed)
     report = result.report
-    return {"seconds": time.perf_counter() - started, "read_s": round(read_s, 1), "rows_out": len(frame),
-            "unit": "feature rows", "train_rows": report["train_period"]["rows"],
-            "best_iteration": report["best_iteration"], "lightgbm_s": report["seconds"]["lightgbm"],
-            "logreg_s": report["seconds"]["logreg"]}
+    return {
+        "seconds": time.perf_counter() - started,
+        "read_s": round(read_s, 1),
+        "rows_out": len(frame),
+        "unit": "feature rows",
+        "train_rows": report["train_period"]["rows"],
+        "best_iteration": report["best_iteration"],
+        "lightgbm_s": report["seconds"]["lightgbm"],
+        "logreg_s": report["seconds"]["logreg"],
+    }
 
 
 def step_score(args: argparse.Namespace) -> dict[str, Any]:
@@ -95,16 +109,31 @@ def step_score(args: argparse.Namespace) -> dict[str, Any]:
     for path in (scores, scores.with_name(scores.name + ".score.lock")):
         path.unlink(missing_ok=True)
     started = time.perf_counter()
-    run = run_score(f"sqlite:///{args.work / 'crm.db'}", f"sqlite:///{scores}", parse_as_of(args.as_of), params,
-                    args.model_uri, args.tracking_uri, progress=False, staging_root=args.work / "staging")
+    run = run_score(
+        f"sqlite:///{args.work / 'crm.db'}",
+        f"sqlite:///{scores}",
+        parse_as_of(args.as_of),
+        params,
+        args.model_uri,
+        args.tracking_uri,
+        progress=False,
+        staging_root=args.work / "staging",
+    )
     seconds = time.perf_counter() - started
     with sqlite3.connect(scores) as conn:
         conn.row_factory = sqlite3.Row
         row = dict(conn.execute("SELECT * FROM scoring_runs WHERE run_id = ?", (run["run_id"],)).fetchone())
-    return {"seconds": seconds, "rows_out": int(row["leads_scored"]), "unit": "open leads",
-            "leads_read": int(row["leads_read"]), "reasons_for": args.reasons_for,
-            "phases": {k.removeprefix("seconds_"): round(row[k], 1) for k in
-                       ("seconds_read", "seconds_features", "seconds_predict", "seconds_write")}}
+    return {
+        "seconds": seconds,
+        "rows_out": int(row["leads_scored"]),
+        "unit": "open leads",
+        "leads_read": int(row["leads_read"]),
+        "reasons_for": args.reasons_for,
+        "phases": {
+            k.removeprefix("seconds_"): round(row[k], 1)
+            for k in ("seconds_read", "seconds_features", "seconds_predict", "seconds_write")
+        },
+    }
 
 
 def _wait(command: list[str], capture: bool) -> tuple[bytes, float, int]:
@@ -126,29 +155,62 @@ def run_step(args: argparse.Namespace, step: str) -> dict[str, Any]:
     if step == "features":
         out_dir = args.work / "features"
         shutil.rmtree(out_dir, ignore_errors=True)
-        command = [str(Path(sys.executable).with_name("leadscore")), "features", "--params", str(args.params),
-                   "--raw", str(args.work / "raw"), "--out", str(out_dir)]
+        command = [
+            str(Path(sys.executable).with_name("leadscore")),
+            "features",
+            "--params",
+            str(args.params),
+            "--raw",
+            str(args.work / "raw"),
+            "--out",
+            str(out_dir),
+        ]
         _, seconds, peak = _wait(command, capture=False)
         summary = json.loads((out_dir / "summary.json").read_text())
-        result: dict[str, Any] = {"seconds": seconds, "rows_out": summary["rows"], "unit": "feature rows",
-                                  "features": summary["features"], "command": " ".join(command[1:]),
-                                  "output_mib": round((out_dir / "snapshots.parquet").stat().st_size / 2**20)}
+        result: dict[str, Any] = {
+            "seconds": seconds,
+            "rows_out": summary["rows"],
+            "unit": "feature rows",
+            "features": summary["features"],
+            "command": " ".join(command[1:]),
+            "output_mib": round((out_dir / "snapshots.parquet").stat().st_size / 2**20),
+        }
     else:
-        command = [sys.executable, str(Path(__file__).resolve()), "--step", step, "--leads", str(args.leads),
-                   "--seed", str(args.seed), "--work", str(args.work), "--params", str(args.params),
-                   "--model-uri", args.model_uri, "--tracking-uri", args.tracking_uri, "--as-of", args.as_of,
-                   "--reasons-for", args.reasons_for]
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--step",
+            step,
+            "--leads",
+            str(args.leads),
+            "--seed",
+            str(args.seed),
+            "--work",
+            str(args.work),
+            "--params",
+            str(args.params),
+            "--model-uri",
+            args.model_uri,
+            "--tracking-uri",
+            args.tracking_uri,
+            "--as-of",
+            args.as_of,
+            "--reasons-for",
+            args.reasons_for,
+        ]
         out, _, peak = _wait(command, capture=True)
         result = json.loads(out.decode().strip().splitlines()[-1])
-    result.update(peak_rss_mib=round(peak / 1024), load_before=round(load, 1),
-                  load_after=round(os.getloadavg()[0], 1))
+    result.update(peak_rss_mib=round(peak / 1024), load_before=round(load, 1), load_after=round(os.getloadavg()[0], 1))
     return result
 
 
 def _generated(args: argparse.Namespace) -> bool:
     manifest = args.work / "raw" / "manifest.json"
-    return (args.work / "crm.db").exists() and manifest.exists() and \
-        json.loads(manifest.read_text())["tables"]["leads"]["rows"] == args.leads
+    return (
+        (args.work / "crm.db").exists()
+        and manifest.exists()
+        and json.loads(manifest.read_text())["tables"]["leads"]["rows"] == args.leads
+    )
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
@@ -156,9 +218,11 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     lines = ["| step | rows | seconds | rows/s | peak RSS | load | detail |", "|---|---|---|---|---|---|---|"]
     for step, r in results.items():
         detail = {k: v for k, v in r.items() if k.endswith("_s") or k in ("phases", "best_iteration", "reasons_for")}
-        lines.append(f"| {step} | {r['rows_out']:,} {r['unit']} | {r['seconds']:.1f} | "
-                     f"{r['rows_out'] / r['seconds']:,.0f} | {r['peak_rss_mib']:,} MiB | {r['load_before']} | "
-                     f"{json.dumps(detail)} |")
+        lines.append(
+            f"| {step} | {r['rows_out']:,} {r['unit']} | {r['seconds']:.1f} | "
+            f"{r['rows_out'] / r['seconds']:,.0f} | {r['peak_rss_mib']:,} MiB | {r['load_before']} | "
+            f"{json.dumps(detail)} |"
+        )
     return "\n".join(lines)
 
 
@@ -203,8 +267,12 @@ def main() -> None:
             log.info("reusing the generated CRM and snapshot in %s", args.work)
             continue
         results[step] = run_step(args, step)
-        report = {"date": datetime.now(UTC).date().isoformat(), "machine": _machine(), "leads": args.leads,
-                  "results": results}
+        report = {
+            "date": datetime.now(UTC).date().isoformat(),
+            "machine": _machine(),
+            "leads": args.leads,
+            "results": results,
+        }
         path.write_text(json.dumps(report, indent=2) + "\n")  # after every step: a stopped run keeps its figures
     print(f"\nscale benchmark, {args.leads:,} demo leads; {_machine()}")
     print(table(results))
@@ -213,8 +281,10 @@ def main() -> None:
 def _machine() -> str:
     import psutil
 
-    return (f"{os.cpu_count()} cores, {round(psutil.virtual_memory().total / 2**30)} GiB, "
-            f"Python {platform.python_version()}")
+    return (
+        f"{os.cpu_count()} cores, {round(psutil.virtual_memory().total / 2**30)} GiB, "
+        f"Python {platform.python_version()}"
+    )
 
 
 if __name__ == "__main__":

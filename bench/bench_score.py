@@ -43,8 +43,10 @@ def ensure_crm(path: Path, leads: int, seed: int) -> dict[str, int]:
     """The demo CRM at `path` (generated and written once; reused when it holds `leads` leads); its row counts."""
     if path.exists():
         with sqlite3.connect(path) as conn:
-            counts = {t: conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0]  # fixed names, not input
-                      for t in ("campaigns", "accounts", "leads", "activities", "stage_history")}
+            counts = {
+                t: conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0]  # fixed names, not input
+                for t in ("campaigns", "accounts", "leads", "activities", "stage_history")
+            }
         if counts["leads"] == leads:
             log.info("reusing the demo CRM %s", path)
             return counts
@@ -85,19 +87,35 @@ def variant_ours(args: argparse.Namespace) -> dict[str, Any]:
     for path in (scores, scores.with_name(scores.name + ".score.lock")):
         path.unlink(missing_ok=True)
     started = time.perf_counter()
-    run = run_score(f"sqlite:///{args.crm}", f"sqlite:///{scores}", parse_as_of(args.as_of),
-                    _params(args.params, args.reasons_for), args.model_uri, args.tracking_uri, progress=False,
-                    staging_root=args.work / "staging")
+    run = run_score(
+        f"sqlite:///{args.crm}",
+        f"sqlite:///{scores}",
+        parse_as_of(args.as_of),
+        _params(args.params, args.reasons_for),
+        args.model_uri,
+        args.tracking_uri,
+        progress=False,
+        staging_root=args.work / "staging",
+    )
     seconds = time.perf_counter() - started
     with sqlite3.connect(scores) as conn:
         conn.row_factory = sqlite3.Row
         row = dict(conn.execute("SELECT * FROM scoring_runs WHERE run_id = ?", (run["run_id"],)).fetchone())
         written = conn.execute("SELECT COUNT(*) FROM lead_scores").fetchone()[0]
-    phases = {k.removeprefix("seconds_"): round(row[k], 1) for k in
-              ("seconds_read", "seconds_features", "seconds_predict", "seconds_write", "seconds_total")}
-    return {"leads": int(row["leads_scored"]), "leads_read": int(row["leads_read"]), "rows_written": int(written),
-            "seconds": seconds, "phases": phases, "n_mql": int(row["n_mql"]), "n_rule_mql": int(row["n_rule_mql"]),
-            "scores_db_mib": round(scores.stat().st_size / 2**20, 1)}
+    phases = {
+        k.removeprefix("seconds_"): round(row[k], 1)
+        for k in ("seconds_read", "seconds_features", "seconds_predict", "seconds_write", "seconds_total")
+    }
+    return {
+        "leads": int(row["leads_scored"]),
+        "leads_read": int(row["leads_read"]),
+        "rows_written": int(written),
+        "seconds": seconds,
+        "phases": phases,
+        "n_mql": int(row["n_mql"]),
+        "n_rule_mql": int(row["n_rule_mql"]),
+        "scores_db_mib": round(scores.stat().st_size / 2**20, 1),
+    }
 
 
 def prepare_floor(args: argparse.Namespace) -> dict[str, Any]:
@@ -116,8 +134,9 @@ def prepare_floor(args: argparse.Namespace) -> dict[str, Any]:
     tmp = out.with_name(out.name + ".tmp")
     writer = None
     try:
-        for _, features, rules in iter_feature_chunks(f"sqlite:///{args.crm}", parse_as_of(args.as_of), params,
-                                                       Timings(), progress=False):
+        for _, features, rules in iter_feature_chunks(
+            f"sqlite:///{args.crm}", parse_as_of(args.as_of), params, Timings(), progress=False
+        ):
             if features.empty:
                 continue
             frame = conform(features, model.schema)
@@ -194,21 +213,54 @@ def variant_naive(args: argparse.Namespace) -> dict[str, Any]:
         outputs.append(out)
     per_row = (time.perf_counter() - t0) / max(len(sample), 1)
     scored = pd.concat(outputs, ignore_index=True)
-    meta = {"run_id": "bench", "as_of": as_of, "scored_at": as_of, "model_name": model.name,
-            "model_version": model.version}
+    meta = {
+        "run_id": "bench",
+        "as_of": as_of,
+        "scored_at": as_of,
+        "model_name": model.name,
+        "model_version": model.version,
+    }
     score_rows(features.iloc[sample].reset_index(drop=True), rules.iloc[sample].reset_index(drop=True), scored, meta)
-    return {"leads": n, "seconds": read_s + features_s + per_row * n, "measured": "row-wise part on a sample",
-            "sample": len(sample), "phases": {"read": round(read_s, 1), "features_rules": round(features_s, 1),
-                                              "per_row_ms": round(per_row * 1000, 2),
-                                              "row_wise_extrapolated": round(per_row * n, 1)}}
+    return {
+        "leads": n,
+        "seconds": read_s + features_s + per_row * n,
+        "measured": "row-wise part on a sample",
+        "sample": len(sample),
+        "phases": {
+            "read": round(read_s, 1),
+            "features_rules": round(features_s, 1),
+            "per_row_ms": round(per_row * 1000, 2),
+            "row_wise_extrapolated": round(per_row * n, 1),
+        },
+    }
 
 
 def run_child(args: argparse.Namespace, variant: str) -> dict[str, Any]:
     """Run one variant in a child process; its JSON result plus the child's peak RSS (wait4) and the load."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--variant", variant, "--crm", str(args.crm),
-               "--work", str(args.work), "--params", str(args.params), "--model-uri", args.model_uri,
-               "--tracking-uri", args.tracking_uri, "--as-of", args.as_of, "--reasons-for", args.reasons_for,
-               "--sample", str(args.sample), "--leads", str(args.leads)]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--variant",
+        variant,
+        "--crm",
+        str(args.crm),
+        "--work",
+        str(args.work),
+        "--params",
+        str(args.params),
+        "--model-uri",
+        args.model_uri,
+        "--tracking-uri",
+        args.tracking_uri,
+        "--as-of",
+        args.as_of,
+        "--reasons-for",
+        args.reasons_for,
+        "--sample",
+        str(args.sample),
+        "--leads",
+        str(args.leads),
+    ]
     load = os.getloadavg()[0]
     log.info("running %s (load %.1f)", variant, load)
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, cwd=REPO)
@@ -218,20 +270,25 @@ def run_child(args: argparse.Namespace, variant: str) -> dict[str, Any]:
     if proc.returncode != 0:
         raise SystemExit(f"variant {variant} failed with exit code {proc.returncode}")
     result = json.loads(out.decode().strip().splitlines()[-1])
-    result.update(peak_rss_mib=round(usage.ru_maxrss / 1024), load_before=round(load, 1),
-                  load_after=round(os.getloadavg()[0], 1))
+    result.update(
+        peak_rss_mib=round(usage.ru_maxrss / 1024), load_before=round(load, 1), load_after=round(os.getloadavg()[0], 1)
+    )
     return result
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
     """The side-by-side table (Markdown)."""
     ours = results["ours"]["seconds"]
-    lines = ["| implementation | leads | seconds | rows/s | peak RSS | time / ours | load |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| implementation | leads | seconds | rows/s | peak RSS | time / ours | load |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, r in results.items():
         label = name + (f" (row-wise part on {r['sample']:,} sampled leads)" if "sample" in r else "")
-        lines.append(f"| {label} | {r['leads']:,} | {r['seconds']:.1f} | {r['leads'] / r['seconds']:,.0f} | "
-                     f"{r['peak_rss_mib']:,} MiB | {r['seconds'] / ours:.2f} | {r['load_before']} |")
+        lines.append(
+            f"| {label} | {r['leads']:,} | {r['seconds']:.1f} | {r['leads'] / r['seconds']:,.0f} | "
+            f"{r['peak_rss_mib']:,} MiB | {r['seconds'] / ours:.2f} | {r['load_before']} |"
+        )
     return "\n".join(lines)
 
 
@@ -258,9 +315,13 @@ def main() -> None:
 
     if args.variant is not None:  # child process: one variant, one JSON line on stdout
         _preload()
-        runners = {"ours": variant_ours, "prepare_floor": prepare_floor,
-                   "floor": lambda a: variant_floor(a, reasons=True),
-                   "floor_no_reasons": lambda a: variant_floor(a, reasons=False), "straightforward": variant_naive}
+        runners = {
+            "ours": variant_ours,
+            "prepare_floor": prepare_floor,
+            "floor": lambda a: variant_floor(a, reasons=True),
+            "floor_no_reasons": lambda a: variant_floor(a, reasons=False),
+            "straightforward": variant_naive,
+        }
         print(json.dumps(runners[args.variant](args)))
         return
 
@@ -284,16 +345,26 @@ def main() -> None:
     verdicts = []
     if "straightforward" in results:
         speedup = results["straightforward"]["seconds"] / ours["seconds"]
-        verdicts.append(f"ours is {speedup:.1f}x the straightforward one (target >= 5x): "
-                        f"{'met' if speedup >= 5 else 'NOT met'}")
+        verdicts.append(
+            f"ours is {speedup:.1f}x the straightforward one (target >= 5x): {'met' if speedup >= 5 else 'NOT met'}"
+        )
     if "floor" in results:
         gap = ours["seconds"] / results["floor"]["seconds"]
         verdicts.append(f"ours takes {gap:.2f}x the floor's time (target <= 3x): {'met' if gap <= 3 else 'NOT met'}")
-    report = {"date": datetime.now(UTC).date().isoformat(), "machine": _machine(), "crm": counts,
-              "as_of": args.as_of, "reasons_for": args.reasons_for, "results": results, "verdicts": verdicts}
+    report = {
+        "date": datetime.now(UTC).date().isoformat(),
+        "machine": _machine(),
+        "crm": counts,
+        "as_of": args.as_of,
+        "reasons_for": args.reasons_for,
+        "results": results,
+        "verdicts": verdicts,
+    }
     (args.work / f"bench_score_{args.reasons_for}.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nnightly scoring, demo CRM of {counts['leads']:,} leads, as of {args.as_of}, "
-          f"score.reasons_for={args.reasons_for}; {report['machine']}")
+    print(
+        f"\nnightly scoring, demo CRM of {counts['leads']:,} leads, as of {args.as_of}, "
+        f"score.reasons_for={args.reasons_for}; {report['machine']}"
+    )
     print(table(results))
     print(f"ours by phase (s, from scoring_runs): {ours['phases']}")
     if "straightforward" in results:
@@ -315,8 +386,10 @@ def _preload() -> None:
 def _machine() -> str:
     import psutil
 
-    return (f"{os.cpu_count()} cores, {round(psutil.virtual_memory().total / 2**30)} GiB, "
-            f"Python {platform.python_version()}")
+    return (
+        f"{os.cpu_count()} cores, {round(psutil.virtual_memory().total / 2**30)} GiB, "
+        f"Python {platform.python_version()}"
+    )
 
 
 if __name__ == "__main__":

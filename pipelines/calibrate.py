@@ -62,6 +62,7 @@ _EPS: Final = 1e-6
 # Calibration
 # ----------------------------------------------------------------------------------------------------------------
 
+
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(p, dtype=float), _EPS, 1 - _EPS)
     return np.log(p / (1 - p))
@@ -98,8 +99,9 @@ class Calibrator:
         return cls("platt", slope=float(data["slope"]), intercept=float(data["intercept"]))
 
 
-def centred_knots(x: np.ndarray, y: np.ndarray, raw: np.ndarray | None = None,
-                  weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def centred_knots(
+    x: np.ndarray, y: np.ndarray, raw: np.ndarray | None = None, weight: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Centred isotonic regression: each plateau of the step function collapses to its midpoint, and the curve runs
     linearly between midpoints (flat below the first one and beyond the largest raw score seen).
 
@@ -124,8 +126,9 @@ def centred_knots(x: np.ndarray, y: np.ndarray, raw: np.ndarray | None = None,
     return knots_x, knots_y
 
 
-def _top_rise(knots_x: np.ndarray, knots_y: np.ndarray, top_lo: float, raw: np.ndarray | None,
-              weight: np.ndarray | None) -> float:
+def _top_rise(
+    knots_x: np.ndarray, knots_y: np.ndarray, top_lo: float, raw: np.ndarray | None, weight: np.ndarray | None
+) -> float:
     """How much the curve rises from the last midpoint to the largest raw score: small, and calibrated.
 
     The top plateau's rows [top_lo, max] have observed rate `level`; below its midpoint the centred curve gives them
@@ -148,8 +151,9 @@ def _top_rise(knots_x: np.ndarray, knots_y: np.ndarray, top_lo: float, raw: np.n
     return max(min(calibrated, (level - knots_y[-3]) / 2), floor)
 
 
-def fit_calibrator(raw: np.ndarray, y: np.ndarray, method: Literal["isotonic", "platt"],
-                   weight: np.ndarray | None = None) -> Calibrator:
+def fit_calibrator(
+    raw: np.ndarray, y: np.ndarray, method: Literal["isotonic", "platt"], weight: np.ndarray | None = None
+) -> Calibrator:
     """Fit isotonic regression (monotone, non-parametric) or Platt scaling (logistic on the raw score's logit),
     each row counting `weight` open-lead weeks."""
     raw, y = np.asarray(raw, dtype=float), np.asarray(y, dtype=float)
@@ -166,6 +170,7 @@ def fit_calibrator(raw: np.ndarray, y: np.ndarray, method: Literal["isotonic", "
 # ----------------------------------------------------------------------------------------------------------------
 # Thresholds
 # ----------------------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -211,8 +216,10 @@ class Thresholds:
             "horizon_days": self.horizon_days,
             "stages": list(STAGES),
             "rule": "predicted stage = the highest stage whose threshold the probability reaches, else 'none'",
-            "grades": {g: (f"probability >= the {s} threshold" if s else "below the MQL threshold (nurture)")
-                       for g, s in GRADES.items()},
+            "grades": {
+                g: (f"probability >= the {s} threshold" if s else "below the MQL threshold (nurture)")
+                for g, s in GRADES.items()
+            },
             "thresholds": self.global_thresholds,
             "segment_column": self.segment_column,
             "segment_thresholds": self.segment_thresholds,
@@ -224,11 +231,13 @@ class Thresholds:
         """Read models/thresholds.json back (what nightly scoring does)."""
         report_keys = {"policies", "volume", "precision_min_rows", "calibration_slice", "segments"}
         return cls(
-            target_stage=data["target_stage"], horizon_days=int(data["horizon_days"]),
+            target_stage=data["target_stage"],
+            horizon_days=int(data["horizon_days"]),
             global_thresholds={s: _from_json(data["thresholds"][s]) for s in STAGES},
             segment_column=data.get("segment_column"),
-            segment_thresholds={v: {s: _from_json(t[s]) for s in STAGES}
-                                for v, t in (data.get("segment_thresholds") or {}).items()},
+            segment_thresholds={
+                v: {s: _from_json(t[s]) for s in STAGES} for v, t in (data.get("segment_thresholds") or {}).items()
+            },
             report={k: v for k, v in data.items() if k in report_keys},
         )
 
@@ -242,8 +251,9 @@ class UnreachablePolicyError(ModelInputError):
     """A stage's threshold policy cannot be met on the calibration slice (exit 2): the message says what can."""
 
 
-def previous_values(lead_id: np.ndarray, snapshot_at: pd.Series | np.ndarray, values: np.ndarray, cadence_days: int
-                    ) -> np.ndarray:
+def previous_values(
+    lead_id: np.ndarray, snapshot_at: pd.Series | np.ndarray, values: np.ndarray, cadence_days: int
+) -> np.ndarray:
     """Each row's value at the same lead's previous snapshot (t - cadence_days); NaN when the lead had no row then.
 
     The state a new hand-off is measured against: a lead with no previous row (new, reopened) was on no list.
@@ -269,8 +279,9 @@ def new_on_list(picked: np.ndarray, prev_value: np.ndarray, limit: np.ndarray | 
         return np.asarray(picked, dtype=bool) & ~(np.asarray(prev_value, dtype=float) >= limit)
 
 
-def list_sizes(prob: np.ndarray, weight: np.ndarray | None = None, prev_prob: np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+def list_sizes(
+    prob: np.ndarray, weight: np.ndarray | None = None, prev_prob: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(each distinct probability, highest first; the weighted rows a threshold there picks).
 
     Without `prev_prob` a threshold picks every row at or above it (the standing list); with it, only the rows whose
@@ -292,8 +303,9 @@ def list_sizes(prob: np.ndarray, weight: np.ndarray | None = None, prev_prob: np
     return candidates, count
 
 
-def volume_threshold(prob: np.ndarray, k: float, weight: np.ndarray | None = None,
-                     prev_prob: np.ndarray | None = None) -> float:
+def volume_threshold(
+    prob: np.ndarray, k: float, weight: np.ndarray | None = None, prev_prob: np.ndarray | None = None
+) -> float:
     """The highest threshold that picks about k weighted rows (new hand-offs when `prev_prob` is given), i.e. at
     least k - 1/2; inf when k < 1/2 or no threshold picks that many."""
     if k < 0.5 or len(prob) == 0:
@@ -303,8 +315,9 @@ def volume_threshold(prob: np.ndarray, k: float, weight: np.ndarray | None = Non
     return float(candidates[ok[0]]) if len(ok) else float("inf")
 
 
-def _precision_curve(prob: np.ndarray, y: np.ndarray, weight: np.ndarray | None
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _precision_curve(
+    prob: np.ndarray, y: np.ndarray, weight: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(each distinct probability, highest first; weighted rows at or above it; their precision)."""
     prob, y = np.asarray(prob, dtype=float), np.asarray(y, dtype=float)
     w = weights_or_ones(weight, len(prob))
@@ -315,8 +328,9 @@ def _precision_curve(prob: np.ndarray, y: np.ndarray, weight: np.ndarray | None
     return p_sorted[ends], rows, hits / rows
 
 
-def precision_threshold(prob: np.ndarray, y: np.ndarray, min_precision: float, weight: np.ndarray | None = None,
-                        min_rows: float = 1) -> float:
+def precision_threshold(
+    prob: np.ndarray, y: np.ndarray, min_precision: float, weight: np.ndarray | None = None, min_rows: float = 1
+) -> float:
     """The lowest threshold whose picked rows (prob >= it, at least `min_rows` of them) convert at a rate
     >= min_precision; inf when none does."""
     if len(prob) == 0:
@@ -335,9 +349,14 @@ def best_precision(prob: np.ndarray, y: np.ndarray, weight: np.ndarray | None = 
     return float(precision[long_enough].max()) if long_enough.any() else float("nan")
 
 
-def policy_target(policy: StagePolicy, weeks: float, rule_mql: np.ndarray | None = None,
-                  prev_rule_mql: np.ndarray | None = None, weight: np.ndarray | None = None,
-                  volume: str = "standing") -> float | None:
+def policy_target(
+    policy: StagePolicy,
+    weeks: float,
+    rule_mql: np.ndarray | None = None,
+    prev_rule_mql: np.ndarray | None = None,
+    weight: np.ndarray | None = None,
+    volume: str = "standing",
+) -> float | None:
     """What a stage promises per week: capacity's leads_per_week; match_rules' rule MQLs per week (those new at the
     snapshot when volume is `new`); None for precision, which promises a rate, not a volume."""
     if policy.policy == "capacity":
@@ -354,10 +373,19 @@ def policy_target(policy: StagePolicy, weeks: float, rule_mql: np.ndarray | None
     return None
 
 
-def policy_threshold(policy: StagePolicy, prob: np.ndarray, y: np.ndarray, rule_mql: np.ndarray | None,
-                     n_snapshots: float, cadence_days: int, weight: np.ndarray | None = None,
-                     prev_prob: np.ndarray | None = None, prev_rule_mql: np.ndarray | None = None,
-                     volume: str = "standing", min_rows: float = 1) -> float:
+def policy_threshold(
+    policy: StagePolicy,
+    prob: np.ndarray,
+    y: np.ndarray,
+    rule_mql: np.ndarray | None,
+    n_snapshots: float,
+    cadence_days: int,
+    weight: np.ndarray | None = None,
+    prev_prob: np.ndarray | None = None,
+    prev_rule_mql: np.ndarray | None = None,
+    volume: str = "standing",
+    min_rows: float = 1,
+) -> float:
     """One stage's threshold on these rows (inf when the policy cannot be met). `n_snapshots` counts snapshot dates
     (scaled by the slice's share); volume `new` counts rows not at or above the threshold at their previous
     snapshot (`prev_prob`, NaN for none)."""
@@ -372,29 +400,47 @@ def policy_threshold(policy: StagePolicy, prob: np.ndarray, y: np.ndarray, rule_
     return volume_threshold(prob, target * weeks, weight, prev_prob if volume == "new" else None)
 
 
-def unreachable_message(stage: str, policy: StagePolicy, prob: np.ndarray, y: np.ndarray, weight: np.ndarray,
-                        prev_prob: np.ndarray | None, weeks: float, target: float | None, volume: str,
-                        min_rows: float) -> str:
+def unreachable_message(
+    stage: str,
+    policy: StagePolicy,
+    prob: np.ndarray,
+    y: np.ndarray,
+    weight: np.ndarray,
+    prev_prob: np.ndarray | None,
+    weeks: float,
+    target: float | None,
+    volume: str,
+    min_rows: float,
+) -> str:
     """Why a stage's policy cannot be met on the calibration slice, and the range that can."""
     if policy.policy == "precision":
         best = best_precision(prob, y, weight, min_rows)
         if not np.isfinite(best):
-            return (f"{stage}: min_precision {policy.min_precision:g} cannot be met: the calibration slice has "
-                    f"{float(np.sum(weight)):,.0f} lead-weeks, fewer than calibrate.precision_min_rows "
-                    f"{min_rows:,.0f}; lower precision_min_rows, or choose policy capacity")
+            return (
+                f"{stage}: min_precision {policy.min_precision:g} cannot be met: the calibration slice has "
+                f"{float(np.sum(weight)):,.0f} lead-weeks, fewer than calibrate.precision_min_rows "
+                f"{min_rows:,.0f}; lower precision_min_rows, or choose policy capacity"
+            )
         reachable = np.floor(best * 1000) / 1000
-        return (f"{stage}: min_precision {policy.min_precision:g} cannot be met: the highest precision of any list of "
-                f"at least {min_rows:,.0f} lead-weeks on the calibration slice is {best:.3f}; choose min_precision <= "
-                f"{reachable:.3f}, or policy capacity")
+        return (
+            f"{stage}: min_precision {policy.min_precision:g} cannot be met: the highest precision of any list of "
+            f"at least {min_rows:,.0f} lead-weeks on the calibration slice is {best:.3f}; choose min_precision <= "
+            f"{reachable:.3f}, or policy capacity"
+        )
     what = "new hand-offs" if volume == "new" else "leads on the list"
     _, count = list_sizes(prob, weight, prev_prob if volume == "new" else None)
     most = float(count.max()) / weeks if len(count) and weeks else 0.0
-    promised = (f"capacity {policy.leads_per_week:g}" if policy.policy == "capacity"
-                else f"match_rules ({target:.1f} rule MQLs)")
+    promised = (
+        f"capacity {policy.leads_per_week:g}"
+        if policy.policy == "capacity"
+        else f"match_rules ({target:.1f} rule MQLs)"
+    )
     hint = "choose leads_per_week" if policy.policy == "capacity" else "use policy capacity with leads_per_week"
-    return (f"{stage}: {promised} {what} per week cannot be met: on the calibration slice ({weeks:.1f} weeks) a "
-            f"threshold gives at least one lead ({1 / weeks:.2g} per week) and at most {most:.1f} {what} per week; "
-            f"{hint} between those" + (", or calibrate.volume standing" if volume == "new" else ""))
+    return (
+        f"{stage}: {promised} {what} per week cannot be met: on the calibration slice ({weeks:.1f} weeks) a "
+        f"threshold gives at least one lead ({1 / weeks:.2g} per week) and at most {most:.1f} {what} per week; "
+        f"{hint} between those" + (", or calibrate.volume standing" if volume == "new" else "")
+    )
 
 
 def _ordered(thresholds: dict[str, float], where: str) -> dict[str, float]:
@@ -403,8 +449,9 @@ def _ordered(thresholds: dict[str, float], where: str) -> dict[str, float]:
     for stage in STAGES:
         value = thresholds[stage]
         if value < floor:
-            log.warning("%s: the %s threshold %.4g is below the lower stage's %.4g; raised to it", where, stage,
-                        value, floor)
+            log.warning(
+                "%s: the %s threshold %.4g is below the lower stage's %.4g; raised to it", where, stage, value, floor
+            )
             value = floor
         out[stage] = value
         floor = value
@@ -420,11 +467,23 @@ def _take(values: Any, rows: np.ndarray) -> Any:
     return np.asarray(values)[rows]
 
 
-def fit_thresholds(prob: np.ndarray, y: np.ndarray, lead_id: np.ndarray, snapshot_at: pd.Series,
-                   rule_mql: np.ndarray | None, segments: pd.Series | None, params: CalibrateParams,
-                   target_stage: str, horizon_days: int, cadence_days: int, snapshot_share: float, seed: int,
-                   weight: np.ndarray | None = None, counted: np.ndarray | None = None,
-                   cluster_id: np.ndarray | None = None) -> Thresholds:
+def fit_thresholds(
+    prob: np.ndarray,
+    y: np.ndarray,
+    lead_id: np.ndarray,
+    snapshot_at: pd.Series,
+    rule_mql: np.ndarray | None,
+    segments: pd.Series | None,
+    params: CalibrateParams,
+    target_stage: str,
+    horizon_days: int,
+    cadence_days: int,
+    snapshot_share: float,
+    seed: int,
+    weight: np.ndarray | None = None,
+    counted: np.ndarray | None = None,
+    cluster_id: np.ndarray | None = None,
+) -> Thresholds:
     """Per-stage thresholds on the calibration slice, with their precision, recall and volume (bootstrap CIs).
 
     `snapshot_share` is the slice's share of the open leads at its snapshot dates (1 for a time split; the
@@ -441,7 +500,8 @@ def fit_thresholds(prob: np.ndarray, y: np.ndarray, lead_id: np.ndarray, snapsho
     rows = np.flatnonzero(counted)
     cluster = np.asarray(lead_id) if cluster_id is None else np.asarray(cluster_id)
     prob, y, cluster, snapshot_at, rule_mql, segments, prev_prob, prev_rule = (
-        _take(v, rows) for v in (prob, y, cluster, snapshot_at, rule_mql, segments, prev_prob, prev_rule))
+        _take(v, rows) for v in (prob, y, cluster, snapshot_at, rule_mql, segments, prev_prob, prev_rule)
+    )
     w = weights_or_ones(None if weight is None else _take(weight, rows), len(prob))
     volume, min_rows = params.volume, params.precision_min_rows
     n_snapshots = pd.to_datetime(snapshot_at, utc=True).nunique() * snapshot_share
@@ -449,17 +509,28 @@ def fit_thresholds(prob: np.ndarray, y: np.ndarray, lead_id: np.ndarray, snapsho
     policies = {s: getattr(params.thresholds, s) for s in STAGES}
 
     def threshold(p: StagePolicy, rows: np.ndarray | slice, share: float) -> float:
-        return policy_threshold(p, prob[rows], y[rows], None if rule_mql is None else rule_mql[rows],
-                                n_snapshots * share, cadence_days, w[rows], prev_prob[rows],
-                                None if prev_rule is None else prev_rule[rows], volume, min_rows)
+        return policy_threshold(
+            p,
+            prob[rows],
+            y[rows],
+            None if rule_mql is None else rule_mql[rows],
+            n_snapshots * share,
+            cadence_days,
+            w[rows],
+            prev_prob[rows],
+            None if prev_rule is None else prev_rule[rows],
+            volume,
+            min_rows,
+        )
 
     targets = {s: policy_target(p, weeks, rule_mql, prev_rule, w, volume) for s, p in policies.items()}
     raw_t = {}
     for stage, policy in policies.items():
         raw_t[stage] = threshold(policy, slice(None), 1.0)
         if not np.isfinite(raw_t[stage]):
-            raise UnreachablePolicyError(unreachable_message(stage, policy, prob, y, w, prev_prob, weeks,
-                                                             targets[stage], volume, min_rows))
+            raise UnreachablePolicyError(
+                unreachable_message(stage, policy, prob, y, w, prev_prob, weeks, targets[stage], volume, min_rows)
+            )
     global_t = _ordered(raw_t, "global")
 
     segment_t: dict[str, dict[str, float]] = {}
@@ -474,16 +545,40 @@ def fit_thresholds(prob: np.ndarray, y: np.ndarray, lead_id: np.ndarray, snapsho
             seg_weight = positives / (positives + params.segment_k)
             share = float(w[in_segment].sum() / w.sum())
             own = {s: threshold(p, in_segment, share) for s, p in policies.items()}
-            shrunk = {s: (seg_weight * own[s] + (1 - seg_weight) * global_t[s]) if np.isfinite(own[s]) else
-                      global_t[s] for s in STAGES}
+            shrunk = {
+                s: (seg_weight * own[s] + (1 - seg_weight) * global_t[s]) if np.isfinite(own[s]) else global_t[s]
+                for s in STAGES
+            }
             segment_t[value] = _ordered(shrunk, f"segment {value}")
-            segment_report[value] = {"rows": int(in_segment.sum()), "positives": positives, "weight": seg_weight,
-                                     "unshrunk": own}
+            segment_report[value] = {
+                "rows": int(in_segment.sum()),
+                "positives": positives,
+                "weight": seg_weight,
+                "unshrunk": own,
+            }
 
-    thresholds = Thresholds(target_stage=target_stage, horizon_days=horizon_days, global_thresholds=global_t,
-                            segment_column=params.segment_column, segment_thresholds=segment_t)
-    stats = stage_statistics(thresholds, prob, y, cluster, snapshot_at, segments, cadence_days, snapshot_share,
-                             params.bootstrap, params.ci_level, seed, weight=w, prev_prob=prev_prob)
+    thresholds = Thresholds(
+        target_stage=target_stage,
+        horizon_days=horizon_days,
+        global_thresholds=global_t,
+        segment_column=params.segment_column,
+        segment_thresholds=segment_t,
+    )
+    stats = stage_statistics(
+        thresholds,
+        prob,
+        y,
+        cluster,
+        snapshot_at,
+        segments,
+        cadence_days,
+        snapshot_share,
+        params.bootstrap,
+        params.ci_level,
+        seed,
+        weight=w,
+        prev_prob=prev_prob,
+    )
     add_delivery(stats, targets, volume)
     report = {
         "policies": {s: p.model_dump(exclude_none=True) for s, p in policies.items()},
@@ -492,8 +587,14 @@ def fit_thresholds(prob: np.ndarray, y: np.ndarray, lead_id: np.ndarray, snapsho
         "calibration_slice": stats,
         "segments": {"k": params.segment_k, "per_segment": segment_report} if segment_report else {},
     }
-    return Thresholds(target_stage=target_stage, horizon_days=horizon_days, global_thresholds=global_t,
-                      segment_column=params.segment_column, segment_thresholds=segment_t, report=report)
+    return Thresholds(
+        target_stage=target_stage,
+        horizon_days=horizon_days,
+        global_thresholds=global_t,
+        segment_column=params.segment_column,
+        segment_thresholds=segment_t,
+        report=report,
+    )
 
 
 def add_delivery(stats: dict[str, dict[str, Any]], targets: Mapping[str, float | None], volume: str) -> None:
@@ -505,11 +606,22 @@ def add_delivery(stats: dict[str, dict[str, Any]], targets: Mapping[str, float |
         stats[stage]["delivered_vs_target"] = delivered / target if target else None
 
 
-def stage_statistics(thresholds: Thresholds, prob: np.ndarray, y: np.ndarray, cluster_id: np.ndarray,
-                     snapshot_at: pd.Series, segments: pd.Series | None, cadence_days: int, snapshot_share: float,
-                     bootstrap: int, ci_level: float, seed: int, weight: np.ndarray | None = None,
-                     prev_prob: np.ndarray | None = None, outcomes: Mapping[str, np.ndarray] | None = None
-                     ) -> dict[str, dict[str, Any]]:
+def stage_statistics(
+    thresholds: Thresholds,
+    prob: np.ndarray,
+    y: np.ndarray,
+    cluster_id: np.ndarray,
+    snapshot_at: pd.Series,
+    segments: pd.Series | None,
+    cadence_days: int,
+    snapshot_share: float,
+    bootstrap: int,
+    ci_level: float,
+    seed: int,
+    weight: np.ndarray | None = None,
+    prev_prob: np.ndarray | None = None,
+    outcomes: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, dict[str, Any]]:
     """For each stage: threshold, leads per week on the list (at or above it) and, with `prev_prob`, new hand-offs
     per week (not at or above it at the previous snapshot), precision and recall on the target with bootstrap CIs
     resampling `cluster_id` (accounts, `modeling.cluster_ids`), precision on the stage's own outcome
@@ -528,8 +640,9 @@ def stage_statistics(thresholds: Thresholds, prob: np.ndarray, y: np.ndarray, cl
         own_y = None if own is None else np.asarray(own, dtype=float)
         precision, recall = precision_recall(y, picked, w)
 
-        def statistic(idx: np.ndarray, picked: np.ndarray = picked, own_y: np.ndarray | None = own_y
-                      ) -> dict[str, float]:
+        def statistic(
+            idx: np.ndarray, picked: np.ndarray = picked, own_y: np.ndarray | None = own_y
+        ) -> dict[str, float]:
             p, r = precision_recall(y[idx], picked[idx], w[idx])
             stats = {"precision": p, "recall": r}
             if own_y is not None:
@@ -540,8 +653,10 @@ def stage_statistics(thresholds: Thresholds, prob: np.ndarray, y: np.ndarray, cl
         out[stage] = {
             "threshold": thresholds.global_thresholds[stage],
             "leads_per_week": per_week(np.sum(w[picked])),
-            "precision": precision, "precision_ci": list(ci.get("precision", (np.nan, np.nan))),
-            "recall": recall, "recall_ci": list(ci.get("recall", (np.nan, np.nan))),
+            "precision": precision,
+            "precision_ci": list(ci.get("precision", (np.nan, np.nan))),
+            "recall": recall,
+            "recall_ci": list(ci.get("recall", (np.nan, np.nan))),
             "expected_conversions_per_week": per_week(np.sum((w * prob)[picked])),
             "observed_conversions_per_week": per_week(np.sum((w * y)[picked])),
         }
@@ -557,6 +672,7 @@ def stage_statistics(thresholds: Thresholds, prob: np.ndarray, y: np.ndarray, cl
 # ----------------------------------------------------------------------------------------------------------------
 # I/O
 # ----------------------------------------------------------------------------------------------------------------
+
 
 def save_calibrator(calibrator: Calibrator, path: Path) -> None:
     """Write models/calibrator.json atomically."""
@@ -604,8 +720,9 @@ def previous_snapshot_rows(snapshot_at: pd.Series, rows: np.ndarray, cadence_day
     return (at == first - pd.Timedelta(days=cadence_days)).to_numpy()
 
 
-def run_calibrate(params: Params, features_dir: Path, model_dir: Path, rules_path: Path | None
-                  ) -> tuple[Calibrator, Thresholds]:
+def run_calibrate(
+    params: Params, features_dir: Path, model_dir: Path, rules_path: Path | None
+) -> tuple[Calibrator, Thresholds]:
     """Entry point of the calibrate stage: calibrator and thresholds of the procedure's model on the calibration
     slice (what the evaluate stage tests), then of the production model on the latest weeks (what is registered)."""
     from pipelines.train import PRODUCTION_DIR, load_booster, load_split
@@ -619,16 +736,17 @@ def run_calibrate(params: Params, features_dir: Path, model_dir: Path, rules_pat
     save_calibrator(calibrator, model_dir / CALIBRATOR_FILE)
     save_thresholds(thresholds, model_dir / THRESHOLDS_FILE)
     production = production_slices(frame, split)
-    prod_calibrator, prod_thresholds = calibrate_rows(params, frame, production,
-                                                      load_booster(model_dir / PRODUCTION_DIR), rules,
-                                                      "latest weeks (production model)")
+    prod_calibrator, prod_thresholds = calibrate_rows(
+        params, frame, production, load_booster(model_dir / PRODUCTION_DIR), rules, "latest weeks (production model)"
+    )
     save_calibrator(prod_calibrator, model_dir / PRODUCTION_DIR / CALIBRATOR_FILE)
     save_thresholds(prod_thresholds, model_dir / PRODUCTION_DIR / THRESHOLDS_FILE)
     return calibrator, thresholds
 
 
-def calibrate_rows(params: Params, frame: pd.DataFrame, slices: np.ndarray, booster: Any, rules: pd.DataFrame | None,
-                   what: str) -> tuple[Calibrator, Thresholds]:
+def calibrate_rows(
+    params: Params, frame: pd.DataFrame, slices: np.ndarray, booster: Any, rules: pd.DataFrame | None, what: str
+) -> tuple[Calibrator, Thresholds]:
     """Calibrator and thresholds of `booster` fitted on the rows whose slice is "calibration"."""
     from pipelines.train import booster_predict
 
@@ -642,9 +760,15 @@ def calibrate_rows(params: Params, frame: pd.DataFrame, slices: np.ndarray, boos
     y, w = cal[LABEL].to_numpy(), row_weights(cal)
     calibrator = fit_calibrator(raw[counted], y[counted], params.calibrate.method, w[counted])
     prob = calibrator.apply(raw)
-    log.info("calibration (%s) on the %s, %s rows: mean raw %.4f, mean calibrated %.4f, observed rate %.4f",
-             params.calibrate.method, what, f"{int(counted.sum()):,}", np.average(raw[counted], weights=w[counted]),
-             np.average(prob[counted], weights=w[counted]), np.average(y[counted], weights=w[counted]))
+    log.info(
+        "calibration (%s) on the %s, %s rows: mean raw %.4f, mean calibrated %.4f, observed rate %.4f",
+        params.calibrate.method,
+        what,
+        f"{int(counted.sum()):,}",
+        np.average(raw[counted], weights=w[counted]),
+        np.average(prob[counted], weights=w[counted]),
+        np.average(y[counted], weights=w[counted]),
+    )
 
     rule_mql = None
     if rules is not None:
@@ -653,13 +777,33 @@ def calibrate_rows(params: Params, frame: pd.DataFrame, slices: np.ndarray, boos
     if column is not None and column not in cal.columns:
         raise ModelInputError(f"calibrate.segment_column {column!r} is not a feature column")
     thresholds = fit_thresholds(
-        prob, y, cal["lead_id"].to_numpy(), cal["snapshot_at"], rule_mql, cal[column] if column else None,
-        params.calibrate, params.features.target_stage, params.features.horizon_days, params.features.cadence_days,
-        slice_share(slices, frame["snapshot_at"], "calibration"), params.base.seed,
-        weight=row_weights(cal), counted=counted, cluster_id=cluster_ids(cal),
+        prob,
+        y,
+        cal["lead_id"].to_numpy(),
+        cal["snapshot_at"],
+        rule_mql,
+        cal[column] if column else None,
+        params.calibrate,
+        params.features.target_stage,
+        params.features.horizon_days,
+        params.features.cadence_days,
+        slice_share(slices, frame["snapshot_at"], "calibration"),
+        params.base.seed,
+        weight=row_weights(cal),
+        counted=counted,
+        cluster_id=cluster_ids(cal),
     )
     for stage, s in thresholds.report["calibration_slice"].items():
-        log.info("%s: %s threshold %.4f: %.0f leads/week on the list, %.0f new a week (target %s), precision %.3f, "
-                 "recall %.3f", what, stage, s["threshold"], s["leads_per_week"], s["new_per_week"],
-                 "-" if s["target_per_week"] is None else f"{s['target_per_week']:.0f}", s["precision"], s["recall"])
+        log.info(
+            "%s: %s threshold %.4f: %.0f leads/week on the list, %.0f new a week (target %s), precision %.3f, "
+            "recall %.3f",
+            what,
+            stage,
+            s["threshold"],
+            s["leads_per_week"],
+            s["new_per_week"],
+            "-" if s["target_per_week"] is None else f"{s['target_per_week']:.0f}",
+            s["precision"],
+            s["recall"],
+        )
     return calibrator, thresholds

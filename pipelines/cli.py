@@ -65,11 +65,16 @@ def quiet_third_party_warnings() -> None:
 
 @app.callback()
 def _configure(
-    verbose: Annotated[bool, typer.Option(
-        "--verbose", "-v", help="Debug lines of each stage (reads, row counts, timings); tracebacks of bugs.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Debug lines of each stage (reads, row counts, timings); tracebacks of bugs."
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and errors only.")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Show the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
 ) -> None:
     """Set up logging for the command being run (never at import)."""
     if verbose and quiet:
@@ -115,8 +120,11 @@ def _default_truth_path(url: str) -> Path:
 def demo_crm(
     url: Annotated[
         str | None,
-        typer.Option("--url", envvar="LEADSCORE_DB_URL",
-                     help="SQLAlchemy URL to write the five tables to (--format db; or env LEADSCORE_DB_URL)."),
+        typer.Option(
+            "--url",
+            envvar="LEADSCORE_DB_URL",
+            help="SQLAlchemy URL to write the five tables to (--format db; or env LEADSCORE_DB_URL).",
+        ),
     ] = None,
     leads: Annotated[int, typer.Option(min=1, help="Number of leads.")] = 25_000,
     seed: Annotated[int, typer.Option(help="Seed; the same seed gives an identical database.")] = 42,
@@ -128,8 +136,12 @@ def demo_crm(
         Path | None, typer.Option(help="Ground-truth Parquet (default: beside a SQLite file, or in --out).")
     ] = None,
     fmt: Annotated[
-        str, typer.Option("--format", help="db (the five tables at --url), or the CSV files of a salesforce or "
-                                           "hubspot export written into --out (for the presets in config/mappings).")
+        str,
+        typer.Option(
+            "--format",
+            help="db (the five tables at --url), or the CSV files of a salesforce or "
+            "hubspot export written into --out (for the presets in config/mappings).",
+        ),
     ] = "db",
     out: Annotated[Path | None, typer.Option("--out", help="Folder for --format salesforce|hubspot.")] = None,
 ) -> None:
@@ -159,16 +171,20 @@ def demo_crm(
             where = display_url(url)
         else:
             assert out is not None
-            files = vendor.salesforce_files(result.tables) if fmt == "salesforce" else \
-                vendor.hubspot_files(result.tables)
+            files = (
+                vendor.salesforce_files(result.tables) if fmt == "salesforce" else vendor.hubspot_files(result.tables)
+            )
             vendor.write_files(files, out)
             truth_path = truth or out.with_name(f"{out.name}_truth.parquet")
             where = f"{out} ({fmt} export: {', '.join(f'{n}.csv' for n in files)})"
         ground_truth.write_truth(result.truth, truth_path)
         log.info(
             "demo CRM written to %s (%s leads, %s activities, %s stage rows); ground truth in %s",
-            where, f"{len(result.tables['leads']):,}", f"{len(result.tables['activities']):,}",
-            f"{len(result.tables['stage_history']):,}", truth_path,
+            where,
+            f"{len(result.tables['leads']):,}",
+            f"{len(result.tables['activities']):,}",
+            f"{len(result.tables['stage_history']):,}",
+            truth_path,
         )
 
 
@@ -180,8 +196,11 @@ def import_crm(
     ] = None,
     params: ParamsOption = Path("params.yaml"),
     keep_leaky: Annotated[
-        bool, typer.Option("--keep-leaky", help="Pass the leaky columns through as features: ONLY to measure the "
-                                                "leak; such a model is not usable.")
+        bool,
+        typer.Option(
+            "--keep-leaky",
+            help="Pass the leaky columns through as features: ONLY to measure the leak; such a model is not usable.",
+        ),
     ] = False,
 ) -> None:
     """Load your own CRM export (CSV, Parquet or SQL) through a column mapping into the CRM tables at --url."""
@@ -207,8 +226,10 @@ def import_crm(
         mapped = apply_mapping(read_sources(loaded), loaded)
         write_mapped(url, mapped)
         counts = ", ".join(f"{name} {len(frame):,}" for name, frame in mapped.tables.items())
-        typer.echo(f"{path} -> {display_url(url)}: {counts} rows, {len(mapped.attributes.columns) - 1} lead "
-                   f"attribute(s){'; leads-only (one snapshot)' if mapped.leads_only else ''}")
+        typer.echo(
+            f"{path} -> {display_url(url)}: {counts} rows, {len(mapped.attributes.columns) - 1} lead "
+            f"attribute(s){'; leads-only (one snapshot)' if mapped.leads_only else ''}"
+        )
 
 
 @app.command("validate")
@@ -231,8 +252,11 @@ def extract(
     params: ParamsOption = Path("params.yaml"),
     url: Annotated[
         str | None,
-        typer.Option("--url", envvar="LEADSCORE_DB_URL",
-                     help="Database URL (default: base.crm_url of the params; or env LEADSCORE_DB_URL)."),
+        typer.Option(
+            "--url",
+            envvar="LEADSCORE_DB_URL",
+            help="Database URL (default: base.crm_url of the params; or env LEADSCORE_DB_URL).",
+        ),
     ] = None,
 ) -> None:
     """Snapshot the five validated CRM tables into Parquet files plus a manifest, atomically."""
@@ -258,8 +282,10 @@ def features(
 
     with bad_input_exits():
         summary = run_features(raw, out, load_params(params).features)
-        typer.echo(f"features in {out}: {summary['rows']:,} rows, {summary['features']} features, "
-                   f"{summary['positives']:,} positives ({100 * summary['positive_rate']:.2f}%)")
+        typer.echo(
+            f"features in {out}: {summary['rows']:,} rows, {summary['features']} features, "
+            f"{summary['positives']:,} positives ({100 * summary['positive_rate']:.2f}%)"
+        )
 
 
 @app.command("rules")
@@ -291,8 +317,10 @@ def rules(
         if variants_out is not None:
             mql_rules.write_scores(mql_rules.score_variants(variants, keys, tables), variants_out)
         mql_rules.write_scores(scores, out)
-        typer.echo(f"rule scores in {out}: {len(scores):,} rows, {int(scores['rule_mql'].sum()):,} MQL at the snapshot"
-                   + (f"; {len(variants)} variant(s) in {variants_out}" if variants_out is not None else ""))
+        typer.echo(
+            f"rule scores in {out}: {len(scores):,} rows, {int(scores['rule_mql'].sum()):,} MQL at the snapshot"
+            + (f"; {len(variants)} variant(s) in {variants_out}" if variants_out is not None else "")
+        )
 
 
 FeaturesDirOption = Annotated[
@@ -317,8 +345,10 @@ def train(
     with bad_input_exits():
         result = run_train(load_params(params), features, out, metrics)
         valid = result.report["validation"]
-        typer.echo(f"models in {out}: {result.report['best_iteration']} rounds; validation ROC-AUC "
-                   f"LightGBM {valid['lightgbm']['roc_auc']:.4f}, logistic regression {valid['logreg']['roc_auc']:.4f}")
+        typer.echo(
+            f"models in {out}: {result.report['best_iteration']} rounds; validation ROC-AUC "
+            f"LightGBM {valid['lightgbm']['roc_auc']:.4f}, logistic regression {valid['logreg']['roc_auc']:.4f}"
+        )
 
 
 @app.command("calibrate")
@@ -363,22 +393,39 @@ def evaluate(
     from pipelines.evaluate import run_evaluate
 
     with bad_input_exits():
-        result = run_evaluate(load_params(params), features, models, rules, truth, metrics, plots,
-                              variants_path=rule_variants, raw_dir=raw)
+        result = run_evaluate(
+            load_params(params),
+            features,
+            models,
+            rules,
+            truth,
+            metrics,
+            plots,
+            variants_path=rule_variants,
+            raw_dir=raw,
+        )
         m = result.metrics
         oracle = f" (oracle {m['oracle_roc_auc']:.4f})" if "oracle_roc_auc" in m else ""
         if "observable_ceiling_roc_auc" in m:
             oracle += f" (observable ceiling {m['observable_ceiling_roc_auc']:.4f})"
-        best = (f", vs the best rule {m['best_rule']} {m['sql_capture_ratio_vs_best_rule']:.2f}x"
-                if "best_rule" in m else "")
-        typer.echo(f"test ROC-AUC {m['roc_auc']:.4f}{oracle}, ECE {m['ece']:.4f}, SQL capture vs rules "
-                   f"{m['sql_capture_ratio_vs_rules']:.2f}x{best}; metrics in {metrics}, plots in {plots}")
+        best = (
+            f", vs the best rule {m['best_rule']} {m['sql_capture_ratio_vs_best_rule']:.2f}x"
+            if "best_rule" in m
+            else ""
+        )
+        typer.echo(
+            f"test ROC-AUC {m['roc_auc']:.4f}{oracle}, ECE {m['ece']:.4f}, SQL capture vs rules "
+            f"{m['sql_capture_ratio_vs_rules']:.2f}x{best}; metrics in {metrics}, plots in {plots}"
+        )
 
 
 TrackingOption = Annotated[
     str | None,
-    typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
-                 help="MLflow tracking URI (or env MLFLOW_TRACKING_URI; default sqlite:///mlflow.db + mlartifacts/)."),
+    typer.Option(
+        "--tracking-uri",
+        envvar="MLFLOW_TRACKING_URI",
+        help="MLflow tracking URI (or env MLFLOW_TRACKING_URI; default sqlite:///mlflow.db + mlartifacts/).",
+    ),
 ]
 ForceOption = Annotated[bool, typer.Option("--force", help="Move the champion alias even if the gate fails.")]
 
@@ -400,11 +447,14 @@ def register(
     from pipelines.registry.tracking import RegisterInputs, run_register
 
     with bad_input_exits():
-        summary = run_register(load_params(params), RegisterInputs(features, models, metrics, plots, lock), out, card,
-                               tracking_uri)
-        typer.echo(f"{summary['name']} version {summary['version']} registered ({', '.join(summary['aliases'])}; "
-                   f"{summary['registration']} registration); champion is version {summary['champion']}; "
-                   f"details in {out}")
+        summary = run_register(
+            load_params(params), RegisterInputs(features, models, metrics, plots, lock), out, card, tracking_uri
+        )
+        typer.echo(
+            f"{summary['name']} version {summary['version']} registered ({', '.join(summary['aliases'])}; "
+            f"{summary['registration']} registration); champion is version {summary['champion']}; "
+            f"details in {out}"
+        )
 
 
 @app.command("promote")
@@ -423,10 +473,13 @@ def promote(
     with bad_input_exits():
         loaded = load_params(params)
         client = tracking.registry_client(tracking_uri)
-        gate = tracking.promote(client, loaded.registry.model_name, version, tracking.gate_rows(features, models),
-                                loaded, force)
-        typer.echo(f"{loaded.registry.model_name} version {version} is champion"
-                   f"{'' if gate.passed else ' (gate failed, forced)'}: " + "; ".join(gate.reasons))
+        gate = tracking.promote(
+            client, loaded.registry.model_name, version, tracking.gate_rows(features, models), loaded, force
+        )
+        typer.echo(
+            f"{loaded.registry.model_name} version {version} is champion"
+            f"{'' if gate.passed else ' (gate failed, forced)'}: " + "; ".join(gate.reasons)
+        )
 
 
 @app.command("rollback")
@@ -447,10 +500,13 @@ def rollback(
     with bad_input_exits():
         loaded = load_params(params)
         client = tracking.registry_client(tracking_uri)
-        target, gate = tracking.rollback(client, loaded.registry.model_name, version,
-                                         tracking.gate_rows(features, models), loaded, force)
-        typer.echo(f"{loaded.registry.model_name} champion rolled back to version {target}"
-                   f"{'' if gate.passed else ' (gate failed, forced)'}: " + "; ".join(gate.reasons))
+        target, gate = tracking.rollback(
+            client, loaded.registry.model_name, version, tracking.gate_rows(features, models), loaded, force
+        )
+        typer.echo(
+            f"{loaded.registry.model_name} champion rolled back to version {target}"
+            f"{'' if gate.passed else ' (gate failed, forced)'}: " + "; ".join(gate.reasons)
+        )
 
 
 EXIT_LOCKED = 3
@@ -461,13 +517,19 @@ EXIT_DRIFT = 4
 def score(
     url: Annotated[
         str | None,
-        typer.Option("--url", envvar="LEADSCORE_DB_URL",
-                     help="CRM database to score (default: base.crm_url of the params; or env LEADSCORE_DB_URL)."),
+        typer.Option(
+            "--url",
+            envvar="LEADSCORE_DB_URL",
+            help="CRM database to score (default: base.crm_url of the params; or env LEADSCORE_DB_URL).",
+        ),
     ] = None,
     scores_url: Annotated[
         str | None,
-        typer.Option("--scores-url", envvar="LEADSCORE_SCORES_URL",
-                     help="Database to write lead_scores and scoring_runs to (default: the CRM database)."),
+        typer.Option(
+            "--scores-url",
+            envvar="LEADSCORE_SCORES_URL",
+            help="Database to write lead_scores and scoring_runs to (default: the CRM database).",
+        ),
     ] = None,
     model_uri: Annotated[
         str | None, typer.Option("--model-uri", help="Model to score with (default: score.model_uri of the params).")
@@ -487,8 +549,12 @@ def score(
         Path | None, typer.Option("--staging-dir", help="Folder for the run's temporary files (default: the temp dir).")
     ] = None,
     allow_shrink: Annotated[
-        bool, typer.Option("--allow-shrink", help="Publish even with no leads, or fewer than score.min_leads_ratio x "
-                                                  "the latest run's (a real shrink, not a broken load).")
+        bool,
+        typer.Option(
+            "--allow-shrink",
+            help="Publish even with no leads, or fewer than score.min_leads_ratio x "
+            "the latest run's (a real shrink, not a broken load).",
+        ),
     ] = False,
 ) -> None:
     """Score every open lead with the registered model and write the run back atomically (nightly batch job).
@@ -507,9 +573,17 @@ def score(
         if chosen not in ("pandas", "spark"):
             raise typer.BadParameter(f"--engine must be pandas or spark, not {chosen!r}")
         try:
-            run = run_score(url or loaded.base.crm_url, scores_url, parse_as_of(as_of), loaded,
-                            model_uri or loaded.score.model_uri, tracking_uri, chosen, staging_root=staging_dir,
-                            allow_shrink=allow_shrink)
+            run = run_score(
+                url or loaded.base.crm_url,
+                scores_url,
+                parse_as_of(as_of),
+                loaded,
+                model_uri or loaded.score.model_uri,
+                tracking_uri,
+                chosen,
+                staging_root=staging_dir,
+                allow_shrink=allow_shrink,
+            )
         except ScoringLockedError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(EXIT_LOCKED) from None
@@ -533,8 +607,11 @@ def export(
     out: Annotated[Path, typer.Option("--out", help="File to write: .csv or .parquet (or set --format).")],
     scores_url: Annotated[
         str | None,
-        typer.Option("--scores-url", envvar="LEADSCORE_SCORES_URL",
-                     help="Database holding lead_scores and scoring_runs (default: base.crm_url of the params)."),
+        typer.Option(
+            "--scores-url",
+            envvar="LEADSCORE_SCORES_URL",
+            help="Database holding lead_scores and scoring_runs (default: base.crm_url of the params).",
+        ),
     ] = None,
     shape: Annotated[
         str, typer.Option("--shape", help="Field names: generic, or salesforce (Id plus __c custom fields).")
@@ -554,9 +631,11 @@ def export(
             raise ExportError(f"--format must be csv or parquet, not {fmt!r}")
         loaded = load_params(params)
         done = run_export(scores_url or loaded.base.crm_url, loaded.score.tables, out, shape, fmt)  # type: ignore[arg-type]
-        typer.echo(f"exported {done['rows']:,} leads of run {done['run_id']} ({done['model_name']} "
-                   f"v{done['model_version']}, as of {done['as_of']:%Y-%m-%d %H:%M}Z) to {out} ({done['format']}, "
-                   f"{done['shape']} fields)")
+        typer.echo(
+            f"exported {done['rows']:,} leads of run {done['run_id']} ({done['model_name']} "
+            f"v{done['model_version']}, as of {done['as_of']:%Y-%m-%d %H:%M}Z) to {out} ({done['format']}, "
+            f"{done['shape']} fields)"
+        )
 
 
 @app.command("report")
@@ -568,13 +647,19 @@ def report(
     out: Annotated[Path, typer.Option("--out", help="The HTML page to write.")] = Path("reports/mql_comparison.html"),
     url: Annotated[
         str | None,
-        typer.Option("--url", envvar="LEADSCORE_DB_URL",
-                     help="CRM database for the nightly run's lead attributes (default: base.crm_url)."),
+        typer.Option(
+            "--url",
+            envvar="LEADSCORE_DB_URL",
+            help="CRM database for the nightly run's lead attributes (default: base.crm_url).",
+        ),
     ] = None,
     scores_url: Annotated[
         str | None,
-        typer.Option("--scores-url", envvar="LEADSCORE_SCORES_URL",
-                     help="Database holding lead_scores and scoring_runs (default: the CRM database)."),
+        typer.Option(
+            "--scores-url",
+            envvar="LEADSCORE_SCORES_URL",
+            help="Database holding lead_scores and scoring_runs (default: the CRM database).",
+        ),
     ] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
@@ -598,6 +683,9 @@ def main() -> None:
     except Exception as exc:
         log.debug("unexpected error", exc_info=True)
         lines = str(exc).strip().splitlines()
-        typer.echo(f"error: unexpected {type(exc).__name__}: {lines[0] if lines else '(no message)'} (a bug or the "
-                   "environment; rerun with -v for the traceback)", err=True)
+        typer.echo(
+            f"error: unexpected {type(exc).__name__}: {lines[0] if lines else '(no message)'} (a bug or the "
+            "environment; rerun with -v for the traceback)",
+            err=True,
+        )
         sys.exit(1)

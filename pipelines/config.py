@@ -24,8 +24,10 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-_PARAMS_HINT = ("keep credentials out of params.yaml: pass the URL with --url or the LEADSCORE_DB_URL environment "
-                "variable, or use ~/.pgpass")
+_PARAMS_HINT = (
+    "keep credentials out of params.yaml: pass the URL with --url or the LEADSCORE_DB_URL environment "
+    "variable, or use ~/.pgpass"
+)
 
 
 def check_url_has_no_password(url: str, hint: str = _PARAMS_HINT) -> str:
@@ -45,8 +47,11 @@ class BaseParams(StrictModel):
     crm_url: str = Field(description="SQLAlchemy URL of the CRM database (no password)")
     seed: int = Field(description="Random seed for modelling stages")
     future_tolerance_minutes: int = Field(
-        ge=0, le=10_080, description="Clock skew accepted: CRM events (extract) and --as-of (score) may lie this far "
-                                     "past this machine's clock; later ones are refused")
+        ge=0,
+        le=10_080,
+        description="Clock skew accepted: CRM events (extract) and --as-of (score) may lie this far "
+        "past this machine's clock; later ones are refused",
+    )
 
     _check_url = field_validator("crm_url")(check_url_has_no_password)
 
@@ -76,8 +81,9 @@ class IcpParams(StrictModel):
 
 
 #: Current-value CRM fields that reps may fill in or edit while qualifying (pipelines/features/columns.py).
-CurrentValueField = Literal["budget_range", "purchase_timeframe", "industry", "employee_count", "annual_revenue",
-                            "account_location"]
+CurrentValueField = Literal[
+    "budget_range", "purchase_timeframe", "industry", "employee_count", "annual_revenue", "account_location"
+]
 
 
 class FeaturesParams(StrictModel):
@@ -89,26 +95,31 @@ class FeaturesParams(StrictModel):
     horizon_days: int = Field(gt=0, le=730, description="Label: target reached within this many days after t")
     cadence_days: int = Field(gt=0, le=365, description="Days between training snapshots (UTC midnights)")
     max_lead_age_days: int | None = Field(
-        gt=0, description="Training rows only for leads at most this many days old at the snapshot; null: every "
-                          "open lead whatever its age (the population nightly scoring scores)"
+        gt=0,
+        description="Training rows only for leads at most this many days old at the snapshot; null: every "
+        "open lead whatever its age (the population nightly scoring scores)",
     )
     old_lead_days: int = Field(
         gt=0, description="Leads older than this at a snapshot are long-open: their rows are sampled by lead"
     )
     old_lead_keep_one_in: int = Field(
-        ge=1, description="Keep the long-open rows of 1 lead in N (a fixed hash of lead_id), each weighted N, so "
-                          "every figure describes the whole open population in whole open-lead weeks; 1: keep all"
+        ge=1,
+        description="Keep the long-open rows of 1 lead in N (a fixed hash of lead_id), each weighted N, so "
+        "every figure describes the whole open population in whole open-lead weeks; 1: keep all",
     )
     sample_leads: int | None = Field(
-        gt=0, description="Training rows for at most this many leads (a fixed pseudo-random sample); null: all. "
-                          "Bounds the features, train, calibrate and evaluate stages on big CRMs, not scoring")
+        gt=0,
+        description="Training rows for at most this many leads (a fixed pseudo-random sample); null: all. "
+        "Bounds the features, train, calibrate and evaluate stages on big CRMs, not scoring",
+    )
     windows_days: tuple[int, ...] = Field(min_length=1, description="Engagement count windows (days), plus all-time")
     velocity_days: int = Field(gt=0, description="Velocity: activity in the last N days vs the N days before")
     chunk_leads: int = Field(gt=0, description="Leads per processing chunk (whole accounts kept together)")
     icp: IcpParams
     current_value_fields: tuple[CurrentValueField, ...] = Field(
         description="Current-value CRM fields used as features anyway (a leak risk: reps may fill them in while "
-                    "qualifying, so the value may encode the outcome); []: none, the leak-safe default")
+        "qualifying, so the value may encode the outcome); []: none, the leak-safe default"
+    )
 
     @field_validator("current_value_fields")
     @classmethod
@@ -135,7 +146,8 @@ class TrainParams(StrictModel):
     exclude_features: tuple[str, ...] = Field(description="Feature columns the models must not use")
     monotone_engagement: bool = Field(
         description="Monotone constraints from the declared business directions (pipelines/features/directions.py): "
-                    "+1 engagement counts and ideal-profile flags, -1 unsubscribes, bounces and bogus-lead signals")
+        "+1 engagement counts and ideal-profile flags, -1 unsubscribes, bounces and bogus-lead signals"
+    )
     learning_rate: float = Field(gt=0, le=1)
     num_leaves: int = Field(ge=2)
     min_child_samples: int = Field(ge=1)
@@ -163,7 +175,7 @@ class StagePolicy(StrictModel):
 
     policy: Literal["capacity", "precision", "match_rules"] = Field(
         description="capacity: N leads per week; precision: at least p of the picked reach the target; "
-                    "match_rules: as many as the rule MQLs"
+        "match_rules: as many as the rule MQLs"
     )
     leads_per_week: float | None = Field(default=None, gt=0, description="capacity: leads the team works a week")
     min_precision: float | None = Field(default=None, gt=0, lt=1, description="precision: share that must convert")
@@ -192,7 +204,7 @@ class CalibrateParams(StrictModel):
     thresholds: StageThresholds
     volume: Literal["new", "standing"] = Field(
         description="what capacity and match_rules count: new = leads newly at or above the threshold at a snapshot "
-                    "(new hand-offs per week); standing = every open lead at or above it (the whole list)"
+        "(new hand-offs per week); standing = every open lead at or above it (the whole list)"
     )
     precision_min_rows: int = Field(
         ge=1, description="precision: the shortest list (lead-weeks on the calibration slice) whose precision counts"
@@ -240,15 +252,19 @@ class RuleVariant(StrictModel):
     half_life_days: float | None = Field(default=None, gt=0, description="Decay every engagement rule of rules.file")
     within_days: float | None = Field(default=None, gt=0, description="Window every engagement rule of rules.file")
     threshold: Literal["own", "match_volume"] | None = Field(
-        default=None, description="own: the file's threshold; match_volume: the history rule's MQL volume on the "
-                                  "calibration slice (default: own for a file, match_volume for a derived variant)")
+        default=None,
+        description="own: the file's threshold; match_volume: the history rule's MQL volume on the "
+        "calibration slice (default: own for a file, match_volume for a derived variant)",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> RuleVariant:
         derived = self.half_life_days is not None or self.within_days is not None
         if (self.file is None) == (not derived):
-            raise ValueError("a rule variant is either a `file` or a transformation of rules.file "
-                             "(`half_life_days` and/or `within_days`), not both or neither")
+            raise ValueError(
+                "a rule variant is either a `file` or a transformation of rules.file "
+                "(`half_life_days` and/or `within_days`), not both or neither"
+            )
         return self
 
     @property
@@ -321,11 +337,15 @@ class ScoreParams(StrictModel):
     drift_bins: int = Field(ge=2, le=50, description="Quantile bins of the drift reference (numeric features)")
     psi_warning: float = Field(gt=0, description="Warn (status drift_warning) when any tracked PSI exceeds this")
     reasons_for: Literal["all", "flagged"] = Field(
-        description="Reasons (SHAP, the costly part) for every lead, or only for predicted or rule MQLs")
+        description="Reasons (SHAP, the costly part) for every lead, or only for predicted or rule MQLs"
+    )
     min_leads_ratio: float = Field(
-        ge=0, le=1, description="Refuse a run (exit 2, unless --allow-shrink) whose leads read or scored are fewer "
-                                "than this share of the latest run's: an empty or truncated CRM load must not "
-                                "replace tonight's list")
+        ge=0,
+        le=1,
+        description="Refuse a run (exit 2, unless --allow-shrink) whose leads read or scored are fewer "
+        "than this share of the latest run's: an empty or truncated CRM load must not "
+        "replace tonight's list",
+    )
 
 
 class LeakageParams(StrictModel):
@@ -374,8 +394,9 @@ class Params(StrictModel):
     mapping: MappingParams
 
 
-def format_validation_errors(path: Path, exc: ValidationError, what: str = "", unknown: str = "unknown key",
-                             key_word: str = "") -> str:
+def format_validation_errors(
+    path: Path, exc: ValidationError, what: str = "", unknown: str = "unknown key", key_word: str = ""
+) -> str:
     """One line per bad key of a YAML file checked by pydantic: `<path>: N problem(s)<what>`, then
     `  <key_word><dotted.key>: <message>`, with `unknown` for keys the typed model does not have."""
     lines = [f"{path}: {exc.error_count()} problem(s){what}"]
@@ -405,5 +426,6 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        raise ParamsError(format_validation_errors(path, exc, unknown="unknown key (not in the typed params)")
-                          ) from None
+        raise ParamsError(
+            format_validation_errors(path, exc, unknown="unknown key (not in the typed params)")
+        ) from None

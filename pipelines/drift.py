@@ -85,16 +85,18 @@ def numeric_bins(name: str, values: pd.Series | np.ndarray, n_bins: int, weight:
     finite = x[present]
     edges: tuple[float, ...] = ()
     if len(finite):
-        inner = weighted_quantiles(finite, None if weight is None else np.asarray(weight)[present],
-                                   np.linspace(0, 1, n_bins + 1)[1:-1])
+        inner = weighted_quantiles(
+            finite, None if weight is None else np.asarray(weight)[present], np.linspace(0, 1, n_bins + 1)[1:-1]
+        )
         edges = tuple(float(v) for v in np.unique(inner) if v < finite.max())
     bins = Bins(name, "numeric", edges=edges)
     counts = bins.weighted_counts(x, weight)
     return Bins(name, "numeric", edges=edges, expected=tuple((counts / max(counts.sum(), 1)).tolist()))
 
 
-def categorical_bins(name: str, values: pd.Series, levels: Sequence[str] | None = None,
-                     weight: np.ndarray | None = None) -> Bins:
+def categorical_bins(
+    name: str, values: pd.Series, levels: Sequence[str] | None = None, weight: np.ndarray | None = None
+) -> Bins:
     """One bin per level (the given ones, else those seen), plus unseen and missing; rows count `weight`."""
     text = pd.Series(values).astype(object)
     if levels is None:
@@ -119,8 +121,16 @@ class DriftReference:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DriftReference:
         """Inverse of `to_dict`."""
-        bins = tuple(Bins(name=b["name"], kind=b["kind"], edges=tuple(b["edges"]), levels=tuple(b["levels"]),
-                          expected=tuple(b["expected"])) for b in data["bins"])
+        bins = tuple(
+            Bins(
+                name=b["name"],
+                kind=b["kind"],
+                edges=tuple(b["edges"]),
+                levels=tuple(b["levels"]),
+                expected=tuple(b["expected"]),
+            )
+            for b in data["bins"]
+        )
         return cls(bins=bins, rows=int(data["rows"]), source=str(data["source"]))
 
     @property
@@ -129,9 +139,15 @@ class DriftReference:
         return [b.name for b in self.bins if b.name != SCORE]
 
 
-def build_reference(frame: pd.DataFrame, score: np.ndarray, kinds: Mapping[str, str], n_bins: int, source: str,
-                    levels: Mapping[str, Sequence[str]] | None = None, weight: np.ndarray | None = None
-                    ) -> DriftReference:
+def build_reference(
+    frame: pd.DataFrame,
+    score: np.ndarray,
+    kinds: Mapping[str, str],
+    n_bins: int,
+    source: str,
+    levels: Mapping[str, Sequence[str]] | None = None,
+    weight: np.ndarray | None = None,
+) -> DriftReference:
     """Bins of the score and of each column in `kinds` (name -> 'numeric' | 'categorical') over the rows given,
     each row counting `weight` (open-lead weeks)."""
     levels = levels or {}

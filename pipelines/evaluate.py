@@ -78,7 +78,12 @@ log = logging.getLogger(__name__)
 METRICS_FILE: Final = "evaluate.json"
 #: Plot tables written under the plots folder (each a CSV that dvc.yaml's top-level `plots:` refers to).
 PLOT_FILES: Final[tuple[str, ...]] = (
-    "roc.csv", "pr.csv", "calibration.csv", "calibration_raw.csv", "gains.csv", "threshold_tradeoff.csv",
+    "roc.csv",
+    "pr.csv",
+    "calibration.csv",
+    "calibration_raw.csv",
+    "gains.csv",
+    "threshold_tradeoff.csv",
     "observed_expected.csv",
 )
 
@@ -92,12 +97,12 @@ class RuleBaseline:
     """A standard rule on the test rows, its MQLs decided without the test labels (own threshold and gates, or a
     threshold matching the history rule's MQL volume on the calibration slice)."""
 
-    score: np.ndarray                 # test rows
-    mql: np.ndarray                   # test rows
-    source: str                       # rules.file, a file, or the transformation of rules.file
-    threshold_policy: str             # own | match_volume
-    threshold: float | None           # the matched threshold (match_volume), None for own
-    calibration_roc_auc: float        # the selection criterion: ROC-AUC of the score on the calibration slice
+    score: np.ndarray  # test rows
+    mql: np.ndarray  # test rows
+    source: str  # rules.file, a file, or the transformation of rules.file
+    threshold_policy: str  # own | match_volume
+    threshold: float | None  # the matched threshold (match_volume), None for own
+    calibration_roc_auc: float  # the selection criterion: ROC-AUC of the score on the calibration slice
 
 
 def matched_threshold(score: np.ndarray, gates: np.ndarray, target: float, w: np.ndarray | None = None) -> float:
@@ -114,9 +119,15 @@ def matched_threshold(score: np.ndarray, gates: np.ndarray, target: float, w: np
     return float(s[g][order][at])
 
 
-def rule_baseline(policy: str, source: str, cal: tuple[np.ndarray, np.ndarray, np.ndarray], cal_y: np.ndarray,
-                  cal_w: np.ndarray | None, target_volume: float, test: tuple[np.ndarray, np.ndarray, np.ndarray]
-                  ) -> RuleBaseline:
+def rule_baseline(
+    policy: str,
+    source: str,
+    cal: tuple[np.ndarray, np.ndarray, np.ndarray],
+    cal_y: np.ndarray,
+    cal_w: np.ndarray | None,
+    target_volume: float,
+    test: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> RuleBaseline:
     """One variant's test-row MQLs from its (score, own MQL, gates) on the calibration and test rows.
 
     `own`: the file's own threshold and gates. `match_volume`: the threshold that marks `target_volume` lead-weeks
@@ -132,8 +143,14 @@ def rule_baseline(policy: str, source: str, cal: tuple[np.ndarray, np.ndarray, n
         mql = (test_score.astype(float) >= threshold) & test_gates.astype(bool)
     elif policy != "own":
         raise ValueError(f"threshold policy must be own or match_volume, not {policy!r}")
-    return RuleBaseline(score=test_score.astype(float), mql=mql, source=source, threshold_policy=policy,
-                        threshold=threshold, calibration_roc_auc=_auc(np.asarray(cal_y), cal_score, cal_w))
+    return RuleBaseline(
+        score=test_score.astype(float),
+        mql=mql,
+        source=source,
+        threshold_policy=policy,
+        threshold=threshold,
+        calibration_roc_auc=_auc(np.asarray(cal_y), cal_score, cal_w),
+    )
 
 
 def best_rule(variants: Mapping[str, RuleBaseline]) -> str:
@@ -157,16 +174,16 @@ class ScoredRows:
     lead_id: np.ndarray
     snapshot_at: pd.Series
     y: np.ndarray
-    prob: np.ndarray                 # calibrated model probability (what scoring uses)
-    raw: np.ndarray                  # the booster's raw probability
-    logreg: np.ndarray               # logistic-regression baseline
+    prob: np.ndarray  # calibrated model probability (what scoring uses)
+    raw: np.ndarray  # the booster's raw probability
+    logreg: np.ndarray  # logistic-regression baseline
     rule_score: np.ndarray
     rule_mql: np.ndarray
     oracle: np.ndarray | None = None  # Bayes-optimal probability (demo ground truth), when available
     segments: pd.Series | None = None
     weight: np.ndarray | None = None  # open-lead weeks per row (sampled long-open leads weigh more); None: ones
     lead_age_days: np.ndarray | None = None  # the lead's age at the snapshot, for the metrics by age band
-    prev_prob: np.ndarray | None = None      # probability at the lead's previous snapshot (NaN: no row then)
+    prev_prob: np.ndarray | None = None  # probability at the lead's previous snapshot (NaN: no row then)
     prev_rule_mql: np.ndarray | None = None  # rule MQL flag there (NaN: no row then)
     outcomes: dict[str, np.ndarray] | None = None  # reached_<stage>: each stage's own outcome within the horizon
     cluster: np.ndarray | None = None  # bootstrap cluster per row (the lead's account, `cluster_ids`); None: leads
@@ -190,8 +207,9 @@ def _ap(y: np.ndarray, s: np.ndarray, w: np.ndarray | None = None) -> float:
     return average_precision(y, s, w) if 0 < np.sum(y) < len(y) else float("nan")
 
 
-def probability_metrics(y: np.ndarray, p: np.ndarray, params: EvaluateParams, w: np.ndarray | None = None
-                        ) -> dict[str, float]:
+def probability_metrics(
+    y: np.ndarray, p: np.ndarray, params: EvaluateParams, w: np.ndarray | None = None
+) -> dict[str, float]:
     """ROC-AUC, PR-AUC, log loss, Brier and ECE of probabilities (rows weighted by open-lead weeks)."""
     p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
     return {
@@ -203,8 +221,9 @@ def probability_metrics(y: np.ndarray, p: np.ndarray, params: EvaluateParams, w:
     }
 
 
-def capture_at_rule_volume(y: np.ndarray, score: np.ndarray, rule_mql: np.ndarray, snapshot_code: np.ndarray,
-                           w: np.ndarray | None = None) -> dict[str, float]:
+def capture_at_rule_volume(
+    y: np.ndarray, score: np.ndarray, rule_mql: np.ndarray, snapshot_code: np.ndarray, w: np.ndarray | None = None
+) -> dict[str, float]:
     """Model top-k per snapshot (k = rule MQLs at that snapshot) vs the rule MQLs: conversions each captures.
 
     `snapshot_code` numbers the snapshot dates 0..S-1 (e.g. from `pd.factorize`); k and conversions count
@@ -218,14 +237,18 @@ def capture_at_rule_volume(y: np.ndarray, score: np.ndarray, rule_mql: np.ndarra
     rule_p, rule_r = precision_recall(y, rule_mql, w)
     return {
         "sql_capture_ratio_vs_rules": model_hits / rule_hits if rule_hits else float("nan"),
-        "model_precision_at_rule_volume": model_p, "model_recall_at_rule_volume": model_r,
-        "rule_mql_precision": rule_p, "rule_mql_recall": rule_r,
-        "model_conversions_at_rule_volume": model_hits, "rule_mql_conversions": rule_hits,
+        "model_precision_at_rule_volume": model_p,
+        "model_recall_at_rule_volume": model_r,
+        "rule_mql_precision": rule_p,
+        "rule_mql_recall": rule_r,
+        "model_conversions_at_rule_volume": model_hits,
+        "rule_mql_conversions": rule_hits,
     }
 
 
-def _lift_block(y: np.ndarray, scores: dict[str, np.ndarray], deciles: tuple[int, ...], w: np.ndarray | None
-                ) -> dict[str, Any]:
+def _lift_block(
+    y: np.ndarray, scores: dict[str, np.ndarray], deciles: tuple[int, ...], w: np.ndarray | None
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, s in scores.items():
         for d in deciles:
@@ -235,8 +258,7 @@ def _lift_block(y: np.ndarray, scores: dict[str, np.ndarray], deciles: tuple[int
     return out
 
 
-def _roc_table(y: np.ndarray, scores: dict[str, np.ndarray], points: int, w: np.ndarray | None = None
-               ) -> pd.DataFrame:
+def _roc_table(y: np.ndarray, scores: dict[str, np.ndarray], points: int, w: np.ndarray | None = None) -> pd.DataFrame:
     grid = np.linspace(0.0, 1.0, points)
     table = {"fpr": grid}
     for name, s in scores.items():
@@ -245,8 +267,7 @@ def _roc_table(y: np.ndarray, scores: dict[str, np.ndarray], points: int, w: np.
     return pd.DataFrame(table)
 
 
-def _pr_table(y: np.ndarray, scores: dict[str, np.ndarray], points: int, w: np.ndarray | None = None
-              ) -> pd.DataFrame:
+def _pr_table(y: np.ndarray, scores: dict[str, np.ndarray], points: int, w: np.ndarray | None = None) -> pd.DataFrame:
     """Interpolated precision (the best precision at recall >= r) on a common recall grid."""
     grid = np.linspace(0.0, 1.0, points)
     table = {"recall": grid}
@@ -262,8 +283,7 @@ def _pr_table(y: np.ndarray, scores: dict[str, np.ndarray], points: int, w: np.n
     return pd.DataFrame(table)
 
 
-def gains_table(y: np.ndarray, scores: dict[str, np.ndarray], points: int, w: np.ndarray | None = None
-                ) -> pd.DataFrame:
+def gains_table(y: np.ndarray, scores: dict[str, np.ndarray], points: int, w: np.ndarray | None = None) -> pd.DataFrame:
     """Share of conversions captured by the top share of open-lead weeks, for each score (random = the diagonal)."""
     grid = np.linspace(0.0, 1.0, points)
     table = {"share_of_leads": grid, "random": grid}
@@ -277,8 +297,9 @@ def gains_table(y: np.ndarray, scores: dict[str, np.ndarray], points: int, w: np
     return pd.DataFrame(table)
 
 
-def tradeoff_table(y: np.ndarray, prob: np.ndarray, weeks: float, points: int, w: np.ndarray | None = None
-                   ) -> pd.DataFrame:
+def tradeoff_table(
+    y: np.ndarray, prob: np.ndarray, weeks: float, points: int, w: np.ndarray | None = None
+) -> pd.DataFrame:
     """For thresholds across the score range: leads per week picked vs expected and observed conversions."""
     w = weights_or_ones(w, len(y))
     cuts = np.unique(weighted_quantiles(prob, w, np.linspace(0.0, 1.0, points)))[::-1]
@@ -288,20 +309,29 @@ def tradeoff_table(y: np.ndarray, prob: np.ndarray, weeks: float, points: int, w
     picked = np.r_[0.0, np.cumsum(w[order])][n_picked]
     expected = np.r_[0.0, np.cumsum(p_sorted * w[order])][n_picked]
     observed = np.r_[0.0, np.cumsum((y * w)[order])][n_picked]
-    return pd.DataFrame({
-        "threshold": cuts, "leads_per_week": picked / weeks,
-        "expected_sqls_per_week": expected / weeks, "observed_sqls_per_week": observed / weeks,
-    })
+    return pd.DataFrame(
+        {
+            "threshold": cuts,
+            "leads_per_week": picked / weeks,
+            "expected_sqls_per_week": expected / weeks,
+            "observed_sqls_per_week": observed / weeks,
+        }
+    )
 
 
 #: Lead-age bands (days at the snapshot) of the metrics by age: upper bounds, inclusive; the last is open-ended.
 AGE_BANDS: Final[tuple[tuple[str, float], ...]] = (
-    ("0-30d", 30), ("31-90d", 90), ("91-180d", 180), ("181-365d", 365), ("over_365d", float("inf")),
+    ("0-30d", 30),
+    ("31-90d", 90),
+    ("91-180d", 180),
+    ("181-365d", 365),
+    ("over_365d", float("inf")),
 )
 
 
-def observed_expected_by_week(y: np.ndarray, prob: np.ndarray, snapshot_at: pd.Series, w: np.ndarray | None
-                              ) -> pd.DataFrame:
+def observed_expected_by_week(
+    y: np.ndarray, prob: np.ndarray, snapshot_at: pd.Series, w: np.ndarray | None
+) -> pd.DataFrame:
     """Per snapshot date: open-lead weeks, observed and expected conversions and their ratio (calibration in time)."""
     w = weights_or_ones(w, len(y))
     at = pd.to_datetime(snapshot_at, utc=True).reset_index(drop=True)
@@ -312,8 +342,9 @@ def observed_expected_by_week(y: np.ndarray, prob: np.ndarray, snapshot_at: pd.S
     return weekly
 
 
-def metrics_by_age(y: np.ndarray, prob: np.ndarray, age_days: np.ndarray, params: EvaluateParams,
-                   w: np.ndarray | None) -> dict[str, dict[str, float]]:
+def metrics_by_age(
+    y: np.ndarray, prob: np.ndarray, age_days: np.ndarray, params: EvaluateParams, w: np.ndarray | None
+) -> dict[str, dict[str, float]]:
     """The headline figures per lead-age band: does the model hold for the old open leads nightly scoring scores?"""
     w = weights_or_ones(w, len(y))
     out: dict[str, dict[str, float]] = {}
@@ -326,7 +357,9 @@ def metrics_by_age(y: np.ndarray, prob: np.ndarray, age_days: np.ndarray, params
         yi, pi, wi = y[rows], prob[rows], w[rows]
         expected = float((pi * wi).sum())
         out[name] = {
-            "rows": int(rows.sum()), "lead_weeks": float(wi.sum()), "positive_lead_weeks": float((yi * wi).sum()),
+            "rows": int(rows.sum()),
+            "lead_weeks": float(wi.sum()),
+            "positive_lead_weeks": float((yi * wi).sum()),
             "share_of_lead_weeks": float(wi.sum() / w.sum()),
             "roc_auc": _auc(yi, pi, wi) if 0 < yi.sum() < len(yi) else float("nan"),
             "ece": expected_calibration_error(yi, pi, params.ece_bins, params.ece_strategy, wi),
@@ -335,27 +368,45 @@ def metrics_by_age(y: np.ndarray, prob: np.ndarray, age_days: np.ndarray, params
     return out
 
 
-def rule_variant_table(y: np.ndarray, w: np.ndarray, snapshot: np.ndarray, weeks: float,
-                       variants: Mapping[str, RuleBaseline], scores: Mapping[str, np.ndarray]
-                       ) -> dict[str, dict[str, Any]]:
+def rule_variant_table(
+    y: np.ndarray,
+    w: np.ndarray,
+    snapshot: np.ndarray,
+    weeks: float,
+    variants: Mapping[str, RuleBaseline],
+    scores: Mapping[str, np.ndarray],
+) -> dict[str, dict[str, Any]]:
     """Per standard rule: where it comes from, its threshold, calibration-slice ROC-AUC (the selection criterion),
     test ROC-AUC and PR-AUC, MQL lead-weeks per week and precision, and each score's SQL capture at its volume."""
     out: dict[str, dict[str, Any]] = {}
     for name, v in variants.items():
         precision, recall = precision_recall(y, v.mql, w)
         out[name] = {
-            "source": v.source, "threshold_policy": v.threshold_policy, "threshold": v.threshold,
-            "calibration_roc_auc": v.calibration_roc_auc, "roc_auc": _auc(y, v.score, w), "pr_auc": _ap(y, v.score, w),
+            "source": v.source,
+            "threshold_policy": v.threshold_policy,
+            "threshold": v.threshold,
+            "calibration_roc_auc": v.calibration_roc_auc,
+            "roc_auc": _auc(y, v.score, w),
+            "pr_auc": _ap(y, v.score, w),
             "mql_leads_per_week": float((v.mql * w).sum() / weeks) if weeks else float("nan"),
-            "mql_precision": precision, "mql_recall": recall,
-            **{f"{s}_sql_capture_ratio": capture_at_rule_volume(y, p, v.mql, snapshot, w)["sql_capture_ratio_vs_rules"]
-               for s, p in scores.items()},
+            "mql_precision": precision,
+            "mql_recall": recall,
+            **{
+                f"{s}_sql_capture_ratio": capture_at_rule_volume(y, p, v.mql, snapshot, w)["sql_capture_ratio_vs_rules"]
+                for s, p in scores.items()
+            },
         }
     return out
 
 
-def evaluate_scores(rows: ScoredRows, thresholds: Thresholds, params: EvaluateParams, cadence_days: int,
-                    snapshot_share: float, seed: int) -> Evaluation:
+def evaluate_scores(
+    rows: ScoredRows,
+    thresholds: Thresholds,
+    params: EvaluateParams,
+    cadence_days: int,
+    snapshot_share: float,
+    seed: int,
+) -> Evaluation:
     """All test-slice figures (with lead-bootstrap CIs on the headline ones) and the plot tables.
 
     Every figure counts open-lead weeks: a row weighs `rows.weight` (sampled long-open leads weigh more), so the
@@ -382,8 +433,9 @@ def evaluate_scores(rows: ScoredRows, thresholds: Thresholds, params: EvaluatePa
         metrics["oracle_brier"] = float(brier_score_loss(y, oracle, sample_weight=w))
         metrics["oracle_pr_auc"] = _ap(y, oracle, w)
         metrics["roc_auc_vs_oracle"] = metrics["roc_auc"] / metrics["oracle_roc_auc"]
-        metrics["oracle_sql_capture_ratio_vs_rules"] = capture_at_rule_volume(
-            y, oracle, rows.rule_mql, snapshot, w)["sql_capture_ratio_vs_rules"]
+        metrics["oracle_sql_capture_ratio_vs_rules"] = capture_at_rule_volume(y, oracle, rows.rule_mql, snapshot, w)[
+            "sql_capture_ratio_vs_rules"
+        ]
     observable = rows.observable
     if observable is not None:
         metrics["observable_ceiling_roc_auc"] = _auc(y, observable, w)
@@ -391,7 +443,8 @@ def evaluate_scores(rows: ScoredRows, thresholds: Thresholds, params: EvaluatePa
         metrics["observable_ceiling_brier"] = float(brier_score_loss(y, observable, sample_weight=w))
         metrics["roc_auc_vs_observable_ceiling"] = metrics["roc_auc"] / metrics["observable_ceiling_roc_auc"]
         metrics["observable_ceiling_sql_capture_ratio_vs_rules"] = capture_at_rule_volume(
-            y, observable, rows.rule_mql, snapshot, w)["sql_capture_ratio_vs_rules"]
+            y, observable, rows.rule_mql, snapshot, w
+        )["sql_capture_ratio_vs_rules"]
     variants = dict(rows.rule_variants or {})
     best = best_rule(variants) if variants else None
     best_mql = variants[best].mql if best is not None else None
@@ -399,40 +452,60 @@ def evaluate_scores(rows: ScoredRows, thresholds: Thresholds, params: EvaluatePa
         metrics["best_rule"] = best
         metrics["best_rule_selected_by"] = BEST_RULE_NOTE
         metrics["best_rule_roc_auc"] = _auc(y, variants[best].score, w)
-        metrics["sql_capture_ratio_vs_best_rule"] = capture_at_rule_volume(
-            y, rows.prob, best_mql, snapshot, w)["sql_capture_ratio_vs_rules"]
-        metrics["rule_variants"] = rule_variant_table(y, w, snapshot, weeks, variants, {
-            "model": rows.prob, "logreg": rows.logreg,
-            **({"oracle": oracle} if oracle is not None else {}),
-            **({"observable_ceiling": observable} if observable is not None else {})})
+        metrics["sql_capture_ratio_vs_best_rule"] = capture_at_rule_volume(y, rows.prob, best_mql, snapshot, w)[
+            "sql_capture_ratio_vs_rules"
+        ]
+        metrics["rule_variants"] = rule_variant_table(
+            y,
+            w,
+            snapshot,
+            weeks,
+            variants,
+            {
+                "model": rows.prob,
+                "logreg": rows.logreg,
+                **({"oracle": oracle} if oracle is not None else {}),
+                **({"observable_ceiling": observable} if observable is not None else {}),
+            },
+        )
 
     def statistic(idx: np.ndarray) -> dict[str, float]:
         yi, wi = y[idx], w[idx]
-        out = {"roc_auc": _auc(yi, rows.prob[idx], wi), "pr_auc": _ap(yi, rows.prob[idx], wi),
-               "brier": float(brier_score_loss(yi, rows.prob[idx], sample_weight=wi)),
-               "ece": expected_calibration_error(yi, rows.prob[idx], params.ece_bins, params.ece_strategy, wi),
-               "sql_capture_ratio_vs_rules": capture_at_rule_volume(
-                   yi, rows.prob[idx], rows.rule_mql[idx], snapshot[idx], wi)["sql_capture_ratio_vs_rules"]}
+        out = {
+            "roc_auc": _auc(yi, rows.prob[idx], wi),
+            "pr_auc": _ap(yi, rows.prob[idx], wi),
+            "brier": float(brier_score_loss(yi, rows.prob[idx], sample_weight=wi)),
+            "ece": expected_calibration_error(yi, rows.prob[idx], params.ece_bins, params.ece_strategy, wi),
+            "sql_capture_ratio_vs_rules": capture_at_rule_volume(
+                yi, rows.prob[idx], rows.rule_mql[idx], snapshot[idx], wi
+            )["sql_capture_ratio_vs_rules"],
+        }
         if oracle is not None:
             out["roc_auc_vs_oracle"] = out["roc_auc"] / _auc(yi, oracle[idx], wi)
         if observable is not None:
             out["roc_auc_vs_observable_ceiling"] = out["roc_auc"] / _auc(yi, observable[idx], wi)
         if best_mql is not None:
             out["sql_capture_ratio_vs_best_rule"] = capture_at_rule_volume(
-                yi, rows.prob[idx], best_mql[idx], snapshot[idx], wi)["sql_capture_ratio_vs_rules"]
+                yi, rows.prob[idx], best_mql[idx], snapshot[idx], wi
+            )["sql_capture_ratio_vs_rules"]
         return out
 
     clusters = rows.cluster if rows.cluster is not None else rows.lead_id
     boot = ClusterBootstrap(clusters, seed)
     for name, (lo, hi) in boot.intervals(statistic, params.bootstrap, params.ci_level).items():
         metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"] = lo, hi
-    metrics["bootstrap"] = {"unit": "accounts" if rows.cluster is not None else "leads", "clusters": boot.clusters,
-                            "resamples": params.bootstrap, "ci_level": params.ci_level}
+    metrics["bootstrap"] = {
+        "unit": "accounts" if rows.cluster is not None else "leads",
+        "clusters": boot.clusters,
+        "resamples": params.bootstrap,
+        "ci_level": params.ci_level,
+    }
     if rows.cluster is not None and params.bootstrap > 0:  # how much wider resampling accounts makes the AUC interval
         widths = {}
         for unit, ids in (("rows", np.arange(len(y))), ("leads", rows.lead_id), ("accounts", clusters)):
             lo, hi = ClusterBootstrap(ids, seed).intervals(
-                lambda idx: {"auc": _auc(y[idx], rows.prob[idx], w[idx])}, params.bootstrap, params.ci_level)["auc"]
+                lambda idx: {"auc": _auc(y[idx], rows.prob[idx], w[idx])}, params.bootstrap, params.ci_level
+            )["auc"]
             widths[unit] = hi - lo
         metrics["bootstrap"]["roc_auc_ci_width"] = widths
 
@@ -441,16 +514,35 @@ def evaluate_scores(rows: ScoredRows, thresholds: Thresholds, params: EvaluatePa
         scores["oracle"] = oracle
     if observable is not None:
         scores["observable_ceiling"] = observable
-    metrics["logreg"] = {**probability_metrics(y, rows.logreg, params, w), "sql_capture_ratio_vs_rules":
-                         capture_at_rule_volume(y, rows.logreg, rows.rule_mql, snapshot, w)[
-                             "sql_capture_ratio_vs_rules"]}
-    metrics["rules"] = {"roc_auc": _auc(y, rows.rule_score, w), "pr_auc": _ap(y, rows.rule_score, w),
-                        "mql_leads_per_week": float((rows.rule_mql * w).sum() / weeks)}
+    metrics["logreg"] = {
+        **probability_metrics(y, rows.logreg, params, w),
+        "sql_capture_ratio_vs_rules": capture_at_rule_volume(y, rows.logreg, rows.rule_mql, snapshot, w)[
+            "sql_capture_ratio_vs_rules"
+        ],
+    }
+    metrics["rules"] = {
+        "roc_auc": _auc(y, rows.rule_score, w),
+        "pr_auc": _ap(y, rows.rule_score, w),
+        "mql_leads_per_week": float((rows.rule_mql * w).sum() / weeks),
+    }
     metrics["equal_volume"] = equal_volume
     metrics["lift"] = _lift_block(y, scores, params.top_deciles, w)
-    metrics["stages"] = stage_statistics(thresholds, rows.prob, y, clusters, rows.snapshot_at, rows.segments,
-                                         cadence_days, snapshot_share, params.bootstrap, params.ci_level, seed,
-                                         weight=rows.weight, prev_prob=rows.prev_prob, outcomes=rows.outcomes)
+    metrics["stages"] = stage_statistics(
+        thresholds,
+        rows.prob,
+        y,
+        clusters,
+        rows.snapshot_at,
+        rows.segments,
+        cadence_days,
+        snapshot_share,
+        params.bootstrap,
+        params.ci_level,
+        seed,
+        weight=rows.weight,
+        prev_prob=rows.prev_prob,
+        outcomes=rows.outcomes,
+    )
     add_delivery(metrics["stages"], stage_targets(thresholds, rows, weeks), _volume(thresholds, rows))
     limits = thresholds.matrix(len(y), rows.segments)
     for j, stage in enumerate(STAGES):  # the rule score at the same volume, snapshot by snapshot
@@ -461,12 +553,18 @@ def evaluate_scores(rows: ScoredRows, thresholds: Thresholds, params: EvaluatePa
         metrics["stages"][stage]["rules_recall_at_equal_volume"] = rule_r
     if rows.lead_age_days is not None:
         metrics["by_lead_age"] = metrics_by_age(y, rows.prob, np.asarray(rows.lead_age_days, dtype=float), params, w)
-    metrics["test"] = {"rows": len(y), "lead_weeks": float(w.sum()), "leads": len(np.unique(rows.lead_id)),
-                       "accounts": len(np.unique(clusters)) if rows.cluster is not None else None,
-                       "positive_leads": len(np.unique(rows.lead_id[y == 1])),
-                       "positives": int(y.sum()), "positive_rows": int(y.sum()),
-                       "positive_lead_weeks": float((y * w).sum()),
-                       "snapshots": len(dates), "base_rate": float((y * w).sum() / w.sum())}
+    metrics["test"] = {
+        "rows": len(y),
+        "lead_weeks": float(w.sum()),
+        "leads": len(np.unique(rows.lead_id)),
+        "accounts": len(np.unique(clusters)) if rows.cluster is not None else None,
+        "positive_leads": len(np.unique(rows.lead_id[y == 1])),
+        "positives": int(y.sum()),
+        "positive_rows": int(y.sum()),
+        "positive_lead_weeks": float((y * w).sum()),
+        "snapshots": len(dates),
+        "base_rate": float((y * w).sum() / w.sum()),
+    }
 
     calibration = reliability_table(y, rows.prob, params.ece_bins, params.ece_strategy, w)
     calibration["perfect"] = calibration["mean_predicted"]
@@ -476,8 +574,7 @@ def evaluate_scores(rows: ScoredRows, thresholds: Thresholds, params: EvaluatePa
         "calibration.csv": calibration,
         "calibration_raw.csv": reliability_table(y, rows.raw, params.ece_bins, params.ece_strategy, w),
         "gains.csv": gains_table(y, scores, params.curve_points, w),
-        "threshold_tradeoff.csv": tradeoff_table(y, np.asarray(rows.prob, dtype=float), weeks, params.curve_points,
-                                                 w),
+        "threshold_tradeoff.csv": tradeoff_table(y, np.asarray(rows.prob, dtype=float), weeks, params.curve_points, w),
         "observed_expected.csv": weekly,
     }
     return Evaluation(metrics=metrics, plots=plots)
@@ -493,22 +590,29 @@ def stage_targets(thresholds: Thresholds, rows: ScoredRows, weeks: float) -> dic
     """Each stage's promise per week on these rows (match_rules: the rule's MQLs here), from thresholds.json."""
     policies = thresholds.report.get("policies") or {}
     volume = _volume(thresholds, rows)
-    return {stage: policy_target(StagePolicy.model_validate(policies[stage]), weeks, rows.rule_mql,
-                                 rows.prev_rule_mql, rows.weight, volume) if stage in policies else None
-            for stage in STAGES}
+    return {
+        stage: policy_target(
+            StagePolicy.model_validate(policies[stage]), weeks, rows.rule_mql, rows.prev_rule_mql, rows.weight, volume
+        )
+        if stage in policies
+        else None
+        for stage in STAGES
+    }
 
 
-def with_previous(rows: pd.DataFrame, context: pd.DataFrame, values: np.ndarray, context_values: np.ndarray,
-                  cadence_days: int) -> np.ndarray:
+def with_previous(
+    rows: pd.DataFrame, context: pd.DataFrame, values: np.ndarray, context_values: np.ndarray, cadence_days: int
+) -> np.ndarray:
     """`values` at each row's previous snapshot, looked up among the rows and the snapshot before them."""
     lead = np.r_[rows["lead_id"].to_numpy(), context["lead_id"].to_numpy()]
     at = pd.concat([rows["snapshot_at"], context["snapshot_at"]], ignore_index=True)
     both = np.r_[np.asarray(values, dtype=float), np.asarray(context_values, dtype=float)]
-    return previous_values(lead, at, both, cadence_days)[:len(rows)]
+    return previous_values(lead, at, both, cadence_days)[: len(rows)]
 
 
-def oracle_for(truth_path: Path | None, rows: pd.DataFrame, horizon_days: int, raw_dir: Path | None = None
-               ) -> tuple[np.ndarray | None, np.ndarray | None]:
+def oracle_for(
+    truth_path: Path | None, rows: pd.DataFrame, horizon_days: int, raw_dir: Path | None = None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The demo oracle's probability for the rows and the observable ceiling's (the latter only with the CRM
     snapshot at `raw_dir`); (None, None) when there is no ground-truth file."""
     if truth_path is None or not Path(truth_path).exists():
@@ -528,8 +632,14 @@ def oracle_for(truth_path: Path | None, rows: pd.DataFrame, horizon_days: int, r
     return oracle, np.asarray(observable_probability(truth, tables, keys, horizon_days), dtype=float)
 
 
-def rule_baselines(params: Params, variants_path: Path, cal: pd.DataFrame, test: pd.DataFrame,
-                   rule_cal: pd.DataFrame, rule_test: pd.DataFrame) -> dict[str, RuleBaseline]:
+def rule_baselines(
+    params: Params,
+    variants_path: Path,
+    cal: pd.DataFrame,
+    test: pd.DataFrame,
+    rule_cal: pd.DataFrame,
+    rule_test: pd.DataFrame,
+) -> dict[str, RuleBaseline]:
     """The history's rule and every `rules.variants` entry on the test rows, thresholds fixed on the calibration
     slice (`rule_baseline`)."""
     from pipelines.rules import VARIANT_SUFFIXES
@@ -538,28 +648,56 @@ def rule_baselines(params: Params, variants_path: Path, cal: pd.DataFrame, test:
     cal_w, cal_y = row_weights(cal), cal[LABEL].to_numpy()
     history_cal = rule_cal["rule_mql"].to_numpy(dtype=bool)
     target = float((history_cal * cal_w).sum())
-    out = {HISTORY_RULE: rule_baseline(
-        "own", f"rules.file ({params.rules.file})",
-        (rule_cal["rule_score"].to_numpy(dtype=float), history_cal, np.ones(len(cal), dtype=bool)), cal_y, cal_w,
-        target, (rule_test["rule_score"].to_numpy(dtype=float), rule_test["rule_mql"].to_numpy(dtype=bool),
-                 np.ones(len(test), dtype=bool)))}
+    out = {
+        HISTORY_RULE: rule_baseline(
+            "own",
+            f"rules.file ({params.rules.file})",
+            (rule_cal["rule_score"].to_numpy(dtype=float), history_cal, np.ones(len(cal), dtype=bool)),
+            cal_y,
+            cal_w,
+            target,
+            (
+                rule_test["rule_score"].to_numpy(dtype=float),
+                rule_test["rule_mql"].to_numpy(dtype=bool),
+                np.ones(len(test), dtype=bool),
+            ),
+        )
+    }
     for name, variant in params.rules.variants.items():
         columns = [f"{name}{suffix}" for suffix in VARIANT_SUFFIXES]
         if not set(columns) <= set(table.columns):
             raise ModelInputError(f"rule variants {variants_path} lack {name!r} (rerun the rules stage)")
         c, t = (align_rows(frame, table, columns, "rule variants") for frame in (cal, test))
-        source = (str(variant.file) if variant.file is not None else
-                  "rules.file with " + ", ".join(p for p in (
-                      f"half_life_days {variant.half_life_days:g}" if variant.half_life_days else "",
-                      f"within_days {variant.within_days:g}" if variant.within_days else "") if p))
-        out[name] = rule_baseline(variant.threshold_policy, source, tuple(c[col].to_numpy() for col in columns),
-                                  cal_y, cal_w, target, tuple(t[col].to_numpy() for col in columns))
+        source = (
+            str(variant.file)
+            if variant.file is not None
+            else "rules.file with "
+            + ", ".join(
+                p
+                for p in (
+                    f"half_life_days {variant.half_life_days:g}" if variant.half_life_days else "",
+                    f"within_days {variant.within_days:g}" if variant.within_days else "",
+                )
+                if p
+            )
+        )
+        out[name] = rule_baseline(
+            variant.threshold_policy,
+            source,
+            tuple(c[col].to_numpy() for col in columns),
+            cal_y,
+            cal_w,
+            target,
+            tuple(t[col].to_numpy() for col in columns),
+        )
     return out
 
 
 #: What a single-snapshot (leads-only) evaluation is, written into its metrics.
-RANDOM_SPLIT_NOTE = ("stratified random split by lead: the data has a single snapshot (leads-only, no dates), so "
-                     "this is NOT an out-of-time test; expect live performance to be lower")
+RANDOM_SPLIT_NOTE = (
+    "stratified random split by lead: the data has a single snapshot (leads-only, no dates), so "
+    "this is NOT an out-of-time test; expect live performance to be lower"
+)
 
 
 def read_test_slice(features_dir: Path, model_dir: Path) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame, Any]:
@@ -575,9 +713,17 @@ def read_test_slice(features_dir: Path, model_dir: Path) -> tuple[pd.DataFrame, 
     return frame, slices, test, split
 
 
-def run_evaluate(params: Params, features_dir: Path, model_dir: Path, rules_path: Path, truth_path: Path | None,
-                 metrics_dir: Path, plots_dir: Path, variants_path: Path | None = None, raw_dir: Path | None = None
-                 ) -> Evaluation:
+def run_evaluate(
+    params: Params,
+    features_dir: Path,
+    model_dir: Path,
+    rules_path: Path,
+    truth_path: Path | None,
+    metrics_dir: Path,
+    plots_dir: Path,
+    variants_path: Path | None = None,
+    raw_dir: Path | None = None,
+) -> Evaluation:
     """Entry point of the evaluate stage: score the test slice with every model and write metrics and plots."""
     from pipelines.train import booster_predict, load_booster, load_logreg, logreg_predict
 
@@ -592,20 +738,34 @@ def run_evaluate(params: Params, features_dir: Path, model_dir: Path, rules_path
     variants = None
     if variants_path is not None:
         cal = frame.loc[slices == "calibration"].reset_index(drop=True)
-        variants = rule_baselines(params, Path(variants_path), cal, test,
-                                  align_rows(cal, rule_scores, ["rule_score", "rule_mql"], "rule scores"), rules)
+        variants = rule_baselines(
+            params,
+            Path(variants_path),
+            cal,
+            test,
+            align_rows(cal, rule_scores, ["rule_score", "rule_mql"], "rule scores"),
+            rules,
+        )
     oracle, observable = oracle_for(truth_path, test, params.features.horizon_days, raw_dir)
     raw = booster_predict(booster, test)
     cadence = params.features.cadence_days
     context = frame.loc[previous_snapshot_rows(frame["snapshot_at"], slices == "test", cadence)].reset_index(drop=True)
     context_prob = calibrator.apply(booster_predict(booster, context)) if len(context) else np.zeros(0)
-    context_rule = (align_rows(context, rule_scores, ["rule_mql"], "rule scores")["rule_mql"].to_numpy(dtype=float)
-                    if len(context) else np.zeros(0))
+    context_rule = (
+        align_rows(context, rule_scores, ["rule_mql"], "rule scores")["rule_mql"].to_numpy(dtype=float)
+        if len(context)
+        else np.zeros(0)
+    )
     column = thresholds.segment_column
     rows = ScoredRows(
-        lead_id=test["lead_id"].to_numpy(), snapshot_at=test["snapshot_at"], y=test[LABEL].to_numpy(),
-        prob=calibrator.apply(raw), raw=raw, logreg=logreg_predict(logreg, test, logreg_features),
-        rule_score=rules["rule_score"].to_numpy(dtype=float), rule_mql=rules["rule_mql"].to_numpy(dtype=bool),
+        lead_id=test["lead_id"].to_numpy(),
+        snapshot_at=test["snapshot_at"],
+        y=test[LABEL].to_numpy(),
+        prob=calibrator.apply(raw),
+        raw=raw,
+        logreg=logreg_predict(logreg, test, logreg_features),
+        rule_score=rules["rule_score"].to_numpy(dtype=float),
+        rule_mql=rules["rule_mql"].to_numpy(dtype=bool),
         oracle=oracle,
         segments=test[column] if column and column in test.columns else None,
         weight=row_weights(test),
@@ -613,10 +773,18 @@ def run_evaluate(params: Params, features_dir: Path, model_dir: Path, rules_path
         prev_prob=with_previous(test, context, calibrator.apply(raw), context_prob, cadence),
         prev_rule_mql=with_previous(test, context, rules["rule_mql"].to_numpy(dtype=float), context_rule, cadence),
         outcomes={c: test[c].to_numpy() for c in OUTCOME_COLUMNS if c in test.columns} or None,
-        cluster=cluster_ids(test) if ACCOUNT in test.columns else None, rule_variants=variants, observable=observable,
+        cluster=cluster_ids(test) if ACCOUNT in test.columns else None,
+        rule_variants=variants,
+        observable=observable,
     )
-    result = evaluate_scores(rows, thresholds, params.evaluate, params.features.cadence_days,
-                             slice_share(slices, frame["snapshot_at"], "test"), params.base.seed)
+    result = evaluate_scores(
+        rows,
+        thresholds,
+        params.evaluate,
+        params.features.cadence_days,
+        slice_share(slices, frame["snapshot_at"], "test"),
+        params.base.seed,
+    )
     if split.kind == "random":  # leads-only data: say so in the metrics themselves (time splits keep their keys)
         result.metrics["split"] = RANDOM_SPLIT_NOTE
     elif split.note is not None:  # dated leads with a flag: an out-of-time split by creation date
@@ -630,19 +798,43 @@ def run_evaluate(params: Params, features_dir: Path, model_dir: Path, rules_path
 
 def _log_headline(m: dict[str, Any]) -> None:
     fmt: Callable[[str], str] = lambda k: f"{m[k]:.4f}" if isinstance(m.get(k), float) else "n/a"  # noqa: E731
-    log.info("test: ROC-AUC %s (oracle %s, ratio %s; observable ceiling %s, ratio %s), PR-AUC %s, Brier %s "
-             "(oracle %s), ECE %s, SQL capture at equal volume vs the history's rule %s, vs the best rule (%s) %s",
-             fmt("roc_auc"), fmt("oracle_roc_auc"), fmt("roc_auc_vs_oracle"), fmt("observable_ceiling_roc_auc"),
-             fmt("roc_auc_vs_observable_ceiling"), fmt("pr_auc"), fmt("brier"), fmt("oracle_brier"), fmt("ece"),
-             fmt("sql_capture_ratio_vs_rules"), m.get("best_rule", "n/a"), fmt("sql_capture_ratio_vs_best_rule"))
+    log.info(
+        "test: ROC-AUC %s (oracle %s, ratio %s; observable ceiling %s, ratio %s), PR-AUC %s, Brier %s "
+        "(oracle %s), ECE %s, SQL capture at equal volume vs the history's rule %s, vs the best rule (%s) %s",
+        fmt("roc_auc"),
+        fmt("oracle_roc_auc"),
+        fmt("roc_auc_vs_oracle"),
+        fmt("observable_ceiling_roc_auc"),
+        fmt("roc_auc_vs_observable_ceiling"),
+        fmt("pr_auc"),
+        fmt("brier"),
+        fmt("oracle_brier"),
+        fmt("ece"),
+        fmt("sql_capture_ratio_vs_rules"),
+        m.get("best_rule", "n/a"),
+        fmt("sql_capture_ratio_vs_best_rule"),
+    )
     for name, v in m.get("rule_variants", {}).items():
-        log.info("rule %s: calibration ROC-AUC %.4f, test ROC-AUC %.4f, %.0f MQLs/week, model capture x%.2f", name,
-                 v["calibration_roc_auc"], v["roc_auc"], v["mql_leads_per_week"], v["model_sql_capture_ratio"])
+        log.info(
+            "rule %s: calibration ROC-AUC %.4f, test ROC-AUC %.4f, %.0f MQLs/week, model capture x%.2f",
+            name,
+            v["calibration_roc_auc"],
+            v["roc_auc"],
+            v["mql_leads_per_week"],
+            v["model_sql_capture_ratio"],
+        )
     for stage in STAGES:
         s = m["stages"][stage]
-        log.info("%s: %.0f leads/week on the list, %s new a week (target %s), precision %.3f (own outcome %s), "
-                 "recall %.3f", stage, s["leads_per_week"], _num(s.get("new_per_week")), _num(s.get("target_per_week")),
-                 s["precision"], _num(s.get("precision_own"), ".3f"), s["recall"])
+        log.info(
+            "%s: %.0f leads/week on the list, %s new a week (target %s), precision %.3f (own outcome %s), recall %.3f",
+            stage,
+            s["leads_per_week"],
+            _num(s.get("new_per_week")),
+            _num(s.get("target_per_week")),
+            s["precision"],
+            _num(s.get("precision_own"), ".3f"),
+            s["recall"],
+        )
 
 
 def _num(value: float | None, spec: str = ".0f") -> str:

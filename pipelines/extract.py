@@ -50,8 +50,9 @@ def history_end(tables: Mapping[str, pd.DataFrame]) -> pd.Timestamp:
     return pd.Timestamp(max(latest)).tz_convert("UTC")
 
 
-def check_no_future_events(tables: Mapping[str, pd.DataFrame], tolerance_minutes: int,
-                           now: datetime | None = None) -> None:
+def check_no_future_events(
+    tables: Mapping[str, pd.DataFrame], tolerance_minutes: int, now: datetime | None = None
+) -> None:
     """Refuse events later than now plus the clock-skew tolerance: they would move `history_end` past the data
     and let label windows run into a future nobody has observed. The message names table, column and rows."""
     limit = pd.Timestamp(now or datetime.now(UTC)).tz_convert("UTC") + pd.Timedelta(minutes=tolerance_minutes)
@@ -65,9 +66,11 @@ def check_no_future_events(tables: Mapping[str, pd.DataFrame], tolerance_minutes
             key = PRIMARY_KEYS[table]
             rows = frame.loc[future].nlargest(5, column)
             examples = ", ".join(f"{key}={r[key]!r}: {r[column]:%Y-%m-%d %H:%M:%S}" for _, r in rows.iterrows())
-            problems.append(f"table '{table}', column '{column}': {int(future.sum()):,} row(s) lie in the future "
-                            f"(after now + {tolerance_minutes} min, {limit:%Y-%m-%d %H:%M:%S}Z; "
-                            f"base.future_tolerance_minutes); e.g. {examples}")
+            problems.append(
+                f"table '{table}', column '{column}': {int(future.sum()):,} row(s) lie in the future "
+                f"(after now + {tolerance_minutes} min, {limit:%Y-%m-%d %H:%M:%S}Z; "
+                f"base.future_tolerance_minutes); e.g. {examples}"
+            )
     if problems:
         raise CrmDataError("\n".join(problems))
 
@@ -113,8 +116,13 @@ def build_manifest(tables: Mapping[str, pd.DataFrame], extracted_at: datetime, s
     }
 
 
-def write_snapshot(tables: Mapping[str, pd.DataFrame], out: Path, source: str,
-                   extracted_at: datetime | None = None, label: Mapping[str, str] | None = None) -> dict[str, Any]:
+def write_snapshot(
+    tables: Mapping[str, pd.DataFrame],
+    out: Path,
+    source: str,
+    extracted_at: datetime | None = None,
+    label: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """Write `<out>/<table>.parquet` for the five (validated) tables and `<out>/manifest.json`, atomically.
 
     `label` (a mapped CRM's `crm_import` row) goes into the manifest as `label`: how the features stage labels.
@@ -128,8 +136,12 @@ def write_snapshot(tables: Mapping[str, pd.DataFrame], out: Path, source: str,
         for name in (*TABLES, *extras):
             tables[name].to_parquet(tmp / f"{name}.parquet", index=False, compression="zstd")
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-    log.info("snapshot of %s written to %s (history ends %s)",
-             ", ".join(f"{n} {m['rows']:,}" for n, m in manifest["tables"].items()), out, manifest["history_end"])
+    log.info(
+        "snapshot of %s written to %s (history ends %s)",
+        ", ".join(f"{n} {m['rows']:,}" for n, m in manifest["tables"].items()),
+        out,
+        manifest["history_end"],
+    )
     return manifest
 
 
@@ -141,16 +153,21 @@ def read_manifest(raw: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text())
         manifest["history_end"] = pd.Timestamp(manifest["history_end"]).tz_convert("UTC")
-        manifest["tables"] = {name: dict(manifest["tables"][name]) for name in (*TABLES, *EXTRA_TABLES)
-                              if name in TABLES or name in manifest["tables"]}
+        manifest["tables"] = {
+            name: dict(manifest["tables"][name])
+            for name in (*TABLES, *EXTRA_TABLES)
+            if name in TABLES or name in manifest["tables"]
+        }
     except (ValueError, KeyError, TypeError) as exc:
         raise CrmDataError(f"{path} is not a valid snapshot manifest: {exc!r}") from None
     return manifest
 
 
-def read_snapshot(raw: Path, columns: Mapping[str, Sequence[str]] | None = None,
-                  categorical: Mapping[str, Sequence[str]] | None = None
-                  ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+def read_snapshot(
+    raw: Path,
+    columns: Mapping[str, Sequence[str]] | None = None,
+    categorical: Mapping[str, Sequence[str]] | None = None,
+) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """The snapshot's tables (all columns, or those named per table) and its manifest.
 
     `categorical` names text columns to read as pandas categoricals (Parquet dictionaries): much less memory for
@@ -169,13 +186,22 @@ def read_snapshot(raw: Path, columns: Mapping[str, Sequence[str]] | None = None,
         try:
             frame = pq.read_table(path, columns=wanted, read_dictionary=as_dict or None).to_pandas()
         except (pa.ArrowException, OSError) as exc:  # truncated, overwritten or hand-edited snapshot files
-            raise CrmDataError(f"{path} is not a readable snapshot table ({str(exc).splitlines()[0][:200]}): "
-                               "run `leadscore extract` again") from None
-        log.debug("read %s rows x %d columns of %s in %.2f s", f"{len(frame):,}", len(wanted), path,
-                  time.perf_counter() - started)
+            raise CrmDataError(
+                f"{path} is not a readable snapshot table ({str(exc).splitlines()[0][:200]}): "
+                "run `leadscore extract` again"
+            ) from None
+        log.debug(
+            "read %s rows x %d columns of %s in %.2f s",
+            f"{len(frame):,}",
+            len(wanted),
+            path,
+            time.perf_counter() - started,
+        )
         if len(frame) != manifest["tables"][name]["rows"]:
-            raise CrmDataError(f"{path} holds {len(frame):,} rows but the manifest says "
-                               f"{manifest['tables'][name]['rows']:,}: the snapshot is inconsistent")
+            raise CrmDataError(
+                f"{path} holds {len(frame):,} rows but the manifest says "
+                f"{manifest['tables'][name]['rows']:,}: the snapshot is inconsistent"
+            )
         tables[name] = frame
     for name in EXTRA_TABLES:  # optional tables (lead attributes of a mapped CRM) are read whole
         if name in manifest["tables"]:
@@ -211,8 +237,9 @@ def read_extra_tables(engine: Any, tables: Mapping[str, pd.DataFrame]) -> dict[s
     return {ATTRIBUTES_TABLE: attributes}
 
 
-def extract(url: str, out: Path, source: str | None = None, future_tolerance_minutes: int | None = None
-            ) -> dict[str, Any]:
+def extract(
+    url: str, out: Path, source: str | None = None, future_tolerance_minutes: int | None = None
+) -> dict[str, Any]:
     """Read and validate the five tables from the database at `url`, and snapshot them into `out`.
 
     With `future_tolerance_minutes`, events later than now plus that many minutes are refused.

@@ -49,6 +49,7 @@ class ColdStartError(ModelInputError):
 # Reading features
 # ----------------------------------------------------------------------------------------------------------------
 
+
 def read_feature_list(path: Path) -> list[FeatureSpec]:
     """The features stage's feature_list.json (a list of {name, kind, family})."""
     if not path.exists():
@@ -148,6 +149,7 @@ def align_rows(frame: pd.DataFrame, other: pd.DataFrame, columns: Sequence[str],
 # The split
 # ----------------------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class SplitPlan:
     """Where each slice lies: snapshot-date boundaries (kind "time") or lead ids (kind "random", one snapshot).
@@ -188,7 +190,8 @@ class SplitPlan:
     def from_dict(cls, data: Mapping[str, Any]) -> SplitPlan:
         """Inverse of `to_dict`."""
         return cls(
-            kind=data["kind"], gap_days=int(data["gap_days"]),
+            kind=data["kind"],
+            gap_days=int(data["gap_days"]),
             boundaries={k: (v[0], v[1]) for k, v in data["boundaries"].items()},
             rows={k: int(v) for k, v in data["rows"].items()},
             positives={k: int(v) for k, v in data["positives"].items()},
@@ -210,8 +213,15 @@ def _last_before(dates: np.ndarray, start: np.datetime64, gap: np.timedelta64) -
     return int(np.searchsorted(dates, start - gap, side="left")) - 1
 
 
-def plan_split(snapshot_at: pd.Series, label: pd.Series, lead_id: pd.Series, params: TrainParams,
-               horizon_days: int, seed: int, weight: np.ndarray | None = None) -> SplitPlan:
+def plan_split(
+    snapshot_at: pd.Series,
+    label: pd.Series,
+    lead_id: pd.Series,
+    params: TrainParams,
+    horizon_days: int,
+    seed: int,
+    weight: np.ndarray | None = None,
+) -> SplitPlan:
     """Out-of-time slices by snapshot date; a stratified random split by lead only when there is one snapshot date.
 
     Shares are of open-lead weeks (weighted rows: the latest dates go to test, those before to calibration, the end
@@ -232,8 +242,11 @@ def plan_split(snapshot_at: pd.Series, label: pd.Series, lead_id: pd.Series, par
     cal_end = _last_before(dates, dates[test_start], gap)
     if cal_end < 0:
         raise ModelInputError(f"{span}: no room for a calibration slice {horizon_days}+ days before the test slice")
-    cal_start = _suffix_start(dates[: cal_end + 1], counts[: cal_end + 1],
-                              params.calibration_fraction * counts.sum() / counts[: cal_end + 1].sum())
+    cal_start = _suffix_start(
+        dates[: cal_end + 1],
+        counts[: cal_end + 1],
+        params.calibration_fraction * counts.sum() / counts[: cal_end + 1].sum(),
+    )
     train_end = _last_before(dates, dates[cal_start], gap)
     if train_end < 0:
         raise ModelInputError(f"{span}: no room for a train slice {horizon_days}+ days before the calibration slice")
@@ -242,8 +255,12 @@ def plan_split(snapshot_at: pd.Series, label: pd.Series, lead_id: pd.Series, par
     if fit_end < 0 or valid_start == 0:
         raise ModelInputError(f"{span}: the train period is too short to carve a gapped early-stopping slice")
 
-    ranges = {"fit": (0, fit_end), "valid": (valid_start, train_end), "calibration": (cal_start, cal_end),
-              "test": (test_start, len(dates) - 1)}
+    ranges = {
+        "fit": (0, fit_end),
+        "valid": (valid_start, train_end),
+        "calibration": (cal_start, cal_end),
+        "test": (test_start, len(dates) - 1),
+    }
     boundaries, rows, positives = {}, {}, {}
     date_of_row = np.searchsorted(dates, day_index.to_numpy())
     for name, (lo, hi) in ranges.items():
@@ -258,10 +275,13 @@ def plan_split(snapshot_at: pd.Series, label: pd.Series, lead_id: pd.Series, par
     refit_end = _last_before(dates, dates[recal_start], gap)
     if refit_end < 0:
         raise ModelInputError(f"{span}: no room for a refit period {horizon_days}+ days before the latest weeks")
-    production = {"fit": (_iso(dates[0]), _iso(dates[refit_end])),
-                  "calibration": (_iso(dates[recal_start]), _iso(dates[-1]))}
-    return SplitPlan(kind="time", gap_days=horizon_days, boundaries=boundaries, rows=rows, positives=positives,
-                     production=production)
+    production = {
+        "fit": (_iso(dates[0]), _iso(dates[refit_end])),
+        "calibration": (_iso(dates[recal_start]), _iso(dates[-1])),
+    }
+    return SplitPlan(
+        kind="time", gap_days=horizon_days, boundaries=boundaries, rows=rows, positives=positives, production=production
+    )
 
 
 def _iso(value: np.datetime64) -> str:
@@ -275,17 +295,21 @@ def _random_plan(at: pd.Series, y: np.ndarray, lead_id: np.ndarray, params: Trai
     if len(np.unique(lead_id)) != len(lead_id):
         raise ModelInputError("a single snapshot date must hold each lead once")
     stratify = y if np.bincount(y, minlength=2).min() >= 4 else None
-    rest, test = train_test_split(np.arange(len(y)), test_size=params.test_fraction, random_state=seed,
-                                  stratify=stratify)
+    rest, test = train_test_split(
+        np.arange(len(y)), test_size=params.test_fraction, random_state=seed, stratify=stratify
+    )
     cal_share = params.calibration_fraction / (1 - params.test_fraction)
     rest_strat = y[rest] if stratify is not None else None
     train, cal = train_test_split(rest, test_size=cal_share, random_state=seed, stratify=rest_strat)
-    fit, valid = train_test_split(train, test_size=params.valid_fraction, random_state=seed,
-                                  stratify=y[train] if stratify is not None else None)
+    fit, valid = train_test_split(
+        train, test_size=params.valid_fraction, random_state=seed, stratify=y[train] if stratify is not None else None
+    )
     day = _iso(pd.Timestamp(at.iloc[0]).tz_convert("UTC").tz_localize(None).to_datetime64())
     parts = {"fit": fit, "valid": valid, "calibration": cal, "test": test}
     return SplitPlan(
-        kind="random", gap_days=0, boundaries={k: (day, day) for k in parts},
+        kind="random",
+        gap_days=0,
+        boundaries={k: (day, day) for k in parts},
         rows={k: len(v) for k, v in parts.items()} | {"gap": 0},
         positives={k: int(y[v].sum()) for k, v in parts.items()} | {"gap": 0},
         leads={k: sorted(lead_id[v].tolist()) for k, v in parts.items()},
@@ -300,8 +324,9 @@ def production_slices(frame: pd.DataFrame, plan: SplitPlan) -> np.ndarray:
     """
     if plan.production is None:
         slices = assign_slices(frame, plan)
-        return np.where(np.isin(slices, ("fit", "valid")), "fit", np.where(slices == "calibration", "calibration",
-                                                                            "gap")).astype(object)
+        return np.where(
+            np.isin(slices, ("fit", "valid")), "fit", np.where(slices == "calibration", "calibration", "gap")
+        ).astype(object)
     out = np.full(len(frame), "gap", dtype=object)
     if plan.kind == "random":
         slices = assign_slices(frame, plan)
@@ -333,6 +358,7 @@ def assign_slices(frame: pd.DataFrame, plan: SplitPlan) -> np.ndarray:
 # Metrics sklearn does not have
 # ----------------------------------------------------------------------------------------------------------------
 
+
 def weights_or_ones(weight: np.ndarray | None, n: int) -> np.ndarray:
     """The rows' weights as float64 (ones when None): every metric below counts open-lead weeks, not rows."""
     if weight is None:
@@ -355,8 +381,9 @@ def weighted_quantiles(values: np.ndarray, weight: np.ndarray | None, q: np.ndar
     return values[order][np.clip(idx, 0, len(values) - 1)]
 
 
-def reliability_table(y: np.ndarray, p: np.ndarray, n_bins: int, strategy: str, weight: np.ndarray | None = None
-                      ) -> pd.DataFrame:
+def reliability_table(
+    y: np.ndarray, p: np.ndarray, n_bins: int, strategy: str, weight: np.ndarray | None = None
+) -> pd.DataFrame:
     """Per bin: rows (weighted), mean predicted probability, observed positive rate (non-empty bins only).
 
     strategy "quantile" = equal-mass bins (edges at quantiles of p), "uniform" = equal-width bins on [0, 1]; the
@@ -375,16 +402,19 @@ def reliability_table(y: np.ndarray, p: np.ndarray, n_bins: int, strategy: str, 
     sum_p = np.bincount(which, weights=p * w, minlength=n_bins)
     sum_y = np.bincount(which, weights=y * w, minlength=n_bins)
     keep = count > 0
-    return pd.DataFrame({
-        "bin": np.flatnonzero(keep),
-        "rows": count[keep],
-        "mean_predicted": sum_p[keep] / count[keep],
-        "fraction_positive": sum_y[keep] / count[keep],
-    })
+    return pd.DataFrame(
+        {
+            "bin": np.flatnonzero(keep),
+            "rows": count[keep],
+            "mean_predicted": sum_p[keep] / count[keep],
+            "fraction_positive": sum_y[keep] / count[keep],
+        }
+    )
 
 
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int, strategy: str,
-                               weight: np.ndarray | None = None) -> float:
+def expected_calibration_error(
+    y: np.ndarray, p: np.ndarray, n_bins: int, strategy: str, weight: np.ndarray | None = None
+) -> float:
     """ECE: the row-weighted mean |observed rate - mean predicted| over the bins of `reliability_table`."""
     table = reliability_table(y, p, n_bins, strategy, weight)
     if table.empty:
@@ -408,8 +438,9 @@ def top_share_mask(p: np.ndarray, share: float, weight: np.ndarray | None = None
     return out
 
 
-def lift_and_capture(y: np.ndarray, p: np.ndarray, share: float, weight: np.ndarray | None = None
-                     ) -> tuple[float, float]:
+def lift_and_capture(
+    y: np.ndarray, p: np.ndarray, share: float, weight: np.ndarray | None = None
+) -> tuple[float, float]:
     """(lift, capture) of the top `share` of rows: their positive rate over the base rate, their share of positives."""
     y = np.asarray(y, dtype=float)
     w = weights_or_ones(weight, len(y))
@@ -421,8 +452,9 @@ def lift_and_capture(y: np.ndarray, p: np.ndarray, share: float, weight: np.ndar
     return capture / float(w[top].sum() / w.sum()), capture
 
 
-def top_k_per_group(scores: np.ndarray, group_codes: np.ndarray, k_per_group: np.ndarray,
-                    weight: np.ndarray | None = None) -> np.ndarray:
+def top_k_per_group(
+    scores: np.ndarray, group_codes: np.ndarray, k_per_group: np.ndarray, weight: np.ndarray | None = None
+) -> np.ndarray:
     """Mask of the k highest-scoring rows within each group; groups are integer codes 0..G-1, k_per_group[g] each.
 
     Ties are broken by position. With weights, k counts weight (a row of weight 4 uses 4 of the k places; a row is
@@ -502,6 +534,7 @@ def precision_recall(y: np.ndarray, picked: np.ndarray, weight: np.ndarray | Non
 # Bootstrap over clusters (accounts)
 # ----------------------------------------------------------------------------------------------------------------
 
+
 def cluster_ids(frame: pd.DataFrame) -> np.ndarray:
     """The bootstrap cluster of each row: its lead's account (`account_id`), or the lead itself without an account.
 
@@ -546,8 +579,9 @@ class ClusterBootstrap:
         offsets = np.repeat(self._starts[draw] - np.r_[0, np.cumsum(sizes)[:-1]], sizes)
         return self._order[offsets + np.arange(int(sizes.sum()))]
 
-    def intervals(self, statistic: Callable[[np.ndarray], Mapping[str, float]], n: int, level: float
-                  ) -> dict[str, tuple[float, float]]:
+    def intervals(
+        self, statistic: Callable[[np.ndarray], Mapping[str, float]], n: int, level: float
+    ) -> dict[str, tuple[float, float]]:
         """Percentile intervals of each statistic over `n` resamples (NaN resamples are skipped)."""
         if n <= 0:
             return {}
@@ -560,8 +594,11 @@ class ClusterBootstrap:
         for name, values in draws.items():
             arr = np.asarray(values)
             arr = arr[np.isfinite(arr)]
-            out[name] = ((float(np.quantile(arr, alpha)), float(np.quantile(arr, 1 - alpha))) if len(arr)
-                         else (float("nan"), float("nan")))
+            out[name] = (
+                (float(np.quantile(arr, alpha)), float(np.quantile(arr, 1 - alpha)))
+                if len(arr)
+                else (float("nan"), float("nan"))
+            )
         return out
 
 
@@ -572,6 +609,7 @@ LeadBootstrap = ClusterBootstrap
 # ----------------------------------------------------------------------------------------------------------------
 # Atomic outputs
 # ----------------------------------------------------------------------------------------------------------------
+
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:

@@ -55,7 +55,13 @@ log = logging.getLogger(__name__)
 INPUT_TABLES: Final[tuple[str, ...]] = ("campaigns", "accounts", "leads", "activities")
 #: Output columns, in order.
 OUTPUT_COLUMNS: Final[tuple[str, ...]] = (
-    "lead_id", "snapshot_at", "rule_score", "rule_threshold", "rule_mql", "rule_mql_since", "rule_set",
+    "lead_id",
+    "snapshot_at",
+    "rule_score",
+    "rule_threshold",
+    "rule_mql",
+    "rule_mql_since",
+    "rule_set",
     "rules_fired",
 )
 _NS_PER_DAY: Final = 86_400 * 1_000_000_000
@@ -115,7 +121,7 @@ def field_spec(name: str, value: object = None) -> FieldSpec:
         return FIELDS[name]
     sample = value[0] if isinstance(value, list | tuple) and value else value
     kind: FieldKind = "number" if isinstance(sample, int | float) and not isinstance(sample, bool) else "category"
-    return FieldSpec(kind, f"the mapped lead attribute {name[len(ATTRIBUTE_PREFIX):]}")
+    return FieldSpec(kind, f"the mapped lead attribute {name[len(ATTRIBUTE_PREFIX) :]}")
 
 
 Operator = Literal["eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "between", "is_null", "not_null"]
@@ -138,14 +144,17 @@ def _scalar_ok(kind: str, value: object) -> bool:
 
 
 _KIND_WORDS: Final[dict[str, tuple[str, str]]] = {  # (one value, a list of them)
-    "bool": ("true or false", "true/false values"), "number": ("a number", "numbers"),
-    "campaign": ("an integer campaign id", "integer campaign ids"), "category": ("a string", "strings"),
+    "bool": ("true or false", "true/false values"),
+    "number": ("a number", "numbers"),
+    "campaign": ("an integer campaign id", "integer campaign ids"),
+    "category": ("a string", "strings"),
 }
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The rules file model
 # ----------------------------------------------------------------------------------------------------------------
+
 
 class _RulesModel(BaseModel):
     """Base of every part of a rules file: unknown keys are errors, nothing changes after loading."""
@@ -181,8 +190,9 @@ class FieldCondition(_RulesModel):
     @classmethod
     def _known_field(cls, value: str) -> str:
         if value not in FIELDS and not _ATTRIBUTE_FIELD.fullmatch(value):
-            raise ValueError(f"unknown field {value!r}; expected one of {list(FIELDS)} or attribute.<name> (a "
-                             "mapped lead attribute)")
+            raise ValueError(
+                f"unknown field {value!r}; expected one of {list(FIELDS)} or attribute.<name> (a mapped lead attribute)"
+            )
         return value
 
     @model_validator(mode="after")
@@ -209,8 +219,9 @@ class FieldCondition(_RulesModel):
             return self
         if self.op in ("in", "not_in"):
             if not (isinstance(value, list | tuple) and value and all(_scalar_ok(spec.kind, v) for v in value)):
-                raise ValueError(f"value of {self.op!r} on {self.field!r} must be a non-empty list of {many}, "
-                                 f"got {value!r}")
+                raise ValueError(
+                    f"value of {self.op!r} on {self.field!r} must be a non-empty list of {many}, got {value!r}"
+                )
             values = list(value)
         else:
             if not _scalar_ok(spec.kind, value):
@@ -260,15 +271,24 @@ class Not(_RulesModel):
 
 #: The kinds of condition, told apart by their leading key. Tags are spelt unlike any key so error paths can drop them.
 _CONDITION_TAGS: Final[dict[str, str]] = {
-    "all_of": "<all_of>", "any_of": "<any_of>", "not": "<not>", "activity": "<activity>", "field": "<field>",
+    "all_of": "<all_of>",
+    "any_of": "<any_of>",
+    "not": "<not>",
+    "activity": "<activity>",
+    "field": "<field>",
 }
 
 
 def _condition_kind(value: object) -> str | None:
     if isinstance(value, dict):
         return next((tag for key, tag in _CONDITION_TAGS.items() if key in value), None)
-    kinds = {AllOf: "<all_of>", AnyOf: "<any_of>", Not: "<not>", ActivityCondition: "<activity>",
-             FieldCondition: "<field>"}
+    kinds = {
+        AllOf: "<all_of>",
+        AnyOf: "<any_of>",
+        Not: "<not>",
+        ActivityCondition: "<activity>",
+        FieldCondition: "<field>",
+    }
     return kinds.get(type(value))
 
 
@@ -346,8 +366,11 @@ class Overrides(_RulesModel):
     @classmethod
     def _integer_keys(cls, value: object) -> object:
         if isinstance(value, dict):
-            bad = [k for k in value if not (isinstance(k, int) and not isinstance(k, bool))
-                   and not (isinstance(k, str) and k.isdigit())]
+            bad = [
+                k
+                for k in value
+                if not (isinstance(k, int) and not isinstance(k, bool)) and not (isinstance(k, str) and k.isdigit())
+            ]
             if bad:
                 raise ValueError(f"campaign keys must be integer campaign ids, got {bad}")
             return {int(k): v for k, v in value.items()}
@@ -387,6 +410,7 @@ class RuleSet(_RulesModel):
 # ----------------------------------------------------------------------------------------------------------------
 # Loading and checking a rules file
 # ----------------------------------------------------------------------------------------------------------------
+
 
 def _describe_location(raw: object, loc: tuple[str | int, ...]) -> str:
     """'rule 'x' (fit[2]), key when.all_of[0].op' for a pydantic error location, using the rule's own name."""
@@ -446,7 +470,8 @@ def check_rules_against_crm(rules: RuleSet, campaigns: pd.DataFrame) -> None:
     known = set(pd.to_numeric(campaigns["campaign_id"]).astype("int64").tolist())
     problems = [
         f"overrides.campaigns.{cid}: unknown campaign id {cid} (not in the campaigns table)"
-        for cid in rules.overrides.campaigns if cid not in known
+        for cid in rules.overrides.campaigns
+        if cid not in known
     ]
     for rule in (*rules.fit, *rules.gates):
         for cond in _conditions(rule.when):
@@ -454,8 +479,10 @@ def check_rules_against_crm(rules: RuleSet, campaigns: pd.DataFrame) -> None:
                 values = cond.value if isinstance(cond.value, tuple) else (cond.value,)
                 unknown = [v for v in values if v not in known]
                 if unknown:
-                    problems.append(f"rule {rule.name!r}, key when.value: unknown campaign id(s) {unknown} "
-                                    "(not in the campaigns table)")
+                    problems.append(
+                        f"rule {rule.name!r}, key when.value: unknown campaign id(s) {unknown} "
+                        "(not in the campaigns table)"
+                    )
     if problems:
         raise RulesError("the rules name campaigns the CRM does not have:\n  " + "\n  ".join(problems))
 
@@ -463,6 +490,7 @@ def check_rules_against_crm(rules: RuleSet, campaigns: pd.DataFrame) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 # Lead attributes and the rule set of each lead
 # ----------------------------------------------------------------------------------------------------------------
+
 
 def _conditions_of(rules: RuleSet) -> Iterator[BaseModel]:
     for rule in (*rules.fit, *rules.engagement, *rules.gates):
@@ -479,8 +507,11 @@ def attribute_columns(rules: RuleSet, leads: pd.DataFrame, tables: Mapping[str, 
     """
     from pipelines.crm.attributes import ATTRIBUTES_KEY, ATTRIBUTES_TABLE, attribute_kind
 
-    wanted = {c.field: c for c in _conditions_of(rules)
-              if isinstance(c, FieldCondition) and c.field.startswith(ATTRIBUTE_PREFIX)}
+    wanted = {
+        c.field: c
+        for c in _conditions_of(rules)
+        if isinstance(c, FieldCondition) and c.field.startswith(ATTRIBUTE_PREFIX)
+    }
     out = pd.DataFrame(index=range(len(leads)))
     if not wanted:
         return out
@@ -488,19 +519,24 @@ def attribute_columns(rules: RuleSet, leads: pd.DataFrame, tables: Mapping[str, 
     have = [] if frame is None else [c for c in frame.columns if c != ATTRIBUTES_KEY]
     problems = []
     for field, cond in wanted.items():
-        name = field[len(ATTRIBUTE_PREFIX):]
+        name = field[len(ATTRIBUTE_PREFIX) :]
         if frame is None or name not in frame.columns:
-            problems.append(f"field {field!r}: the CRM has no lead attribute {name!r} (it has {have or 'none'}; "
-                            "nightly scoring reads no attributes yet)")
+            problems.append(
+                f"field {field!r}: the CRM has no lead attribute {name!r} (it has {have or 'none'}; "
+                "nightly scoring reads no attributes yet)"
+            )
             continue
         values = frame.set_index(ATTRIBUTES_KEY)[name].reindex(leads["lead_id"].to_numpy())
         numeric = attribute_kind(frame[name]) == "numeric"
         if cond.op not in ("is_null", "not_null") and numeric != (field_spec(field, cond.value).kind == "number"):
-            problems.append(f"field {field!r}: the attribute is {'numeric' if numeric else 'text'} but the rule "
-                            f"compares it with {cond.value!r}")
+            problems.append(
+                f"field {field!r}: the attribute is {'numeric' if numeric else 'text'} but the rule "
+                f"compares it with {cond.value!r}"
+            )
             continue
-        out[field] = values.to_numpy(dtype=float) if numeric else values.astype(object).where(values.notna(),
-                                                                                              None).to_numpy()
+        out[field] = (
+            values.to_numpy(dtype=float) if numeric else values.astype(object).where(values.notna(), None).to_numpy()
+        )
     if problems:
         raise RulesError("the rules test lead attributes the CRM does not have as written:\n  " + "\n  ".join(problems))
     return out
@@ -514,22 +550,24 @@ def lead_attributes(leads: pd.DataFrame, accounts: pd.DataFrame, campaigns: pd.D
     parsed = parse_titles(leads["job_title"])
     domain = email_domains(leads["email"])  # vocab.email_domain, vectorised
     channel = leads["campaign_id"].map(campaigns.set_index("campaign_id")["channel"])
-    return pd.DataFrame({
-        "industry": account.map(acc["industry"]).astype(object),
-        "employee_count": account.map(acc["employee_count"]).astype("Float64").astype("float64"),
-        "annual_revenue": account.map(acc["annual_revenue"]).astype("float64"),
-        "region": region.astype(object),
-        "country": leads["country"].where(leads["country"].notna(), account.map(acc["country"])).astype(object),
-        "seniority": parsed["seniority"].astype(object),
-        "department": parsed["department"].astype(object),
-        "email_domain": domain.astype(object),
-        "free_mail_domain": domain.isin(vocab.FREE_MAIL_DOMAINS).where(domain.notna()).astype(object),
-        "lead_source": leads["lead_source"].astype(object),
-        "campaign_id": leads["campaign_id"].astype("Float64").astype("float64"),
-        "campaign_channel": channel.astype(object),
-        "budget_range": leads["budget_range"].astype(object),
-        "purchase_timeframe": leads["purchase_timeframe"].astype(object),
-    }).reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "industry": account.map(acc["industry"]).astype(object),
+            "employee_count": account.map(acc["employee_count"]).astype("Float64").astype("float64"),
+            "annual_revenue": account.map(acc["annual_revenue"]).astype("float64"),
+            "region": region.astype(object),
+            "country": leads["country"].where(leads["country"].notna(), account.map(acc["country"])).astype(object),
+            "seniority": parsed["seniority"].astype(object),
+            "department": parsed["department"].astype(object),
+            "email_domain": domain.astype(object),
+            "free_mail_domain": domain.isin(vocab.FREE_MAIL_DOMAINS).where(domain.notna()).astype(object),
+            "lead_source": leads["lead_source"].astype(object),
+            "campaign_id": leads["campaign_id"].astype("Float64").astype("float64"),
+            "campaign_channel": channel.astype(object),
+            "budget_range": leads["budget_range"].astype(object),
+            "purchase_timeframe": leads["purchase_timeframe"].astype(object),
+        }
+    ).reset_index(drop=True)
 
 
 @dataclass(frozen=True)
@@ -565,8 +603,9 @@ def _plan(rules: RuleSet, attributes: pd.DataFrame) -> _Plan:
         labels.append("+".join(label for label, _ in layers) or "default")
         threshold = next((o.threshold for _, o in layers if o.threshold is not None), rules.threshold)
         thresholds.append(np.nan if threshold is None else threshold)
-        points.append([next((o.points[rule.name] for _, o in layers if rule.name in o.points), rule.points)
-                       for rule in scored])
+        points.append(
+            [next((o.points[rule.name] for _, o in layers if rule.name in o.points), rule.points) for rule in scored]
+        )
     return _Plan(
         set_of_lead=set_of_lead.astype(np.int64),
         labels=tuple(labels),
@@ -578,6 +617,7 @@ def _plan(rules: RuleSet, attributes: pd.DataFrame) -> _Plan:
 # ----------------------------------------------------------------------------------------------------------------
 # Point-in-time activity counts
 # ----------------------------------------------------------------------------------------------------------------
+
 
 def _nanoseconds(values: pd.Series) -> np.ndarray:
     """Timestamps as int64 nanoseconds since 1970 UTC (NaT: the int64 minimum)."""
@@ -647,8 +687,9 @@ class _Queries:
             if self._time_order is None:
                 self._time_order = np.argsort(self.ns, kind="stable")
             ranks = np.empty(len(self.ns), dtype=np.int64)
-            ranks[self._time_order] = np.searchsorted(self.index.times, self.ns[self._time_order] - shift_ns,
-                                                      side="right")
+            ranks[self._time_order] = np.searchsorted(
+                self.index.times, self.ns[self._time_order] - shift_ns, side="right"
+            )
             self._ranks[shift_ns] = ranks
         return self._ranks[shift_ns]
 
@@ -710,6 +751,7 @@ class _Queries:
 # Evaluation
 # ----------------------------------------------------------------------------------------------------------------
 
+
 def _field_mask(cond: FieldCondition, attributes: pd.DataFrame) -> np.ndarray:
     """Per lead: does the condition hold (a missing value satisfies only is_null)."""
     column = attributes[cond.field]
@@ -722,11 +764,15 @@ def _field_mask(cond: FieldCondition, attributes: pd.DataFrame) -> np.ndarray:
         values = column.to_numpy(dtype=float)
         with np.errstate(invalid="ignore"):
             result = {
-                "eq": lambda: values == cond.value, "ne": lambda: values != cond.value,
-                "gt": lambda: values > cond.value, "gte": lambda: values >= cond.value,
-                "lt": lambda: values < cond.value, "lte": lambda: values <= cond.value,
+                "eq": lambda: values == cond.value,
+                "ne": lambda: values != cond.value,
+                "gt": lambda: values > cond.value,
+                "gte": lambda: values >= cond.value,
+                "lt": lambda: values < cond.value,
+                "lte": lambda: values <= cond.value,
                 "between": lambda: (values >= cond.value[0]) & (values <= cond.value[1]),
-                "in": lambda: np.isin(values, cond.value), "not_in": lambda: ~np.isin(values, cond.value),
+                "in": lambda: np.isin(values, cond.value),
+                "not_in": lambda: ~np.isin(values, cond.value),
             }[cond.op]()
     else:
         result = {
@@ -836,8 +882,9 @@ def _score(rules: RuleSet, plan: _Plan, queries: _Queries, explain: bool) -> dic
         if explanation is not None:
             rows = np.flatnonzero(np.round(contribution, 1) != 0)  # what would read "+0" is left out
             words = pa.scalar(_rule_words(rule)) if count is None else _engagement_words(rule, count[rows])
-            explanation.add(queries.order[rows],
-                            pc.binary_join_element_wise(words, " (", _signed(contribution[rows]), ")", ""))
+            explanation.add(
+                queries.order[rows], pc.binary_join_element_wise(words, " (", _signed(contribution[rows]), ")", "")
+            )
     threshold = plan.thresholds[rule_set]
     mql = np.where(np.isnan(threshold), True, score >= np.where(np.isnan(threshold), np.inf, threshold))
     for gate in rules.gates:
@@ -862,8 +909,10 @@ def _positions(ids: pd.Series, known: pd.Series, what: str) -> np.ndarray:
     positions = pd.Index(known).get_indexer(ids)
     if (positions < 0).any():
         missing = pd.unique(ids[positions < 0])[:5]
-        raise CrmDataError(f"{what}: {int((positions < 0).sum())} row(s) refer to lead_id(s) not in the leads table, "
-                           f"e.g. {[int(v) for v in missing]}")
+        raise CrmDataError(
+            f"{what}: {int((positions < 0).sum())} row(s) refer to lead_id(s) not in the leads table, "
+            f"e.g. {[int(v) for v in missing]}"
+        )
     return positions.astype(np.int64)
 
 
@@ -914,8 +963,7 @@ def _setup(rules: RuleSet, snapshots: pd.DataFrame, tables: Mapping[str, pd.Data
     scored_leads[snap_owner] = True
     type_code = pd.Categorical(activities["activity_type"], categories=vocab.ACTIVITY_TYPES).codes.astype(np.int64)
     keep = (act_owner >= 0) & scored_leads[np.maximum(act_owner, 0)] & (type_code >= 0)
-    index = ActivityIndex(act_owner[keep], type_code[keep], _nanoseconds(activities["occurred_at"])[keep],
-                          len(leads))
+    index = ActivityIndex(act_owner[keep], type_code[keep], _nanoseconds(activities["occurred_at"])[keep], len(leads))
     return _Setup(leads, attributes, plan, index, snap_owner, snap_ns, scored_leads)
 
 
@@ -934,19 +982,25 @@ def evaluate_rules(rules: RuleSet, snapshots: pd.DataFrame, tables: Mapping[str,
 
     result = _score(rules, plan, _Queries(attributes, index, snap_owner, snap_ns), explain=True)
     first = _first_mql(rules, plan, attributes, index, leads, snap_owner, snap_ns)[snap_owner]
-    frame = pd.DataFrame({
-        "lead_id": snapshots["lead_id"].to_numpy(dtype=np.int64),
-        "snapshot_at": _utc(snap_ns),
-        "rule_score": result["rule_score"],
-        "rule_threshold": result["rule_threshold"],
-        "rule_mql": result["rule_mql"],
-        "rule_mql_since": _utc(np.where(first <= snap_ns, first, np.iinfo(np.int64).min)),
-        "rule_set": pd.Series(np.asarray(plan.labels, dtype=object)[result["rule_set"]], dtype="string"),
-        "rules_fired": result["rules_fired"],
-    })
-    log.info("rules scored %s snapshot rows of %s leads: %.1f%% MQL at the snapshot, %.1f%% marked MQL by then",
-             f"{len(frame):,}", f"{int(scored_leads.sum()):,}", 100 * frame["rule_mql"].mean() if len(frame) else 0,
-             100 * frame["rule_mql_since"].notna().mean() if len(frame) else 0)
+    frame = pd.DataFrame(
+        {
+            "lead_id": snapshots["lead_id"].to_numpy(dtype=np.int64),
+            "snapshot_at": _utc(snap_ns),
+            "rule_score": result["rule_score"],
+            "rule_threshold": result["rule_threshold"],
+            "rule_mql": result["rule_mql"],
+            "rule_mql_since": _utc(np.where(first <= snap_ns, first, np.iinfo(np.int64).min)),
+            "rule_set": pd.Series(np.asarray(plan.labels, dtype=object)[result["rule_set"]], dtype="string"),
+            "rules_fired": result["rules_fired"],
+        }
+    )
+    log.info(
+        "rules scored %s snapshot rows of %s leads: %.1f%% MQL at the snapshot, %.1f%% marked MQL by then",
+        f"{len(frame):,}",
+        f"{int(scored_leads.sum()):,}",
+        100 * frame["rule_mql"].mean() if len(frame) else 0,
+        100 * frame["rule_mql_since"].notna().mean() if len(frame) else 0,
+    )
     return frame
 
 
@@ -954,12 +1008,19 @@ def derive_rules(rules: RuleSet, half_life_days: float | None = None, within_day
     """The same points with every engagement rule decayed and/or windowed (the standard variants a marketer would
     configure): rules that already have a half-life or a window keep theirs. The threshold is kept as is; its
     scale no longer fits decayed points, so the evaluate stage matches the variant's MQL volume instead."""
-    engagement = tuple(rule.model_copy(update={
-        "half_life_days": rule.half_life_days if rule.half_life_days is not None else half_life_days,
-        "within_days": rule.within_days if rule.within_days is not None else within_days,
-    }) for rule in rules.engagement)
-    parts = [f"half-life {half_life_days:g} days" if half_life_days else "", f"window {within_days:g} days"
-             if within_days else ""]
+    engagement = tuple(
+        rule.model_copy(
+            update={
+                "half_life_days": rule.half_life_days if rule.half_life_days is not None else half_life_days,
+                "within_days": rule.within_days if rule.within_days is not None else within_days,
+            }
+        )
+        for rule in rules.engagement
+    )
+    parts = [
+        f"half-life {half_life_days:g} days" if half_life_days else "",
+        f"window {within_days:g} days" if within_days else "",
+    ]
     description = f"{rules.description or 'rules'} ({', '.join(p for p in parts if p)})"
     return rules.model_copy(update={"engagement": engagement, "description": description})
 
@@ -968,13 +1029,18 @@ def derive_rules(rules: RuleSet, half_life_days: float | None = None, within_day
 VARIANT_SUFFIXES: Final[tuple[str, ...]] = ("_score", "_mql", "_gates")
 
 
-def score_variants(variants: Mapping[str, RuleSet], snapshots: pd.DataFrame, tables: Mapping[str, pd.DataFrame]
-                   ) -> pd.DataFrame:
+def score_variants(
+    variants: Mapping[str, RuleSet], snapshots: pd.DataFrame, tables: Mapping[str, pd.DataFrame]
+) -> pd.DataFrame:
     """Every variant scored on the same (lead_id, snapshot_at) rows (input order): `<name>_score`, `<name>_mql`
     (the file's threshold and gates) and `<name>_gates` (every gate holds; true without gates), so a caller can
     put its own threshold on the score and keep the gates."""
-    out = pd.DataFrame({"lead_id": snapshots["lead_id"].to_numpy(dtype=np.int64),
-                        "snapshot_at": _utc(_snapshot_ns(snapshots["snapshot_at"]))})
+    out = pd.DataFrame(
+        {
+            "lead_id": snapshots["lead_id"].to_numpy(dtype=np.int64),
+            "snapshot_at": _utc(_snapshot_ns(snapshots["snapshot_at"])),
+        }
+    )
     for name, rules in variants.items():
         setup = _setup(rules, snapshots, tables)
         queries = _Queries(setup.attributes, setup.index, setup.snap_owner, setup.snap_ns)
@@ -985,13 +1051,23 @@ def score_variants(variants: Mapping[str, RuleSet], snapshots: pd.DataFrame, tab
         out[f"{name}_score"] = result["rule_score"]
         out[f"{name}_mql"] = result["rule_mql"]
         out[f"{name}_gates"] = queries.restore(gates)
-        log.info("rule variant %s: %.1f%% MQL rows at its own threshold and gates", name,
-                 100 * out[f"{name}_mql"].mean() if len(out) else 0.0)
+        log.info(
+            "rule variant %s: %.1f%% MQL rows at its own threshold and gates",
+            name,
+            100 * out[f"{name}_mql"].mean() if len(out) else 0.0,
+        )
     return out
 
 
-def _first_mql(rules: RuleSet, plan: _Plan, attributes: pd.DataFrame, index: ActivityIndex, leads: pd.DataFrame,
-               snap_owner: np.ndarray, snap_ns: np.ndarray) -> np.ndarray:
+def _first_mql(
+    rules: RuleSet,
+    plan: _Plan,
+    attributes: pd.DataFrame,
+    index: ActivityIndex,
+    leads: pd.DataFrame,
+    snap_owner: np.ndarray,
+    snap_ns: np.ndarray,
+) -> np.ndarray:
     """Per lead position: the first time (ns) the rules held MQL, checked at creation, activities and snapshots.
 
     Only times up to the lead's last snapshot are checked; int64 max means "not by then". Exact for rules whose
@@ -1022,8 +1098,18 @@ def _first_mql(rules: RuleSet, plan: _Plan, attributes: pd.DataFrame, index: Act
 RAW_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "campaigns": ("campaign_id", "channel"),
     "accounts": ("account_id", "industry", "employee_count", "annual_revenue", "country", "region"),
-    "leads": ("lead_id", "account_id", "created_at", "email", "job_title", "lead_source", "campaign_id", "country",
-              "budget_range", "purchase_timeframe"),
+    "leads": (
+        "lead_id",
+        "account_id",
+        "created_at",
+        "email",
+        "job_title",
+        "lead_source",
+        "campaign_id",
+        "country",
+        "budget_range",
+        "purchase_timeframe",
+    ),
     "activities": ("lead_id", "occurred_at", "activity_type"),
     "stage_history": ("stage_history_id",),
 }

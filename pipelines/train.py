@@ -64,8 +64,8 @@ REPORT_FILE = "train_report.json"
 class TrainResult:
     """The fitted models, the split they were fitted on and a JSON-ready report."""
 
-    booster: lgb.Booster              # the out-of-time procedure's model: calibrated, thresholded and tested
-    production: lgb.Booster           # the model that is registered: refitted on every labelled week
+    booster: lgb.Booster  # the out-of-time procedure's model: calibrated, thresholded and tested
+    production: lgb.Booster  # the model that is registered: refitted on every labelled week
     logreg: Pipeline
     split: SplitPlan
     features: list[FeatureSpec]
@@ -144,9 +144,15 @@ def booster_predict(booster: lgb.Booster, frame: pd.DataFrame) -> np.ndarray:
     return np.asarray(booster.predict(frame[booster.feature_name()]), dtype=float)
 
 
-def fit_lightgbm(frame: pd.DataFrame, features: list[FeatureSpec], fit: np.ndarray, valid: np.ndarray,
-                 params: TrainParams, seed: int, refit_rows: np.ndarray | None = None
-                 ) -> tuple[lgb.Booster, int, dict[str, float]]:
+def fit_lightgbm(
+    frame: pd.DataFrame,
+    features: list[FeatureSpec],
+    fit: np.ndarray,
+    valid: np.ndarray,
+    params: TrainParams,
+    seed: int,
+    refit_rows: np.ndarray | None = None,
+) -> tuple[lgb.Booster, int, dict[str, float]]:
     """Boost on `fit` rows with early stopping on `valid` rows; optionally refit on `refit_rows` with as many rounds.
 
     Returns the booster, the early-stopped round count and the validation figures of the early-stopped model.
@@ -155,41 +161,55 @@ def fit_lightgbm(frame: pd.DataFrame, features: list[FeatureSpec], fit: np.ndarr
     monotone = monotone_directions(features) if params.monotone_engagement else None
     config = lgb_params(params, seed, monotone)
     y, w = frame[LABEL].to_numpy(), row_weights(frame)
-    fit_set = lgb.Dataset(frame.loc[fit, names], label=y[fit], weight=w[fit], categorical_feature="auto",
-                          free_raw_data=False)
+    fit_set = lgb.Dataset(
+        frame.loc[fit, names], label=y[fit], weight=w[fit], categorical_feature="auto", free_raw_data=False
+    )
     valid_set = lgb.Dataset(frame.loc[valid, names], label=y[valid], weight=w[valid], reference=fit_set)
     booster = lgb.train(
-        config, fit_set, num_boost_round=params.max_rounds, valid_sets=[valid_set], valid_names=["valid"],
+        config,
+        fit_set,
+        num_boost_round=params.max_rounds,
+        valid_sets=[valid_set],
+        valid_names=["valid"],
         callbacks=[lgb.early_stopping(params.early_stopping_rounds, first_metric_only=True, verbose=False)],
     )
     best = int(booster.best_iteration or params.max_rounds)
     valid_raw = np.asarray(booster.predict(frame.loc[valid, names], num_iteration=best))
-    metrics = {"roc_auc": float(roc_auc_score(y[valid], valid_raw, sample_weight=w[valid])),
-               "log_loss": float(log_loss(y[valid], valid_raw, labels=[0, 1], sample_weight=w[valid]))}
+    metrics = {
+        "roc_auc": float(roc_auc_score(y[valid], valid_raw, sample_weight=w[valid])),
+        "log_loss": float(log_loss(y[valid], valid_raw, labels=[0, 1], sample_weight=w[valid])),
+    }
     log.info("LightGBM: best iteration %d of %d, validation ROC-AUC %.4f", best, params.max_rounds, metrics["roc_auc"])
     if refit_rows is not None:
         booster = refit_lightgbm(frame, features, refit_rows, params, seed, best)
     return booster, best, metrics
 
 
-def refit_lightgbm(frame: pd.DataFrame, features: list[FeatureSpec], rows: np.ndarray, params: TrainParams,
-                   seed: int, rounds: int) -> lgb.Booster:
+def refit_lightgbm(
+    frame: pd.DataFrame, features: list[FeatureSpec], rows: np.ndarray, params: TrainParams, seed: int, rounds: int
+) -> lgb.Booster:
     """LightGBM on `rows` (weighted) for a fixed number of rounds, with the same settings as the early-stopped fit."""
     names = [f.name for f in features]
     monotone = monotone_directions(features) if params.monotone_engagement else None
-    data = lgb.Dataset(frame.loc[rows, names], label=frame[LABEL].to_numpy()[rows], weight=row_weights(frame)[rows],
-                       categorical_feature="auto")
+    data = lgb.Dataset(
+        frame.loc[rows, names],
+        label=frame[LABEL].to_numpy()[rows],
+        weight=row_weights(frame)[rows],
+        categorical_feature="auto",
+    )
     return lgb.train(lgb_params(params, seed, monotone), data, num_boost_round=rounds)
 
 
-def train_models(frame: pd.DataFrame, infos: list[FeatureSpec], params: TrainParams, horizon_days: int,
-                 seed: int) -> TrainResult:
+def train_models(
+    frame: pd.DataFrame, infos: list[FeatureSpec], params: TrainParams, horizon_days: int, seed: int
+) -> TrainResult:
     """Split out of time, early-stop LightGBM on the gapped end of the train period, fit the baseline."""
     check_positives(int(frame[LABEL].sum()), params.min_positives, "the whole feature set")
     features = model_features(infos, params.exclude_features)
     names = [f.name for f in features]
-    plan = plan_split(frame["snapshot_at"], frame[LABEL], frame["lead_id"], params, horizon_days, seed,
-                      row_weights(frame))
+    plan = plan_split(
+        frame["snapshot_at"], frame[LABEL], frame["lead_id"], params, horizon_days, seed, row_weights(frame)
+    )
     slices = assign_slices(frame, plan)
     fit, valid = slices == "fit", slices == "valid"
     # the train period: fit, valid and the gap between them (its labels end before the calibration slice too)
@@ -200,13 +220,19 @@ def train_models(frame: pd.DataFrame, infos: list[FeatureSpec], params: TrainPar
     for name in ("valid", "calibration", "test"):
         if plan.positives[name] == 0:
             raise ColdStartError(f"cannot train: the {name} slice holds no positive example; need more history")
-    log.info("split (%s): %s", plan.kind, ", ".join(
-        f"{k} {plan.rows[k]:,} rows / {plan.positives[k]:,} pos" for k in ("fit", "valid", "calibration", "test")))
+    log.info(
+        "split (%s): %s",
+        plan.kind,
+        ", ".join(
+            f"{k} {plan.rows[k]:,} rows / {plan.positives[k]:,} pos" for k in ("fit", "valid", "calibration", "test")
+        ),
+    )
 
     y, w = frame[LABEL].to_numpy(), row_weights(frame)
     started = time.perf_counter()
-    booster, best, valid_metrics = fit_lightgbm(frame, features, fit, valid, params, seed,
-                                                refit_rows=train if params.refit_full_train else None)
+    booster, best, valid_metrics = fit_lightgbm(
+        frame, features, fit, valid, params, seed, refit_rows=train if params.refit_full_train else None
+    )
     lgb_seconds = time.perf_counter() - started
 
     # the registered model: the same procedure refitted on every labelled week up to a gap before the latest ones
@@ -215,16 +241,23 @@ def train_models(frame: pd.DataFrame, infos: list[FeatureSpec], params: TrainPar
     refit = production_slices(frame, plan) == "fit"
     production = refit_lightgbm(frame, features, refit, params, seed, best)
     production_seconds = time.perf_counter() - started
-    log.info("production LightGBM: %d rounds on %s rows (%s open-lead weeks, %s positive rows) up to %s", best,
-             f"{int(refit.sum()):,}", f"{float(w[refit].sum()):,.0f}", f"{int(y[refit].sum()):,}",
-             (plan.production or {}).get("fit", ("", "-"))[1][:10])
+    log.info(
+        "production LightGBM: %d rounds on %s rows (%s open-lead weeks, %s positive rows) up to %s",
+        best,
+        f"{int(refit.sum()):,}",
+        f"{float(w[refit].sum()):,.0f}",
+        f"{int(y[refit].sum()):,}",
+        (plan.production or {}).get("fit", ("", "-"))[1][:10],
+    )
 
     started = time.perf_counter()
     logreg = build_logreg(features, params, seed)
     logreg.fit(_as_object(frame.loc[fit], features), y[fit], model__sample_weight=w[fit])
     logreg_valid = logreg_predict(logreg, frame.loc[valid], features)
-    logreg_metrics = {"roc_auc": float(roc_auc_score(y[valid], logreg_valid, sample_weight=w[valid])),
-                      "log_loss": float(log_loss(y[valid], logreg_valid, labels=[0, 1], sample_weight=w[valid]))}
+    logreg_metrics = {
+        "roc_auc": float(roc_auc_score(y[valid], logreg_valid, sample_weight=w[valid])),
+        "log_loss": float(log_loss(y[valid], logreg_valid, labels=[0, 1], sample_weight=w[valid])),
+    }
     if params.refit_full_train:
         logreg.fit(_as_object(frame.loc[train], features), y[train], model__sample_weight=w[train])
     log.info("logistic regression: validation AUC %.4f", logreg_metrics["roc_auc"])
@@ -235,22 +268,33 @@ def train_models(frame: pd.DataFrame, infos: list[FeatureSpec], params: TrainPar
         "split": plan.to_dict(),
         "best_iteration": best,
         "refit_full_train": params.refit_full_train,
-        "train_period": {"rows": int(train.sum()), "positives": int(y[train].sum()),
-                         "lead_weeks": float(w[train].sum())},
-        "production": {"rows": int(refit.sum()), "positives": int(y[refit].sum()),
-                       "lead_weeks": float(w[refit].sum()), "rounds": best,
-                       "fit": list((plan.production or {}).get("fit", ("", ""))),
-                       "calibration": list((plan.production or {}).get("calibration", ("", "")))},
+        "train_period": {
+            "rows": int(train.sum()),
+            "positives": int(y[train].sum()),
+            "lead_weeks": float(w[train].sum()),
+        },
+        "production": {
+            "rows": int(refit.sum()),
+            "positives": int(y[refit].sum()),
+            "lead_weeks": float(w[refit].sum()),
+            "rounds": best,
+            "fit": list((plan.production or {}).get("fit", ("", ""))),
+            "calibration": list((plan.production or {}).get("calibration", ("", ""))),
+        },
         "validation": {"lightgbm": valid_metrics, "logreg": logreg_metrics},
         "monotone_increasing": [f.name for f, m in zip(features, directions, strict=True) if m > 0],
         "monotone_decreasing": [f.name for f, m in zip(features, directions, strict=True) if m < 0],
         "features": names,
         "top_features_by_gain": {k: float(v) for k, v in importance.sort_values(ascending=False).head(20).items()},
-        "seconds": {"lightgbm": round(lgb_seconds, 1), "production": round(production_seconds, 1),
-                    "logreg": round(time.perf_counter() - started, 1)},
+        "seconds": {
+            "lightgbm": round(lgb_seconds, 1),
+            "production": round(production_seconds, 1),
+            "logreg": round(time.perf_counter() - started, 1),
+        },
     }
-    return TrainResult(booster=booster, production=production, logreg=logreg, split=plan, features=features,
-                       report=report)
+    return TrainResult(
+        booster=booster, production=production, logreg=logreg, split=plan, features=features, report=report
+    )
 
 
 def train_metrics(result: TrainResult) -> dict[str, Any]:
@@ -298,11 +342,15 @@ def load_logreg(model_dir: Path) -> tuple[Pipeline, list[FeatureSpec]]:
 def dated_flag_note(maturation_days: int, summary: dict[str, Any]) -> str:
     """What the split of dated leads with a target flag (no conversion dates) is, for metrics and the model card."""
     if summary.get("order_column"):
-        return (f"out-of-time split by row order (no dates; order column {summary['order_column']}): leads with a "
-                "target flag, one row per lead; earlier rows train, later rows test, never a random split")
-    return (f"out-of-time split by lead creation date: dated leads with a target flag and no conversion dates, one row "
-            f"per lead at its creation; slices separated by the label's {maturation_days}-day maturation window; "
-            f"{int(summary.get('censored_leads', 0)):,} leads younger than that at the export left out as censored")
+        return (
+            f"out-of-time split by row order (no dates; order column {summary['order_column']}): leads with a "
+            "target flag, one row per lead; earlier rows train, later rows test, never a random split"
+        )
+    return (
+        f"out-of-time split by lead creation date: dated leads with a target flag and no conversion dates, one row "
+        f"per lead at its creation; slices separated by the label's {maturation_days}-day maturation window; "
+        f"{int(summary.get('censored_leads', 0)):,} leads younger than that at the export left out as censored"
+    )
 
 
 def load_split(model_dir: Path) -> SplitPlan:
@@ -313,8 +361,12 @@ def load_split(model_dir: Path) -> SplitPlan:
 def run_train(params: Params, features_dir: Path, out_dir: Path, metrics_path: Path | None) -> TrainResult:
     """Entry point of the train stage: read features, train, write models (and the train metrics)."""
     frame, infos = read_features(features_dir)
-    log.info("training on %s snapshot rows of %s leads (%s positive)", f"{len(frame):,}",
-             f"{frame['lead_id'].nunique():,}", f"{int(frame[LABEL].sum()):,}")
+    log.info(
+        "training on %s snapshot rows of %s leads (%s positive)",
+        f"{len(frame):,}",
+        f"{frame['lead_id'].nunique():,}",
+        f"{int(frame[LABEL].sum()):,}",
+    )
     summary_path = Path(features_dir) / "summary.json"
     summary = read_json(summary_path, "features summary") if summary_path.exists() else {}
     horizon = params.features.horizon_days

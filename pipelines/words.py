@@ -52,7 +52,11 @@ CHANNEL_WORDS: Final[dict[str, str]] = {
 }
 #: Region codes as people say them.
 REGION_WORDS: Final[dict[str, str]] = {
-    "NA": "North America", "EMEA": "EMEA", "APAC": "Asia-Pacific", "LATAM": "Latin America", "Global": "all regions",
+    "NA": "North America",
+    "EMEA": "EMEA",
+    "APAC": "Asia-Pacific",
+    "LATAM": "Latin America",
+    "Global": "all regions",
 }
 
 
@@ -62,17 +66,17 @@ def number(value: float) -> str:
 
 
 def plural(count: float, singular: str, plural_form: str | None = None) -> str:
-    """"1 activity", "3 activities", "2.5 points": the count and the noun in the right number."""
+    """ "1 activity", "3 activities", "2.5 points": the count and the noun in the right number."""
     noun = singular if count == 1 else (plural_form or f"{singular}s")
     return f"{number(count)} {noun}"
 
 
 def times(count: float) -> str:
-    """"once", "twice", "3 times"."""
+    """ "once", "twice", "3 times"."""
     return "once" if count == 1 else "twice" if count == 2 else f"{number(count)} times"
 
 
 def activity_count(activity: str, count: float) -> str:
-    """"1 e-mail open", "2 e-mail opens" (unknown types: their code in words)."""
+    """ "1 e-mail open", "2 e-mail opens" (unknown types: their code in words)."""
     _, many, one = ACTIVITY_WORDS.get(activity, ("", activity.replace("_", " ") + "s", activity.replace("_", " ")))
     return plural(count, one, many)

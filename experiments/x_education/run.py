@@ -61,14 +61,46 @@ def run(out: Path, keep_leaky: bool) -> dict[str, Any]:
     leadscore("extract", "--params", params, "--url", url, "--out", out / "raw")
     leadscore("features", "--params", params, "--raw", out / "raw", "--out", out / "features")
     rules = out / "rules" / "rule_scores.parquet"
-    leadscore("rules", "--params", params, "--raw", out / "raw", "--snapshots", out / "features" / "snapshots.parquet",
-              "--out", rules)
-    leadscore("train", "--params", params, "--features", out / "features", "--out", out / "models",
-              "--metrics", out / "metrics" / "train.json")
-    leadscore("calibrate", "--params", params, "--features", out / "features", "--models", out / "models",
-              "--rules", rules)
-    leadscore("evaluate", "--params", params, "--features", out / "features", "--models", out / "models",
-              "--rules", rules, "--metrics", out / "metrics", "--plots", out / "plots")
+    leadscore(
+        "rules",
+        "--params",
+        params,
+        "--raw",
+        out / "raw",
+        "--snapshots",
+        out / "features" / "snapshots.parquet",
+        "--out",
+        rules,
+    )
+    leadscore(
+        "train",
+        "--params",
+        params,
+        "--features",
+        out / "features",
+        "--out",
+        out / "models",
+        "--metrics",
+        out / "metrics" / "train.json",
+    )
+    leadscore(
+        "calibrate", "--params", params, "--features", out / "features", "--models", out / "models", "--rules", rules
+    )
+    leadscore(
+        "evaluate",
+        "--params",
+        params,
+        "--features",
+        out / "features",
+        "--models",
+        out / "models",
+        "--rules",
+        rules,
+        "--metrics",
+        out / "metrics",
+        "--plots",
+        out / "plots",
+    )
     return json.loads((out / "metrics" / "evaluate.json").read_text())
 
 
@@ -90,8 +122,9 @@ def test_auc(out: Path, n: int = 200, level: float = 0.95, seed: int = 42) -> di
     out_figures = {}
     for name, column in (("points_rule", "rule_score"), ("time_on_website_rule", "time_on_website")):
         s = rows[column].fillna(0).to_numpy(dtype=float)
-        ci = LeadBootstrap(rows["lead_id"].to_numpy(), seed).intervals(lambda i, s=s: {"auc": roc_auc(y[i], s[i])},
-                                                                       n, level)
+        ci = LeadBootstrap(rows["lead_id"].to_numpy(), seed).intervals(
+            lambda i, s=s: {"auc": roc_auc(y[i], s[i])}, n, level
+        )
         out_figures[name] = [roc_auc(y, s), *ci["auc"]]
     return out_figures
 
@@ -102,10 +135,13 @@ def headline(metrics: dict[str, Any], out: Path) -> dict[str, Any]:
     return {
         "split": metrics.get("split"),
         "test": metrics.get("test"),
-        "roc_auc": metrics["roc_auc"], "roc_auc_ci": [metrics.get("roc_auc_ci_low"), metrics.get("roc_auc_ci_high")],
-        "pr_auc": metrics["pr_auc"], "ece": metrics["ece"],
+        "roc_auc": metrics["roc_auc"],
+        "roc_auc_ci": [metrics.get("roc_auc_ci_low"), metrics.get("roc_auc_ci_high")],
+        "pr_auc": metrics["pr_auc"],
+        "ece": metrics["ece"],
         "logreg_roc_auc": metrics["logreg"]["roc_auc"],
-        "rules_roc_auc": metrics["rules"]["roc_auc"], "rules_roc_auc_ci": rules["points_rule"][1:],
+        "rules_roc_auc": metrics["rules"]["roc_auc"],
+        "rules_roc_auc_ci": rules["points_rule"][1:],
         "time_on_website_rule_roc_auc": rules["time_on_website_rule"][0],
         "time_on_website_rule_roc_auc_ci": rules["time_on_website_rule"][1:],
         "conversions_captured_at_rule_mql_volume_vs_rules": metrics.get("sql_capture_ratio_vs_rules"),

@@ -47,18 +47,24 @@ def canonical_attributes(frame: pd.DataFrame, lead_ids: pd.Series) -> pd.DataFra
     out = frame.reset_index(drop=True).copy()
     ids = pd.to_numeric(out[ATTRIBUTES_KEY], errors="coerce")
     if ids.isna().any():
-        raise CrmDataError(f"table '{ATTRIBUTES_TABLE}', column '{ATTRIBUTES_KEY}': missing or non-integer ids; "
-                           f"e.g. rows {ids[ids.isna()].index[:5].tolist()}")
+        raise CrmDataError(
+            f"table '{ATTRIBUTES_TABLE}', column '{ATTRIBUTES_KEY}': missing or non-integer ids; "
+            f"e.g. rows {ids[ids.isna()].index[:5].tolist()}"
+        )
     out[ATTRIBUTES_KEY] = ids.astype("int64")
     dupes = out[ATTRIBUTES_KEY].duplicated()
     if dupes.any():
-        raise CrmDataError(f"table '{ATTRIBUTES_TABLE}', column '{ATTRIBUTES_KEY}': ids must be unique; "
-                           f"e.g. lead_id={out.loc[dupes, ATTRIBUTES_KEY].head(5).tolist()}")
+        raise CrmDataError(
+            f"table '{ATTRIBUTES_TABLE}', column '{ATTRIBUTES_KEY}': ids must be unique; "
+            f"e.g. lead_id={out.loc[dupes, ATTRIBUTES_KEY].head(5).tolist()}"
+        )
     orphan = ~out[ATTRIBUTES_KEY].isin(lead_ids)
     if orphan.any():
         examples = out.loc[orphan, ATTRIBUTES_KEY].head(5).tolist()
-        raise CrmDataError(f"table '{ATTRIBUTES_TABLE}', column '{ATTRIBUTES_KEY}': {int(orphan.sum())} row(s) "
-                           f"refer to no row of 'leads.lead_id'; e.g. {examples}")
+        raise CrmDataError(
+            f"table '{ATTRIBUTES_TABLE}', column '{ATTRIBUTES_KEY}': {int(orphan.sum())} row(s) "
+            f"refer to no row of 'leads.lead_id'; e.g. {examples}"
+        )
     for column in out.columns.drop(ATTRIBUTES_KEY):
         if attribute_kind(out[column]) == "numeric":
             out[column] = out[column].astype("float64")

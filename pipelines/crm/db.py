@@ -73,8 +73,9 @@ def make_engine(url: str, create_dirs: bool = False) -> Engine:
     try:
         engine = sa.create_engine(parsed)
     except ImportError as exc:  # the dialect is known but its driver is not installed
-        raise CrmDataError(f"not a usable database URL {display_url(url)}: {exc} (install the database driver)"
-                           ) from None
+        raise CrmDataError(
+            f"not a usable database URL {display_url(url)}: {exc} (install the database driver)"
+        ) from None
 
     @sa.event.listens_for(engine, "handle_error")
     def _unreachable(context: sa.engine.ExceptionContext) -> None:
@@ -111,13 +112,16 @@ def _sql_type(dtype: object) -> sa.types.TypeEngine:
     return sa.Text()
 
 
-def table_for_frame(name: str, frame: pd.DataFrame, metadata: sa.MetaData,
-                    primary_key: str | None = None) -> sa.Table:
+def table_for_frame(name: str, frame: pd.DataFrame, metadata: sa.MetaData, primary_key: str | None = None) -> sa.Table:
     """A SQLAlchemy table whose columns mirror the frame's dtypes."""
     check_identifier(name)
     columns = [
-        sa.Column(check_identifier(str(col), "column"), _sql_type(frame[col].dtype),
-                  primary_key=(col == primary_key), autoincrement=False)
+        sa.Column(
+            check_identifier(str(col), "column"),
+            _sql_type(frame[col].dtype),
+            primary_key=(col == primary_key),
+            autoincrement=False,
+        )
         for col in frame.columns
     ]
     return sa.Table(name, metadata, *columns)
@@ -152,15 +156,22 @@ def _copy_postgres(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> No
         null = f"\\N{uuid.uuid4().hex}"
     cursor = conn.connection.driver_connection.cursor()
     statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, NULL {})").format(
-        sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns),
+        sql.Identifier(table.name),
+        sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns),
         sql.Literal(null),
     )
     with cursor.copy(statement) as copy:
         for start in range(0, len(frame), _INSERT_BATCH):
-            chunk = frame.iloc[start:start + _INSERT_BATCH]
+            chunk = frame.iloc[start : start + _INSERT_BATCH]
             buffer = io.StringIO()
-            chunk.to_csv(buffer, header=False, index=False, quoting=csv.QUOTE_MINIMAL, na_rep=null,
-                         date_format="%Y-%m-%d %H:%M:%S.%f%z")
+            chunk.to_csv(
+                buffer,
+                header=False,
+                index=False,
+                quoting=csv.QUOTE_MINIMAL,
+                na_rep=null,
+                date_format="%Y-%m-%d %H:%M:%S.%f%z",
+            )
             copy.write(buffer.getvalue())
 
 
@@ -187,13 +198,13 @@ def insert_frame(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> None
         cursor.executemany(statement, batch)
 
 
-def replace_tables(engine: Engine, frames: Mapping[str, pd.DataFrame],
-                   primary_keys: Mapping[str, str] | None = None) -> None:
+def replace_tables(
+    engine: Engine, frames: Mapping[str, pd.DataFrame], primary_keys: Mapping[str, str] | None = None
+) -> None:
     """Drop-and-recreate the given tables with the frames' rows, all in one transaction (all or nothing)."""
     primary_keys = primary_keys or {}
     metadata = sa.MetaData()
-    tables = {name: table_for_frame(name, frame, metadata, primary_keys.get(name))
-              for name, frame in frames.items()}
+    tables = {name: table_for_frame(name, frame, metadata, primary_keys.get(name)) for name, frame in frames.items()}
     with engine.begin() as conn:
         for table in reversed(list(tables.values())):
             table.drop(conn, checkfirst=True)
@@ -222,8 +233,9 @@ def read_table(engine: Engine, name: str, columns: Sequence[str] | None = None) 
     started = time.perf_counter()
     with engine.connect() as conn, read_errors(conn, {name: wanted}):
         frame = pd.read_sql_query(query, conn)
-    log.debug("read %s rows of %s (%d columns) in %.2f s", f"{len(frame):,}", name, len(wanted),
-              time.perf_counter() - started)
+    log.debug(
+        "read %s rows of %s (%d columns) in %.2f s", f"{len(frame):,}", name, len(wanted), time.perf_counter() - started
+    )
     return frame
 
 
@@ -242,8 +254,10 @@ def read_errors(conn: Connection, tables: Mapping[str, Sequence[str]]) -> Iterat
         if match is None and not isinstance(exc, UnicodeDecodeError):
             raise
         column = match["column"] if match else None
-        raise CrmDataError(undecodable_text(conn, tables, column) or
-                           f"a text value is not UTF-8 in table(s) {sorted(tables)}: {text[:200]}") from None
+        raise CrmDataError(
+            undecodable_text(conn, tables, column)
+            or f"a text value is not UTF-8 in table(s) {sorted(tables)}: {text[:200]}"
+        ) from None
 
 
 def undecodable_text(conn: Connection, tables: Mapping[str, Sequence[str]], column: str | None = None) -> str | None:
@@ -263,7 +277,8 @@ def undecodable_text(conn: Connection, tables: Mapping[str, Sequence[str]], colu
                 check_identifier(col, "column")
                 shown = f'"{key}", ' if key else ""
                 cursor = raw.driver_connection.execute(
-                    f'SELECT {shown}"{col}" FROM "{table}" WHERE typeof("{col}") = \'text\'')
+                    f'SELECT {shown}"{col}" FROM "{table}" WHERE typeof("{col}") = \'text\''
+                )
                 bad, total = [], 0
                 for row in cursor:
                     try:
@@ -273,8 +288,9 @@ def undecodable_text(conn: Connection, tables: Mapping[str, Sequence[str]], colu
                         if len(bad) < _MAX_EXAMPLES:
                             bad.append(f"{key}={row[0]!r}: {row[-1]!r}" if key else repr(row[-1]))
                 if total:
-                    problems.append(f"table '{table}', column '{col}': {total} value(s) are not UTF-8 text; "
-                                    f"e.g. {', '.join(bad)}")
+                    problems.append(
+                        f"table '{table}', column '{col}': {total} value(s) are not UTF-8 text; e.g. {', '.join(bad)}"
+                    )
     finally:
         raw.close()
     return "\n".join(problems) or None
@@ -286,8 +302,9 @@ def read_crm_ids(engine: Engine, table: str = "lead_crm_ids") -> pd.Series | Non
     if not sa.inspect(engine).has_table(table):
         return None
     frame = read_table(engine, table, ["lead_id", "crm_id"])
-    return pd.Series(frame["crm_id"].astype("string").to_numpy(), index=frame["lead_id"].astype("int64").to_numpy(),
-                     name="crm_id")
+    return pd.Series(
+        frame["crm_id"].astype("string").to_numpy(), index=frame["lead_id"].astype("int64").to_numpy(), name="crm_id"
+    )
 
 
 def read_crm(engine: Engine) -> dict[str, pd.DataFrame]:

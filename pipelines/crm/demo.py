@@ -59,65 +59,173 @@ _WARMUP_DAYS: Final = 240.0  # the market chain starts this long before history 
 # ----------------------------------------------------------------------------------------------------------------
 
 INDUSTRY_MIX: Final[dict[str, float]] = {
-    "Software": 0.18, "Financial Services": 0.12, "Healthcare": 0.11, "Manufacturing": 0.12, "Retail": 0.10,
-    "Professional Services": 0.10, "Telecommunications": 0.05, "Media": 0.05, "Education": 0.07,
-    "Government": 0.04, "Nonprofit": 0.03, "Hospitality": 0.03,
+    "Software": 0.18,
+    "Financial Services": 0.12,
+    "Healthcare": 0.11,
+    "Manufacturing": 0.12,
+    "Retail": 0.10,
+    "Professional Services": 0.10,
+    "Telecommunications": 0.05,
+    "Media": 0.05,
+    "Education": 0.07,
+    "Government": 0.04,
+    "Nonprofit": 0.03,
+    "Hospitality": 0.03,
 }
 INDUSTRY_FIT: Final[dict[str, float]] = {
-    "Software": 1.0, "Financial Services": 0.9, "Healthcare": 0.85, "Manufacturing": 0.8, "Retail": 0.5,
-    "Professional Services": 0.55, "Telecommunications": 0.6, "Media": 0.45, "Education": 0.25,
-    "Government": 0.2, "Nonprofit": 0.15, "Hospitality": 0.3,
+    "Software": 1.0,
+    "Financial Services": 0.9,
+    "Healthcare": 0.85,
+    "Manufacturing": 0.8,
+    "Retail": 0.5,
+    "Professional Services": 0.55,
+    "Telecommunications": 0.6,
+    "Media": 0.45,
+    "Education": 0.25,
+    "Government": 0.2,
+    "Nonprofit": 0.15,
+    "Hospitality": 0.3,
 }
 REGION_FIT: Final[dict[str, float]] = {"NA": 1.0, "EMEA": 0.9, "APAC": 0.65, "LATAM": 0.5}
 COUNTRY_MIX: Final[dict[str, float]] = {
-    "US": 0.38, "CA": 0.04, "GB": 0.09, "DE": 0.07, "FR": 0.05, "NL": 0.03, "SE": 0.02, "ES": 0.02, "IT": 0.02,
-    "AE": 0.01, "ZA": 0.01, "IN": 0.06, "AU": 0.04, "JP": 0.03, "SG": 0.02, "CN": 0.02, "BR": 0.04, "MX": 0.02,
-    "AR": 0.01, "CL": 0.01, "CO": 0.01,
+    "US": 0.38,
+    "CA": 0.04,
+    "GB": 0.09,
+    "DE": 0.07,
+    "FR": 0.05,
+    "NL": 0.03,
+    "SE": 0.02,
+    "ES": 0.02,
+    "IT": 0.02,
+    "AE": 0.01,
+    "ZA": 0.01,
+    "IN": 0.06,
+    "AU": 0.04,
+    "JP": 0.03,
+    "SG": 0.02,
+    "CN": 0.02,
+    "BR": 0.04,
+    "MX": 0.02,
+    "AR": 0.01,
+    "CL": 0.01,
+    "CO": 0.01,
 }
 #: Ideal size is 200-5,000 employees.
 SIZE_FIT_BINS: Final[tuple[tuple[float, float], ...]] = (
-    (10, 0.1), (50, 0.3), (200, 0.65), (5001, 1.0), (20001, 0.75), (np.inf, 0.5),
+    (10, 0.1),
+    (50, 0.3),
+    (200, 0.65),
+    (5001, 1.0),
+    (20001, 0.75),
+    (np.inf, 0.5),
 )
 
 SENIORITY_AUTHORITY: Final[dict[str, float]] = {
-    "c_level": 1.5, "vp": 1.5, "director": 1.25, "manager": 0.8, "individual": 0.35, "intern_student": 0.03,
+    "c_level": 1.5,
+    "vp": 1.5,
+    "director": 1.25,
+    "manager": 0.8,
+    "individual": 0.35,
+    "intern_student": 0.03,
 }
 DEPARTMENT_AUTHORITY: Final[dict[str, float]] = {
-    "marketing": 1.25, "sales": 1.1, "it": 1.0, "executive": 1.2, "engineering": 0.7, "operations": 0.7,
-    "finance": 0.6, "hr": 0.35, "other": 0.45,
+    "marketing": 1.25,
+    "sales": 1.1,
+    "it": 1.0,
+    "executive": 1.2,
+    "engineering": 0.7,
+    "operations": 0.7,
+    "finance": 0.6,
+    "hr": 0.35,
+    "other": 0.45,
 }
 #: Interest (appetite for marketing content) is highest in juniors: engagement follows interest, not readiness.
 SENIORITY_INTEREST: Final[dict[str, float]] = {
-    "c_level": 0.45, "vp": 0.55, "director": 0.75, "manager": 1.0, "individual": 1.3, "intern_student": 1.9,
+    "c_level": 0.45,
+    "vp": 0.55,
+    "director": 0.75,
+    "manager": 1.0,
+    "individual": 1.3,
+    "intern_student": 1.9,
 }
 SOURCE_CONVERSION: Final[dict[str, float]] = {
-    "referral": 2.2, "sales_generated": 2.0, "partner": 1.3, "organic_search": 1.1, "paid_search": 0.9,
-    "webinar": 0.9, "social": 0.7, "content_syndication": 0.55, "trade_show": 0.3, "purchased_list": 0.2,
+    "referral": 2.2,
+    "sales_generated": 2.0,
+    "partner": 1.3,
+    "organic_search": 1.1,
+    "paid_search": 0.9,
+    "webinar": 0.9,
+    "social": 0.7,
+    "content_syndication": 0.55,
+    "trade_show": 0.3,
+    "purchased_list": 0.2,
 }
 SOURCE_INTEREST: Final[dict[str, float]] = {
-    "referral": 0.9, "sales_generated": 0.6, "partner": 0.9, "organic_search": 1.2, "paid_search": 1.0,
-    "webinar": 1.3, "social": 0.9, "content_syndication": 1.0, "trade_show": 0.7, "purchased_list": 0.4,
+    "referral": 0.9,
+    "sales_generated": 0.6,
+    "partner": 0.9,
+    "organic_search": 1.2,
+    "paid_search": 1.0,
+    "webinar": 1.3,
+    "social": 0.9,
+    "content_syndication": 1.0,
+    "trade_show": 0.7,
+    "purchased_list": 0.4,
 }
 SOURCE_BOGUS_RATE: Final[dict[str, float]] = {
-    "referral": 0.0, "sales_generated": 0.0, "partner": 0.01, "organic_search": 0.06, "paid_search": 0.07,
-    "webinar": 0.03, "social": 0.08, "content_syndication": 0.06, "trade_show": 0.01, "purchased_list": 0.02,
+    "referral": 0.0,
+    "sales_generated": 0.0,
+    "partner": 0.01,
+    "organic_search": 0.06,
+    "paid_search": 0.07,
+    "webinar": 0.03,
+    "social": 0.08,
+    "content_syndication": 0.06,
+    "trade_show": 0.01,
+    "purchased_list": 0.02,
 }
 #: Non-campaign lead sources at the start and the end of history: the mix drifts mildly between them.
 SOURCE_MIX_START: Final[dict[str, float]] = {
-    "organic_search": 0.28, "paid_search": 0.18, "social": 0.08, "referral": 0.08, "sales_generated": 0.12,
-    "purchased_list": 0.10, "partner": 0.06, "content_syndication": 0.06, "trade_show": 0.04, "webinar": 0.0,
+    "organic_search": 0.28,
+    "paid_search": 0.18,
+    "social": 0.08,
+    "referral": 0.08,
+    "sales_generated": 0.12,
+    "purchased_list": 0.10,
+    "partner": 0.06,
+    "content_syndication": 0.06,
+    "trade_show": 0.04,
+    "webinar": 0.0,
 }
 SOURCE_MIX_END: Final[dict[str, float]] = {
-    "organic_search": 0.24, "paid_search": 0.20, "social": 0.10, "referral": 0.07, "sales_generated": 0.10,
-    "purchased_list": 0.15, "partner": 0.06, "content_syndication": 0.05, "trade_show": 0.03, "webinar": 0.0,
+    "organic_search": 0.24,
+    "paid_search": 0.20,
+    "social": 0.10,
+    "referral": 0.07,
+    "sales_generated": 0.10,
+    "purchased_list": 0.15,
+    "partner": 0.06,
+    "content_syndication": 0.05,
+    "trade_show": 0.03,
+    "webinar": 0.0,
 }
 CHANNEL_MIX: Final[dict[str, float]] = {
-    "email": 0.22, "webinar": 0.2, "paid_search": 0.15, "social": 0.1, "trade_show": 0.1,
-    "content_syndication": 0.15, "partner": 0.08,
+    "email": 0.22,
+    "webinar": 0.2,
+    "paid_search": 0.15,
+    "social": 0.1,
+    "trade_show": 0.1,
+    "content_syndication": 0.15,
+    "partner": 0.08,
 }
 CHANNEL_SOURCE: Final[dict[str, str]] = {
-    "email": "purchased_list", "webinar": "webinar", "paid_search": "paid_search", "social": "social",
-    "trade_show": "trade_show", "content_syndication": "content_syndication", "partner": "partner",
+    "email": "purchased_list",
+    "webinar": "webinar",
+    "paid_search": "paid_search",
+    "social": "social",
+    "trade_show": "trade_show",
+    "content_syndication": "content_syndication",
+    "partner": "partner",
 }
 CAMPAIGN_LEAD_SHARE: Final = 0.35
 MONTH_SEASONALITY: Final[tuple[float, ...]] = (1.05, 1.05, 1.15, 1.05, 1.0, 0.95, 0.85, 0.75, 1.1, 1.15, 1.05, 0.7)
@@ -149,15 +257,28 @@ class HistoricalRule:
     icp_regions: frozenset[str] = frozenset({"NA", "EMEA"})
     region_points: int = 5
     seniority_points: tuple[tuple[str, int], ...] = (
-        ("c_level", 15), ("vp", 15), ("director", 10), ("manager", 5), ("intern_student", -20),
+        ("c_level", 15),
+        ("vp", 15),
+        ("director", 10),
+        ("manager", 5),
+        ("intern_student", -20),
     )
     target_departments: frozenset[str] = frozenset({"marketing", "sales", "it"})
     department_points: int = 5
     free_mail_points: int = -10
     activity_points: tuple[tuple[str, int], ...] = (
-        ("email_open", 1), ("email_click", 3), ("web_visit", 2), ("pricing_page_visit", 10),
-        ("content_download", 8), ("webinar_register", 5), ("webinar_attend", 10), ("trade_show_scan", 5),
-        ("form_submit", 10), ("demo_request", 30), ("social_follow", 2), ("unsubscribe", -20),
+        ("email_open", 1),
+        ("email_click", 3),
+        ("web_visit", 2),
+        ("pricing_page_visit", 10),
+        ("content_download", 8),
+        ("webinar_register", 5),
+        ("webinar_attend", 10),
+        ("trade_show_scan", 5),
+        ("form_submit", 10),
+        ("demo_request", 30),
+        ("social_follow", 2),
+        ("unsubscribe", -20),
         ("email_bounce", -30),
     )
     threshold: int = 60
@@ -178,6 +299,7 @@ class DemoResult:
 # ----------------------------------------------------------------------------------------------------------------
 # Small vectorised helpers
 # ----------------------------------------------------------------------------------------------------------------
+
 
 def _choice(rng: np.random.Generator, mix: dict[str, float], size: int) -> np.ndarray:
     """Labels drawn from a {label: weight} mix."""
@@ -231,12 +353,25 @@ class _Clock:
 # ----------------------------------------------------------------------------------------------------------------
 
 _CAMPAIGN_THEMES: Final = (
-    "Pipeline Analytics", "Attribution 101", "Revenue Ops Summit", "Lead Scoring Playbook", "ABM Masterclass",
-    "Data-Driven Marketing", "Forecasting Webinar", "Customer Journey Guide", "Benchmark Report", "Demo Day",
+    "Pipeline Analytics",
+    "Attribution 101",
+    "Revenue Ops Summit",
+    "Lead Scoring Playbook",
+    "ABM Masterclass",
+    "Data-Driven Marketing",
+    "Forecasting Webinar",
+    "Customer Journey Guide",
+    "Benchmark Report",
+    "Demo Day",
 )
 _CHANNEL_LABEL: Final = {
-    "email": "Email Nurture", "webinar": "Webinar", "paid_search": "Paid Search", "social": "Social Ads",
-    "trade_show": "Trade Show", "content_syndication": "Syndicated eBook", "partner": "Partner Program",
+    "email": "Email Nurture",
+    "webinar": "Webinar",
+    "paid_search": "Paid Search",
+    "social": "Social Ads",
+    "trade_show": "Trade Show",
+    "content_syndication": "Syndicated eBook",
+    "partner": "Partner Program",
 }
 
 
@@ -248,32 +383,93 @@ def _campaigns(rng: np.random.Generator, clock: _Clock) -> pd.DataFrame:
     end = np.minimum(start + rng.uniform(14, 60, count), clock.horizon)
     start_ts, end_ts = clock.to_timestamps(start), clock.to_timestamps(end)
     theme = np.array(_CAMPAIGN_THEMES, dtype=object)[rng.integers(0, len(_CAMPAIGN_THEMES), count)]
-    names = [f"{s:%Y-%m} {r} {_CHANNEL_LABEL[c]}: {t}" for s, r, c, t in zip(start_ts, region, channel, theme,
-                                                                             strict=True)]
-    return pd.DataFrame({
-        "campaign_id": np.arange(1, count + 1, dtype=np.int64),
-        "name": names,
-        "channel": channel,
-        "region": region,
-        "start_date": start_ts,
-        "end_date": end_ts,
-        "_start_day": start,
-        "_end_day": end,
-    })
+    names = [
+        f"{s:%Y-%m} {r} {_CHANNEL_LABEL[c]}: {t}" for s, r, c, t in zip(start_ts, region, channel, theme, strict=True)
+    ]
+    return pd.DataFrame(
+        {
+            "campaign_id": np.arange(1, count + 1, dtype=np.int64),
+            "name": names,
+            "channel": channel,
+            "region": region,
+            "start_date": start_ts,
+            "end_date": end_ts,
+            "_start_day": start,
+            "_end_day": end,
+        }
+    )
 
 
 _NAME_HEADS: Final = (
-    "Blue", "North", "Bright", "Silver", "Quantum", "Apex", "Cedar", "Iron", "Nova", "Summit", "Harbor", "Vertex",
-    "Crimson", "Pioneer", "Atlas", "Lumen", "Orbit", "Granite", "Maple", "Falcon", "Zenith", "Coral", "Evergreen",
-    "Polar", "Sterling", "Aurora", "Beacon", "Cobalt", "Delta", "Ember",
+    "Blue",
+    "North",
+    "Bright",
+    "Silver",
+    "Quantum",
+    "Apex",
+    "Cedar",
+    "Iron",
+    "Nova",
+    "Summit",
+    "Harbor",
+    "Vertex",
+    "Crimson",
+    "Pioneer",
+    "Atlas",
+    "Lumen",
+    "Orbit",
+    "Granite",
+    "Maple",
+    "Falcon",
+    "Zenith",
+    "Coral",
+    "Evergreen",
+    "Polar",
+    "Sterling",
+    "Aurora",
+    "Beacon",
+    "Cobalt",
+    "Delta",
+    "Ember",
 )
 _NAME_TAILS: Final = (
-    "field", "wave", "stone", "point", "bridge", "works", "line", "path", "gate", "forge", "labs", "scape",
-    "logic", "grid", "core", "shift", "peak", "stream", "nest", "span",
+    "field",
+    "wave",
+    "stone",
+    "point",
+    "bridge",
+    "works",
+    "line",
+    "path",
+    "gate",
+    "forge",
+    "labs",
+    "scape",
+    "logic",
+    "grid",
+    "core",
+    "shift",
+    "peak",
+    "stream",
+    "nest",
+    "span",
 )
 _NAME_KINDS: Final = (
-    "Analytics", "Systems", "Health", "Bank", "Manufacturing", "Retail", "Partners", "Media", "Software",
-    "Group", "Technologies", "Solutions", "Capital", "Logistics", "Networks",
+    "Analytics",
+    "Systems",
+    "Health",
+    "Bank",
+    "Manufacturing",
+    "Retail",
+    "Partners",
+    "Media",
+    "Software",
+    "Group",
+    "Technologies",
+    "Solutions",
+    "Capital",
+    "Logistics",
+    "Networks",
 )
 _LEGAL: Final = ("Inc", "LLC", "GmbH", "Ltd", "SA", "BV", "Corp", "AG", "")
 _TLD: Final = ("com", "com", "com", "io", "net", "co", "de", "co.uk", "fr")
@@ -300,16 +496,18 @@ def _accounts(rng: np.random.Generator, count: int) -> tuple[pd.DataFrame, pd.Da
     slug = slug.where(dup == 0, slug + dup.astype(str))
     domain = slug + "." + tld
 
-    observed = pd.DataFrame({
-        "account_id": np.arange(1, count + 1, dtype=np.int64),
-        "company_name": company,
-        "domain": domain,
-        "industry": pd.Series(industry, dtype=object).where(rng.random(count) > 0.08),
-        "employee_count": pd.array(np.where(rng.random(count) > 0.10, employees, -1), dtype="Int64"),
-        "annual_revenue": np.where(rng.random(count) > 0.30, revenue, np.nan),
-        "country": pd.Series(country, dtype=object),
-        "region": pd.Series(region, dtype=object),
-    })
+    observed = pd.DataFrame(
+        {
+            "account_id": np.arange(1, count + 1, dtype=np.int64),
+            "company_name": company,
+            "domain": domain,
+            "industry": pd.Series(industry, dtype=object).where(rng.random(count) > 0.08),
+            "employee_count": pd.array(np.where(rng.random(count) > 0.10, employees, -1), dtype="Int64"),
+            "annual_revenue": np.where(rng.random(count) > 0.30, revenue, np.nan),
+            "country": pd.Series(country, dtype=object),
+            "region": pd.Series(region, dtype=object),
+        }
+    )
     observed["employee_count"] = observed["employee_count"].mask(observed["employee_count"] < 0)
     missing_geo = rng.random(count) < 0.04
     observed.loc[missing_geo, ["country", "region"]] = None
@@ -320,6 +518,7 @@ def _accounts(rng: np.random.Generator, count: int) -> tuple[pd.DataFrame, pd.Da
 # ----------------------------------------------------------------------------------------------------------------
 # The latent market chain
 # ----------------------------------------------------------------------------------------------------------------
+
 
 def market_entry_rate(fit: np.ndarray) -> np.ndarray:
     """Per-day rate at which an out-of-market group enters the market."""
@@ -353,42 +552,179 @@ def _market_windows(rng: np.random.Generator, fit: np.ndarray, until: float) -> 
 # ----------------------------------------------------------------------------------------------------------------
 
 _FIRST: Final = (
-    "James", "Mary", "Robert", "Patricia", "John", "Jennifer", "Michael", "Linda", "David", "Elizabeth", "William",
-    "Barbara", "Richard", "Susan", "Joseph", "Jessica", "Thomas", "Sarah", "Carlos", "Maria", "Wei", "Li", "Priya",
-    "Rahul", "Hiroshi", "Yuki", "Lukas", "Anna", "Pierre", "Camille", "Sofia", "Mateo", "Olivia", "Liam", "Emma",
-    "Noah", "Ava", "Lucas", "Mia", "Ethan", "Fatima", "Omar", "Aisha", "Chen", "Sven", "Ingrid", "Diego", "Lucia",
+    "James",
+    "Mary",
+    "Robert",
+    "Patricia",
+    "John",
+    "Jennifer",
+    "Michael",
+    "Linda",
+    "David",
+    "Elizabeth",
+    "William",
+    "Barbara",
+    "Richard",
+    "Susan",
+    "Joseph",
+    "Jessica",
+    "Thomas",
+    "Sarah",
+    "Carlos",
+    "Maria",
+    "Wei",
+    "Li",
+    "Priya",
+    "Rahul",
+    "Hiroshi",
+    "Yuki",
+    "Lukas",
+    "Anna",
+    "Pierre",
+    "Camille",
+    "Sofia",
+    "Mateo",
+    "Olivia",
+    "Liam",
+    "Emma",
+    "Noah",
+    "Ava",
+    "Lucas",
+    "Mia",
+    "Ethan",
+    "Fatima",
+    "Omar",
+    "Aisha",
+    "Chen",
+    "Sven",
+    "Ingrid",
+    "Diego",
+    "Lucia",
 )
 _LAST: Final = (
-    "Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez", "Martinez",
-    "Hernandez", "Lopez", "Gonzalez", "Wilson", "Anderson", "Taylor", "Thomas", "Moore", "Jackson", "Martin",
-    "Lee", "Thompson", "White", "Harris", "Clark", "Lewis", "Walker", "Young", "Allen", "King", "Wright", "Scott",
-    "Mueller", "Schmidt", "Dubois", "Rossi", "Tanaka", "Sato", "Kumar", "Sharma", "Wang", "Zhang", "Silva",
-    "Santos", "Andersson", "Nielsen", "Novak", "Kowalski", "Murphy", "OBrien",
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Hernandez",
+    "Lopez",
+    "Gonzalez",
+    "Wilson",
+    "Anderson",
+    "Taylor",
+    "Thomas",
+    "Moore",
+    "Jackson",
+    "Martin",
+    "Lee",
+    "Thompson",
+    "White",
+    "Harris",
+    "Clark",
+    "Lewis",
+    "Walker",
+    "Young",
+    "Allen",
+    "King",
+    "Wright",
+    "Scott",
+    "Mueller",
+    "Schmidt",
+    "Dubois",
+    "Rossi",
+    "Tanaka",
+    "Sato",
+    "Kumar",
+    "Sharma",
+    "Wang",
+    "Zhang",
+    "Silva",
+    "Santos",
+    "Andersson",
+    "Nielsen",
+    "Novak",
+    "Kowalski",
+    "Murphy",
+    "OBrien",
 )
 _BOGUS_NAMES: Final = (
-    ("Test", "Test"), ("asdf", "asdf"), ("Mickey", "Mouse"), ("John", "Doe"), ("xxx", "xxx"), ("Donald", "Duck"),
-    ("N/A", "N/A"), ("a", "b"), ("test", "user"), ("qwerty", "qwerty"),
+    ("Test", "Test"),
+    ("asdf", "asdf"),
+    ("Mickey", "Mouse"),
+    ("John", "Doe"),
+    ("xxx", "xxx"),
+    ("Donald", "Duck"),
+    ("N/A", "N/A"),
+    ("a", "b"),
+    ("test", "user"),
+    ("qwerty", "qwerty"),
 )
 _BOGUS_EMAILS: Final = (
-    "test@test.com", "asdf@asdf.com", "x@x.x", "noreply@example.com", "abc@abc", "test@mailinator.com",
-    "none@none.com", "fake@fake.org",
+    "test@test.com",
+    "asdf@asdf.com",
+    "x@x.x",
+    "noreply@example.com",
+    "abc@abc",
+    "test@mailinator.com",
+    "none@none.com",
+    "fake@fake.org",
 )
 _BOGUS_TITLES: Final = ("test", "asdf", "n/a", "-", "none", "xxx", None)
 
 _SENIORITY_MIX: Final[dict[str, dict[str, float]]] = {
-    "default": {"c_level": 0.04, "vp": 0.08, "director": 0.15, "manager": 0.27, "individual": 0.36,
-                "intern_student": 0.10},
-    "small": {"c_level": 0.12, "vp": 0.05, "director": 0.08, "manager": 0.2, "individual": 0.38,
-              "intern_student": 0.17},
-    "sales_generated": {"c_level": 0.12, "vp": 0.2, "director": 0.3, "manager": 0.25, "individual": 0.13,
-                        "intern_student": 0.0},
+    "default": {
+        "c_level": 0.04,
+        "vp": 0.08,
+        "director": 0.15,
+        "manager": 0.27,
+        "individual": 0.36,
+        "intern_student": 0.10,
+    },
+    "small": {
+        "c_level": 0.12,
+        "vp": 0.05,
+        "director": 0.08,
+        "manager": 0.2,
+        "individual": 0.38,
+        "intern_student": 0.17,
+    },
+    "sales_generated": {
+        "c_level": 0.12,
+        "vp": 0.2,
+        "director": 0.3,
+        "manager": 0.25,
+        "individual": 0.13,
+        "intern_student": 0.0,
+    },
 }
 _DEPARTMENT_MIX: Final[dict[str, dict[str, float]]] = {
-    "c_level": {"marketing": 0.15, "sales": 0.1, "it": 0.1, "engineering": 0.12, "finance": 0.1,
-                "operations": 0.08, "hr": 0.03, "executive": 0.32},
+    "c_level": {
+        "marketing": 0.15,
+        "sales": 0.1,
+        "it": 0.1,
+        "engineering": 0.12,
+        "finance": 0.1,
+        "operations": 0.08,
+        "hr": 0.03,
+        "executive": 0.32,
+    },
     "intern_student": {"marketing": 0.35, "sales": 0.15, "engineering": 0.2, "other": 0.3},
-    "default": {"marketing": 0.30, "sales": 0.17, "it": 0.14, "engineering": 0.13, "finance": 0.07,
-                "operations": 0.08, "hr": 0.05, "other": 0.06},
+    "default": {
+        "marketing": 0.30,
+        "sales": 0.17,
+        "it": 0.14,
+        "engineering": 0.13,
+        "finance": 0.07,
+        "operations": 0.08,
+        "hr": 0.05,
+        "other": 0.06,
+    },
 }
 _DEPT_WORDS: Final[dict[str, tuple[str, ...]]] = {
     "marketing": ("Marketing", "Mktg", "Demand Gen", "Digital Marketing", "Growth Marketing", "Brand"),
@@ -418,8 +754,13 @@ _LEVEL_PATTERNS: Final[dict[str, tuple[str, ...]]] = {
     "intern_student": ("{d} Intern", "{d} intern", "Intern, {d}"),
 }
 _INDIVIDUAL_TITLES: Final[dict[str, tuple[str, ...]]] = {
-    "marketing": ("Marketing Specialist", "Content Writer", "Marketing Coordinator", "SEO Analyst",
-                  "Campaign Associate"),
+    "marketing": (
+        "Marketing Specialist",
+        "Content Writer",
+        "Marketing Coordinator",
+        "SEO Analyst",
+        "Campaign Associate",
+    ),
     "sales": ("Account Executive", "Sales Representative", "BDR", "SDR", "Inside Sales Rep"),
     "it": ("Systems Administrator", "IT Specialist", "Network Administrator", "Helpdesk Analyst"),
     "engineering": ("Software Engineer", "Developer", "Data Scientist", "Solutions Architect"),
@@ -430,10 +771,22 @@ _INDIVIDUAL_TITLES: Final[dict[str, tuple[str, ...]]] = {
 }
 _BARE_STUDENT_TITLES: Final = ("Student", "Intern", "Graduate Student", "Trainee")
 _TYPOS: Final[dict[str, str]] = {
-    "Marketing": "Markting", "Manager": "Manger", "Director": "Directr", "Engineer": "Engneer",
-    "Finance": "Finanse", "Operations": "Operatons", "President": "Presdent", "Specialist": "Specalist",
-    "Analyst": "Analist", "Coordinator": "Cordinator", "Sales": "Saless", "Development": "Developement",
-    "Executive": "Excutive", "Technology": "Technolgy", "Intern": "Intrn", "Officer": "Oficer",
+    "Marketing": "Markting",
+    "Manager": "Manger",
+    "Director": "Directr",
+    "Engineer": "Engneer",
+    "Finance": "Finanse",
+    "Operations": "Operatons",
+    "President": "Presdent",
+    "Specialist": "Specalist",
+    "Analyst": "Analist",
+    "Coordinator": "Cordinator",
+    "Sales": "Saless",
+    "Development": "Developement",
+    "Executive": "Excutive",
+    "Technology": "Technolgy",
+    "Intern": "Intrn",
+    "Officer": "Oficer",
 }
 
 
@@ -459,21 +812,18 @@ def _with_typo(title: str) -> str:
 def _render_titles(rng: np.random.Generator, seniority: np.ndarray, department: np.ndarray) -> np.ndarray:
     """Messy free-text titles: templates, abbreviations, case noise, typos and blanks."""
     n = len(seniority)
-    combos, inverse = np.unique(np.char.add(np.char.add(seniority.astype(str), "|"), department.astype(str)),
-                                return_inverse=True)
+    combos, inverse = np.unique(
+        np.char.add(np.char.add(seniority.astype(str), "|"), department.astype(str)), return_inverse=True
+    )
     pick = rng.random(n)
     noise = rng.random(n)
     titles = np.empty(n, dtype=object)
     for k, combo in enumerate(combos):
         rows = np.flatnonzero(inverse == k)
         options = _title_options(*combo.split("|"))
-        variants = np.array(
-            [[t, t.lower(), t.upper(), _with_typo(t)] for t in options], dtype=object
-        )
+        variants = np.array([[t, t.lower(), t.upper(), _with_typo(t)] for t in options], dtype=object)
         which = (pick[rows] * len(options)).astype(int)
-        style = np.select(
-            [noise[rows] < 0.15, noise[rows] < 0.18, noise[rows] < 0.24], [1, 2, 3], default=0
-        )
+        style = np.select([noise[rows] < 0.15, noise[rows] < 0.18, noise[rows] < 0.24], [1, 2, 3], default=0)
         titles[rows] = variants[which, style]
     titles[rng.random(n) < 0.07] = None
     return titles
@@ -514,8 +864,12 @@ def _mix_by_group(rng: np.random.Generator, groups: np.ndarray, mixes: dict[str,
 
 
 def _leads(
-    rng: np.random.Generator, n: int, accounts: pd.DataFrame, account_latent: pd.DataFrame,
-    campaigns: pd.DataFrame, clock: _Clock,
+    rng: np.random.Generator,
+    n: int,
+    accounts: pd.DataFrame,
+    account_latent: pd.DataFrame,
+    campaigns: pd.DataFrame,
+    clock: _Clock,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The observed lead rows and their latent traits (authority, interest, bogus, group)."""
     # When and from where.
@@ -539,8 +893,9 @@ def _leads(
 
     # Who: bogus entries, account, seniority, department.
     bogus = rng.random(n) < _lookup(SOURCE_BOGUS_RATE, source)
-    has_account = rng.random(n) < np.where(source == "sales_generated", 1.0,
-                                           np.where(source == "purchased_list", 0.92, 0.86))
+    has_account = rng.random(n) < np.where(
+        source == "sales_generated", 1.0, np.where(source == "purchased_list", 0.92, 0.86)
+    )
     has_account &= ~bogus | (rng.random(n) < 0.1)
     size_weight = account_latent["employees"].to_numpy() ** 0.35
     account_idx = rng.choice(len(accounts), size=n, p=size_weight / size_weight.sum())
@@ -551,11 +906,11 @@ def _leads(
     employees = np.where(has_account, account_latent["employees"].to_numpy()[account_idx.clip(0)], 5)
     group = np.where(source == "sales_generated", "sales_generated", np.where(employees < 50, "small", "default"))
     seniority = _mix_by_group(rng, group, _SENIORITY_MIX)
-    dept_group = np.where(seniority == "c_level", "c_level",
-                          np.where(seniority == "intern_student", "intern_student", "default"))
+    dept_group = np.where(
+        seniority == "c_level", "c_level", np.where(seniority == "intern_student", "intern_student", "default")
+    )
     department = _mix_by_group(rng, dept_group, _DEPARTMENT_MIX)
-    interest = (rng.lognormal(0.0, 0.7, n) * _lookup(SOURCE_INTEREST, source)
-                * _lookup(SENIORITY_INTEREST, seniority))
+    interest = rng.lognormal(0.0, 0.7, n) * _lookup(SOURCE_INTEREST, source) * _lookup(SENIORITY_INTEREST, seniority)
     interest[bogus] *= 0.3
 
     # Duplicate people: 2% of later leads re-enter an earlier person.
@@ -583,13 +938,20 @@ def _leads(
     local = np.select([style == 0, style == 1], [f_low + "." + l_low, f_low.str[:1] + l_low], default=f_low)
     email = pd.Series(local) + "@" + pd.Series(domain)
     email[bogus] = np.array(_BOGUS_EMAILS, dtype=object)[rng.integers(0, len(_BOGUS_EMAILS), int(bogus.sum()))]
-    country = np.where(has_account & (rng.random(n) < 0.9),
-                       accounts["country"].to_numpy(dtype=object)[account_idx.clip(0)],
-                       _choice(rng, COUNTRY_MIX, n))
+    country = np.where(
+        has_account & (rng.random(n) < 0.9),
+        accounts["country"].to_numpy(dtype=object)[account_idx.clip(0)],
+        _choice(rng, COUNTRY_MIX, n),
+    )
     country = pd.Series(country, dtype=object).where(rng.random(n) > 0.06)
     phone = (
-        "+" + pd.Series(rng.integers(1, 99, n)).astype(str) + " " + pd.Series(rng.integers(200, 999, n)).astype(str)
-        + " " + pd.Series(rng.integers(100, 999, n)).astype(str) + " "
+        "+"
+        + pd.Series(rng.integers(1, 99, n)).astype(str)
+        + " "
+        + pd.Series(rng.integers(200, 999, n)).astype(str)
+        + " "
+        + pd.Series(rng.integers(100, 999, n)).astype(str)
+        + " "
         + pd.Series(rng.integers(1000, 9999, n)).astype(str)
     ).where(rng.random(n) < 0.65)
     for arr in (first, last):
@@ -599,34 +961,38 @@ def _leads(
     email[upper] = email[upper].str.upper()
     titles[dup_rows] = titles[src_rows]
 
-    observed = pd.DataFrame({
-        "created_day": created,
-        "account_id": pd.array(np.where(account_idx >= 0, account_idx + 1, -1), dtype="Int64"),
-        "first_name": first,
-        "last_name": last,
-        "email": email,
-        "phone": phone,
-        "job_title": titles,
-        "lead_source": source,
-        "campaign_id": pd.array(campaign_id, dtype="Int64"),
-        "country": country,
-    })
+    observed = pd.DataFrame(
+        {
+            "created_day": created,
+            "account_id": pd.array(np.where(account_idx >= 0, account_idx + 1, -1), dtype="Int64"),
+            "first_name": first,
+            "last_name": last,
+            "email": email,
+            "phone": phone,
+            "job_title": titles,
+            "lead_source": source,
+            "campaign_id": pd.array(campaign_id, dtype="Int64"),
+            "country": country,
+        }
+    )
     observed["account_id"] = observed["account_id"].mask(observed["account_id"] < 0)
     observed["campaign_id"] = observed["campaign_id"].mask(observed["campaign_id"] < 0)
     fit = np.where(account_idx >= 0, account_latent["fit"].to_numpy()[account_idx.clip(0)], NO_ACCOUNT_FIT)
     authority = _lookup(SENIORITY_AUTHORITY, seniority) * _lookup(DEPARTMENT_AUTHORITY, department)
-    latent = pd.DataFrame({
-        "bogus": bogus,
-        "fit": fit,
-        "seniority": seniority,
-        "department": department,
-        "authority": authority,
-        "interest": interest,
-        "source_conversion": _lookup(SOURCE_CONVERSION, source),
-        "employees": employees,
-        "group": np.where(account_idx >= 0, account_idx, len(accounts) + np.arange(n)),
-        "duplicate_of": pd.array(np.where(np.isin(np.arange(n), dup_rows), -1, -1), dtype="Int64"),
-    })
+    latent = pd.DataFrame(
+        {
+            "bogus": bogus,
+            "fit": fit,
+            "seniority": seniority,
+            "department": department,
+            "authority": authority,
+            "interest": interest,
+            "source_conversion": _lookup(SOURCE_CONVERSION, source),
+            "employees": employees,
+            "group": np.where(account_idx >= 0, account_idx, len(accounts) + np.arange(n)),
+            "duplicate_of": pd.array(np.where(np.isin(np.arange(n), dup_rows), -1, -1), dtype="Int64"),
+        }
+    )
     latent.loc[dup_rows, "duplicate_of"] = src_rows + 1
     latent["duplicate_of"] = latent["duplicate_of"].mask(latent["duplicate_of"] < 0)
     return observed, latent
@@ -635,6 +1001,7 @@ def _leads(
 # ----------------------------------------------------------------------------------------------------------------
 # Conversion hazards and times
 # ----------------------------------------------------------------------------------------------------------------
+
 
 def _lead_windows(windows: pd.DataFrame, group: np.ndarray, begin: np.ndarray, stop: np.ndarray) -> pd.DataFrame:
     """Each lead's in-market intervals clipped to [begin, stop): columns lead, start, end (sorted)."""
@@ -647,7 +1014,11 @@ def _lead_windows(windows: pd.DataFrame, group: np.ndarray, begin: np.ndarray, s
 
 
 def _first_passage(
-    lead_windows: pd.DataFrame, begin: np.ndarray, stop: np.ndarray, rate_out: np.ndarray, rate_in: np.ndarray,
+    lead_windows: pd.DataFrame,
+    begin: np.ndarray,
+    stop: np.ndarray,
+    rate_out: np.ndarray,
+    rate_in: np.ndarray,
     threshold: np.ndarray,
 ) -> np.ndarray:
     """Time at which the cumulative hazard first reaches `threshold` (inf if not before `stop`)."""
@@ -683,8 +1054,9 @@ def _first_passage(
 def _in_window_time(lead_windows: pd.DataFrame, n: int, until: np.ndarray) -> np.ndarray:
     """Per lead, the in-market time within its windows before `until`."""
     lead = lead_windows["lead"].to_numpy()
-    overlap = np.clip(np.minimum(lead_windows["end"].to_numpy(), until[lead]) - lead_windows["start"].to_numpy(),
-                      0, None)
+    overlap = np.clip(
+        np.minimum(lead_windows["end"].to_numpy(), until[lead]) - lead_windows["start"].to_numpy(), 0, None
+    )
     return np.bincount(lead, weights=overlap, minlength=n)
 
 
@@ -698,10 +1070,18 @@ _DETAILS: Final[dict[str, tuple[str, ...]]] = {
     "web_visit": ("/", "/blog", "/product", "/solutions", "/customers", "/integrations", "/about"),
     "pricing_page_visit": ("/pricing", "/pricing/enterprise", "/pricing/compare"),
     "content_download": (
-        "eBook: Lead Scoring Playbook", "Report: State of B2B Marketing", "Guide: Attribution Models",
-        "Whitepaper: Revenue Operations", "Checklist: Funnel Audit", "Template: MQL Definition",
-        "Benchmark: Conversion Rates", "eBook: ABM for Beginners", "Case study: Scaling Pipeline",
-        "Guide: Data Quality in CRM", "Report: Buyer Journey 2026", "Toolkit: Sales Handoff",
+        "eBook: Lead Scoring Playbook",
+        "Report: State of B2B Marketing",
+        "Guide: Attribution Models",
+        "Whitepaper: Revenue Operations",
+        "Checklist: Funnel Audit",
+        "Template: MQL Definition",
+        "Benchmark: Conversion Rates",
+        "eBook: ABM for Beginners",
+        "Case study: Scaling Pipeline",
+        "Guide: Data Quality in CRM",
+        "Report: Buyer Journey 2026",
+        "Toolkit: Sales Handoff",
     ),
     "webinar_register": ("Webinar: Forecasting", "Webinar: Attribution", "Webinar: Pipeline Reviews"),
     "webinar_attend": ("Webinar: Forecasting", "Webinar: Attribution", "Webinar: Pipeline Reviews"),
@@ -715,7 +1095,10 @@ _DETAILS: Final[dict[str, tuple[str, ...]]] = {
 
 
 def _interest_events(
-    rng: np.random.Generator, begin: np.ndarray, stop: np.ndarray, interest: np.ndarray,
+    rng: np.random.Generator,
+    begin: np.ndarray,
+    stop: np.ndarray,
+    interest: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Engagement that follows interest: a burst after creation decaying to a floor."""
     length = np.maximum(stop - begin, 0.0)
@@ -732,7 +1115,8 @@ def _interest_events(
 
 
 def _in_market_events(
-    rng: np.random.Generator, lead_windows: pd.DataFrame,
+    rng: np.random.Generator,
+    lead_windows: pd.DataFrame,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Readiness signals while the lead's account is in market: pricing visits, demo requests, forms."""
     total = sum(IN_MARKET_RATES.values())
@@ -745,7 +1129,11 @@ def _in_market_events(
 
 
 def _activities(
-    rng: np.random.Generator, begin: np.ndarray, stop: np.ndarray, latent: pd.DataFrame, source: np.ndarray,
+    rng: np.random.Generator,
+    begin: np.ndarray,
+    stop: np.ndarray,
+    latent: pd.DataFrame,
+    source: np.ndarray,
     lead_windows: pd.DataFrame,
 ) -> pd.DataFrame:
     """All activities (lead row, day, type) before the unsubscribe/bounce cut of email events."""
@@ -755,11 +1143,19 @@ def _activities(
     rows = np.flatnonzero(creation.notna().to_numpy())
     parts.append((rows, begin[rows], creation.to_numpy()[rows].astype(np.int8)))
     webinar = np.flatnonzero((source == "webinar") & (rng.random(n) < 0.55))
-    parts.append((webinar, begin[webinar] + rng.uniform(1, 14, len(webinar)),
-                  np.full(len(webinar), ACTIVITY_CODE["webinar_attend"], dtype=np.int8)))
+    parts.append(
+        (
+            webinar,
+            begin[webinar] + rng.uniform(1, 14, len(webinar)),
+            np.full(len(webinar), ACTIVITY_CODE["webinar_attend"], dtype=np.int8),
+        )
+    )
     bogus = latent["bogus"].to_numpy()
-    bounce = np.where(bogus & (rng.random(n) < 0.7), begin + rng.uniform(0, 2, n),
-                      np.where(rng.random(n) < 0.02, begin + rng.random(n) * (stop - begin), np.inf))
+    bounce = np.where(
+        bogus & (rng.random(n) < 0.7),
+        begin + rng.uniform(0, 2, n),
+        np.where(rng.random(n) < 0.02, begin + rng.random(n) * (stop - begin), np.inf),
+    )
     unsub = np.where(~bogus & (rng.random(n) < 0.06), begin + rng.random(n) * (stop - begin), np.inf)
     for when, kind in ((bounce, "email_bounce"), (unsub, "unsubscribe")):
         rows = np.flatnonzero(np.isfinite(when))
@@ -788,8 +1184,10 @@ def _details(rng: np.random.Generator, kinds: np.ndarray) -> np.ndarray:
 # The historical MQL rule
 # ----------------------------------------------------------------------------------------------------------------
 
-def historical_static_points(leads: pd.DataFrame, accounts: pd.DataFrame,
-                             rule: HistoricalRule = HISTORICAL_RULE) -> tuple[np.ndarray, np.ndarray]:
+
+def historical_static_points(
+    leads: pd.DataFrame, accounts: pd.DataFrame, rule: HistoricalRule = HISTORICAL_RULE
+) -> tuple[np.ndarray, np.ndarray]:
     """Fit points known at creation and the MQL threshold for each lead, as the history's rule saw them."""
     acc = accounts.set_index("account_id")
     industry = leads["account_id"].map(acc["industry"])
@@ -872,8 +1270,9 @@ def _days_to_market(windows: pd.DataFrame, group: np.ndarray, created: np.ndarra
     return out
 
 
-def _self_reports(rng: np.random.Generator, employees: np.ndarray, fit: np.ndarray,
-                  wait: np.ndarray) -> tuple[pd.Series, pd.Series]:
+def _self_reports(
+    rng: np.random.Generator, employees: np.ndarray, fit: np.ndarray, wait: np.ndarray
+) -> tuple[pd.Series, pd.Series]:
     """Optional budget range and purchase timeframe typed into the creation form."""
     n = len(fit)
     budget_score = np.log10(np.maximum(employees, 1)) + 0.8 * fit + rng.normal(0, 0.5, n)
@@ -883,8 +1282,10 @@ def _self_reports(rng: np.random.Generator, employees: np.ndarray, fit: np.ndarr
     timeframe = np.where(np.isinf(wait), np.where(rng.random(n) < 0.6, "no plans", ">12 months"), horizon)
     noisy = rng.random(n) < 0.3
     timeframe[noisy] = np.array(vocab.PURCHASE_TIMEFRAMES, dtype=object)[rng.integers(0, 5, int(noisy.sum()))]
-    return (pd.Series(budget, dtype=object).where(rng.random(n) < 0.35),
-            pd.Series(timeframe, dtype=object).where(rng.random(n) < 0.30))
+    return (
+        pd.Series(budget, dtype=object).where(rng.random(n) < 0.35),
+        pd.Series(timeframe, dtype=object).where(rng.random(n) < 0.30),
+    )
 
 
 def generate(params: DemoCrmParams) -> DemoResult:
@@ -914,8 +1315,7 @@ def generate(params: DemoCrmParams) -> DemoResult:
     rate_in = HAZARD_IN_MARKET * strength * latent["source_conversion"].to_numpy()
     rate_nurture = HAZARD_NURTURE * strength
     in_market = _lead_windows(windows, group, created, np.full(n, horizon))
-    first_passage = _first_passage(in_market, created, np.full(n, horizon), rate_out, rate_in,
-                                   rng.exponential(1.0, n))
+    first_passage = _first_passage(in_market, created, np.full(n, horizon), rate_out, rate_in, rng.exponential(1.0, n))
 
     # Engagement up to a month after conversion.
     active_stop = np.minimum(horizon, first_passage + ENGAGEMENT_AFTER_CONVERSION_DAYS)
@@ -959,21 +1359,22 @@ def generate(params: DemoCrmParams) -> DemoResult:
     rows = np.flatnonzero(mql)
     events.add(rows, "MQL", mql_day[rows], "lead score reached the MQL threshold")
     rows = np.flatnonzero(accept)
-    events.add(rows, "SAL", review[rows], np.where(hand_raised[rows], "demo request (hand-raiser)",
-                                                   "accepted by BDR"))
+    events.add(rows, "SAL", review[rows], np.where(hand_raised[rows], "demo request (hand-raiser)", "accepted by BDR"))
     rows = np.flatnonzero(reject)
     reasons = np.array(_REJECT_REASONS, dtype=object)[rng.integers(0, len(_REJECT_REASONS), len(rows))]
     events.add(rows, "Nurture", review[rows], reasons)
     rows = np.flatnonzero(sal_timeout & (review + 60.0 < converted))
     events.add(rows, "Nurture", review[rows] + 60.0, "no BANT confirmed within 60 days")
     rows = np.flatnonzero(np.isfinite(closed) & (closed < horizon))
-    events.add(rows, "Disqualified", closed[rows],
-               np.where(bogus[rows], "invalid contact data", "student or no buying role"))
+    events.add(
+        rows, "Disqualified", closed[rows], np.where(bogus[rows], "invalid contact data", "student or no buying role")
+    )
 
     # SQL: through the accepted MQL or demo request, back from nurture, fast-tracked, or straight to sales.
     sal_open = accept & (converted <= review + 60.0)
     direct_reason = np.select(
-        [source == "sales_generated", source == "referral"], ["sales-generated", "referral"],
+        [source == "sales_generated", source == "referral"],
+        ["sales-generated", "referral"],
         default="sales outreach (missed by rules)",
     )
     sal_reason = np.select(
@@ -1008,38 +1409,49 @@ def generate(params: DemoCrmParams) -> DemoResult:
 
     lead_id = tables["leads"].attrs.pop("lead_id_by_row")
     until = np.minimum(closed, horizon)
-    hazard_mass = (rate_out * (until - created) + rate_in * _in_window_time(in_market, n, until)
-                   + rate_nurture * np.clip(np.minimum(nurture_end, until) - nurture_start, 0, None))
-    truth = pd.DataFrame({
-        "lead_id": lead_id,
-        "bogus": bogus,
-        "duplicate_of": pd.array(np.where(latent["duplicate_of"].notna(),
-                                          lead_id[latent["duplicate_of"].fillna(1).to_numpy(dtype=np.int64) - 1],
-                                          -1), dtype="Int64"),
-        "fit": fit,
-        "true_seniority": seniority,
-        "true_department": latent["department"].to_numpy(),
-        "authority": latent["authority"].to_numpy(),
-        "interest": latent["interest"].to_numpy(),
-        "source_conversion": latent["source_conversion"].to_numpy(),
-        "hazard_out": rate_out,
-        "hazard_in": rate_in,
-        "hazard_nurture": rate_nurture,
-        "market_entry_rate": market_entry_rate(fit),
-        "market_exit_rate": np.full(n, 1.0 / MARKET_MEAN_DAYS),
-        "nurture_entered_at": clock.to_timestamps(nurture_entry),
-        "nurture_start": clock.to_timestamps(nurture_start),
-        "nurture_end": clock.to_timestamps(nurture_end),
-        "closed_at": clock.to_timestamps(closed),
-        "converted_at": clock.to_timestamps(np.where(sql, converted, np.inf)),
-        "true_propensity": 1.0 - np.exp(-hazard_mass),
-    })
+    hazard_mass = (
+        rate_out * (until - created)
+        + rate_in * _in_window_time(in_market, n, until)
+        + rate_nurture * np.clip(np.minimum(nurture_end, until) - nurture_start, 0, None)
+    )
+    truth = pd.DataFrame(
+        {
+            "lead_id": lead_id,
+            "bogus": bogus,
+            "duplicate_of": pd.array(
+                np.where(
+                    latent["duplicate_of"].notna(),
+                    lead_id[latent["duplicate_of"].fillna(1).to_numpy(dtype=np.int64) - 1],
+                    -1,
+                ),
+                dtype="Int64",
+            ),
+            "fit": fit,
+            "true_seniority": seniority,
+            "true_department": latent["department"].to_numpy(),
+            "authority": latent["authority"].to_numpy(),
+            "interest": latent["interest"].to_numpy(),
+            "source_conversion": latent["source_conversion"].to_numpy(),
+            "hazard_out": rate_out,
+            "hazard_in": rate_in,
+            "hazard_nurture": rate_nurture,
+            "market_entry_rate": market_entry_rate(fit),
+            "market_exit_rate": np.full(n, 1.0 / MARKET_MEAN_DAYS),
+            "nurture_entered_at": clock.to_timestamps(nurture_entry),
+            "nurture_start": clock.to_timestamps(nurture_start),
+            "nurture_end": clock.to_timestamps(nurture_end),
+            "closed_at": clock.to_timestamps(closed),
+            "converted_at": clock.to_timestamps(np.where(sql, converted, np.inf)),
+            "true_propensity": 1.0 - np.exp(-hazard_mass),
+        }
+    )
     # Each lead's in-market windows as list columns, built from offsets (the windows are sorted by lead row).
     offsets = np.concatenate([[0], np.cumsum(np.bincount(in_market["lead"].to_numpy(), minlength=n))])
     for col in ("start", "end"):
         values = pa.array(clock.to_ns(in_market[col].to_numpy()), type=pa.int64()).cast(_TS_TYPE)
-        truth[f"in_market_{col}"] = pd.Series(pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values),
-                                              dtype=pd.ArrowDtype(pa.list_(_TS_TYPE)))
+        truth[f"in_market_{col}"] = pd.Series(
+            pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values), dtype=pd.ArrowDtype(pa.list_(_TS_TYPE))
+        )
     truth["duplicate_of"] = truth["duplicate_of"].mask(truth["duplicate_of"] < 0)
     truth = truth.sort_values("lead_id", kind="stable").reset_index(drop=True)
     log.info("generated %s leads, %s SQL by the end of history", f"{n:,}", f"{int(sql.sum()):,}")
@@ -1047,8 +1459,15 @@ def generate(params: DemoCrmParams) -> DemoResult:
 
 
 def _assemble(
-    rng: np.random.Generator, clock: _Clock, campaigns: pd.DataFrame, accounts: pd.DataFrame, obs: pd.DataFrame,
-    budget: pd.Series, timeframe: pd.Series, acts: pd.DataFrame, events: _Events,
+    rng: np.random.Generator,
+    clock: _Clock,
+    campaigns: pd.DataFrame,
+    accounts: pd.DataFrame,
+    obs: pd.DataFrame,
+    budget: pd.Series,
+    timeframe: pd.Series,
+    acts: pd.DataFrame,
+    events: _Events,
 ) -> dict[str, pd.DataFrame]:
     """The five tables with ids in time order and canonical dtypes."""
     n = len(obs)
@@ -1060,56 +1479,70 @@ def _assemble(
     by_time = np.lexsort((acts["lead"].to_numpy(), acts["day"].to_numpy()))
     acts = acts.iloc[by_time].reset_index(drop=True)
     kind = acts["kind"].to_numpy()
-    activities = pd.DataFrame({
-        "activity_id": np.arange(1, len(acts) + 1, dtype=np.int64),
-        "lead_id": lead_id[acts["lead"].to_numpy()],
-        "occurred_at": clock.to_timestamps(acts["day"].to_numpy()),
-        "activity_type": np.array(vocab.ACTIVITY_TYPES, dtype=object)[kind],
-        "detail": _details(rng, kind),
-    })
+    activities = pd.DataFrame(
+        {
+            "activity_id": np.arange(1, len(acts) + 1, dtype=np.int64),
+            "lead_id": lead_id[acts["lead"].to_numpy()],
+            "occurred_at": clock.to_timestamps(acts["day"].to_numpy()),
+            "activity_type": np.array(vocab.ACTIVITY_TYPES, dtype=object)[kind],
+            "detail": _details(rng, kind),
+        }
+    )
 
-    ev = pd.DataFrame({
-        "row": np.concatenate(events.rows),
-        "stage": np.concatenate(events.stages),
-        "day": np.concatenate(events.days),
-        "reason": np.concatenate(events.reasons),
-    })
+    ev = pd.DataFrame(
+        {
+            "row": np.concatenate(events.rows),
+            "stage": np.concatenate(events.stages),
+            "day": np.concatenate(events.days),
+            "reason": np.concatenate(events.reasons),
+        }
+    )
     ev["seq"] = ev["stage"].map(_STAGE_ORDER)
     ev = ev.sort_values(["day", "row", "seq"], kind="stable").reset_index(drop=True)
-    stage_history = pd.DataFrame({
-        "stage_history_id": np.arange(1, len(ev) + 1, dtype=np.int64),
-        "lead_id": lead_id[ev["row"].to_numpy()],
-        "stage": ev["stage"].to_numpy(dtype=object),
-        "entered_at": clock.to_timestamps(ev["day"].to_numpy()),
-        "reason": ev["reason"].to_numpy(dtype=object),
-    })
+    stage_history = pd.DataFrame(
+        {
+            "stage_history_id": np.arange(1, len(ev) + 1, dtype=np.int64),
+            "lead_id": lead_id[ev["row"].to_numpy()],
+            "stage": ev["stage"].to_numpy(dtype=object),
+            "entered_at": clock.to_timestamps(ev["day"].to_numpy()),
+            "reason": ev["reason"].to_numpy(dtype=object),
+        }
+    )
 
     last_stage = ev.drop_duplicates("row", keep="last").set_index("row")
     status = pd.Series("Open", index=np.arange(n), dtype=object)
     status[last_stage.index] = last_stage["stage"]
-    last_touch = np.maximum.reduce([
-        created,
-        pd.Series(acts["day"].to_numpy()).groupby(acts["lead"].to_numpy()).max()
-        .reindex(np.arange(n)).fillna(-np.inf).to_numpy(),
-        last_stage["day"].reindex(np.arange(n)).fillna(-np.inf).to_numpy(),
-    ])
-    leads = pd.DataFrame({
-        "lead_id": lead_id,
-        "account_id": obs["account_id"],
-        "created_at": clock.to_timestamps(created),
-        "first_name": obs["first_name"],
-        "last_name": obs["last_name"],
-        "email": obs["email"],
-        "phone": obs["phone"],
-        "job_title": obs["job_title"],
-        "lead_source": obs["lead_source"],
-        "campaign_id": obs["campaign_id"],
-        "country": obs["country"],
-        "budget_range": budget,
-        "purchase_timeframe": timeframe,
-        "status": status.to_numpy(),
-        "updated_at": clock.to_timestamps(last_touch),
-    })
+    last_touch = np.maximum.reduce(
+        [
+            created,
+            pd.Series(acts["day"].to_numpy())
+            .groupby(acts["lead"].to_numpy())
+            .max()
+            .reindex(np.arange(n))
+            .fillna(-np.inf)
+            .to_numpy(),
+            last_stage["day"].reindex(np.arange(n)).fillna(-np.inf).to_numpy(),
+        ]
+    )
+    leads = pd.DataFrame(
+        {
+            "lead_id": lead_id,
+            "account_id": obs["account_id"],
+            "created_at": clock.to_timestamps(created),
+            "first_name": obs["first_name"],
+            "last_name": obs["last_name"],
+            "email": obs["email"],
+            "phone": obs["phone"],
+            "job_title": obs["job_title"],
+            "lead_source": obs["lead_source"],
+            "campaign_id": obs["campaign_id"],
+            "country": obs["country"],
+            "budget_range": budget,
+            "purchase_timeframe": timeframe,
+            "status": status.to_numpy(),
+            "updated_at": clock.to_timestamps(last_touch),
+        }
+    )
     leads = leads.iloc[order].reset_index(drop=True)
     leads.attrs["lead_id_by_row"] = lead_id
     return {

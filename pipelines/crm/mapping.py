@@ -73,8 +73,11 @@ class _Strict(BaseModel):
 def _check_no_inline_password(url: str) -> None:
     """A password may reach a source URL only through ${ENV}: the mapping file lives in git like params.yaml."""
     try:
-        check_url_has_no_password(url, hint="keep credentials out of mapping files: write the password as ${ENV} "
-                                            "(e.g. postgresql://user:${CRM_PASSWORD}@host/db), or use ~/.pgpass")
+        check_url_has_no_password(
+            url,
+            hint="keep credentials out of mapping files: write the password as ${ENV} "
+            "(e.g. postgresql://user:${CRM_PASSWORD}@host/db), or use ~/.pgpass",
+        )
     except ValueError as exc:
         import sqlalchemy as sa
 
@@ -178,8 +181,10 @@ class TableMapping(_Strict):
     joins: list[Join] = Field(default_factory=list, description="Columns of other sources brought in by key")
     unpivot: Unpivot | None = Field(default=None, description="Wide columns turned into rows (before the rest)")
     keep_rows: dict[str, list[str]] = Field(
-        default_factory=dict, description="Source column -> the values whose rows are kept (e.g. LeadHistory's "
-                                          "Field: [Status]); every other row is left out")
+        default_factory=dict,
+        description="Source column -> the values whose rows are kept (e.g. LeadHistory's "
+        "Field: [Status]); every other row is left out",
+    )
 
     @field_validator("keep_rows", mode="before")
     @classmethod
@@ -187,6 +192,7 @@ class TableMapping(_Strict):
         if isinstance(value, dict):
             return {k: [str(x) for x in v] if isinstance(v, list) else v for k, v in value.items()}
         return value
+
     leaky: dict[str, str] = Field(default_factory=dict, description="Source column -> why it leaks the outcome")
     ignore: dict[str, str] = Field(default_factory=dict, description="Source column -> why it is not used")
     unmapped: Literal["error", "ignore"] = Field(
@@ -215,8 +221,9 @@ class Target(_Strict):
     positive: list[str] = Field(min_length=1, description="Values meaning 'reached the target stage'")
     negative: list[str] = Field(min_length=1, description="Values meaning 'did not (yet) reach it'")
     stage: Literal["SAL", "SQL", "Opportunity", "Won"] = Field(description="The CRM stage a positive value means")
-    maturation_days: int | None = Field(default=None, gt=0, le=3650,
-                                        description="Dated data: days after creation by which the outcome is known")
+    maturation_days: int | None = Field(
+        default=None, gt=0, le=3650, description="Dated data: days after creation by which the outcome is known"
+    )
 
     @field_validator("positive", "negative", mode="before")
     @classmethod
@@ -246,12 +253,15 @@ class CrmMapping(_Strict):
 
     description: str | None = None
     snapshot_date: date | None = Field(
-        default=None, description="With a target column: the export date (leads-only data: the one snapshot, UTC)")
+        default=None, description="With a target column: the export date (leads-only data: the one snapshot, UTC)"
+    )
     target: Target | None = None
     order: Order | None = Field(default=None, description="Leads ordered in time without dates (with a target)")
     ids: Literal["integer", "text"] = Field(
-        default="integer", description="integer: ids are whole numbers; text: any string id (Salesforce, hex, ...) "
-                                       "kept as crm_id, the integer key derived from it")
+        default="integer",
+        description="integer: ids are whole numbers; text: any string id (Salesforce, hex, ...) "
+        "kept as crm_id, the integer key derived from it",
+    )
     tables: dict[Literal["campaigns", "accounts", "leads", "activities", "stage_history"], TableMapping]
 
     @model_validator(mode="after")
@@ -264,8 +274,10 @@ class CrmMapping(_Strict):
             targets = list(table.columns.values())
             for column in [*targets, *table.values, *table.dates, *table.constants]:
                 if column not in schema_columns:
-                    problems.append(f"tables.{name}: '{column}' is not a column of the CRM table {name} "
-                                    f"(expected one of {sorted(schema_columns)})")
+                    problems.append(
+                        f"tables.{name}: '{column}' is not a column of the CRM table {name} "
+                        f"(expected one of {sorted(schema_columns)})"
+                    )
             doubled = sorted({c for c in targets if targets.count(c) > 1} | (set(targets) & set(table.constants)))
             if doubled:
                 problems.append(f"tables.{name}: CRM column(s) {doubled} are filled more than once")
@@ -305,17 +317,22 @@ class CrmMapping(_Strict):
                 problems.append("target: give either a target column (leads-only data) or a stage_history table")
             dated = "created_at" in self.tables["leads"].columns.values()
             if dated and self.target.maturation_days is None:
-                problems.append("target.maturation_days is required when created_at is mapped beside a target column "
-                                "(dated data without conversion dates): how many days after creation is a lead's "
-                                "outcome known? Younger leads are left out of training as censored")
+                problems.append(
+                    "target.maturation_days is required when created_at is mapped beside a target column "
+                    "(dated data without conversion dates): how many days after creation is a lead's "
+                    "outcome known? Younger leads are left out of training as censored"
+                )
             if self.order is not None and dated:
                 problems.append("order: the leads have dates (created_at is mapped); order is for data without dates")
             if not dated and self.target.maturation_days is not None:
-                problems.append("target.maturation_days needs created_at mapped (dated data); leads-only data has "
-                                "one snapshot")
+                problems.append(
+                    "target.maturation_days needs created_at mapped (dated data); leads-only data has one snapshot"
+                )
             if self.snapshot_date is None:
-                problems.append("snapshot_date is required with a target column (the export date; for leads-only "
-                                "data, the one snapshot)")
+                problems.append(
+                    "snapshot_date is required with a target column (the export date; for leads-only "
+                    "data, the one snapshot)"
+                )
             if "activities" in self.tables and not dated:
                 problems.append("target: leads-only data (a target column) cannot have activities without dates")
         elif "stage_history" not in self.tables:
@@ -351,6 +368,7 @@ class MappedCrm:
 # ----------------------------------------------------------------------------------------------------------------
 # Reading the mapping file and the sources
 # ----------------------------------------------------------------------------------------------------------------
+
 
 def parse_mapping(raw: object, path: Path) -> CrmMapping:
     """The typed mapping from parsed YAML; MappingError names the file and every bad key."""
@@ -401,8 +419,9 @@ def read_source(source: Source, where: str) -> pd.DataFrame:
     if kind == "parquet":
         return pd.read_parquet(path)
     try:
-        return pd.read_csv(path, sep=source.sep, encoding=source.encoding, dtype=str, keep_default_na=False,
-                           na_values=[""])
+        return pd.read_csv(
+            path, sep=source.sep, encoding=source.encoding, dtype=str, keep_default_na=False, na_values=[""]
+        )
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise MappingError(f"{where}: cannot read {path} as CSV: {exc}") from None
 
@@ -425,25 +444,32 @@ def read_sources(mapping: CrmMapping) -> dict[str, pd.DataFrame]:
 # The pure core
 # ----------------------------------------------------------------------------------------------------------------
 
+
 def _examples(values: pd.Series, mask: pd.Series | np.ndarray) -> str:
     """'row 3: 'x', row 7: 'y'' for the first rows where `mask` holds (row = 1-based data row of the source)."""
     rows = np.flatnonzero(np.asarray(mask))[:_MAX_EXAMPLES]
     return ", ".join(f"row {r + 1}: {values.iloc[r]!r}" for r in rows)
 
 
-def _check_columns(name: str, frame: pd.DataFrame, table: TableMapping, target: Target | None,
-                   order: str | None = None) -> None:
-    named = {**{c: "keep_rows" for c in table.keep_rows}, **{c: "columns" for c in table.columns},
-             **{a.column: "attributes" for a in table.attributes.values()},
-             **{c: "leaky" for c in table.leaky}, **{c: "ignore" for c in table.ignore}}
+def _check_columns(
+    name: str, frame: pd.DataFrame, table: TableMapping, target: Target | None, order: str | None = None
+) -> None:
+    named = {
+        **{c: "keep_rows" for c in table.keep_rows},
+        **{c: "columns" for c in table.columns},
+        **{a.column: "attributes" for a in table.attributes.values()},
+        **{c: "leaky" for c in table.leaky},
+        **{c: "ignore" for c in table.ignore},
+    }
     if target is not None and name == "leads":
         named[target.column] = "target"
     if order is not None and name == "leads":
         named[order] = "order"
     absent = [f"'{c}' (named in {where})" for c, where in named.items() if c not in frame.columns]
     if absent:
-        raise MappingError(f"table '{name}': source column(s) {', '.join(absent)} not found; the source has "
-                           f"{list(frame.columns)}")
+        raise MappingError(
+            f"table '{name}': source column(s) {', '.join(absent)} not found; the source has {list(frame.columns)}"
+        )
     unaccounted = [c for c in frame.columns if c not in named]
     if unaccounted and table.unmapped == "error":
         raise MappingError(
@@ -497,8 +523,10 @@ def _parse_dates(name: str, crm: str, source: str, values: pd.Series, fmt: str) 
     parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
     bad = text.notna() & parsed.isna()
     if bad.any():
-        raise MappingError(f"table '{name}', column '{crm}' (source '{source}'): {int(bad.sum())} value(s) do not "
-                           f"match the date format {fmt!r}; e.g. {_examples(text, bad)}")
+        raise MappingError(
+            f"table '{name}', column '{crm}' (source '{source}'): {int(bad.sum())} value(s) do not "
+            f"match the date format {fmt!r}; e.g. {_examples(text, bad)}"
+        )
     return parsed
 
 
@@ -506,8 +534,10 @@ def _numeric(name: str, attr: str, source: str, values: pd.Series) -> pd.Series:
     numbers = pd.to_numeric(values, errors="coerce")
     bad = values.notna() & numbers.isna()
     if bad.any():
-        raise MappingError(f"table '{name}', attribute '{attr}' (source '{source}'): {int(bad.sum())} value(s) are "
-                           f"not numbers; e.g. {_examples(values, bad)}; declare it categorical or fix the data")
+        raise MappingError(
+            f"table '{name}', attribute '{attr}' (source '{source}'): {int(bad.sum())} value(s) are "
+            f"not numbers; e.g. {_examples(values, bad)}; declare it categorical or fix the data"
+        )
     return numbers.astype("float64")
 
 
@@ -515,8 +545,9 @@ def unpivot_source(name: str, frame: pd.DataFrame, spec: Unpivot) -> pd.DataFram
     """One row per record and filled wide column: the `keep` columns, `name` (the column's value), `value`."""
     absent = [c for c in [*spec.keep, *spec.columns] if c not in frame.columns]
     if absent:
-        raise MappingError(f"table '{name}', unpivot: column(s) {absent} not found; the source has "
-                           f"{list(frame.columns)}")
+        raise MappingError(
+            f"table '{name}', unpivot: column(s) {absent} not found; the source has {list(frame.columns)}"
+        )
     parts = []
     for column, meaning in spec.columns.items():
         filled = frame[column].notna() & (frame[column].astype("string").str.strip() != "").fillna(False)
@@ -530,7 +561,7 @@ def unpivot_source(name: str, frame: pd.DataFrame, spec: Unpivot) -> pd.DataFram
 def join_source(name: str, frame: pd.DataFrame, join: Join, other: pd.DataFrame, index: int) -> pd.DataFrame:
     """`frame` with `join.take` columns of `other` matched on the key; a key held twice in `other` is refused."""
     where = f"table '{name}', joins[{index}]"
-    (left, right), = join.by.items()
+    ((left, right),) = join.by.items()
     if left not in frame.columns:
         raise MappingError(f"{where}: column '{left}' not found in the table's source; it has {list(frame.columns)}")
     absent = [c for c in [right, *join.take] if c not in other.columns]
@@ -543,17 +574,23 @@ def join_source(name: str, frame: pd.DataFrame, join: Join, other: pd.DataFrame,
     keys = _as_text(other[right].reset_index(drop=True))
     doubled = keys.notna() & keys.duplicated(keep=False)
     if doubled.any():
-        raise MappingError(f"{where}: the joined source holds {int(keys[doubled].nunique())} key(s) of column "
-                           f"'{right}' more than once, so the join is ambiguous; e.g. {_examples(keys, doubled)}; "
-                           "filter the source to one row per key")
+        raise MappingError(
+            f"{where}: the joined source holds {int(keys[doubled].nunique())} key(s) of column "
+            f"'{right}' more than once, so the join is ambiguous; e.g. {_examples(keys, doubled)}; "
+            "filter the source to one row per key"
+        )
     looked_up = other.reset_index(drop=True).assign(_key=keys.to_numpy()).dropna(subset=["_key"])
     looked_up = looked_up.set_index("_key")[list(join.take)].rename(columns=names)
     matched = looked_up.reindex(_as_text(frame[left]).to_numpy())
     out = frame.reset_index(drop=True).copy()
     for column in matched.columns:
         out[column] = matched[column].to_numpy()
-    log.info("%s: %s of %s rows matched a row of the joined source", where, f"{int(frame[left].notna().sum()):,}",
-             f"{len(frame):,}")
+    log.info(
+        "%s: %s of %s rows matched a row of the joined source",
+        where,
+        f"{int(frame[left].notna().sum()):,}",
+        f"{len(frame):,}",
+    )
     return out
 
 
@@ -571,20 +608,28 @@ def _refuse_guessed_dates(name: str, crm: str, source: str, text: pd.Series) -> 
     hint = f"declare its format under dates.{crm} (strptime, e.g. '%d/%m/%Y' or '%m/%d/%Y')"
     if (rest & ~shaped).any():
         bad = rest & ~shaped
-        raise MappingError(f"{where}: {int(bad.sum())} value(s) are not ISO 8601 dates and no date format is "
-                           f"declared; e.g. {_examples(text, bad)}; {hint}")
+        raise MappingError(
+            f"{where}: {int(bad.sum())} value(s) are not ISO 8601 dates and no date format is "
+            f"declared; e.g. {_examples(text, bad)}; {hint}"
+        )
     day_first = shaped & (first > 12)
     month_first = shaped & (second > 12)
     if day_first.any() and month_first.any():
-        raise MappingError(f"{where}: the rows mix two date readings: day first (e.g. {_examples(text, day_first)}) "
-                           f"and month first (e.g. {_examples(text, month_first)}); fix the export so that one "
-                           f"reading holds for every row, then {hint}")
+        raise MappingError(
+            f"{where}: the rows mix two date readings: day first (e.g. {_examples(text, day_first)}) "
+            f"and month first (e.g. {_examples(text, month_first)}); fix the export so that one "
+            f"reading holds for every row, then {hint}"
+        )
     if day_first.any() or month_first.any():
         reading = "day first (DD-MM)" if day_first.any() else "month first (MM-DD)"
-        raise MappingError(f"{where}: no date format is declared and the values are not ISO 8601; they read "
-                           f"{reading} (e.g. {_examples(text, day_first | month_first)}); {hint}")
-    raise MappingError(f"{where}: ambiguous dates: every day and month is at most 12, so each value fits both "
-                       f"DD-MM and MM-DD; e.g. {_examples(text, shaped)}; {hint}")
+        raise MappingError(
+            f"{where}: no date format is declared and the values are not ISO 8601; they read "
+            f"{reading} (e.g. {_examples(text, day_first | month_first)}); {hint}"
+        )
+    raise MappingError(
+        f"{where}: ambiguous dates: every day and month is at most 12, so each value fits both "
+        f"DD-MM and MM-DD; e.g. {_examples(text, shaped)}; {hint}"
+    )
 
 
 def _ids_as_integers(name: str, column: str, values: pd.Series, text_ids: bool) -> pd.Series:
@@ -595,9 +640,11 @@ def _ids_as_integers(name: str, column: str, values: pd.Series, text_ids: bool) 
     numbers = pd.to_numeric(text, errors="coerce")
     bad = text.notna() & (numbers.isna() | (numbers != np.floor(numbers.fillna(0))))
     if bad.any():
-        raise MappingError(f"table '{name}', column '{column}': {int(bad.sum())} id(s) are not whole numbers; e.g. "
-                           f"{_examples(text, bad)}; set `ids: text` at the top of the mapping to keep string ids "
-                           "(Salesforce, HubSpot, hexadecimal) as the CRM's own key")
+        raise MappingError(
+            f"table '{name}', column '{column}': {int(bad.sum())} id(s) are not whole numbers; e.g. "
+            f"{_examples(text, bad)}; set `ids: text` at the top of the mapping to keep string ids "
+            "(Salesforce, HubSpot, hexadecimal) as the CRM's own key"
+        )
     return numbers.astype("Int64")
 
 
@@ -612,8 +659,9 @@ def text_id(value: str) -> int:
     return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest(), "big") & (2**53 - 1)
 
 
-def map_table(name: str, frame: pd.DataFrame, table: TableMapping, target: Target | None = None,
-              order: str | None = None) -> pd.DataFrame:
+def map_table(
+    name: str, frame: pd.DataFrame, table: TableMapping, target: Target | None = None, order: str | None = None
+) -> pd.DataFrame:
     """One source frame as the CRM table's columns (renamed, value-mapped, dates parsed, constants added).
 
     Columns the source does not provide are left out; `apply_mapping` completes and validates the table.
@@ -669,15 +717,18 @@ def _positive(frame: pd.DataFrame, target: Target) -> np.ndarray:
     """Per lead, whether its target value is a declared positive; a value in neither declared set is refused."""
     text = _as_text(frame[target.column])
     if text.isna().any():
-        raise MappingError(f"table 'leads', target column '{target.column}': {int(text.isna().sum())} row(s) have "
-                           f"no value; e.g. {_examples(text, text.isna())}")
+        raise MappingError(
+            f"table 'leads', target column '{target.column}': {int(text.isna().sum())} row(s) have "
+            f"no value; e.g. {_examples(text, text.isna())}"
+        )
     other = ~text.isin([*target.positive, *target.negative])
     if other.any():
         distinct = sorted(text[other].unique().tolist())[:20]
         raise MappingError(
             f"table 'leads', target column '{target.column}': {int(other.sum())} row(s) hold value(s) {distinct} "
             f"that are neither positive {target.positive} nor negative {target.negative}; e.g. "
-            f"{_examples(text, other)}; add each to target.positive or target.negative (nothing is guessed)")
+            f"{_examples(text, other)}; add each to target.positive or target.negative (nothing is guessed)"
+        )
     return text.isin(target.positive).to_numpy()
 
 
@@ -704,7 +755,8 @@ def _latest_events(leads: pd.DataFrame, tables: Mapping[str, pd.DataFrame]) -> t
     latest_stage = pd.Series("Open", index=leads["lead_id"].to_numpy(), dtype=object)
     if len(stages):
         entered = stages.assign(entered_at=pd.to_datetime(stages["entered_at"], utc=True)).sort_values(
-            ["entered_at", "stage_history_id"])
+            ["entered_at", "stage_history_id"]
+        )
         last = entered.groupby("lead_id").tail(1).set_index("lead_id")
         latest_stage.loc[latest_stage.index.intersection(last.index)] = last["stage"]
         when = last["entered_at"].reindex(latest_time.index)
@@ -729,12 +781,16 @@ def _check_events_after_creation(tables: Mapping[str, pd.DataFrame]) -> None:
         if early.any():
             rows = np.flatnonzero(early)[:_MAX_EXAMPLES]
             key = PRIMARY_KEYS[name]
-            shown = ", ".join(f"row {r + 1} ({key}={frame[key].iloc[r]}, lead_id={frame['lead_id'].iloc[r]}): "
-                              f"{frame[column].iloc[r]:%Y-%m-%d %H:%M} before created_at {own[r]:%Y-%m-%d %H:%M}"
-                              for r in rows)
-            raise MappingError(f"table '{name}', column '{column}': {int(early.sum())} row(s) are dated before their "
-                               f"lead's creation (leads.created_at); e.g. {shown}; check the date formats of both "
-                               "tables (day-first vs month-first) and the data")
+            shown = ", ".join(
+                f"row {r + 1} ({key}={frame[key].iloc[r]}, lead_id={frame['lead_id'].iloc[r]}): "
+                f"{frame[column].iloc[r]:%Y-%m-%d %H:%M} before created_at {own[r]:%Y-%m-%d %H:%M}"
+                for r in rows
+            )
+            raise MappingError(
+                f"table '{name}', column '{column}': {int(early.sum())} row(s) are dated before their "
+                f"lead's creation (leads.created_at); e.g. {shown}; check the date formats of both "
+                "tables (day-first vs month-first) and the data"
+            )
 
 
 def _key_columns(tables: dict[str, pd.DataFrame], text_ids: bool) -> pd.DataFrame | None:
@@ -752,8 +808,10 @@ def _key_columns(tables: dict[str, pd.DataFrame], text_ids: bool) -> pd.DataFram
     if crm_ids is not None and text_ids:
         clash = crm_ids["lead_id"].duplicated(keep=False) & ~crm_ids["crm_id"].duplicated(keep=False)
         if clash.any():  # two different texts with one key: rare, but never silent
-            raise MappingError(f"table 'leads', column 'lead_id': ids {crm_ids.loc[clash, 'crm_id'].head(5).tolist()} "
-                               "derive the same integer key; please report it (the key width would have to grow)")
+            raise MappingError(
+                f"table 'leads', column 'lead_id': ids {crm_ids.loc[clash, 'crm_id'].head(5).tolist()} "
+                "derive the same integer key; please report it (the key width would have to grow)"
+            )
     return crm_ids
 
 
@@ -762,23 +820,29 @@ def _order_rank(frame: pd.DataFrame, order: Order) -> np.ndarray:
     if order.column is None:
         return np.arange(len(frame), dtype=np.int64)
     if order.column not in frame.columns:
-        raise MappingError(f"order: column '{order.column}' not found in the leads source; it has "
-                           f"{list(frame.columns)}")
+        raise MappingError(
+            f"order: column '{order.column}' not found in the leads source; it has {list(frame.columns)}"
+        )
     text = _as_text(frame[order.column])
     values = pd.to_numeric(text, errors="coerce")
     bad = values.isna()
     if bad.any():
-        raise MappingError(f"table 'leads', order column '{order.column}': {int(bad.sum())} value(s) are missing or "
-                           f"not numbers; e.g. {_examples(text, bad)}")
+        raise MappingError(
+            f"table 'leads', order column '{order.column}': {int(bad.sum())} value(s) are missing or "
+            f"not numbers; e.g. {_examples(text, bad)}"
+        )
     tied = values.duplicated(keep=False)
     if tied.any():
-        raise MappingError(f"table 'leads', order column '{order.column}': {int(tied.sum())} row(s) share a value, so "
-                           f"their order is ambiguous; e.g. {_examples(text, tied)}")
+        raise MappingError(
+            f"table 'leads', order column '{order.column}': {int(tied.sum())} row(s) share a value, so "
+            f"their order is ambiguous; e.g. {_examples(text, tied)}"
+        )
     return values.rank(method="first").to_numpy(dtype=np.int64) - 1
 
 
-def _flag_labels(leads: pd.DataFrame, raw_leads: pd.DataFrame, mapping: CrmMapping
-                 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any], dict[str, Any]]:
+def _flag_labels(
+    leads: pd.DataFrame, raw_leads: pd.DataFrame, mapping: CrmMapping
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any], dict[str, Any]]:
     """A target column without conversion dates: (leads, stage entries, report, label meta).
 
     Leads-only (no created_at): every lead created at snapshot_date and each positive one enters the target stage a
@@ -796,10 +860,12 @@ def _flag_labels(leads: pd.DataFrame, raw_leads: pd.DataFrame, mapping: CrmMappi
         created = pd.to_datetime(leads["created_at"], utc=True)
         after = (created >= export_end).fillna(False).to_numpy()
         if after.any():
-            raise MappingError(f"table 'leads', column 'created_at': {int(after.sum())} lead(s) are created after the "
-                               f"export date snapshot_date={mapping.snapshot_date}; e.g. "
-                               f"{_examples(created.dt.strftime('%Y-%m-%d %H:%M'), after)}; set snapshot_date to the "
-                               "day the export was taken")
+            raise MappingError(
+                f"table 'leads', column 'created_at': {int(after.sum())} lead(s) are created after the "
+                f"export date snapshot_date={mapping.snapshot_date}; e.g. "
+                f"{_examples(created.dt.strftime('%Y-%m-%d %H:%M'), after)}; set snapshot_date to the "
+                "day the export was taken"
+            )
         entered, kind = export_end, LABEL_DATED_FLAG
     elif mapping.order is not None:  # no dates, but an order: creation = rank seconds after the snapshot date
         rank = _order_rank(raw_leads.reset_index(drop=True), mapping.order)
@@ -809,23 +875,33 @@ def _flag_labels(leads: pd.DataFrame, raw_leads: pd.DataFrame, mapping: CrmMappi
         leads["created_at"] = snapshot
         entered, kind = snapshot + TARGET_DELAY, LABEL_LEADS_ONLY
     leads = _complete("leads", leads)
-    stages = pd.DataFrame({
-        "stage_history_id": np.arange(1, int(positive.sum()) + 1, dtype=np.int64),
-        "lead_id": leads.loc[positive, "lead_id"].to_numpy(),
-        "stage": target.stage,
-        "entered_at": entered,
-        "reason": f"mapped from target column '{target.column}'" + (" (conversion date unknown)" if dated else ""),
-    })
+    stages = pd.DataFrame(
+        {
+            "stage_history_id": np.arange(1, int(positive.sum()) + 1, dtype=np.int64),
+            "lead_id": leads.loc[positive, "lead_id"].to_numpy(),
+            "stage": target.stage,
+            "entered_at": entered,
+            "reason": f"mapped from target column '{target.column}'" + (" (conversion date unknown)" if dated else ""),
+        }
+    )
     if "status" not in mapped_columns:
         leads["status"] = np.where(positive, target.stage, "Open")
     if "updated_at" not in mapped_columns:
         base = pd.to_datetime(leads["created_at"], utc=True)
         leads["updated_at"] = base.where(~positive, entered).astype("datetime64[ns, UTC]")
-    report = {"snapshot_date": str(mapping.snapshot_date), "target_column": target.column,
-              "target_stage": target.stage, "positives": int(positive.sum()),
-              "positive_rate": float(positive.mean()) if len(positive) else 0.0}
-    label: dict[str, Any] = {"label": kind, "target_column": target.column, "target_stage": target.stage,
-                             "export_date": str(mapping.snapshot_date)}
+    report = {
+        "snapshot_date": str(mapping.snapshot_date),
+        "target_column": target.column,
+        "target_stage": target.stage,
+        "positives": int(positive.sum()),
+        "positive_rate": float(positive.mean()) if len(positive) else 0.0,
+    }
+    label: dict[str, Any] = {
+        "label": kind,
+        "target_column": target.column,
+        "target_stage": target.stage,
+        "export_date": str(mapping.snapshot_date),
+    }
     if mapping.order is not None:
         label |= {"maturation_days": 0, "basis": "order", "order_column": mapping.order.column or "(row order)"}
         report |= {"order": mapping.order.column or "(row order)", "censored_leads": 0}
@@ -841,8 +917,12 @@ def _flag_labels(leads: pd.DataFrame, raw_leads: pd.DataFrame, mapping: CrmMappi
 def apply_mapping(raw: Mapping[str, pd.DataFrame], mapping: CrmMapping) -> MappedCrm:
     """The pure core: raw source frames (one per mapped table and joined source) -> the validated CRM tables."""
     missing = [name for name in mapping.tables if name not in raw]
-    missing += [join_key(name, i) for name, t in mapping.tables.items() for i in range(len(t.joins))
-                if join_key(name, i) not in raw]
+    missing += [
+        join_key(name, i)
+        for name, t in mapping.tables.items()
+        for i in range(len(t.joins))
+        if join_key(name, i) not in raw
+    ]
     if missing:
         raise MappingError(f"no source rows given for mapped table(s) {missing}")
     sources: dict[str, pd.DataFrame] = {}
@@ -852,19 +932,27 @@ def apply_mapping(raw: Mapping[str, pd.DataFrame], mapping: CrmMapping) -> Mappe
             frame = unpivot_source(name, frame, table.unpivot)
         for column, values in table.keep_rows.items():
             if column not in frame.columns:
-                raise MappingError(f"table '{name}', keep_rows: column '{column}' not found; the source has "
-                                   f"{list(frame.columns)}")
+                raise MappingError(
+                    f"table '{name}', keep_rows: column '{column}' not found; the source has {list(frame.columns)}"
+                )
             kept = _as_text(frame[column]).isin(values).fillna(False).to_numpy(dtype=bool)
-            log.info("table %s: keeping %s of %s rows whose %s is in %s", name, f"{int(kept.sum()):,}",
-                     f"{len(frame):,}", column, values)
+            log.info(
+                "table %s: keeping %s of %s rows whose %s is in %s",
+                name,
+                f"{int(kept.sum()):,}",
+                f"{len(frame):,}",
+                column,
+                values,
+            )
             frame = frame.loc[kept].reset_index(drop=True)
         for i, join in enumerate(table.joins):
             frame = join_source(name, frame, join, raw[join_key(name, i)], i)
         sources[name] = frame
     tables: dict[str, pd.DataFrame] = {}
     for name, table in mapping.tables.items():
-        tables[name] = map_table(name, sources[name], table, mapping.target,
-                                 mapping.order.column if mapping.order is not None else None)
+        tables[name] = map_table(
+            name, sources[name], table, mapping.target, mapping.order.column if mapping.order is not None else None
+        )
     crm_ids = _key_columns(tables, mapping.ids == "text")
     leads = tables["leads"]
     report: dict[str, Any] = {
@@ -894,16 +982,22 @@ def apply_mapping(raw: Mapping[str, pd.DataFrame], mapping: CrmMapping) -> Mappe
     checked = validate_crm(tables)
     if not leads_only:
         _check_events_after_creation(checked)
-    attributes = canonical_attributes(_attributes(sources["leads"], mapping.tables["leads"], checked["leads"]),
-                                      checked["leads"]["lead_id"])
+    attributes = canonical_attributes(
+        _attributes(sources["leads"], mapping.tables["leads"], checked["leads"]), checked["leads"]["lead_id"]
+    )
     report["attributes"] = {a: s.kind for a, s in mapping.tables["leads"].attributes.items()}
     report["attributes"] |= {a: f"derived: {d.part} of {d.column}" for a, d in mapping.tables["leads"].derived.items()}
     if crm_ids is None:  # generated lead ids: the CRM has no key of its own to go back to
-        crm_ids = pd.DataFrame({"lead_id": checked["leads"]["lead_id"].to_numpy(),
-                                "crm_id": checked["leads"]["lead_id"].astype(str).to_numpy()})
+        crm_ids = pd.DataFrame(
+            {
+                "lead_id": checked["leads"]["lead_id"].to_numpy(),
+                "crm_id": checked["leads"]["lead_id"].astype(str).to_numpy(),
+            }
+        )
     crm_ids = crm_ids.astype({"lead_id": "int64", "crm_id": "string"})
-    return MappedCrm(tables=checked, attributes=attributes, leads_only=leads_only, report=report, crm_ids=crm_ids,
-                     label=label)
+    return MappedCrm(
+        tables=checked, attributes=attributes, leads_only=leads_only, report=report, crm_ids=crm_ids, label=label
+    )
 
 
 def with_leaky_as_attributes(mapping: CrmMapping) -> CrmMapping:
@@ -929,11 +1023,26 @@ def write_mapped(url: str, mapped: MappedCrm) -> None:
     if mapped.crm_ids is not None:
         extra[CRM_IDS_TABLE] = mapped.crm_ids
     try:
-        replace_tables(engine, {**mapped.tables, ATTRIBUTES_TABLE: mapped.attributes, **extra},
-                       {**PRIMARY_KEYS, ATTRIBUTES_TABLE: ATTRIBUTES_KEY, CRM_IDS_TABLE: "lead_id"})
+        replace_tables(
+            engine,
+            {**mapped.tables, ATTRIBUTES_TABLE: mapped.attributes, **extra},
+            {**PRIMARY_KEYS, ATTRIBUTES_TABLE: ATTRIBUTES_KEY, CRM_IDS_TABLE: "lead_id"},
+        )
     finally:
         engine.dispose()
 
 
-__all__ = ["CRM_IDS_TABLE", "IMPORT_TABLE", "CrmMapping", "MappedCrm", "MappingError", "apply_mapping", "load_mapping",
-           "parse_mapping", "read_sources", "text_id", "with_leaky_as_attributes", "write_mapped"]
+__all__ = [
+    "CRM_IDS_TABLE",
+    "IMPORT_TABLE",
+    "CrmMapping",
+    "MappedCrm",
+    "MappingError",
+    "apply_mapping",
+    "load_mapping",
+    "parse_mapping",
+    "read_sources",
+    "text_id",
+    "with_leaky_as_attributes",
+    "write_mapped",
+]

@@ -165,8 +165,10 @@ def _check_text(table: str, frame: pd.DataFrame) -> None:
         if is_bytes.any():
             rows = frame.loc[is_bytes].head(_MAX_EXAMPLES)
             examples = ", ".join(f"{key}={_plain(r[key])!r}: {r[column]!r}" for _, r in rows.iterrows())
-            raise CrmDataError(f"table '{table}', column '{column}': {int(is_bytes.sum())} value(s) are bytes, not "
-                               f"UTF-8 text; e.g. {examples}")
+            raise CrmDataError(
+                f"table '{table}', column '{column}': {int(is_bytes.sum())} value(s) are bytes, not "
+                f"UTF-8 text; e.g. {examples}"
+            )
 
 
 def _plain(value: object) -> object:
@@ -190,12 +192,17 @@ def _describe_failures(table: str, frame: pd.DataFrame, failures: pd.DataFrame) 
         column_name = column if isinstance(column, str) and column else None
         rows = [int(i) for i in group["index"].dropna().unique()[:_MAX_EXAMPLES] if int(i) < len(frame)]
         if rows and key in frame.columns:
-            shown = ", ".join(dict.fromkeys(
-                f"{key}={_plain(frame[key].iloc[r])!r}"
-                + (f": {_plain(frame[column_name].iloc[r])!r}" if column_name in frame.columns and column_name != key
-                   else "")
-                for r in rows
-            ))
+            shown = ", ".join(
+                dict.fromkeys(
+                    f"{key}={_plain(frame[key].iloc[r])!r}"
+                    + (
+                        f": {_plain(frame[column_name].iloc[r])!r}"
+                        if column_name in frame.columns and column_name != key
+                        else ""
+                    )
+                    for r in rows
+                )
+            )
         else:
             shown = ", ".join(repr(_plain(v)) for v in group["failure_case"].unique()[:_MAX_EXAMPLES])
         where = f", column '{column_name}'" if column_name else ""
@@ -239,8 +246,9 @@ def validate_table(table: str, frame: pd.DataFrame, columns: Sequence[str] | Non
             # NaT for text that is no date; outside the nanosecond range for sentinels such as 9999-12-31.
             in_range = parsed.between(pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC"))
             bad = frame.loc[~in_range & frame[column].notna()].head(_MAX_EXAMPLES)
-            examples = ", ".join(f"{PRIMARY_KEYS[table]}={r[PRIMARY_KEYS[table]]!r}: {r[column]!r}"
-                                 for _, r in bad.iterrows())
+            examples = ", ".join(
+                f"{PRIMARY_KEYS[table]}={r[PRIMARY_KEYS[table]]!r}: {r[column]!r}" for _, r in bad.iterrows()
+            )
             raise CrmDataError(
                 f"table '{table}', column '{column}': not a timestamp (within 1677-2262); e.g. {examples}"
             ) from exc
@@ -250,8 +258,9 @@ def validate_table(table: str, frame: pd.DataFrame, columns: Sequence[str] | Non
         raise CrmDataError(_describe_failures(table, frame, exc.failure_cases)) from None
 
 
-def validate_crm(tables: Mapping[str, pd.DataFrame], columns: Mapping[str, Sequence[str]] | None = None
-                 ) -> dict[str, pd.DataFrame]:
+def validate_crm(
+    tables: Mapping[str, pd.DataFrame], columns: Mapping[str, Sequence[str]] | None = None
+) -> dict[str, pd.DataFrame]:
     """All five tables checked one by one, then for references between them; returns canonical frames.
 
     `columns` (per table) validates frames read with only those columns, e.g. the scoring reader's.
@@ -259,8 +268,7 @@ def validate_crm(tables: Mapping[str, pd.DataFrame], columns: Mapping[str, Seque
     absent = [t for t in TABLES if t not in tables]
     if absent:
         raise CrmDataError(f"CRM is missing table(s) {absent}")
-    checked = {name: validate_table(name, tables[name], None if columns is None else columns[name])
-               for name in TABLES}
+    checked = {name: validate_table(name, tables[name], None if columns is None else columns[name]) for name in TABLES}
     problems = []
     for (table, column), (ref_table, ref_key) in FOREIGN_KEYS.items():
         values = checked[table][column]

@@ -90,26 +90,67 @@ _SENIORITY_KEYWORDS: Final[tuple[tuple[str, frozenset[str]], ...]] = (
     ("intern_student", frozenset({"intern", "internship", "student", "trainee", "apprentice"})),
     (
         "c_level",
-        frozenset({"ceo", "cto", "cfo", "cmo", "cio", "coo", "cro", "ciso", "chief", "founder", "owner",
-                   "president", "md"}),
+        frozenset(
+            {"ceo", "cto", "cfo", "cmo", "cio", "coo", "cro", "ciso", "chief", "founder", "owner", "president", "md"}
+        ),
     ),
     ("vp", frozenset({"vp"})),
     ("director", frozenset({"director", "head", "gm"})),
     ("manager", frozenset({"manager", "lead", "supervisor"})),
     (
         "individual",
-        frozenset({"specialist", "analyst", "engineer", "developer", "coordinator", "associate", "representative",
-                   "rep", "consultant", "assistant", "administrator", "ae", "bdr", "accountant", "recruiter",
-                   "designer", "writer", "architect", "scientist", "officer", "strategist", "generalist",
-                   "executive", "staff", "member"}),
+        frozenset(
+            {
+                "specialist",
+                "analyst",
+                "engineer",
+                "developer",
+                "coordinator",
+                "associate",
+                "representative",
+                "rep",
+                "consultant",
+                "assistant",
+                "administrator",
+                "ae",
+                "bdr",
+                "accountant",
+                "recruiter",
+                "designer",
+                "writer",
+                "architect",
+                "scientist",
+                "officer",
+                "strategist",
+                "generalist",
+                "executive",
+                "staff",
+                "member",
+            }
+        ),
     ),
 )
 
 _DEPARTMENT_KEYWORDS: Final[tuple[tuple[str, frozenset[str]], ...]] = (
     (
         "marketing",
-        frozenset({"marketing", "cmo", "demandgen", "growth", "brand", "content", "digital", "campaign",
-                   "campaigns", "seo", "communications", "marcom", "social"}),
+        frozenset(
+            {
+                "marketing",
+                "cmo",
+                "demandgen",
+                "growth",
+                "brand",
+                "content",
+                "digital",
+                "campaign",
+                "campaigns",
+                "seo",
+                "communications",
+                "marcom",
+                "social",
+            }
+        ),
     ),
     ("sales", frozenset({"sales", "cro", "bizdev", "ae", "bdr", "revenue", "account", "accounts"})),
     ("it", frozenset({"it", "cio", "ciso", "infrastructure", "systems", "security", "network", "helpdesk"})),
@@ -117,8 +158,21 @@ _DEPARTMENT_KEYWORDS: Final[tuple[tuple[str, frozenset[str]], ...]] = (
     ("hr", frozenset({"hr", "people", "talent", "recruiting", "recruiter", "payroll"})),
     (
         "engineering",
-        frozenset({"engineering", "engineer", "developer", "software", "cto", "technology", "data", "devops",
-                   "architect", "scientist", "product"}),
+        frozenset(
+            {
+                "engineering",
+                "engineer",
+                "developer",
+                "software",
+                "cto",
+                "technology",
+                "data",
+                "devops",
+                "architect",
+                "scientist",
+                "product",
+            }
+        ),
     ),
     ("operations", frozenset({"operations", "coo", "supplychain", "logistics", "procurement", "facilities"})),
     ("executive", frozenset({"ceo", "founder", "owner", "president", "md", "gm", "executive", "chief"})),

@@ -60,8 +60,11 @@ def read_truth(path: Path) -> pd.DataFrame:
 
 def _flatten(lists: pd.Series) -> tuple[np.ndarray, pd.Series]:
     """(row index of each element, the elements as UTC timestamps) of a list column."""
-    arr = pa.array(lists, type=pa.list_(_TS_TYPE)) if not isinstance(lists.dtype, pd.ArrowDtype) else pa.chunked_array(
-        lists.array._pa_array).combine_chunks()
+    arr = (
+        pa.array(lists, type=pa.list_(_TS_TYPE))
+        if not isinstance(lists.dtype, pd.ArrowDtype)
+        else pa.chunked_array(lists.array._pa_array).combine_chunks()
+    )
     parents = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False)
     values = pd.Series(pc.list_flatten(arr).to_pandas()).astype(UTC_NS)
     return parents, values
@@ -77,8 +80,15 @@ def _expm2(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> tuple[
     return (scale * (ch + sh * (a - s)), scale * sh * b, scale * sh * c, scale * (ch + sh * (d - s)))
 
 
-def _survive(p_out: np.ndarray, p_in: np.ndarray, nu: np.ndarray, mu: np.ndarray, h_out: np.ndarray,
-             h_in: np.ndarray, dt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _survive(
+    p_out: np.ndarray,
+    p_in: np.ndarray,
+    nu: np.ndarray,
+    mu: np.ndarray,
+    h_out: np.ndarray,
+    h_in: np.ndarray,
+    dt: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """Unconverted mass in (out, in) market after `dt` days of the out<->in chain with conversion hazards."""
     e11, e12, e21, e22 = _expm2(-(nu + h_out) * dt, nu * dt, mu * dt, -(mu + h_in) * dt)
     return p_out * e11 + p_in * e21, p_out * e12 + p_in * e22
@@ -148,8 +158,9 @@ def _days(values: pd.Series, origin: int) -> np.ndarray:
     return np.where(at.isna().to_numpy(), np.inf, (ns - origin) / (DAY_SECONDS * 1e9))
 
 
-def _propagate(p_out: np.ndarray, p_in: np.ndarray, nu: np.ndarray, mu: np.ndarray, delta: np.ndarray,
-               dt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _propagate(
+    p_out: np.ndarray, p_in: np.ndarray, nu: np.ndarray, mu: np.ndarray, delta: np.ndarray, dt: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """The filter's prediction step, normalised: (p_out, p_in) after `dt` days of the out<->in chain when no event
     happens and the in-market state's total event intensity exceeds the out-of-market one by `delta`.
 
@@ -236,26 +247,54 @@ def market_posterior(truth: pd.DataFrame, tables: Mapping[str, pd.DataFrame], ro
 
     def changes(lead: np.ndarray, t: np.ndarray, amount: np.ndarray) -> None:
         ok = np.isfinite(t)
-        parts.append((lead[ok], t[ok], np.zeros(ok.sum()), amount[ok], np.ones(ok.sum()), np.ones(ok.sum()),
-                      np.full(ok.sum(), -1)))
+        parts.append(
+            (
+                lead[ok],
+                t[ok],
+                np.zeros(ok.sum()),
+                amount[ok],
+                np.ones(ok.sum()),
+                np.ones(ok.sum()),
+                np.full(ok.sum(), -1),
+            )
+        )
 
     changes(every, created, np.full(n, _IN_MARKET_OTHER + _IN_MARKET_EMAIL) + hazard_gap)
     changes(every, np.where(stop > created, stop, np.inf), np.full(n, -_IN_MARKET_OTHER))
     changes(every, np.where(email_end > created, email_end, np.inf), np.full(n, -_IN_MARKET_EMAIL))
     changes(every, np.where(at_risk_until > created, at_risk_until, np.inf), -hazard_gap)
-    parts.append((a_pos, a_when, np.ones(len(a_pos)), np.zeros(len(a_pos)), f_out_act, f_in_act,
-                  np.full(len(a_pos), -1)))
+    parts.append(
+        (a_pos, a_when, np.ones(len(a_pos)), np.zeros(len(a_pos)), f_out_act, f_in_act, np.full(len(a_pos), -1))
+    )
     conv = np.flatnonzero(np.isfinite(converted) & (h_in > 0))
     nurturing = (n_start[conv] <= converted[conv]) & (converted[conv] < n_end[conv])
     extra = np.where(nurturing, h_n[conv], 0.0)
-    parts.append((conv, converted[conv], np.ones(len(conv)), np.zeros(len(conv)), h_out[conv] + extra,
-                  h_in[conv] + extra, np.full(len(conv), -1)))
+    parts.append(
+        (
+            conv,
+            converted[conv],
+            np.ones(len(conv)),
+            np.zeros(len(conv)),
+            h_out[conv] + extra,
+            h_in[conv] + extra,
+            np.full(len(conv), -1),
+        )
+    )
     q_pos = pd.Index(lead_ids).get_indexer(rows["lead_id"].to_numpy())
     if (q_pos < 0).any():
         raise ValueError("rows refer to leads the CRM's leads table lacks")
     q_when = _days(rows["snapshot_at"], origin)
-    parts.append((q_pos, q_when, np.full(len(q_pos), 2.0), np.zeros(len(q_pos)), np.ones(len(q_pos)),
-                  np.ones(len(q_pos)), np.arange(len(q_pos))))
+    parts.append(
+        (
+            q_pos,
+            q_when,
+            np.full(len(q_pos), 2.0),
+            np.zeros(len(q_pos)),
+            np.ones(len(q_pos)),
+            np.ones(len(q_pos)),
+            np.arange(len(q_pos)),
+        )
+    )
     lead, t, order, change, f_out, f_in, query = (np.concatenate([p[i] for p in parts]) for i in range(7))
     g = group[lead]
     sort = np.lexsort((order, t, g))
@@ -279,27 +318,29 @@ def market_posterior(truth: pd.DataFrame, tables: Mapping[str, pd.DataFrame], ro
     by_rank = np.argsort(rank, kind="stable")
     bounds = np.searchsorted(rank[by_rank], np.arange(int(rank.max()) + 2))
     for k in range(int(rank.max()) + 1):
-        idx = by_rank[bounds[k]:bounds[k + 1]]
+        idx = by_rank[bounds[k] : bounds[k + 1]]
         gi = g[idx]
         dt = np.maximum(t[idx] - last[gi], 0.0)
         po, pi = _propagate(p_out[gi], p_in[gi], g_nu[gi], g_mu[gi], np.maximum(delta[gi], 0.0), dt)
         po, pi = po * f_out[idx], pi * f_in[idx]
         total = po + pi
         ok = total > 0
-        po, pi = np.where(ok, po / np.where(ok, total, 1.0), p_out[gi]), np.where(ok, pi / np.where(ok, total, 1.0),
-                                                                                  p_in[gi])
+        po, pi = (
+            np.where(ok, po / np.where(ok, total, 1.0), p_out[gi]),
+            np.where(ok, pi / np.where(ok, total, 1.0), p_in[gi]),
+        )
         p_out[gi], p_in[gi] = po, pi
         delta[gi] += change[idx]
         last[gi] = t[idx]
         asked = query[idx] >= 0
         out[query[idx][asked]] = pi[asked]
-    log.info("market filter: %s events over %s groups (%d steps)", f"{len(g):,}", f"{n_groups:,}",
-             int(rank.max()) + 1)
+    log.info("market filter: %s events over %s groups (%d steps)", f"{len(g):,}", f"{n_groups:,}", int(rank.max()) + 1)
     return out
 
 
-def observable_probability(truth: pd.DataFrame, tables: Mapping[str, pd.DataFrame], rows: pd.DataFrame,
-                           horizon_days: float) -> np.ndarray:
+def observable_probability(
+    truth: pd.DataFrame, tables: Mapping[str, pd.DataFrame], rows: pd.DataFrame, horizon_days: float
+) -> np.ndarray:
     """The observable ceiling: P(SQL in (t, t + horizon]) per (lead_id, snapshot_at) row from the filtered market
     state (`market_posterior`) and the lead's true rates, integrated over the horizon exactly as the oracle does."""
     t = rows[["lead_id", "snapshot_at"]].reset_index(drop=True)

@@ -34,7 +34,12 @@ log = logging.getLogger(__name__)
 
 #: Signals whose recency ("days since the last one") is a feature.
 KEY_SIGNALS: Final[tuple[str, ...]] = (
-    "pricing_page_visit", "demo_request", "form_submit", "webinar_attend", "content_download", "email_click",
+    "pricing_page_visit",
+    "demo_request",
+    "form_submit",
+    "webinar_attend",
+    "content_download",
+    "email_click",
 )
 #: Strong buying signals, counted across the account's other leads.
 HIGH_INTENT: Final[tuple[str, ...]] = ("pricing_page_visit", "demo_request")
@@ -57,18 +62,35 @@ def feature_specs(params: FeaturesParams) -> list[FeatureSpec]:
     specs += [FeatureSpec(f"n_activities_{w}", "numeric", "engagement") for w in windows]
     specs += [FeatureSpec(f"days_since_{s}", "numeric", "recency") for s in (*KEY_SIGNALS, "any_activity")]
     v = params.velocity_days
-    specs += [FeatureSpec(name, "numeric", "velocity") for name in
-              (f"n_activities_last_{v}d", f"n_activities_prior_{v}d", f"activity_velocity_{v}d")]
-    specs += [FeatureSpec("distinct_content_all", "numeric", "content"),
-              FeatureSpec("lead_age_days", "numeric", "lifecycle")]
+    specs += [
+        FeatureSpec(name, "numeric", "velocity")
+        for name in (f"n_activities_last_{v}d", f"n_activities_prior_{v}d", f"activity_velocity_{v}d")
+    ]
+    specs += [
+        FeatureSpec("distinct_content_all", "numeric", "content"),
+        FeatureSpec("lead_age_days", "numeric", "lifecycle"),
+    ]
     specs += [FeatureSpec("stage_at_t", "categorical", "stage")]
-    specs += [FeatureSpec(name, "numeric", "stage") for name in
-              ("ever_mql", "ever_sal", "ever_nurture", "ever_disqualified", "n_stage_entries",
-               "days_since_stage_change")]
-    specs += [FeatureSpec(name, "numeric", "account") for name in
-              ("account_contacts", "account_other_mql", "account_other_sql")]
-    specs += [FeatureSpec(f"account_other_{what}_{w}", "numeric", "account")
-              for what in ("activities", "high_intent") for w in windows]
+    specs += [
+        FeatureSpec(name, "numeric", "stage")
+        for name in (
+            "ever_mql",
+            "ever_sal",
+            "ever_nurture",
+            "ever_disqualified",
+            "n_stage_entries",
+            "days_since_stage_change",
+        )
+    ]
+    specs += [
+        FeatureSpec(name, "numeric", "account")
+        for name in ("account_contacts", "account_other_mql", "account_other_sql")
+    ]
+    specs += [
+        FeatureSpec(f"account_other_{what}_{w}", "numeric", "account")
+        for what in ("activities", "high_intent")
+        for w in windows
+    ]
     return specs
 
 
@@ -84,19 +106,19 @@ assert _N_TYPES <= 1 << _TYPE_BITS
 class _Prepared:
     """Everything the chunks share, with leads identified by their position in account order."""
 
-    leads: pd.DataFrame          # the leads table in position order (chunks are slices of it)
-    lead_ids: np.ndarray         # position -> lead_id
-    group: np.ndarray            # position -> account_id, or -1 - position for leads without an account
-    chunk_bounds: np.ndarray     # chunk k holds positions chunk_bounds[k] .. chunk_bounds[k + 1] - 1
-    chunk_of: np.ndarray         # position -> chunk
-    created_ns: np.ndarray       # position -> created_at (ns)
-    created_known: np.ndarray    # position -> first whole second the lead is known
-    activity_rows: np.ndarray    # activity rows grouped by chunk (chunk k: activity_cuts[k] .. [k + 1])
+    leads: pd.DataFrame  # the leads table in position order (chunks are slices of it)
+    lead_ids: np.ndarray  # position -> lead_id
+    group: np.ndarray  # position -> account_id, or -1 - position for leads without an account
+    chunk_bounds: np.ndarray  # chunk k holds positions chunk_bounds[k] .. chunk_bounds[k + 1] - 1
+    chunk_of: np.ndarray  # position -> chunk
+    created_ns: np.ndarray  # position -> created_at (ns)
+    created_known: np.ndarray  # position -> first whole second the lead is known
+    activity_rows: np.ndarray  # activity rows grouped by chunk (chunk k: activity_cuts[k] .. [k + 1])
     activity_cuts: np.ndarray
-    activity_owner: np.ndarray   # per activity row: lead position (-1: unknown lead)
-    activity_sec: np.ndarray     # per activity row: first whole second it is known
-    activity_type: np.ndarray    # per activity row: code into vocab.ACTIVITY_TYPES
-    first_content: np.ndarray    # per activity row: the lead's first download of this content asset
+    activity_owner: np.ndarray  # per activity row: lead position (-1: unknown lead)
+    activity_sec: np.ndarray  # per activity row: first whole second it is known
+    activity_type: np.ndarray  # per activity row: code into vocab.ACTIVITY_TYPES
+    first_content: np.ndarray  # per activity row: the lead's first download of this content asset
     stages: StageIndex
     categories: Categories
     reference: Reference
@@ -106,9 +128,9 @@ class _Prepared:
 class _Activities:
     """One chunk's activities sorted by (local lead position, known second)."""
 
-    keys: np.ndarray             # packed (local position, second)
-    kinds: np.ndarray            # activity type codes
-    first_content: np.ndarray    # bool
+    keys: np.ndarray  # packed (local position, second)
+    kinds: np.ndarray  # activity type codes
+    first_content: np.ndarray  # bool
 
 
 def _plan_chunks(group: np.ndarray, chunk_leads: int) -> np.ndarray:
@@ -134,8 +156,7 @@ def _activity_codes(values: pd.Series) -> np.ndarray:
     return pd.Categorical(values, categories=vocab.ACTIVITY_TYPES).codes.astype(np.int8)
 
 
-def _first_content(activities: pd.DataFrame, owner: np.ndarray, seconds: np.ndarray, kinds: np.ndarray
-                   ) -> np.ndarray:
+def _first_content(activities: pd.DataFrame, owner: np.ndarray, seconds: np.ndarray, kinds: np.ndarray) -> np.ndarray:
     """Flag each lead's first download of each distinct content asset (`detail`), in time order."""
     flag = np.zeros(len(kinds), dtype=bool)
     rows = np.flatnonzero((kinds == TYPE_CODES["content_download"]) & (owner >= 0))
@@ -195,27 +216,31 @@ def _chunk_activities(prep: _Prepared, k: int) -> _Activities:
     """Chunk k's activities, sorted by one np.sort of (local position, second, type, first-content) packed."""
     if prep.chunk_bounds[k + 1] - prep.chunk_bounds[k] >= 1 << (63 - tl.SECOND_BITS - _TYPE_BITS - 1):
         raise ValueError(f"chunk {k} holds too many leads to pack (one account with millions of leads?)")
-    rows = prep.activity_rows[prep.activity_cuts[k]:prep.activity_cuts[k + 1]]
+    rows = prep.activity_rows[prep.activity_cuts[k] : prep.activity_cuts[k + 1]]
     local = prep.activity_owner[rows] - prep.chunk_bounds[k]
     packed = tl.make_keys(local, prep.activity_sec[rows]) << (_TYPE_BITS + 1)
     packed |= prep.activity_type[rows].astype(np.int64) << 1
     packed |= prep.first_content[rows]
     packed.sort()
-    return _Activities(keys=packed >> (_TYPE_BITS + 1),
-                       kinds=((packed >> 1) & ((1 << _TYPE_BITS) - 1)).astype(np.int8),
-                       first_content=(packed & 1).astype(bool))
+    return _Activities(
+        keys=packed >> (_TYPE_BITS + 1),
+        kinds=((packed >> 1) & ((1 << _TYPE_BITS) - 1)).astype(np.int8),
+        first_content=(packed & 1).astype(bool),
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # One chunk of leads
 # ----------------------------------------------------------------------------------------------------------------
 
+
 def _window_names(params: FeaturesParams) -> list[tuple[str, int | None]]:
     return [(f"{w}d", w) for w in params.windows_days] + [("all", None)]
 
 
-def _other_count(sorted_keys: np.ndarray, n_accounts: int, account: np.ndarray, seconds: np.ndarray,
-                 own: np.ndarray) -> np.ndarray:
+def _other_count(
+    sorted_keys: np.ndarray, n_accounts: int, account: np.ndarray, seconds: np.ndarray, own: np.ndarray
+) -> np.ndarray:
     """Events of the account known at `seconds`, minus the lead's own ones; 0 for leads without an account."""
     out = np.zeros(len(account), dtype=np.int32)
     has = account >= 0
@@ -241,8 +266,14 @@ def _type_prefix_sums(kinds: np.ndarray, first_content: np.ndarray) -> np.ndarra
     return sums
 
 
-def _engagement(acts: _Activities, n_leads: int, q_pos: np.ndarray, q_sec: np.ndarray, params: FeaturesParams,
-                cols: dict[str, Column]) -> dict[str, np.ndarray]:
+def _engagement(
+    acts: _Activities,
+    n_leads: int,
+    q_pos: np.ndarray,
+    q_sec: np.ndarray,
+    params: FeaturesParams,
+    cols: dict[str, Column],
+) -> dict[str, np.ndarray]:
     """Counts per activity type and window, recency, velocity and distinct content; returns own totals.
 
     `q_pos` are chunk-local lead positions, as in `acts.keys`.
@@ -288,8 +319,7 @@ def _engagement(acts: _Activities, n_leads: int, q_pos: np.ndarray, q_sec: np.nd
     return totals
 
 
-def _stage(stages: StageIndex, lo: int, hi: int, q_pos: np.ndarray, q_sec: np.ndarray,
-           cols: dict[str, Column]) -> None:
+def _stage(stages: StageIndex, lo: int, hi: int, q_pos: np.ndarray, q_sec: np.ndarray, cols: dict[str, Column]) -> None:
     """The lead's own funnel so far: latest stage, stages ever entered, entries, days since the last change."""
     onehot = np.zeros((len(stages.keys), len(vocab.STAGES)), dtype=np.int8)
     onehot[np.arange(len(stages.keys)), stages.stage] = 1
@@ -317,9 +347,18 @@ def _first_entry(stages: StageIndex, wanted: frozenset[str]) -> tuple[np.ndarray
     return owners[firsts], tl.key_seconds(keys[firsts])
 
 
-def _account(prep: _Prepared, acts: _Activities, stages: StageIndex, lo: int, hi: int, q_pos: np.ndarray,
-             q_sec: np.ndarray, params: FeaturesParams, totals: dict[str, np.ndarray],
-             cols: dict[str, Column]) -> None:
+def _account(
+    prep: _Prepared,
+    acts: _Activities,
+    stages: StageIndex,
+    lo: int,
+    hi: int,
+    q_pos: np.ndarray,
+    q_sec: np.ndarray,
+    params: FeaturesParams,
+    totals: dict[str, np.ndarray],
+    cols: dict[str, Column],
+) -> None:
     """Engagement, contacts and funnel progress of the OTHER leads of the same account, as of t.
 
     `q_pos` are chunk-local positions; `stages` holds global positions (lo..hi-1).
@@ -354,8 +393,10 @@ def _account(prep: _Prepared, acts: _Activities, stages: StageIndex, lo: int, hi
     acc_now = tl.count_upto(acc_keys, a, s)
     for name, days in _window_names(params):
         before = acc_first if days is None else tl.count_upto(acc_keys, a, s - days * tl.DAY)
-        for what, account_count in (("activities", acc_now - before),
-                                    ("high_intent", acc_high[acc_now] - acc_high[before])):
+        for what, account_count in (
+            ("activities", acc_now - before),
+            ("high_intent", acc_high[acc_now] - acc_high[before]),
+        ):
             out = np.zeros(len(q_pos), dtype=np.int32)
             out[q_has] = account_count - totals[f"{what}_{name}"][q_has]
             cols[f"account_other_{what}_{name}"] = out
@@ -372,22 +413,27 @@ def _take(columns: Mapping[str, Column], index: np.ndarray) -> dict[str, Column]
     return out
 
 
-def _chunk_features(prep: _Prepared, tables: Mapping[str, pd.DataFrame], k: int, q_pos: np.ndarray,
-                    q_sec: np.ndarray, q_ns: np.ndarray, params: FeaturesParams, specs: list[FeatureSpec]
-                    ) -> dict[str, Column]:
+def _chunk_features(
+    prep: _Prepared,
+    tables: Mapping[str, pd.DataFrame],
+    k: int,
+    q_pos: np.ndarray,
+    q_sec: np.ndarray,
+    q_ns: np.ndarray,
+    params: FeaturesParams,
+    specs: list[FeatureSpec],
+) -> dict[str, Column]:
     """Feature columns of chunk k's queries (q_pos: global positions, sorted with q_sec by lead then time)."""
     lo, hi = int(prep.chunk_bounds[k]), int(prep.chunk_bounds[k + 1])
     local = q_pos - lo
-    static = static_features(prep.leads.iloc[lo:hi].reset_index(drop=True), prep.reference, params,
-                             prep.categories)
+    static = static_features(prep.leads.iloc[lo:hi].reset_index(drop=True), prep.reference, params, prep.categories)
     cols: dict[str, Column] = _take(static, local)
     acts = _chunk_activities(prep, k)
     totals = _engagement(acts, hi - lo, local, q_sec, params, cols)
     cols["lead_age_days"] = ((q_ns - prep.created_ns[q_pos]) / (tl.DAY * 1e9)).astype(np.float32)
     stages = prep.stages.owners(lo, hi)
     _stage(stages, lo, hi, q_pos, q_sec, cols)
-    cols["stage_at_t"] = pd.Categorical.from_codes(
-        cols["stage_at_t"], categories=prep.categories.levels["stage_at_t"])
+    cols["stage_at_t"] = pd.Categorical.from_codes(cols["stage_at_t"], categories=prep.categories.levels["stage_at_t"])
     _account(prep, acts, stages, lo, hi, local, q_sec, params, totals, cols)
     return {s.name: cols[s.name] for s in specs}
 
@@ -414,7 +460,8 @@ class FeatureChunk:
             if isinstance(values, pd.Categorical):
                 codes = values.codes
                 array = pa.DictionaryArray.from_arrays(
-                    pa.array(codes, mask=codes < 0), pa.array(list(values.categories), type=pa.string()))
+                    pa.array(codes, mask=codes < 0), pa.array(list(values.categories), type=pa.string())
+                )
                 nullable = True
             elif isinstance(values, pd.arrays.DatetimeArray):  # UTC nanoseconds, straight from the int64 view
                 ns = values.tz_convert("UTC").as_unit("ns").asi8
@@ -443,8 +490,10 @@ def _by_lead_then_time(rows: np.ndarray, local: np.ndarray, q_sec: np.ndarray) -
 # Public API
 # ----------------------------------------------------------------------------------------------------------------
 
-def iter_feature_chunks(tables: Mapping[str, pd.DataFrame], snapshots: pd.DataFrame, params: FeaturesParams,
-                        progress: bool = True) -> Iterator[FeatureChunk]:
+
+def iter_feature_chunks(
+    tables: Mapping[str, pd.DataFrame], snapshots: pd.DataFrame, params: FeaturesParams, progress: bool = True
+) -> Iterator[FeatureChunk]:
     """Feature rows chunk by chunk (whole accounts per chunk); extra snapshot columns (e.g. label) are carried.
 
     Each chunk's columns are lead_id, snapshot_at, any other columns of `snapshots`, then the features of
@@ -469,11 +518,16 @@ def iter_feature_chunks(tables: Mapping[str, pd.DataFrame], snapshots: pd.DataFr
     q_sec = tl.query_seconds(at)
     n_chunks = len(prep.chunk_bounds) - 1
     by_chunk, cuts = _group_by_chunk(prep.chunk_of[q_owner], n_chunks)
-    carried = {c: snapshots[c].array if isinstance(snapshots[c].dtype, pd.api.extensions.ExtensionDtype)
-               else snapshots[c].to_numpy() for c in snapshots.columns if c not in KEY_COLUMNS}
+    carried = {
+        c: snapshots[c].array
+        if isinstance(snapshots[c].dtype, pd.api.extensions.ExtensionDtype)
+        else snapshots[c].to_numpy()
+        for c in snapshots.columns
+        if c not in KEY_COLUMNS
+    }
     chunks = tqdm(range(n_chunks), desc="features", unit="chunk", disable=not progress)
     for k in chunks:
-        rows = by_chunk[cuts[k]:cuts[k + 1]]
+        rows = by_chunk[cuts[k] : cuts[k + 1]]
         if len(rows) == 0:
             continue
         rows = _by_lead_then_time(rows, q_owner[rows] - prep.chunk_bounds[k], q_sec)
@@ -487,8 +541,9 @@ def iter_feature_chunks(tables: Mapping[str, pd.DataFrame], snapshots: pd.DataFr
         yield FeatureChunk(rows=rows, columns={**columns, **features})
 
 
-def build_features(tables: Mapping[str, pd.DataFrame], snapshots: pd.DataFrame, params: FeaturesParams,
-                   progress: bool = False) -> pd.DataFrame:
+def build_features(
+    tables: Mapping[str, pd.DataFrame], snapshots: pd.DataFrame, params: FeaturesParams, progress: bool = False
+) -> pd.DataFrame:
     """Features of every (lead_id, snapshot_at) row of `snapshots`, in the same order (index reset).
 
     Only what was known at each row's snapshot_at is used; `tables` are the five canonical CRM tables.
@@ -507,8 +562,9 @@ def empty_features(snapshots: pd.DataFrame, params: FeaturesParams) -> pd.DataFr
     return pd.DataFrame(columns=columns).astype({"snapshot_at": UTC_NS})
 
 
-def features_as_of(tables: Mapping[str, pd.DataFrame], as_of: pd.Timestamp, params: FeaturesParams,
-                   progress: bool = False) -> pd.DataFrame:
+def features_as_of(
+    tables: Mapping[str, pd.DataFrame], as_of: pd.Timestamp, params: FeaturesParams, progress: bool = False
+) -> pd.DataFrame:
     """Features of every lead open at `as_of` (nightly scoring: t = now), through the same code as training."""
     return build_features(tables, open_leads_at(tables, as_of, params), params, progress=progress)
 
@@ -519,6 +575,15 @@ def personal_columns() -> frozenset[str]:
 
 
 __all__ = [
-    "HIGH_INTENT", "KEY_SIGNALS", "TARGET_STAGES", "FeatureChunk", "FeatureSpec", "build_features", "empty_features",
-    "feature_specs", "features_as_of", "iter_feature_chunks", "personal_columns",
+    "HIGH_INTENT",
+    "KEY_SIGNALS",
+    "TARGET_STAGES",
+    "FeatureChunk",
+    "FeatureSpec",
+    "build_features",
+    "empty_features",
+    "feature_specs",
+    "features_as_of",
+    "iter_feature_chunks",
+    "personal_columns",
 ]

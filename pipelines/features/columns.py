@@ -26,8 +26,21 @@ log = logging.getLogger(__name__)
 INPUT_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "campaigns": ("campaign_id", "channel", "region"),
     "accounts": ("account_id", "domain", "industry", "employee_count", "annual_revenue", "country", "region"),
-    "leads": ("lead_id", "account_id", "created_at", "first_name", "last_name", "email", "phone", "job_title",
-              "lead_source", "campaign_id", "country", "budget_range", "purchase_timeframe"),
+    "leads": (
+        "lead_id",
+        "account_id",
+        "created_at",
+        "first_name",
+        "last_name",
+        "email",
+        "phone",
+        "job_title",
+        "lead_source",
+        "campaign_id",
+        "country",
+        "budget_range",
+        "purchase_timeframe",
+    ),
     "activities": ("lead_id", "occurred_at", "activity_type", "detail"),
     "stage_history": ("stage_history_id", "lead_id", "stage", "entered_at"),
 }

@@ -22,9 +22,20 @@ NEGATIVE_ACTIVITIES: Final[tuple[str, ...]] = ("unsubscribe", "email_bounce")
 POSITIVE_ACTIVITIES: Final[tuple[str, ...]] = tuple(a for a in vocab.ACTIVITY_TYPES if a not in NEGATIVE_ACTIVITIES)
 #: Signals that a lead is junk or unreachable (0/1 flags and their count): present never raises a score.
 BOGUS_SIGNALS: Final[tuple[str, ...]] = (
-    "name_missing", "name_placeholder", "name_repeated", "name_too_short", "name_has_digit", "email_missing",
-    "email_invalid", "email_test_domain", "email_placeholder_mailbox", "phone_missing", "phone_invalid",
-    "title_placeholder", "bogus_signal_count", "title_missing",
+    "name_missing",
+    "name_placeholder",
+    "name_repeated",
+    "name_too_short",
+    "name_has_digit",
+    "email_missing",
+    "email_invalid",
+    "email_test_domain",
+    "email_placeholder_mailbox",
+    "phone_missing",
+    "phone_invalid",
+    "title_placeholder",
+    "bogus_signal_count",
+    "title_missing",
 )
 #: Ideal-customer-profile flags: a match never lowers a score (the profile is the business's own definition).
 ICP_FLAGS: Final[tuple[str, ...]] = ("icp_industry", "icp_size", "icp_region", "icp_match")

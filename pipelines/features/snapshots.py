@@ -77,8 +77,9 @@ class StageIndex:
         """Index of each owner's first entry."""
         return tl.owner_start(self.keys, owner)
 
-    def count_in(self, stages: frozenset[str], owner: np.ndarray, since: np.ndarray | None, until: np.ndarray
-                 ) -> np.ndarray:
+    def count_in(
+        self, stages: frozenset[str], owner: np.ndarray, since: np.ndarray | None, until: np.ndarray
+    ) -> np.ndarray:
         """Entries into any of `stages` with since < known second <= until (since None: from the start)."""
         sums = tl.prefix_sums(np.isin(self.stage, stage_codes(stages)).astype(np.int32))
         lower = self.start(owner) if since is None else self.prefix(owner, since)
@@ -95,8 +96,9 @@ class StageIndex:
         return code, key
 
 
-def open_mask(stage_index: StageIndex, created_known: np.ndarray, owner: np.ndarray, seconds: np.ndarray,
-              target_stage: str) -> np.ndarray:
+def open_mask(
+    stage_index: StageIndex, created_known: np.ndarray, owner: np.ndarray, seconds: np.ndarray, target_stage: str
+) -> np.ndarray:
     """Whether each (lead position, second) is an open lead: created, not converted, not closed or disqualified."""
     created = created_known[owner] <= seconds
     closing = TARGET_STAGES[target_stage] | TERMINAL_STAGES
@@ -106,15 +108,17 @@ def open_mask(stage_index: StageIndex, created_known: np.ndarray, owner: np.ndar
     return created & ~closed & ~disqualified
 
 
-def labels(stage_index: StageIndex, owner: np.ndarray, seconds: np.ndarray, target_stage: str,
-           horizon_days: int) -> np.ndarray:
+def labels(
+    stage_index: StageIndex, owner: np.ndarray, seconds: np.ndarray, target_stage: str, horizon_days: int
+) -> np.ndarray:
     """1 when the lead enters the target stage (or later) within (t, t + horizon], else 0 (int8)."""
     until = seconds + horizon_days * tl.DAY
     return (stage_index.count_in(TARGET_STAGES[target_stage], owner, seconds, until) > 0).astype(np.int8)
 
 
-def _grid_candidates(created_ns: np.ndarray, last_allowed: np.ndarray, cadence_days: int
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def _grid_candidates(
+    created_ns: np.ndarray, last_allowed: np.ndarray, cadence_days: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(lead position, snapshot second) for every grid date from creation to `last_allowed`, vectorised."""
     step = cadence_days * tl.DAY
     anchor = int(tl.GRID_ANCHOR.value // 1_000_000_000)
@@ -155,8 +159,9 @@ def sampled_leads(lead_ids: np.ndarray, eligible: np.ndarray, k: int) -> np.ndar
             order = np.argsort(_mix(lead_ids[candidates]), kind="stable")
         chosen[:] = False
         chosen[candidates[order[:k]]] = True
-        log.info("training rows for a sample of %s of %s leads (features.sample_leads)", f"{k:,}",
-                 f"{len(candidates):,}")
+        log.info(
+            "training rows for a sample of %s of %s leads (features.sample_leads)", f"{k:,}", f"{len(candidates):,}"
+        )
     return chosen
 
 
@@ -168,19 +173,23 @@ STAGE_OUTCOMES: Final[dict[str, frozenset[str]]] = {
 }
 
 
-def stage_outcomes(stage_index: StageIndex, owner: np.ndarray, seconds: np.ndarray, horizon_days: int
-                   ) -> dict[str, np.ndarray]:
+def stage_outcomes(
+    stage_index: StageIndex, owner: np.ndarray, seconds: np.ndarray, horizon_days: int
+) -> dict[str, np.ndarray]:
     """Per predicted stage, 1 when the lead enters it or a later stage within (t, t + horizon] (int8).
 
     Each stage's list is judged on its own team's outcome (the SAL list on reaching SAL), beside the target label.
     """
     until = seconds + horizon_days * tl.DAY
-    return {name: (stage_index.count_in(stages, owner, seconds, until) > 0).astype(np.int8)
-            for name, stages in STAGE_OUTCOMES.items()}
+    return {
+        name: (stage_index.count_in(stages, owner, seconds, until) > 0).astype(np.int8)
+        for name, stages in STAGE_OUTCOMES.items()
+    }
 
 
-def snapshot_grid(tables: Mapping[str, pd.DataFrame], params: FeaturesParams,
-                  end: pd.Timestamp | None = None) -> pd.DataFrame:
+def snapshot_grid(
+    tables: Mapping[str, pd.DataFrame], params: FeaturesParams, end: pd.Timestamp | None = None
+) -> pd.DataFrame:
     """Training examples: (lead_id, snapshot_at, label) for every open lead on every uncensored grid date.
 
     `end` is the end of history (default: the latest timestamp in the tables); a snapshot t is kept only when
@@ -216,18 +225,32 @@ def snapshot_grid(tables: Mapping[str, pd.DataFrame], params: FeaturesParams,
         owner, seconds, weight = owner[keep], seconds[keep], weight[keep]
     reaches = first_entry_seconds(stage_index, target, n)[owner]
     label = (reaches <= seconds + params.horizon_days * tl.DAY).astype(np.int8)
-    grid = pd.DataFrame({"lead_id": lead_ids[owner], "snapshot_at": tl.from_seconds(seconds), "label": label,
-                         WEIGHT: weight, **stage_outcomes(stage_index, owner, seconds, params.horizon_days)})
+    grid = pd.DataFrame(
+        {
+            "lead_id": lead_ids[owner],
+            "snapshot_at": tl.from_seconds(seconds),
+            "label": label,
+            WEIGHT: weight,
+            **stage_outcomes(stage_index, owner, seconds, params.horizon_days),
+        }
+    )
     last = tl.from_seconds(seconds.max(keepdims=True))[0] if len(grid) else "-"
-    log.info("snapshot grid: %s rows standing for %s open-lead weeks (%s leads, weighted positive rate %.2f%%) up "
-             "to %s; history ends %s", f"{len(grid):,}", f"{float(weight.sum()):,.0f}",
-             f"{int((np.bincount(owner, minlength=n) > 0).sum()):,}",
-             100 * float((label * weight).sum() / weight.sum()) if len(label) else 0.0, last, end)
+    log.info(
+        "snapshot grid: %s rows standing for %s open-lead weeks (%s leads, weighted positive rate %.2f%%) up "
+        "to %s; history ends %s",
+        f"{len(grid):,}",
+        f"{float(weight.sum()):,.0f}",
+        f"{int((np.bincount(owner, minlength=n) > 0).sum()):,}",
+        100 * float((label * weight).sum() / weight.sum()) if len(label) else 0.0,
+        last,
+        end,
+    )
     return grid
 
 
-def sample_long_open(lead_ids: np.ndarray, created_ns: np.ndarray, owner: np.ndarray, seconds: np.ndarray,
-                     params: FeaturesParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sample_long_open(
+    lead_ids: np.ndarray, created_ns: np.ndarray, owner: np.ndarray, seconds: np.ndarray, params: FeaturesParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Keep the rows of long-open leads (older than `old_lead_days`) for a fixed hash-sample of 1 lead in
     `old_lead_keep_one_in`, each weighted by that number; every other row stays with weight 1.
 
@@ -245,8 +268,14 @@ def sample_long_open(lead_ids: np.ndarray, created_ns: np.ndarray, owner: np.nda
         kept_lead = _mix(_mix(lead_ids)) % np.uint64(n) == 0
     keep = ~old | kept_lead[owner]
     weight[old] = np.float32(n)
-    log.info("long-open rows (lead older than %d days): %s of %s kept (1 lead in %d), each weighted %d",
-             params.old_lead_days, f"{int((old & keep).sum()):,}", f"{int(old.sum()):,}", n, n)
+    log.info(
+        "long-open rows (lead older than %d days): %s of %s kept (1 lead in %d), each weighted %d",
+        params.old_lead_days,
+        f"{int((old & keep).sum()):,}",
+        f"{int(old.sum()):,}",
+        n,
+        n,
+    )
     return owner[keep], seconds[keep], weight[keep]
 
 
@@ -271,16 +300,26 @@ def single_snapshot_grid(tables: Mapping[str, pd.DataFrame], params: FeaturesPar
     keep = open_mask(stage_index, tl.known_seconds(leads["created_at"]), owner, seconds, params.target_stage)
     reaches = first_entry_seconds(stage_index, TARGET_STAGES[params.target_stage], len(lead_ids))
     label = (reaches[keep] < np.iinfo(np.int64).max).astype(np.int8)
-    grid = pd.DataFrame({"lead_id": lead_ids[keep], "snapshot_at": tl.from_seconds(seconds[keep]), "label": label,
-                         WEIGHT: np.ones(int(keep.sum()), dtype=np.float32)})
-    log.info("single snapshot (leads-only data) at %s: %s open leads, positive rate %.2f%%; the label is 'reached "
-             "%s at any time' (horizon_days does not apply)", t0, f"{len(grid):,}",
-             100 * float(label.mean()) if len(label) else 0.0, params.target_stage)
+    grid = pd.DataFrame(
+        {
+            "lead_id": lead_ids[keep],
+            "snapshot_at": tl.from_seconds(seconds[keep]),
+            "label": label,
+            WEIGHT: np.ones(int(keep.sum()), dtype=np.float32),
+        }
+    )
+    log.info(
+        "single snapshot (leads-only data) at %s: %s open leads, positive rate %.2f%%; the label is 'reached "
+        "%s at any time' (horizon_days does not apply)",
+        t0,
+        f"{len(grid):,}",
+        100 * float(label.mean()) if len(label) else 0.0,
+        params.target_stage,
+    )
     return grid
 
 
-def open_leads_at(tables: Mapping[str, pd.DataFrame], as_of: pd.Timestamp, params: FeaturesParams
-                  ) -> pd.DataFrame:
+def open_leads_at(tables: Mapping[str, pd.DataFrame], as_of: pd.Timestamp, params: FeaturesParams) -> pd.DataFrame:
     """(lead_id, snapshot_at) of every lead open at `as_of`, whatever its age: the rows nightly scoring scores."""
     leads = tables["leads"]
     as_of = pd.Timestamp(as_of)
@@ -290,14 +329,17 @@ def open_leads_at(tables: Mapping[str, pd.DataFrame], as_of: pd.Timestamp, param
     seconds = np.full(len(owner), int(as_of.value // 1_000_000_000), dtype=np.int64)
     stage_index = StageIndex.build(tables["stage_history"], lead_ids)
     keep = open_mask(stage_index, tl.known_seconds(leads["created_at"]), owner, seconds, params.target_stage)
-    return pd.DataFrame({
-        "lead_id": lead_ids[keep],
-        "snapshot_at": pd.Series(as_of, index=range(int(keep.sum())), dtype=UTC_NS),
-    })
+    return pd.DataFrame(
+        {
+            "lead_id": lead_ids[keep],
+            "snapshot_at": pd.Series(as_of, index=range(int(keep.sum())), dtype=UTC_NS),
+        }
+    )
 
 
-def dated_flag_grid(tables: Mapping[str, pd.DataFrame], params: FeaturesParams, maturation_days: int,
-                    end: pd.Timestamp) -> tuple[pd.DataFrame, int]:
+def dated_flag_grid(
+    tables: Mapping[str, pd.DataFrame], params: FeaturesParams, maturation_days: int, end: pd.Timestamp
+) -> tuple[pd.DataFrame, int]:
     """Dates plus a won flag without conversion dates: one row per lead at its creation; label = reached the target.
 
     The flag says whether, not when, so the lead is scored at creation and its label is "reached the target stage
@@ -314,10 +356,22 @@ def dated_flag_grid(tables: Mapping[str, pd.DataFrame], params: FeaturesParams, 
     keep = mature & open_mask(stage_index, created, owner, created, params.target_stage)
     reaches = first_entry_seconds(stage_index, TARGET_STAGES[params.target_stage], len(lead_ids))
     label = (reaches[keep] < np.iinfo(np.int64).max).astype(np.int8)
-    grid = pd.DataFrame({"lead_id": lead_ids[keep], "snapshot_at": tl.from_seconds(created[keep]), "label": label,
-                         WEIGHT: np.ones(int(keep.sum()), dtype=np.float32)})
+    grid = pd.DataFrame(
+        {
+            "lead_id": lead_ids[keep],
+            "snapshot_at": tl.from_seconds(created[keep]),
+            "label": label,
+            WEIGHT: np.ones(int(keep.sum()), dtype=np.float32),
+        }
+    )
     censored = int((~mature).sum())
-    log.info("dated leads with a flag: %s leads labelled at creation (positive rate %.2f%%); %s created within %d "
-             "days of the export (%s) left out as censored", f"{len(grid):,}",
-             100 * float(label.mean()) if len(label) else 0.0, f"{censored:,}", maturation_days, end)
+    log.info(
+        "dated leads with a flag: %s leads labelled at creation (positive rate %.2f%%); %s created within %d "
+        "days of the export (%s) left out as censored",
+        f"{len(grid):,}",
+        100 * float(label.mean()) if len(label) else 0.0,
+        f"{censored:,}",
+        maturation_days,
+        end,
+    )
     return grid, censored

@@ -46,8 +46,9 @@ DICTIONARY_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
 }
 
 
-def write_feature_rows(tables: Mapping[str, pd.DataFrame], grid: pd.DataFrame, params: FeaturesParams, path: Path,
-                       progress: bool = True) -> int:
+def write_feature_rows(
+    tables: Mapping[str, pd.DataFrame], grid: pd.DataFrame, params: FeaturesParams, path: Path, progress: bool = True
+) -> int:
     """Stream every chunk's rows into one Parquet file (lz4, dictionaries only for categoricals); rows written."""
     writer: pq.ParquetWriter | None = None
     pending: Future[None] | None = None
@@ -58,8 +59,13 @@ def write_feature_rows(tables: Mapping[str, pd.DataFrame], grid: pd.DataFrame, p
                 table = chunk.to_arrow()
                 if writer is None:
                     categorical = [f.name for f in table.schema if pa.types.is_dictionary(f.type)]
-                    writer = pq.ParquetWriter(path, table.schema, compression="lz4", use_dictionary=categorical,
-                                              write_statistics=["lead_id", "snapshot_at", "label"])
+                    writer = pq.ParquetWriter(
+                        path,
+                        table.schema,
+                        compression="lz4",
+                        use_dictionary=categorical,
+                        write_statistics=["lead_id", "snapshot_at", "label"],
+                    )
                 if pending is not None:
                     pending.result()
                 pending = pool.submit(writer.write_table, table)
@@ -92,8 +98,13 @@ def run_features(raw: Path, out: Path, params: FeaturesParams, progress: bool = 
         grid, censored = dated_flag_grid(tables, params, maturation, end)
     else:
         grid = single_snapshot_grid(tables, params) if single else snapshot_grid(tables, params, end)
-    log.debug("snapshot grid: %s rows of %s leads at %d snapshot dates (history ends %s)", f"{len(grid):,}",
-              f"{grid['lead_id'].nunique():,}", grid["snapshot_at"].nunique(), end)
+    log.debug(
+        "snapshot grid: %s rows of %s leads at %d snapshot dates (history ends %s)",
+        f"{len(grid):,}",
+        f"{grid['lead_id'].nunique():,}",
+        grid["snapshot_at"].nunique(),
+        end,
+    )
     if grid.empty:
         raise CrmDataError(
             f"no training examples: no lead is open on a snapshot date whose {params.horizon_days}-day horizon "
@@ -137,15 +148,25 @@ def run_features(raw: Path, out: Path, params: FeaturesParams, progress: bool = 
             summary["censored_leads"] = censored
             if label.get("basis") == "order":
                 summary["order_column"] = label.get("order_column")
-            summary["label"] = (f"dated leads with a target flag and no conversion dates: one row per lead at its "
-                                f"creation; label = reached {params.target_stage} by the export "
-                                f"({label.get('export_date')}); leads younger than {maturation} days at the export "
-                                f"({censored:,}) left out as censored; horizon_days does not apply")
+            summary["label"] = (
+                f"dated leads with a target flag and no conversion dates: one row per lead at its "
+                f"creation; label = reached {params.target_stage} by the export "
+                f"({label.get('export_date')}); leads younger than {maturation} days at the export "
+                f"({censored:,}) left out as censored; horizon_days does not apply"
+            )
         if single:
             summary["single_snapshot"] = True
-            summary["label"] = (f"leads-only data: one snapshot; label = reached {params.target_stage} at any time "
-                                "(no dates, so horizon_days does not apply)")
+            summary["label"] = (
+                f"leads-only data: one snapshot; label = reached {params.target_stage} at any time "
+                "(no dates, so horizon_days does not apply)"
+            )
         (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-    log.info("features: %s rows x %d features (%s positives, %.2f%%) written to %s",
-             f"{rows:,}", len(specs), f"{summary['positives']:,}", 100 * summary["positive_rate"], out)
+    log.info(
+        "features: %s rows x %d features (%s positives, %.2f%%) written to %s",
+        f"{rows:,}",
+        len(specs),
+        f"{summary['positives']:,}",
+        100 * summary["positive_rate"],
+        out,
+    )
     return summary

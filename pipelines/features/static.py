@@ -27,21 +27,77 @@ OTHER: Final = "Other"
 #: One feature column: a NumPy array or a pandas categorical.
 Column = np.ndarray | pd.Categorical
 #: Words people type into a form field they do not want to fill in.
-PLACEHOLDER_WORDS: Final[frozenset[str]] = frozenset({
-    "test", "testing", "tester", "asdf", "asd", "qwerty", "xxx", "xx", "x", "n/a", "na", "none", "null", "nil",
-    "fake", "sample", "demo", "abc", "aaa", "foo", "bar", "dummy", "unknown", "-", ".", "?", "no", "nobody",
-})
+PLACEHOLDER_WORDS: Final[frozenset[str]] = frozenset(
+    {
+        "test",
+        "testing",
+        "tester",
+        "asdf",
+        "asd",
+        "qwerty",
+        "xxx",
+        "xx",
+        "x",
+        "n/a",
+        "na",
+        "none",
+        "null",
+        "nil",
+        "fake",
+        "sample",
+        "demo",
+        "abc",
+        "aaa",
+        "foo",
+        "bar",
+        "dummy",
+        "unknown",
+        "-",
+        ".",
+        "?",
+        "no",
+        "nobody",
+    }
+)
 #: Famous placeholder people.
-PLACEHOLDER_PEOPLE: Final[frozenset[tuple[str, str]]] = frozenset({
-    ("mickey", "mouse"), ("minnie", "mouse"), ("donald", "duck"), ("john", "doe"), ("jane", "doe"),
-    ("test", "user"), ("first", "last"), ("firstname", "lastname"), ("john", "smith"),
-})
+PLACEHOLDER_PEOPLE: Final[frozenset[tuple[str, str]]] = frozenset(
+    {
+        ("mickey", "mouse"),
+        ("minnie", "mouse"),
+        ("donald", "duck"),
+        ("john", "doe"),
+        ("jane", "doe"),
+        ("test", "user"),
+        ("first", "last"),
+        ("firstname", "lastname"),
+        ("john", "smith"),
+    }
+)
 #: Example, test and disposable e-mail domains.
-TEST_MAIL_DOMAINS: Final[frozenset[str]] = frozenset({
-    "example.com", "example.org", "example.net", "test.com", "test.de", "mailinator.com", "fake.com", "fake.org",
-    "none.com", "asdf.com", "abc.com", "yopmail.com", "guerrillamail.com", "10minutemail.com", "trashmail.com",
-    "tempmail.com", "sharklasers.com", "dispostable.com", "throwawaymail.com", "maildrop.cc",
-})
+TEST_MAIL_DOMAINS: Final[frozenset[str]] = frozenset(
+    {
+        "example.com",
+        "example.org",
+        "example.net",
+        "test.com",
+        "test.de",
+        "mailinator.com",
+        "fake.com",
+        "fake.org",
+        "none.com",
+        "asdf.com",
+        "abc.com",
+        "yopmail.com",
+        "guerrillamail.com",
+        "10minutemail.com",
+        "trashmail.com",
+        "tempmail.com",
+        "sharklasers.com",
+        "dispostable.com",
+        "throwawaymail.com",
+        "maildrop.cc",
+    }
+)
 PLACEHOLDER_MAILBOXES: Final[frozenset[str]] = PLACEHOLDER_WORDS | {"noreply", "no-reply", "donotreply"}
 _VALID_EMAIL: Final = r"^[^@\s]+@[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\.[a-z]{2,}$"
 
@@ -96,20 +152,22 @@ class Categories:
         """Vocabulary-based levels, plus the ICP's industries and the campaign ids present in the CRM."""
         industries = tuple(dict.fromkeys((*vocab.INDUSTRIES, *params.icp.industries, OTHER)))
         campaign_ids = tuple(str(c) for c in sorted(tables["campaigns"]["campaign_id"].astype("int64").tolist()))
-        return cls(levels={
-            "industry": industries,
-            "region": vocab.REGIONS,
-            "country": (*sorted(vocab.COUNTRY_REGION), OTHER),
-            "lead_source": vocab.LEAD_SOURCES,
-            "campaign_id": campaign_ids,
-            "campaign_channel": vocab.CAMPAIGN_CHANNELS,
-            "campaign_region": (*vocab.REGIONS, "Global"),
-            "budget_range": vocab.BUDGET_RANGES,
-            "purchase_timeframe": vocab.PURCHASE_TIMEFRAMES,
-            "seniority": SENIORITIES,
-            "department": DEPARTMENTS,
-            "stage_at_t": ("none", *vocab.STAGES),
-        })
+        return cls(
+            levels={
+                "industry": industries,
+                "region": vocab.REGIONS,
+                "country": (*sorted(vocab.COUNTRY_REGION), OTHER),
+                "lead_source": vocab.LEAD_SOURCES,
+                "campaign_id": campaign_ids,
+                "campaign_channel": vocab.CAMPAIGN_CHANNELS,
+                "campaign_region": (*vocab.REGIONS, "Global"),
+                "budget_range": vocab.BUDGET_RANGES,
+                "purchase_timeframe": vocab.PURCHASE_TIMEFRAMES,
+                "seniority": SENIORITIES,
+                "department": DEPARTMENTS,
+                "stage_at_t": ("none", *vocab.STAGES),
+            }
+        )
 
     def encode(self, name: str, values: pd.Series | np.ndarray | pa.Array) -> pd.Categorical:
         """Values as a categorical with this feature's fixed levels; unknown values become NaN (or Other)."""
@@ -118,8 +176,9 @@ class Categories:
         codes = pc.index_in(array, value_set=pa.array(levels, type=pa.large_string()))
         if OTHER in levels:
             codes = pc.if_else(pc.and_(pc.is_null(codes), pc.is_valid(array)), levels.index(OTHER), codes)
-        return pd.Categorical.from_codes(pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype(np.int16),
-                                         categories=levels)
+        return pd.Categorical.from_codes(
+            pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype(np.int16), categories=levels
+        )
 
 
 def _arrow(values: pd.Series | np.ndarray) -> pa.Array:
@@ -206,12 +265,12 @@ def bogus_signals(leads: pd.DataFrame, domains: pa.Array | None = None) -> dict[
     people = {f"{a}|{b}" for a, b in PLACEHOLDER_PEOPLE}
     out: dict[str, np.ndarray] = {}
     out["name_missing"] = _flag(pc.or_(pc.equal(first_len, 0), pc.equal(last_len, 0)))
-    out["name_placeholder"] = _flag(pc.or_(pc.or_(_in(first, PLACEHOLDER_WORDS), _in(last, PLACEHOLDER_WORDS)),
-                                           _in(pair, people)))
+    out["name_placeholder"] = _flag(
+        pc.or_(pc.or_(_in(first, PLACEHOLDER_WORDS), _in(last, PLACEHOLDER_WORDS)), _in(pair, people))
+    )
     out["name_repeated"] = _flag(pc.and_(pc.equal(first, last), pc.greater(first_len, 0)))
     out["name_too_short"] = _flag(pc.or_(pc.less(first_len, 2), pc.less(last_len, 2)))
-    out["name_has_digit"] = _flag(pc.or_(pc.match_substring_regex(first, r"\d"),
-                                         pc.match_substring_regex(last, r"\d")))
+    out["name_has_digit"] = _flag(pc.or_(pc.match_substring_regex(first, r"\d"), pc.match_substring_regex(last, r"\d")))
     out["email_missing"] = _flag(pc.equal(pc.fill_null(pc.utf8_length(email), 0), 0))
     out["email_invalid"] = _flag(pc.and_(pc.is_valid(email), pc.invert(pc.match_substring_regex(email, _VALID_EMAIL))))
     out["email_test_domain"] = _flag(pc.or_(_in(domain, TEST_MAIL_DOMAINS), _in(domain_label, PLACEHOLDER_WORDS)))
@@ -222,8 +281,16 @@ def bogus_signals(leads: pd.DataFrame, domains: pa.Array | None = None) -> dict[
     odd_length = pc.or_(pc.less(n_digits, 7), pc.greater(n_digits, 15))
     out["phone_invalid"] = _flag(pc.and_(pc.greater(n_digits, 0), pc.or_(pc.or_(odd_length, repeated), sequence)))
     out["title_placeholder"] = _flag(_in(title, PLACEHOLDER_WORDS))
-    signals = ["name_placeholder", "name_repeated", "name_has_digit", "email_invalid", "email_test_domain",
-               "email_placeholder_mailbox", "phone_invalid", "title_placeholder"]
+    signals = [
+        "name_placeholder",
+        "name_repeated",
+        "name_has_digit",
+        "email_invalid",
+        "email_test_domain",
+        "email_placeholder_mailbox",
+        "phone_invalid",
+        "title_placeholder",
+    ]
     out["bogus_signal_count"] = np.sum([out[c] for c in signals], axis=0, dtype=np.int8)
     return out
 
@@ -277,8 +344,9 @@ class Reference:
         )
 
 
-def static_features(leads: pd.DataFrame, reference: Reference, params: FeaturesParams,
-                    categories: Categories) -> dict[str, Column]:
+def static_features(
+    leads: pd.DataFrame, reference: Reference, params: FeaturesParams, categories: Categories
+) -> dict[str, Column]:
     """Creation-time feature columns of each lead (aligned with `leads` rows), in `STATIC_SPECS` order."""
     icp = params.icp
     account = _rows_of(leads["account_id"], reference.account_ids)
@@ -316,8 +384,9 @@ def static_features(leads: pd.DataFrame, reference: Reference, params: FeaturesP
     out["title_missing"] = _flag(pc.equal(pc.fill_null(pc.utf8_length(_text(leads["job_title"])), 0), 0))
     # source and campaign
     out["lead_source"] = categories.encode("lead_source", leads["lead_source"])
-    campaign_key = pc.cast(pa.array(leads["campaign_id"].astype("Int64"), type=pa.int64(), from_pandas=True),
-                           pa.large_string())
+    campaign_key = pc.cast(
+        pa.array(leads["campaign_id"].astype("Int64"), type=pa.int64(), from_pandas=True), pa.large_string()
+    )
     out["campaign_id"] = categories.encode("campaign_id", campaign_key)
     out["campaign_channel"] = categories.encode("campaign_channel", _at(text["campaign_channel"], campaign))
     out["campaign_region"] = categories.encode("campaign_region", _at(text["campaign_region"], campaign))

@@ -36,9 +36,18 @@ def _fmt(value: Any) -> str:
     return "n/a" if value is None else str(value)
 
 
-def model_card(name: str, version: str, run_id: str, lineage: Mapping[str, Any], spec: Mapping[str, Any],
-               split: Mapping[str, Any], metrics: Mapping[str, Any], thresholds: Mapping[str, Any],
-               gate: Mapping[str, Any] | None, registration: Mapping[str, Any] | None = None) -> str:
+def model_card(
+    name: str,
+    version: str,
+    run_id: str,
+    lineage: Mapping[str, Any],
+    spec: Mapping[str, Any],
+    split: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    thresholds: Mapping[str, Any],
+    gate: Mapping[str, Any] | None,
+    registration: Mapping[str, Any] | None = None,
+) -> str:
     """Markdown of the card. Inputs are the JSON forms of the run's artifacts (all feature-level, no personal data);
     `registration` ({"kind", "reason"}) says whether the version could become champion on its own."""
     b = split.get("boundaries", {})
@@ -56,9 +65,13 @@ def model_card(name: str, version: str, run_id: str, lineage: Mapping[str, Any],
         f"within **{spec.get('horizon_days')} days** of the scoring date, with the predicted stage, a grade (A-D) and "
         "the top positive and negative reasons in business words.",
         "",
-        ("## Data window (out-of-time split by lead creation date)" if split.get("note") else
-         "## Data window (out-of-time split by snapshot date)") if split.get("kind") != "random" else
-        "## Data (leads-only: one snapshot, stratified random split by lead, NOT an out-of-time test)",
+        (
+            "## Data window (out-of-time split by lead creation date)"
+            if split.get("note")
+            else "## Data window (out-of-time split by snapshot date)"
+        )
+        if split.get("kind") != "random"
+        else "## Data (leads-only: one snapshot, stratified random split by lead, NOT an out-of-time test)",
         "",
         *([f"Split: {split['note']}.", ""] if split.get("note") else []),
         "| slice | first snapshot | last snapshot | rows | positives |",
@@ -74,17 +87,20 @@ def model_card(name: str, version: str, run_id: str, lineage: Mapping[str, Any],
         if split.get("kind") == "random":
             window = f"refitted on the {fit[0]} slices and recalibrated on the {cal[0]} slice"
         else:
-            window = (f"refitted on every labelled snapshot from {str(fit[0])[:10]} to {str(fit[1])[:10]} and "
-                      f"recalibrated (thresholds too) on the latest complete weeks, {str(cal[0])[:10]} to "
-                      f"{str(cal[1])[:10]}")
-        lines += ["", "**What is registered.** The test-slice figures below measure the *procedure*: a model fitted "
-                  "on the fit slice, calibrated on the calibration slice and tested on later weeks it never saw. "
-                  f"The version registered here is the same procedure {window}, with the same number of boosting "
-                  "rounds, so it is fresher than the model that was measured; the promotion gate compares the "
-                  "measured (evaluation) models."]
-    lines += ["",
-              "## Test-slice metrics (bootstrap over leads)", "",
-              "| metric | value | CI |", "| --- | ---: | --- |"]
+            window = (
+                f"refitted on every labelled snapshot from {str(fit[0])[:10]} to {str(fit[1])[:10]} and "
+                f"recalibrated (thresholds too) on the latest complete weeks, {str(cal[0])[:10]} to "
+                f"{str(cal[1])[:10]}"
+            )
+        lines += [
+            "",
+            "**What is registered.** The test-slice figures below measure the *procedure*: a model fitted "
+            "on the fit slice, calibrated on the calibration slice and tested on later weeks it never saw. "
+            f"The version registered here is the same procedure {window}, with the same number of boosting "
+            "rounds, so it is fresher than the model that was measured; the promotion gate compares the "
+            "measured (evaluation) models.",
+        ]
+    lines += ["", "## Test-slice metrics (bootstrap over leads)", "", "| metric | value | CI |", "| --- | ---: | --- |"]
     for key, label in HEADLINE:
         if key in metrics:
             lo, hi = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
@@ -92,32 +108,49 @@ def model_card(name: str, version: str, run_id: str, lineage: Mapping[str, Any],
             lines.append(f"| {label} | {_fmt(metrics[key])} | {ci} |")
     test = metrics.get("test") or {}
     if test:
-        lines += ["", f"Test slice: {_fmt(test.get('rows'))} rows of {_fmt(test.get('leads'))} leads, "
-                      f"{_fmt(test.get('positives'))} positives, base rate {_fmt(test.get('base_rate'))}."]
-    lines += ["", "## Threshold policies", "",
-              "Predicted stage = the highest stage whose threshold the probability reaches; grade A = SQL, B = SAL, "
-              "C = MQL, D = below MQL (nurture).", "",
-              f"Volumes count {'new hand-offs' if thresholds.get('volume') == 'new' else 'the standing list'}.", "",
-              "| stage | policy | threshold | test precision | test leads/week on the list | test new/week |",
-              "| --- | --- | ---: | ---: | ---: | ---: |"]
+        lines += [
+            "",
+            f"Test slice: {_fmt(test.get('rows'))} rows of {_fmt(test.get('leads'))} leads, "
+            f"{_fmt(test.get('positives'))} positives, base rate {_fmt(test.get('base_rate'))}.",
+        ]
+    lines += [
+        "",
+        "## Threshold policies",
+        "",
+        "Predicted stage = the highest stage whose threshold the probability reaches; grade A = SQL, B = SAL, "
+        "C = MQL, D = below MQL (nurture).",
+        "",
+        f"Volumes count {'new hand-offs' if thresholds.get('volume') == 'new' else 'the standing list'}.",
+        "",
+        "| stage | policy | threshold | test precision | test leads/week on the list | test new/week |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
     policies = thresholds.get("policies") or {}
     stage_stats = metrics.get("stages") or {}
     for stage, value in (thresholds.get("thresholds") or {}).items():
         policy = policies.get(stage) or {}
         detail = ", ".join(f"{k}={v}" for k, v in policy.items() if k != "policy")
         st = stage_stats.get(stage) or {}
-        lines.append(f"| {stage} | {policy.get('policy', 'n/a')}{f' ({detail})' if detail else ''} | "
-                     f"{_fmt(value)} | {_fmt(st.get('precision'))} | {_fmt(st.get('leads_per_week'))} | "
-                     f"{_fmt(st.get('new_per_week'))} |")
+        lines.append(
+            f"| {stage} | {policy.get('policy', 'n/a')}{f' ({detail})' if detail else ''} | "
+            f"{_fmt(value)} | {_fmt(st.get('precision'))} | {_fmt(st.get('leads_per_week'))} | "
+            f"{_fmt(st.get('new_per_week'))} |"
+        )
     if thresholds.get("segment_column"):
         lines += ["", f"Per-segment thresholds on `{thresholds['segment_column']}`, shrunk toward the global ones."]
     lines += ["", "## Promotion gate", ""]
     if registration:
         kind = registration.get("kind")
-        lines += [f"Registration: **{kind}** ({registration.get('reason')})."
-                  + ("" if kind == "clean" else " A registration from `dvc exp run` or from uncommitted changes "
-                     "stays challenger whatever the gate says; `leadscore promote` makes it champion deliberately."),
-                  ""]
+        lines += [
+            f"Registration: **{kind}** ({registration.get('reason')})."
+            + (
+                ""
+                if kind == "clean"
+                else " A registration from `dvc exp run` or from uncommitted changes "
+                "stays challenger whatever the gate says; `leadscore promote` makes it champion deliberately."
+            ),
+            "",
+        ]
     if gate:
         lines.append(f"Passed: **{gate.get('passed')}**.")
         lines += [f"- {r}" for r in gate.get("reasons", [])]

@@ -39,8 +39,17 @@ def _auc(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None) -> float:
     return float(roc_auc_score(y, p, sample_weight=w)) if 0 < y.sum() < len(y) else float("nan")
 
 
-def compare(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray, cluster_id: np.ndarray, gate: GateParams,
-            ece_bins: int, ece_strategy: str, seed: int, weight: np.ndarray | None = None) -> GateResult:
+def compare(
+    y: np.ndarray,
+    challenger: np.ndarray,
+    champion: np.ndarray,
+    cluster_id: np.ndarray,
+    gate: GateParams,
+    ece_bins: int,
+    ece_strategy: str,
+    seed: int,
+    weight: np.ndarray | None = None,
+) -> GateResult:
     """Apply the gate to the two models' calibrated probabilities on the same rows (each row counting `weight`
     open-lead weeks); the paired bootstrap resamples `cluster_id` (accounts: `modeling.cluster_ids`)."""
     y = np.asarray(y, dtype=np.int64)
@@ -56,13 +65,17 @@ def compare(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray, cluster
         return {"auc_delta": _auc(yi, challenger[idx], wi) - _auc(yi, champion[idx], wi)}
 
     low, high = ClusterBootstrap(np.asarray(cluster_id), seed).intervals(statistic, gate.bootstrap, gate.ci_level)[
-        "auc_delta"]
+        "auc_delta"
+    ]
     figures = {
-        "rows": len(y), "positives": int(y.sum()),
-        "auc_challenger": _auc(y, challenger, w), "auc_champion": _auc(y, champion, w),
+        "rows": len(y),
+        "positives": int(y.sum()),
+        "auc_challenger": _auc(y, challenger, w),
+        "auc_champion": _auc(y, champion, w),
         "ece_challenger": expected_calibration_error(y, challenger, ece_bins, ece_strategy, w),
         "ece_champion": expected_calibration_error(y, champion, ece_bins, ece_strategy, w),
-        "bootstrap": gate.bootstrap, "ci_level": gate.ci_level,
+        "bootstrap": gate.bootstrap,
+        "ci_level": gate.ci_level,
     }
     figures["auc_delta"] = figures["auc_challenger"] - figures["auc_champion"]
     figures["auc_delta_ci"] = [low, high]
@@ -70,18 +83,24 @@ def compare(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray, cluster
     reasons, passed = [], True
     if not np.isfinite(low) or low < -gate.auc_margin:
         passed = False
-        reasons.append(f"AUC may be worse than the champion's beyond the margin: delta {figures['auc_delta']:+.4f}, "
-                       f"{gate.ci_level:.0%} CI [{low:+.4f}, {high:+.4f}], lower bound below -{gate.auc_margin}")
+        reasons.append(
+            f"AUC may be worse than the champion's beyond the margin: delta {figures['auc_delta']:+.4f}, "
+            f"{gate.ci_level:.0%} CI [{low:+.4f}, {high:+.4f}], lower bound below -{gate.auc_margin}"
+        )
     else:
-        reasons.append(f"AUC not worse beyond the margin: delta {figures['auc_delta']:+.4f}, CI lower bound "
-                       f"{low:+.4f} >= -{gate.auc_margin}")
+        reasons.append(
+            f"AUC not worse beyond the margin: delta {figures['auc_delta']:+.4f}, CI lower bound "
+            f"{low:+.4f} >= -{gate.auc_margin}"
+        )
     if not figures["ece_challenger"] <= gate.max_ece:
         passed = False
         reasons.append(f"ECE {figures['ece_challenger']:.4f} above the bound {gate.max_ece}")
     if not figures["ece_delta"] <= gate.max_ece_increase:
         passed = False
-        reasons.append(f"ECE rises by {figures['ece_delta']:+.4f} over the champion's {figures['ece_champion']:.4f} "
-                       f"(allowed +{gate.max_ece_increase})")
+        reasons.append(
+            f"ECE rises by {figures['ece_delta']:+.4f} over the champion's {figures['ece_champion']:.4f} "
+            f"(allowed +{gate.max_ece_increase})"
+        )
     if passed:
         reasons.append(f"ECE {figures['ece_challenger']:.4f} within bounds (champion {figures['ece_champion']:.4f})")
     return GateResult(passed=passed, reasons=reasons, figures=figures)

@@ -74,8 +74,7 @@ def lock_outputs(lock_path: Path) -> list[str]:
 
 
 def _git(repo: Path, *args: str, timeout: float = 60) -> str:
-    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True,
-                          timeout=timeout).stdout
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True, timeout=timeout).stdout
 
 
 def _status_paths(porcelain: str) -> list[str]:
@@ -107,10 +106,10 @@ def git_commit(repo: Path, ignore: Iterable[str | Path] = ()) -> dict[str, str]:
     except (OSError, subprocess.SubprocessError):
         return {"commit": "unknown", "dirty": "unknown", "changed": ""}
     skipped = [(Path(repo) / p).resolve() for p in ignore]
-    changed = [p for p in _status_paths(status)
-               if not any(s == (top / p) or s in (top / p).parents for s in skipped)]
-    shown = ", ".join(changed[:_CHANGED_SHOWN]) + (f" (+{len(changed) - _CHANGED_SHOWN} more)"
-                                                   if len(changed) > _CHANGED_SHOWN else "")
+    changed = [p for p in _status_paths(status) if not any(s == (top / p) or s in (top / p).parents for s in skipped)]
+    shown = ", ".join(changed[:_CHANGED_SHOWN]) + (
+        f" (+{len(changed) - _CHANGED_SHOWN} more)" if len(changed) > _CHANGED_SHOWN else ""
+    )
     return {"commit": sha, "dirty": str(bool(changed)).lower(), "changed": shown}
 
 
@@ -138,8 +137,9 @@ def _inside(path: str, root: str) -> bool:
     return p == r or r in p.parents or p in r.parents
 
 
-def input_hashes(lock: Mapping[str, Any], inputs: Sequence[str] | None = None, skip_stage: str | None = None
-                 ) -> dict[str, str]:
+def input_hashes(
+    lock: Mapping[str, Any], inputs: Sequence[str] | None = None, skip_stage: str | None = None
+) -> dict[str, str]:
     """Hash of every stage output in a parsed dvc.lock (all of them, or those that are, contain or lie in one of
     `inputs`), except `skip_stage`'s own. The register stage is the DAG's sink, so every other stage's outputs are
     its inputs: the CRM snapshot, features, rule scores, models, metrics.
@@ -157,8 +157,9 @@ def input_hashes(lock: Mapping[str, Any], inputs: Sequence[str] | None = None, s
     return dict(sorted(out.items()))
 
 
-def read_lock_hashes(lock_path: Path, inputs: Sequence[str] | None = None, skip_stage: str | None = None
-                     ) -> dict[str, str]:
+def read_lock_hashes(
+    lock_path: Path, inputs: Sequence[str] | None = None, skip_stage: str | None = None
+) -> dict[str, str]:
     """`input_hashes` of a dvc.lock file; empty (with a warning) when there is none, e.g. outside `dvc repro`."""
     if not Path(lock_path).exists():
         log.warning("no %s: the run's DVC input hashes are not recorded", lock_path)

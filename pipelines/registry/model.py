@@ -42,7 +42,9 @@ REFERENCE_ARTIFACT: Final = "drift_reference"
 #: Optional artifacts: the out-of-time procedure's model (fitted before the test weeks), which the promotion gate
 #: compares on the test rows, since the production model was refitted on them. Param `variant` selects it.
 EVALUATION_ARTIFACTS: Final[dict[str, str]] = {
-    "booster": "evaluation_booster", "calibrator": "evaluation_calibrator", "thresholds": "evaluation_thresholds",
+    "booster": "evaluation_booster",
+    "calibrator": "evaluation_calibrator",
+    "thresholds": "evaluation_thresholds",
 }
 VARIANTS: Final[tuple[str, ...]] = ("production", "evaluation")
 
@@ -68,9 +70,13 @@ class ScoringSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ScoringSpec:
         """Inverse of `to_dict`."""
-        return cls(feature_list_version=data["feature_list_version"],
-                   features=tuple(ReasonFeature(**f) for f in data["features"]), target_stage=data["target_stage"],
-                   horizon_days=int(data["horizon_days"]), top_reasons=int(data["top_reasons"]))
+        return cls(
+            feature_list_version=data["feature_list_version"],
+            features=tuple(ReasonFeature(**f) for f in data["features"]),
+            target_stage=data["target_stage"],
+            horizon_days=int(data["horizon_days"]),
+            top_reasons=int(data["top_reasons"]),
+        )
 
     @property
     def names(self) -> list[str]:
@@ -84,16 +90,22 @@ def feature_list_version(feature_list: list[dict[str, Any]]) -> str:
     return "fl-" + hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
-def build_spec(booster: lgb.Booster, feature_list: list[dict[str, Any]], target_stage: str, horizon_days: int,
-               top_reasons_k: int) -> ScoringSpec:
+def build_spec(
+    booster: lgb.Booster, feature_list: list[dict[str, Any]], target_stage: str, horizon_days: int, top_reasons_k: int
+) -> ScoringSpec:
     """The spec of a booster: its features (in its order) with kind and family from the features stage's list."""
     listed = {f["name"]: f for f in feature_list}
     missing = [n for n in booster.feature_name() if n not in listed]
     if missing:
         raise ScoringInputError(f"booster features {missing[:10]} are not in the feature list (stale features?)")
     features = reason_features([listed[n] for n in booster.feature_name()])
-    return ScoringSpec(feature_list_version=feature_list_version(feature_list), features=tuple(features),
-                       target_stage=target_stage, horizon_days=horizon_days, top_reasons=top_reasons_k)
+    return ScoringSpec(
+        feature_list_version=feature_list_version(feature_list),
+        features=tuple(features),
+        target_stage=target_stage,
+        horizon_days=horizon_days,
+        top_reasons=top_reasons_k,
+    )
 
 
 def category_levels(booster: lgb.Booster, spec: ScoringSpec) -> dict[str, list[Any]]:
@@ -114,8 +126,9 @@ def model_frame(frame: pd.DataFrame, spec: ScoringSpec, levels: dict[str, list[A
     for f in spec.features:
         col = frame[f.name]
         if f.kind == "categorical":
-            values = pd.Series(col.astype(object) if isinstance(col.dtype, pd.CategoricalDtype) else col,
-                               index=frame.index)
+            values = pd.Series(
+                col.astype(object) if isinstance(col.dtype, pd.CategoricalDtype) else col, index=frame.index
+            )
             known = levels[f.name]
             # levels unseen in training count as missing (stated explicitly: pandas 4 will refuse them)
             out[f.name] = pd.Categorical(values.where(values.isin(known)), categories=known)
@@ -127,8 +140,9 @@ def model_frame(frame: pd.DataFrame, spec: ScoringSpec, levels: dict[str, list[A
     return pd.DataFrame(out, index=frame.index)
 
 
-def score_frame(booster: lgb.Booster, calibrator: Calibrator, thresholds: Thresholds, spec: ScoringSpec,
-                frame: pd.DataFrame, k: int) -> pd.DataFrame:
+def score_frame(
+    booster: lgb.Booster, calibrator: Calibrator, thresholds: Thresholds, spec: ScoringSpec, frame: pd.DataFrame, k: int
+) -> pd.DataFrame:
     """Calibrated probability, predicted stage, grade and the top-k positive and negative reasons of each row."""
     x = model_frame(frame, spec, category_levels(booster, spec))
     raw = np.asarray(booster.predict(x), dtype=float)
@@ -136,8 +150,14 @@ def score_frame(booster: lgb.Booster, calibrator: Calibrator, thresholds: Thresh
     segments = None
     if thresholds.segment_column and thresholds.segment_column in frame.columns:
         segments = frame[thresholds.segment_column].astype(object)
-    out = pd.DataFrame({"probability": prob, "stage": thresholds.stage_of(prob, segments),
-                        "grade": thresholds.grade_of(prob, segments)}, index=frame.index)
+    out = pd.DataFrame(
+        {
+            "probability": prob,
+            "stage": thresholds.stage_of(prob, segments),
+            "grade": thresholds.grade_of(prob, segments),
+        },
+        index=frame.index,
+    )
     if k > 0 and len(x):
         contrib = np.asarray(booster.predict(x, pred_contrib=True), dtype=float)
         positive, negative = top_reasons(contrib, x, spec.features, k)
@@ -160,14 +180,15 @@ class LeadScoringModel(PythonModel):
         self.spec = ScoringSpec.from_dict(json.loads(Path(paths["spec"]).read_text()))
         self.evaluation: tuple[lgb.Booster, Calibrator, Thresholds] | None = None
         if all(key in paths for key in EVALUATION_ARTIFACTS.values()):  # absent in models registered before them
-            self.evaluation = (lgb.Booster(model_file=str(paths[EVALUATION_ARTIFACTS["booster"]])),
-                               load_calibrator(Path(paths[EVALUATION_ARTIFACTS["calibrator"]])),
-                               load_thresholds(Path(paths[EVALUATION_ARTIFACTS["thresholds"]])))
+            self.evaluation = (
+                lgb.Booster(model_file=str(paths[EVALUATION_ARTIFACTS["booster"]])),
+                load_calibrator(Path(paths[EVALUATION_ARTIFACTS["calibrator"]])),
+                load_thresholds(Path(paths[EVALUATION_ARTIFACTS["thresholds"]])),
+            )
         # training-population bins for drift checks (pipelines.drift); absent in models registered before them
         self.reference_path = Path(paths[REFERENCE_ARTIFACT]) if REFERENCE_ARTIFACT in paths else None
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
-                ) -> pd.DataFrame:
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """Score the rows: probability, stage, grade, reasons_positive, reasons_negative."""
         if not isinstance(model_input, pd.DataFrame):
             model_input = pd.DataFrame(model_input)
@@ -185,8 +206,12 @@ def input_schema(spec: ScoringSpec) -> Any:
     """The model's input schema: numeric features as double, categorical as string, every column required."""
     from mlflow.types import ColSpec, DataType, Schema
 
-    return Schema([ColSpec(DataType.string if f.kind == "categorical" else DataType.double, f.name, required=True)
-                   for f in spec.features])
+    return Schema(
+        [
+            ColSpec(DataType.string if f.kind == "categorical" else DataType.double, f.name, required=True)
+            for f in spec.features
+        ]
+    )
 
 
 def conform(frame: pd.DataFrame, schema: Any) -> pd.DataFrame:
@@ -218,6 +243,7 @@ def model_signature(spec: ScoringSpec, example: pd.DataFrame, output: pd.DataFra
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types import DataType, ParamSchema, ParamSpec
 
-    params = ParamSchema([ParamSpec("top_reasons", DataType.long, spec.top_reasons),
-                          ParamSpec("variant", DataType.string, "production")])
+    params = ParamSchema(
+        [ParamSpec("top_reasons", DataType.long, spec.top_reasons), ParamSpec("variant", DataType.string, "production")]
+    )
     return ModelSignature(inputs=input_schema(spec), outputs=infer_signature(example, output).outputs, params=params)

@@ -34,8 +34,11 @@ from pipelines.words import (
 
 #: Title seniority codes (pipelines.crm.titles) as people say them.
 SENIORITY_WORDS: Final[dict[str, str]] = {
-    "c_level": "C-level title", "vp": "VP-level title", "director": "director-level title",
-    "manager": "manager-level title", "individual": "individual-contributor title",
+    "c_level": "C-level title",
+    "vp": "VP-level title",
+    "director": "director-level title",
+    "manager": "manager-level title",
+    "individual": "individual-contributor title",
     "intern_student": "intern or student title",
 }
 #: Departments whose code is not plain English.
@@ -97,8 +100,9 @@ def reason_features(features: Sequence[Any]) -> list[ReasonFeature]:
     """ReasonFeatures of objects with name, kind and family (FeatureSpec, FeatureSpec or dicts)."""
     out = []
     for f in features:
-        name, kind, family = (f["name"], f["kind"], f.get("family", "")) if isinstance(f, dict) else (
-            f.name, f.kind, f.family)
+        name, kind, family = (
+            (f["name"], f["kind"], f.get("family", "")) if isinstance(f, dict) else (f.name, f.kind, f.family)
+        )
         out.append(ReasonFeature(name=name, kind=kind, family=family, group=reason_group(name, family)))
     return out
 
@@ -126,23 +130,35 @@ def _missing(value: Any) -> bool:
 UNKNOWN_LEVELS: Final[frozenset[str]] = frozenset({"unknown"})
 #: What to say for a missing value, per feature.
 MISSING_WORDS: Final[dict[str, str]] = {
-    "seniority": "seniority unknown", "department": "department unknown", "budget_range": "no budget stated",
-    "purchase_timeframe": "no purchase timeframe stated", "industry": "industry unknown",
-    "employee_count": "company size unknown", "annual_revenue": "company revenue unknown",
-    "lead_source": "lead source unknown", "campaign_id": "no campaign", "campaign_channel": "no campaign",
-    "campaign_region": "no campaign", "region": "region unknown", "country": "country unknown",
+    "seniority": "seniority unknown",
+    "department": "department unknown",
+    "budget_range": "no budget stated",
+    "purchase_timeframe": "no purchase timeframe stated",
+    "industry": "industry unknown",
+    "employee_count": "company size unknown",
+    "annual_revenue": "company revenue unknown",
+    "lead_source": "lead source unknown",
+    "campaign_id": "no campaign",
+    "campaign_channel": "no campaign",
+    "campaign_region": "no campaign",
+    "region": "region unknown",
+    "country": "country unknown",
     "days_since_stage_change": "no stage change yet",
 }
 #: Zero counts of the negative activities, all time: the absence said plainly.
 _NEVER: Final[dict[str, str]] = {"unsubscribe": "never unsubscribed", "email_bounce": "no e-mail ever bounced"}
 _BUDGET: Final[dict[str, str]] = {"<10k": "under 10k", ">250k": "over 250k"}
 _TIMEFRAME: Final[dict[str, str]] = {
-    "0-3 months": "plans to buy within 3 months", "3-6 months": "plans to buy in 3-6 months",
-    "6-12 months": "plans to buy in 6-12 months", ">12 months": "plans to buy in over a year",
+    "0-3 months": "plans to buy within 3 months",
+    "3-6 months": "plans to buy in 3-6 months",
+    "6-12 months": "plans to buy in 6-12 months",
+    ">12 months": "plans to buy in over a year",
     "no plans": "no plans to buy",
 }
 _STAGE: Final[dict[str, str]] = {
-    "none": "not yet in the funnel", "MQL": "currently an MQL", "SAL": "currently accepted by sales",
+    "none": "not yet in the funnel",
+    "MQL": "currently an MQL",
+    "SAL": "currently accepted by sales",
     "Nurture": "currently in nurture",
 }
 
@@ -155,7 +171,7 @@ def _money(value: float) -> str:
 
 
 def _colleagues(count: float, one: str, many: str) -> str:
-    """"1 other contact at the company is an MQL", "no other contact at the company ..."."""
+    """ "1 other contact at the company is an MQL", "no other contact at the company ..."."""
     if count == 0:
         return f"no other contact at the company {one}"
     return f"{plural(count, 'other contact')} at the company {one if count == 1 else many}"
@@ -191,8 +207,11 @@ def describe(name: str, value: Any) -> str:
         trend = "rising" if value > 0 else "falling" if value < 0 else "flat"
         return f"activity {trend} over the last {days} days"
     if (m := _ACCOUNT_WINDOW.match(name)) and not missing:
-        one, many = (("activity", "activities") if m["what"] == "activities"
-                     else ("pricing visit or demo request", "pricing visits or demo requests"))
+        one, many = (
+            ("activity", "activities")
+            if m["what"] == "activities"
+            else ("pricing visit or demo request", "pricing visits or demo requests")
+        )
         counted = plural(value, one, many) if value else f"no {many}"
         return f"{counted} by colleagues at the company {_window(m['window'], not value)}"
     if missing or str(value) in UNKNOWN_LEVELS:
@@ -203,8 +222,9 @@ def describe(name: str, value: Any) -> str:
     count = float(value) if numeric else math.nan
     words = {
         "seniority": SENIORITY_WORDS.get(code, f"{text} title"),
-        "department": ("works in another department" if code == "other" else
-                       f"works in {DEPARTMENT_WORDS.get(code, text)}"),
+        "department": (
+            "works in another department" if code == "other" else f"works in {DEPARTMENT_WORDS.get(code, text)}"
+        ),
         "industry": "company in another industry" if code == "Other" else f"company in {text}",
         "employee_count": f"company of {plural(count, 'employee')}" if numeric else f"company of {text} employees",
         "annual_revenue": f"annual revenue of {_money(count)}" if numeric else f"annual revenue {text}",
@@ -213,23 +233,29 @@ def describe(name: str, value: Any) -> str:
         "lead_source": LEAD_SOURCE_WORDS.get(code, f"came in through {text}"),
         "campaign_id": f"from campaign {text}",
         "campaign_channel": f"from {CHANNEL_WORDS.get(code, f'a {text} campaign')}",
-        "campaign_region": ("from a global campaign" if code == "Global"
-                            else f"from a campaign aimed at {REGION_WORDS.get(code, text)}"),
+        "campaign_region": (
+            "from a global campaign" if code == "Global" else f"from a campaign aimed at {REGION_WORDS.get(code, text)}"
+        ),
         "budget_range": f"stated budget {_BUDGET.get(code, text)}",
         "purchase_timeframe": _TIMEFRAME.get(code, f"plans to buy: {text}"),
         "stage_at_t": _STAGE.get(code, f"currently at stage {text}"),
         "n_stage_entries": f"{plural(count, 'stage change')} so far" if count else "no stage changes yet",
         "days_since_stage_change": f"last stage change {_days(value) if numeric else text} ago",
-        "distinct_content_all": (f"downloaded {plural(count, 'distinct content piece')}" if count
-                                 else "no content downloaded"),
+        "distinct_content_all": (
+            f"downloaded {plural(count, 'distinct content piece')}" if count else "no content downloaded"
+        ),
         "lead_age_days": f"lead is {_days(value) if numeric else text} old",
-        "account_contacts": (f"{plural(count, 'other contact')} at the company" if count
-                             else "no other contacts at the company"),
+        "account_contacts": (
+            f"{plural(count, 'other contact')} at the company" if count else "no other contacts at the company"
+        ),
         "account_other_mql": _colleagues(count, "is an MQL", "are MQLs"),
         "account_other_sql": _colleagues(count, "reached SQL", "reached SQL"),
         "icp_fit_count": f"company matches {text} of 3 ideal-profile criteria",
-        "bogus_signal_count": ("contact details look genuine" if count == 0
-                               else f"contact details look fake or incomplete ({plural(count, 'warning sign')})"),
+        "bogus_signal_count": (
+            "contact details look genuine"
+            if count == 0
+            else f"contact details look fake or incomplete ({plural(count, 'warning sign')})"
+        ),
     }
     if name in words:
         return words[name]
@@ -252,8 +278,8 @@ class Reason:
 
     feature: str
     value: Any
-    sign: int             # +1: raised the score, -1: lowered it
-    contribution: float   # the group's summed SHAP value (log-odds)
+    sign: int  # +1: raised the score, -1: lowered it
+    contribution: float  # the group's summed SHAP value (log-odds)
     text: str
 
 
@@ -268,8 +294,9 @@ def _unknown(frame: pd.DataFrame, features: Sequence[ReasonFeature]) -> np.ndarr
     return out
 
 
-def _admissible(contrib: np.ndarray, frame: pd.DataFrame, features: Sequence[ReasonFeature]
-                ) -> tuple[np.ndarray, np.ndarray]:
+def _admissible(
+    contrib: np.ndarray, frame: pd.DataFrame, features: Sequence[ReasonFeature]
+) -> tuple[np.ndarray, np.ndarray]:
     """(rows x features) masks of the features that may carry a reason in favour and one against.
 
     A feature carries a reason only in the direction it pushed; a declared direction (pipelines.features.directions)
@@ -292,8 +319,9 @@ def _admissible(contrib: np.ndarray, frame: pd.DataFrame, features: Sequence[Rea
     return up, down
 
 
-def explain(contrib: np.ndarray, frame: pd.DataFrame, features: Sequence[ReasonFeature], k: int
-            ) -> tuple[list[list[Reason]], list[list[Reason]]]:
+def explain(
+    contrib: np.ndarray, frame: pd.DataFrame, features: Sequence[ReasonFeature], k: int
+) -> tuple[list[list[Reason]], list[list[Reason]]]:
     """Per row, the k groups with the largest positive and the k with the most negative summed contributions.
 
     `contrib` is LightGBM's pred_contrib output (rows x (features + 1), the last column the bias) in the order of
@@ -328,15 +356,23 @@ def explain(contrib: np.ndarray, frame: pd.DataFrame, features: Sequence[ReasonF
                     break
                 f = int(best[i, j])
                 value = values[names[f]][i]
-                reasons.append(Reason(feature=names[f], value=value, sign=sign, contribution=float(summed[i, j]),
-                                      text=describe(names[f], value)))
+                reasons.append(
+                    Reason(
+                        feature=names[f],
+                        value=value,
+                        sign=sign,
+                        contribution=float(summed[i, j]),
+                        text=describe(names[f], value),
+                    )
+                )
             side.append(reasons)
         sides.append(side)
     return sides[0], sides[1]
 
 
-def top_reasons(contrib: np.ndarray, frame: pd.DataFrame, features: Sequence[ReasonFeature], k: int
-                ) -> tuple[list[list[str]], list[list[str]]]:
+def top_reasons(
+    contrib: np.ndarray, frame: pd.DataFrame, features: Sequence[ReasonFeature], k: int
+) -> tuple[list[list[str]], list[list[str]]]:
     """`explain`'s reasons in words: per row, the texts of the top k reasons in favour and the top k against."""
     positive, negative = explain(contrib, frame, features, k)
     return ([[r.text for r in row] for row in positive], [[r.text for r in row] for row in negative])

@@ -86,7 +86,15 @@ MODEL_ARTIFACT: Final = "model"
 _METRIC_NAME: Final = re.compile(r"[^A-Za-z0-9_\-. :/]")
 #: Distributions the scoring model needs at load time (pinned to the versions it was logged with).
 RUNTIME_PACKAGES: Final[tuple[str, ...]] = (
-    "mlflow", "lightgbm", "numpy", "pandas", "scikit-learn", "pyarrow", "pydantic", "pyyaml", "sqlalchemy",
+    "mlflow",
+    "lightgbm",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "pyarrow",
+    "pydantic",
+    "pyyaml",
+    "sqlalchemy",
 )
 
 
@@ -101,6 +109,7 @@ class GateFailedError(RegistryError):
 # ----------------------------------------------------------------------------------------------------------------
 # Tracking URI
 # ----------------------------------------------------------------------------------------------------------------
+
 
 def resolve_tracking_uri(explicit: str | None = None) -> str:
     """The explicit URI, else $MLFLOW_TRACKING_URI, else the embedded SQLite store in the working folder."""
@@ -207,8 +216,9 @@ def version_location(client: Any, name: str, version: str) -> str:
 
 def check_version_location(client: Any, name: str, version: str) -> None:
     """`check_artifact_location` for a registered version, before anything loads it."""
-    check_artifact_location(f"{name} version {version}", version_location(client, name, version),
-                            str(client.tracking_uri))
+    check_artifact_location(
+        f"{name} version {version}", version_location(client, name, version), str(client.tracking_uri)
+    )
 
 
 def ensure_experiment(client: Any, name: str, uri: str) -> str:
@@ -226,6 +236,7 @@ def ensure_experiment(client: Any, name: str, uri: str) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 # What a run logs
 # ----------------------------------------------------------------------------------------------------------------
+
 
 def flatten_metrics(data: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     """Finite numbers of a nested metrics dict as dotted keys; a 2-list `<name>_ci` becomes `_ci_low`/`_ci_high`."""
@@ -286,8 +297,9 @@ def _plot_figures(plots_dir: Path) -> dict[str, Any]:
     for file, label in (("calibration.csv", "calibrated"), ("calibration_raw.csv", "raw")):
         if (plots_dir / file).exists():
             table = pd.read_csv(plots_dir / file)
-            tables += ([(str(k), part) for k, part in table.groupby("score")] if "score" in table.columns
-                       else [(label, table)])
+            tables += (
+                [(str(k), part) for k, part in table.groupby("score")] if "score" in table.columns else [(label, table)]
+            )
     if tables:
         fig = Figure(figsize=(5, 5))
         ax = fig.subplots()
@@ -315,6 +327,7 @@ def pip_requirements() -> list[str]:
 # ----------------------------------------------------------------------------------------------------------------
 # Inputs of a registration
 # ----------------------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class RegisterInputs:
@@ -359,6 +372,7 @@ def model_probabilities(model_uri: str, rows: pd.DataFrame) -> np.ndarray:
 # Aliases
 # ----------------------------------------------------------------------------------------------------------------
 
+
 def alias_version(client: Any, name: str, alias: str) -> str | None:
     """The version an alias points to, or None."""
     from mlflow.exceptions import MlflowException
@@ -401,27 +415,48 @@ def gate_against_champion(client: Any, name: str, version: str, rows: pd.DataFra
     if lists[version] != lists[champion]:
         return new_feature_list(rows, challenger_p, version, champion, lists, params)
     champion_p = model_probabilities(f"models:/{name}/{champion}", rows)
-    result = compare(rows[LABEL].to_numpy(), challenger_p, champion_p, cluster_ids(rows),
-                     params.registry.gate, params.evaluate.ece_bins, params.evaluate.ece_strategy, params.base.seed,
-                     row_weights(rows))
-    return GateResult(result.passed, [f"version {version} vs champion {champion}: {r}" for r in result.reasons],
-                      {**result.figures, "champion_version": champion})
+    result = compare(
+        rows[LABEL].to_numpy(),
+        challenger_p,
+        champion_p,
+        cluster_ids(rows),
+        params.registry.gate,
+        params.evaluate.ece_bins,
+        params.evaluate.ece_strategy,
+        params.base.seed,
+        row_weights(rows),
+    )
+    return GateResult(
+        result.passed,
+        [f"version {version} vs champion {champion}: {r}" for r in result.reasons],
+        {**result.figures, "champion_version": champion},
+    )
 
 
-def new_feature_list(rows: pd.DataFrame, challenger_p: np.ndarray, version: str, champion: str,
-                     lists: Mapping[str, str | None], params: Params) -> GateResult:
+def new_feature_list(
+    rows: pd.DataFrame,
+    challenger_p: np.ndarray,
+    version: str,
+    champion: str,
+    lists: Mapping[str, str | None],
+    params: Params,
+) -> GateResult:
     """The champion was trained on another feature list, so it cannot score these rows: no paired comparison is
     possible. The version passes on its own calibration (ECE at most the gate's `max_ece` on the test rows), as the
     first model of a new feature list; otherwise it stays challenger."""
-    ece = expected_calibration_error(rows[LABEL].to_numpy(), challenger_p, params.evaluate.ece_bins,
-                                     params.evaluate.ece_strategy, row_weights(rows))
+    ece = expected_calibration_error(
+        rows[LABEL].to_numpy(), challenger_p, params.evaluate.ece_bins, params.evaluate.ece_strategy, row_weights(rows)
+    )
     passed = bool(ece <= params.registry.gate.max_ece)
-    reason = (f"version {version} has feature list {lists[version]}, champion {champion} has {lists[champion]}: "
-              f"the champion cannot score these rows, so no paired comparison; ECE {ece:.4f} "
-              f"{'within' if passed else 'above'} the bound {params.registry.gate.max_ece}")
+    reason = (
+        f"version {version} has feature list {lists[version]}, champion {champion} has {lists[champion]}: "
+        f"the champion cannot score these rows, so no paired comparison; ECE {ece:.4f} "
+        f"{'within' if passed else 'above'} the bound {params.registry.gate.max_ece}"
+    )
     log.warning("%s", reason)
-    return GateResult(passed, [reason], {"ece_challenger": ece, "champion_version": champion,
-                                         "feature_list_changed": True})
+    return GateResult(
+        passed, [reason], {"ece_challenger": ece, "champion_version": champion, "feature_list_changed": True}
+    )
 
 
 def set_champion(client: Any, name: str, version: str, gate: GateResult, history: list[str]) -> None:
@@ -447,20 +482,29 @@ def promote(client: Any, name: str, version: str, rows: pd.DataFrame, params: Pa
     _check_version(client, name, version)
     tags = client.get_model_version(name, version).tags
     if tags.get("registration", "clean") != "clean":
-        log.warning("%s version %s has registration=%s (%s): promoting it by hand", name, version,
-                    tags["registration"], tags.get("registration.reason", "no reason recorded"))
+        log.warning(
+            "%s version %s has registration=%s (%s): promoting it by hand",
+            name,
+            version,
+            tags["registration"],
+            tags.get("registration.reason", "no reason recorded"),
+        )
     gate = gate_against_champion(client, name, version, rows, params)
     if not gate.passed and not force:
-        raise GateFailedError(f"promotion of {name} version {version} refused by the gate: "
-                              + "; ".join(gate.reasons) + " (use --force to override)")
+        raise GateFailedError(
+            f"promotion of {name} version {version} refused by the gate: "
+            + "; ".join(gate.reasons)
+            + " (use --force to override)"
+        )
     history = champion_history(client, name)
     if alias_version(client, name, CHAMPION) != version:
         set_champion(client, name, version, gate, [*history, version])
     return gate
 
 
-def rollback(client: Any, name: str, version: str | None, rows: pd.DataFrame, params: Params, force: bool
-             ) -> tuple[str, GateResult]:
+def rollback(
+    client: Any, name: str, version: str | None, rows: pd.DataFrame, params: Params, force: bool
+) -> tuple[str, GateResult]:
     """Return `champion` to the previous champion (or `version`), through the same gate unless `force`."""
     history = champion_history(client, name)
     current = alias_version(client, name, CHAMPION)
@@ -474,8 +518,11 @@ def rollback(client: Any, name: str, version: str | None, rows: pd.DataFrame, pa
     _check_version(client, name, version)
     gate = gate_against_champion(client, name, version, rows, params)
     if not gate.passed and not force:
-        raise GateFailedError(f"rollback of {name} to version {version} refused by the gate: "
-                              + "; ".join(gate.reasons) + " (use --force to override)")
+        raise GateFailedError(
+            f"rollback of {name} to version {version} refused by the gate: "
+            + "; ".join(gate.reasons)
+            + " (use --force to override)"
+        )
     if current in history:
         history = history[: history.index(current)]
     if not history or history[-1] != version:
@@ -484,8 +531,9 @@ def rollback(client: Any, name: str, version: str | None, rows: pd.DataFrame, pa
     return version, gate
 
 
-def training_reference(features_dir: Path, models_dir: Path, spec: ScoringSpec, top_features: int, n_bins: int
-                       ) -> DriftReference:
+def training_reference(
+    features_dir: Path, models_dir: Path, spec: ScoringSpec, top_features: int, n_bins: int
+) -> DriftReference:
     """Bins of the calibrated score and the most important features (by gain) over the latest labelled weeks, the
     rows the production model was calibrated and thresholded on (weighted: the whole open population then)."""
     from pipelines.train import PRODUCTION_DIR, load_booster, load_split
@@ -505,14 +553,21 @@ def training_reference(features_dir: Path, models_dir: Path, spec: ScoringSpec, 
     kinds = {f.name: f.kind for f in ranked}
     levels = {name: [str(v) for v in values] for name, values in category_levels(booster, spec).items()}
     first, last = rows["snapshot_at"].min(), rows["snapshot_at"].max()
-    return build_reference(rows, score, kinds, n_bins,
-                           source=f"latest labelled weeks {first:%Y-%m-%d}..{last:%Y-%m-%d}: {len(rows):,} rows",
-                           levels={k: v for k, v in levels.items() if k in kinds}, weight=row_weights(rows))
+    return build_reference(
+        rows,
+        score,
+        kinds,
+        n_bins,
+        source=f"latest labelled weeks {first:%Y-%m-%d}..{last:%Y-%m-%d}: {len(rows):,} rows",
+        levels={k: v for k, v in levels.items() if k in kinds},
+        weight=row_weights(rows),
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The register stage
 # ----------------------------------------------------------------------------------------------------------------
+
 
 def _package_copy(tmp: Path) -> Path:
     """A clean copy of the `pipelines` package (no caches) to ship with the model as its code."""
@@ -524,8 +579,7 @@ def _package_copy(tmp: Path) -> Path:
     return target
 
 
-def log_and_register(client: Any, params: Params, inputs: RegisterInputs, uri: str, repo: Path
-                     ) -> dict[str, Any]:
+def log_and_register(client: Any, params: Params, inputs: RegisterInputs, uri: str, repo: Path) -> dict[str, Any]:
     """Log the training run (params, metrics with CIs, plots, features, lineage, model) and register the model."""
     import mlflow
 
@@ -543,11 +597,13 @@ def log_and_register(client: Any, params: Params, inputs: RegisterInputs, uri: s
     metrics = read_json(inputs.metrics_dir / "evaluate.json", "test metrics")
     train_path = inputs.metrics_dir / "train.json"
     train_metrics = read_json(train_path, "train metrics") if train_path.exists() else {}
-    spec = build_spec(booster, feature_list, params.features.target_stage, params.features.horizon_days,
-                      reg.top_reasons)
+    spec = build_spec(
+        booster, feature_list, params.features.target_stage, params.features.horizon_days, reg.top_reasons
+    )
     rows = gate_rows(inputs.features_dir, inputs.models_dir)
-    reference = training_reference(inputs.features_dir, inputs.models_dir, spec, params.score.drift_features,
-                                   params.score.drift_bins)
+    reference = training_reference(
+        inputs.features_dir, inputs.models_dir, spec, params.score.drift_features, params.score.drift_bins
+    )
     lineage = git_commit(repo, ignore=pipeline_outputs(repo, inputs.lock_path))
     kind, why = registration_kind(lineage, dvc_experiment())
     hashes = read_lock_hashes(inputs.lock_path, skip_stage="register")  # every other stage is upstream
@@ -559,11 +615,19 @@ def log_and_register(client: Any, params: Params, inputs: RegisterInputs, uri: s
     experiment_id = ensure_experiment(client, reg.experiment, uri)
     with tempfile.TemporaryDirectory() as tmp_name, mlflow.start_run(experiment_id=experiment_id) as run:
         tmp = Path(tmp_name)
-        mlflow.set_tags({"git.commit": lineage["commit"], "git.dirty": lineage["dirty"], "registration": kind,
-                         "registration.reason": why[:4000],
-                         "feature_list_version": spec.feature_list_version, "target_stage": spec.target_stage,
-                         "horizon_days": str(spec.horizon_days), **window,
-                         **{f"dvc.{path}": digest for path, digest in hashes.items()}})
+        mlflow.set_tags(
+            {
+                "git.commit": lineage["commit"],
+                "git.dirty": lineage["dirty"],
+                "registration": kind,
+                "registration.reason": why[:4000],
+                "feature_list_version": spec.feature_list_version,
+                "target_stage": spec.target_stage,
+                "horizon_days": str(spec.horizon_days),
+                **window,
+                **{f"dvc.{path}": digest for path, digest in hashes.items()},
+            }
+        )
         mlflow.log_params(flatten_params(params))
         mlflow.log_metrics(flatten_metrics(metrics))
         if train_metrics:
@@ -579,31 +643,50 @@ def log_and_register(client: Any, params: Params, inputs: RegisterInputs, uri: s
 
         (tmp / SPEC_FILE).write_text(json.dumps(spec.to_dict(), indent=2))
         write_reference(reference, tmp / f"{REFERENCE_ARTIFACT}.json")
-        artifacts = {"booster": str(production / BOOSTER_FILE), "calibrator": str(production / CALIBRATOR_FILE),
-                     "thresholds": str(production / THRESHOLDS_FILE), "spec": str(tmp / SPEC_FILE),
-                     REFERENCE_ARTIFACT: str(tmp / f"{REFERENCE_ARTIFACT}.json"),
-                     EVALUATION_ARTIFACTS["booster"]: str(inputs.models_dir / BOOSTER_FILE),
-                     EVALUATION_ARTIFACTS["calibrator"]: str(inputs.models_dir / CALIBRATOR_FILE),
-                     EVALUATION_ARTIFACTS["thresholds"]: str(inputs.models_dir / THRESHOLDS_FILE)}
+        artifacts = {
+            "booster": str(production / BOOSTER_FILE),
+            "calibrator": str(production / CALIBRATOR_FILE),
+            "thresholds": str(production / THRESHOLDS_FILE),
+            "spec": str(tmp / SPEC_FILE),
+            REFERENCE_ARTIFACT: str(tmp / f"{REFERENCE_ARTIFACT}.json"),
+            EVALUATION_ARTIFACTS["booster"]: str(inputs.models_dir / BOOSTER_FILE),
+            EVALUATION_ARTIFACTS["calibrator"]: str(inputs.models_dir / CALIBRATOR_FILE),
+            EVALUATION_ARTIFACTS["thresholds"]: str(inputs.models_dir / THRESHOLDS_FILE),
+        }
         example = conform(rows.head(reg.input_example_rows), input_schema(spec))
         scorer = LeadScoringModel()
         scorer.load_context(type("Context", (), {"artifacts": artifacts})())
         signature = model_signature(spec, example, scorer.predict(None, example))
         info = mlflow.pyfunc.log_model(
-            name=MODEL_ARTIFACT, python_model=LeadScoringModel(), artifacts=artifacts, signature=signature,
-            input_example=example, pip_requirements=pip_requirements(), code_paths=[str(_package_copy(tmp))],
-            registered_model_name=reg.model_name, metadata={MODEL_MARKER: MODEL_KIND},
+            name=MODEL_ARTIFACT,
+            python_model=LeadScoringModel(),
+            artifacts=artifacts,
+            signature=signature,
+            input_example=example,
+            pip_requirements=pip_requirements(),
+            code_paths=[str(_package_copy(tmp))],
+            registered_model_name=reg.model_name,
+            metadata={MODEL_MARKER: MODEL_KIND},
         )
         version = str(info.registered_model_version)
         run_id = run.info.run_id
 
     name = reg.model_name
-    headline = {k: metrics[k] for k in ("roc_auc", "roc_auc_ci_low", "roc_auc_ci_high", "ece", "pr_auc")
-                if isinstance(metrics.get(k), int | float)}
-    for key, value in {**window, **{f"metric.{k}": f"{v:.4f}" for k, v in headline.items()},
-                       "git.commit": lineage["commit"], "run_id": run_id, "registration": kind,
-                       "registration.reason": why[:4000], "feature_list_version": spec.feature_list_version,
-                       MODEL_MARKER: MODEL_KIND}.items():
+    headline = {
+        k: metrics[k]
+        for k in ("roc_auc", "roc_auc_ci_low", "roc_auc_ci_high", "ece", "pr_auc")
+        if isinstance(metrics.get(k), int | float)
+    }
+    for key, value in {
+        **window,
+        **{f"metric.{k}": f"{v:.4f}" for k, v in headline.items()},
+        "git.commit": lineage["commit"],
+        "run_id": run_id,
+        "registration": kind,
+        "registration.reason": why[:4000],
+        "feature_list_version": spec.feature_list_version,
+        MODEL_MARKER: MODEL_KIND,
+    }.items():
         client.set_model_version_tag(name, version, key, value)
     client.set_registered_model_alias(name, CHALLENGER, version)
     log.info("registered %s version %s (run %s) as %s", name, version, run_id, CHALLENGER)
@@ -612,24 +695,43 @@ def log_and_register(client: Any, params: Params, inputs: RegisterInputs, uri: s
     client.set_model_version_tag(name, version, "gate.passed", str(gate.passed).lower())
     client.set_model_version_tag(name, version, "gate.reasons", " | ".join(gate.reasons)[:4000])
     if kind != "clean":
-        log.warning("%s version %s stays challenger, champion unchanged (version %s): %s; the gate %s; "
-                    "`leadscore promote --version %s` makes it champion deliberately", name, version,
-                    alias_version(client, name, CHAMPION) or "none", why,
-                    "passed" if gate.passed else "failed: " + "; ".join(gate.reasons), version)
+        log.warning(
+            "%s version %s stays challenger, champion unchanged (version %s): %s; the gate %s; "
+            "`leadscore promote --version %s` makes it champion deliberately",
+            name,
+            version,
+            alias_version(client, name, CHAMPION) or "none",
+            why,
+            "passed" if gate.passed else "failed: " + "; ".join(gate.reasons),
+            version,
+        )
     elif gate.passed:
         set_champion(client, name, version, gate, [*champion_history(client, name), version])
     else:
         log.warning("%s version %s stays challenger: %s", name, version, "; ".join(gate.reasons))
     registration = {"kind": kind, "reason": why}
-    card = model_card(name, version, run_id, lineage, spec.to_dict(), split, metrics, thresholds, gate.to_dict(),
-                      registration)
+    card = model_card(
+        name, version, run_id, lineage, spec.to_dict(), split, metrics, thresholds, gate.to_dict(), registration
+    )
     client.log_text(run_id, card, "model_card.md")
-    return {"name": name, "version": version, "run_id": run_id, "card": card, "gate": gate.to_dict(),
-            "registration": registration}
+    return {
+        "name": name,
+        "version": version,
+        "run_id": run_id,
+        "card": card,
+        "gate": gate.to_dict(),
+        "registration": registration,
+    }
 
 
-def run_register(params: Params, inputs: RegisterInputs, out_json: Path, card_path: Path | None,
-                 tracking_uri: str | None = None, repo: Path = Path(".")) -> dict[str, Any]:
+def run_register(
+    params: Params,
+    inputs: RegisterInputs,
+    out_json: Path,
+    card_path: Path | None,
+    tracking_uri: str | None = None,
+    repo: Path = Path("."),
+) -> dict[str, Any]:
     """Entry point of the register stage: log, register, gate; write the small registered.json (and the card)."""
     uri = resolve_tracking_uri(tracking_uri)
     client = configure_tracking(uri)
@@ -637,10 +739,18 @@ def run_register(params: Params, inputs: RegisterInputs, out_json: Path, card_pa
     result = log_and_register(client, params, inputs, uri, repo)
     name, version = result["name"], result["version"]
     aliases = sorted(client.get_model_version(name, version).aliases)
-    summary = {"name": name, "version": version, "aliases": aliases, "run_id": result["run_id"],
-               "model_uri": f"models:/{name}/{version}", "champion": alias_version(client, name, CHAMPION),
-               "gate": result["gate"], "registration": result["registration"]["kind"],
-               "registration_reason": result["registration"]["reason"], "tracking_uri": mask_uri(uri)}
+    summary = {
+        "name": name,
+        "version": version,
+        "aliases": aliases,
+        "run_id": result["run_id"],
+        "model_uri": f"models:/{name}/{version}",
+        "champion": alias_version(client, name, CHAMPION),
+        "gate": result["gate"],
+        "registration": result["registration"]["kind"],
+        "registration_reason": result["registration"]["reason"],
+        "tracking_uri": mask_uri(uri),
+    }
     write_json(out_json, summary)
     if card_path is not None:
         with atomic_path(card_path) as tmp:
@@ -653,4 +763,3 @@ def registry_client(tracking_uri: str | None) -> Any:
     uri = resolve_tracking_uri(tracking_uri)
     log.info("MLflow tracking at %s", mask_uri(uri))
     return configure_tracking(uri)
-

@@ -38,13 +38,36 @@ CLUSTER: Final = "cluster"
 
 #: Columns the test rows need (see the module docstring).
 TEST_COLUMNS: Final[tuple[str, ...]] = (
-    "lead_id", "snapshot_at", "label", "probability", "stage", "grade", "rule_score", "rule_mql", "fit",
-    "seniority", "department", "lead_source", "campaign", "region",
+    "lead_id",
+    "snapshot_at",
+    "label",
+    "probability",
+    "stage",
+    "grade",
+    "rule_score",
+    "rule_mql",
+    "fit",
+    "seniority",
+    "department",
+    "lead_source",
+    "campaign",
+    "region",
 )
 #: Columns the latest nightly run needs.
 NIGHTLY_COLUMNS: Final[tuple[str, ...]] = (
-    "lead_id", "probability", "stage", "grade", "rule_mql", "fit", "seniority", "department", "lead_source",
-    "campaign", "region", "reasons_positive", "reasons_negative",
+    "lead_id",
+    "probability",
+    "stage",
+    "grade",
+    "rule_mql",
+    "fit",
+    "seniority",
+    "department",
+    "lead_source",
+    "campaign",
+    "region",
+    "reasons_positive",
+    "reasons_negative",
 )
 #: The four cells of the 2x2, in display order: (key, label, rule MQL, predicted MQL).
 CELLS: Final[tuple[tuple[str, str, bool, bool], ...]] = (
@@ -84,6 +107,7 @@ def predicted_mql(stage: pd.Series | np.ndarray) -> np.ndarray:
 # Thresholds as marketers read them
 # ----------------------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ThresholdNote:
     """One stage's threshold, or why it is unreachable (e.g. a precision policy no list can meet)."""
@@ -107,8 +131,10 @@ def threshold_notes(thresholds: Thresholds) -> list[ThresholdNote]:
         if math.isfinite(value):
             note = f"probability >= {value:.4f} ({words})" if words else f"probability >= {value:.4f}"
         else:
-            note = (f"unreachable: no threshold meets the policy ({words}) on the calibration slice, so no lead is "
-                    f"predicted {stage} and grade {grade_of_stage[stage]} is empty")
+            note = (
+                f"unreachable: no threshold meets the policy ({words}) on the calibration slice, so no lead is "
+                f"predicted {stage} and grade {grade_of_stage[stage]} is empty"
+            )
         out.append(ThresholdNote(stage, value, grade_of_stage[stage], str(policy.get("policy", "")), note))
     return out
 
@@ -128,6 +154,7 @@ def _policy_words(policy: Mapping[str, Any], volume: str = "standing") -> str:
 # ----------------------------------------------------------------------------------------------------------------
 # The out-of-time test slice
 # ----------------------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class HoldoutRows:
@@ -155,15 +182,20 @@ class HoldoutRows:
         if WEIGHT in rows.columns:  # a sampled long-open lead's row stands for several open-lead weeks: count them
             rows = rows.loc[rows.index.repeat(np.rint(rows[WEIGHT].to_numpy(dtype=float)).astype(np.int64))]
         rows = rows.reset_index(drop=True)
-        return cls(rows=rows, weeks=float(weeks), y=rows["label"].to_numpy(dtype=np.int64),
-                   rule=rows["rule_mql"].to_numpy(dtype=bool), model=predicted_mql(rows["stage"]),
-                   lead_id=rows["lead_id"].to_numpy(dtype=np.int64),
-                   cluster=(rows[CLUSTER] if CLUSTER in rows.columns else -1 - rows["lead_id"]).to_numpy(
-                       dtype=np.int64))
+        return cls(
+            rows=rows,
+            weeks=float(weeks),
+            y=rows["label"].to_numpy(dtype=np.int64),
+            rule=rows["rule_mql"].to_numpy(dtype=bool),
+            model=predicted_mql(rows["stage"]),
+            lead_id=rows["lead_id"].to_numpy(dtype=np.int64),
+            cluster=(rows[CLUSTER] if CLUSTER in rows.columns else -1 - rows["lead_id"]).to_numpy(dtype=np.int64),
+        )
 
 
-def rate_intervals(cluster_id: np.ndarray, y: np.ndarray, codes: np.ndarray, n_groups: int, bootstrap: int,
-                   ci_level: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def rate_intervals(
+    cluster_id: np.ndarray, y: np.ndarray, codes: np.ndarray, n_groups: int, bootstrap: int, ci_level: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Cluster-bootstrap (accounts: `HoldoutRows.cluster`) percentile intervals of the conversion rate of each group
     (codes 0..n_groups-1; -1 = none).
 
@@ -189,8 +221,7 @@ def rate_intervals(cluster_id: np.ndarray, y: np.ndarray, codes: np.ndarray, n_g
     return lo, hi
 
 
-def _group_stats(test: HoldoutRows, codes: np.ndarray, n_groups: int, params: ReportParams, seed: int
-                 ) -> pd.DataFrame:
+def _group_stats(test: HoldoutRows, codes: np.ndarray, n_groups: int, params: ReportParams, seed: int) -> pd.DataFrame:
     """Rows, leads, rows per week, conversions and conversion rate with its interval, per group code."""
     keep = codes >= 0
     n = np.bincount(codes[keep], minlength=n_groups)
@@ -199,8 +230,17 @@ def _group_stats(test: HoldoutRows, codes: np.ndarray, n_groups: int, params: Re
     lo, hi = rate_intervals(test.cluster, test.y, codes, n_groups, params.bootstrap, params.ci_level, seed)
     with np.errstate(invalid="ignore", divide="ignore"):
         rate = hits / n
-    return pd.DataFrame({"rows": n, "leads": leads, "per_week": n / test.weeks, "sqls": hits.astype(np.int64),
-                         "conversion": rate, "ci_low": lo, "ci_high": hi})
+    return pd.DataFrame(
+        {
+            "rows": n,
+            "leads": leads,
+            "per_week": n / test.weeks,
+            "sqls": hits.astype(np.int64),
+            "conversion": rate,
+            "ci_low": lo,
+            "ci_high": hi,
+        }
+    )
 
 
 def agreement_table(test: HoldoutRows, params: ReportParams, seed: int) -> pd.DataFrame:
@@ -217,8 +257,10 @@ def agreement_table(test: HoldoutRows, params: ReportParams, seed: int) -> pd.Da
 def gains_curves(test: HoldoutRows, points: int) -> pd.DataFrame:
     """Capture (share of SQLs in the top share of rows) and lift (capture / share) for the model and the rule score,
     pooled over the test rows, as the evaluate stage computes its gains plot."""
-    scores = {"model": test.rows["probability"].to_numpy(dtype=float),
-              "rules": test.rows["rule_score"].to_numpy(dtype=float)}
+    scores = {
+        "model": test.rows["probability"].to_numpy(dtype=float),
+        "rules": test.rows["rule_score"].to_numpy(dtype=float),
+    }
     gains = gains_table(test.y, scores, points)
     share = gains["share_of_leads"].to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -252,10 +294,13 @@ def operating_points(test: HoldoutRows) -> list[OperatingPoint]:
 
 
 def _point(name: str, picked: np.ndarray, prob: np.ndarray, test: HoldoutRows) -> OperatingPoint:
-    return OperatingPoint(name=name, leads_per_week=float(picked.sum() / test.weeks),
-                          expected_sqls_per_week=float(prob[picked].sum() / test.weeks),
-                          observed_sqls_per_week=float(test.y[picked].sum() / test.weeks),
-                          share_of_rows=float(picked.mean()))
+    return OperatingPoint(
+        name=name,
+        leads_per_week=float(picked.sum() / test.weeks),
+        expected_sqls_per_week=float(prob[picked].sum() / test.weeks),
+        observed_sqls_per_week=float(test.y[picked].sum() / test.weeks),
+        share_of_rows=float(picked.mean()),
+    )
 
 
 def tradeoff_curve(test: HoldoutRows, points: int) -> pd.DataFrame:
@@ -277,20 +322,26 @@ def leakage_table(test: HoldoutRows, by: str, params: ReportParams, seed: int) -
     sqls = np.bincount(codes, weights=test.y, minlength=n_groups)
     missed = np.bincount(codes[~test.rule], weights=test.y[~test.rule], minlength=n_groups)
     with np.errstate(invalid="ignore", divide="ignore"):
-        table = pd.DataFrame({
-            by: names.astype(str),
-            "leads": [len(np.unique(test.lead_id[codes == g])) for g in range(n_groups)],
-            "rule_mqls_per_week": rule["per_week"],
-            "rule_mql_rows": rule["rows"],
-            "mql_to_sql": rule["conversion"], "ci_low": rule["ci_low"], "ci_high": rule["ci_high"],
-            "leakage": 1 - rule["conversion"],
-            "sqls": sqls.astype(np.int64),
-            "sqls_missed_by_rules": np.where(sqls > 0, missed / sqls, np.nan),
-            "model_mqls_per_week": model_n / test.weeks,
-            "model_mql_to_sql": model_hits / model_n,
-        })
-    table["flag"] = [leakage_flag(n, rate, params.leakage) for n, rate in
-                     zip(table["rule_mql_rows"], table["mql_to_sql"], strict=True)]
+        table = pd.DataFrame(
+            {
+                by: names.astype(str),
+                "leads": [len(np.unique(test.lead_id[codes == g])) for g in range(n_groups)],
+                "rule_mqls_per_week": rule["per_week"],
+                "rule_mql_rows": rule["rows"],
+                "mql_to_sql": rule["conversion"],
+                "ci_low": rule["ci_low"],
+                "ci_high": rule["ci_high"],
+                "leakage": 1 - rule["conversion"],
+                "sqls": sqls.astype(np.int64),
+                "sqls_missed_by_rules": np.where(sqls > 0, missed / sqls, np.nan),
+                "model_mqls_per_week": model_n / test.weeks,
+                "model_mql_to_sql": model_hits / model_n,
+            }
+        )
+    table["flag"] = [
+        leakage_flag(n, rate, params.leakage)
+        for n, rate in zip(table["rule_mql_rows"], table["mql_to_sql"], strict=True)
+    ]
     return table.sort_values(["rule_mql_rows", by], ascending=[False, True], ignore_index=True)
 
 
@@ -308,8 +359,18 @@ def leakage_flag(mql_rows: int, mql_to_sql: float, params: LeakageParams) -> str
 
 #: Attribute columns shown with each disagreement example (no personal data: codes, flags and names of campaigns).
 EXAMPLE_COLUMNS: Final[tuple[str, ...]] = (
-    "lead_id", "snapshot_at", "seniority", "department", "fit", "lead_source", "campaign", "region", "rule_score",
-    "probability", "stage", "label",
+    "lead_id",
+    "snapshot_at",
+    "seniority",
+    "department",
+    "fit",
+    "lead_source",
+    "campaign",
+    "region",
+    "rule_score",
+    "probability",
+    "stage",
+    "label",
 )
 
 
@@ -320,8 +381,10 @@ def disagreement_examples(test: HoldoutRows, n: int) -> tuple[pd.DataFrame, pd.D
     rows = test.rows.assign(_order=np.arange(len(test.rows)))
     rule_only = rows.loc[test.rule & ~test.model]
     model_only = rows.loc[~test.rule & test.model]
-    return (_pick(rule_only, ["rule_score", "probability"], [False, True], n),
-            _pick(model_only, ["probability", "rule_score"], [False, True], n))
+    return (
+        _pick(rule_only, ["rule_score", "probability"], [False, True], n),
+        _pick(model_only, ["probability", "rule_score"], [False, True], n),
+    )
 
 
 def _pick(rows: pd.DataFrame, by: list[str], ascending: list[bool], n: int) -> pd.DataFrame:
@@ -335,9 +398,15 @@ def grade_mix(grade: pd.Series, y: np.ndarray | None, weeks: float) -> pd.DataFr
     """Per grade A-D: rows, share, per week and (when outcomes are known) SQL conversion."""
     grades = list(GRADES)
     counts = grade.astype(str).value_counts().reindex(grades, fill_value=0)
-    table = pd.DataFrame({"grade": grades, "meaning": [_grade_words(g) for g in grades],
-                          "rows": counts.to_numpy(), "share": counts.to_numpy() / max(len(grade), 1),
-                          "per_week": counts.to_numpy() / weeks})
+    table = pd.DataFrame(
+        {
+            "grade": grades,
+            "meaning": [_grade_words(g) for g in grades],
+            "rows": counts.to_numpy(),
+            "share": counts.to_numpy() / max(len(grade), 1),
+            "per_week": counts.to_numpy() / weeks,
+        }
+    )
     if y is not None:
         hits = pd.Series(y, index=grade.index).groupby(grade.astype(str)).sum().reindex(grades, fill_value=0)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -357,9 +426,13 @@ def fit_readiness(fit: np.ndarray, ready: np.ndarray, y: np.ndarray | None, week
     rows = []
     for key, label, f, r in QUADRANTS:
         inside = (fit == f) & (ready == r)
-        row: dict[str, Any] = {"key": key, "group": label, "rows": int(inside.sum()),
-                               "share": float(inside.mean()) if len(inside) else float("nan"),
-                               "per_week": float(inside.sum() / weeks)}
+        row: dict[str, Any] = {
+            "key": key,
+            "group": label,
+            "rows": int(inside.sum()),
+            "share": float(inside.mean()) if len(inside) else float("nan"),
+            "per_week": float(inside.sum() / weeks),
+        }
         if y is not None:
             row["conversion"] = float(y[inside].mean()) if inside.any() else float("nan")
         rows.append(row)
@@ -393,15 +466,20 @@ def holdout_section(test: HoldoutRows, params: ReportParams, seed: int) -> Holdo
     at = pd.to_datetime(test.rows["snapshot_at"], utc=True)
     rule_only, model_only = disagreement_examples(test, params.examples)
     return HoldoutSection(
-        period=(at.min().date().isoformat(), at.max().date().isoformat()), snapshots=int(at.nunique()),
-        rows=len(test.rows), leads=len(np.unique(test.lead_id)), sqls=int(test.y.sum()), weeks=test.weeks,
+        period=(at.min().date().isoformat(), at.max().date().isoformat()),
+        snapshots=int(at.nunique()),
+        rows=len(test.rows),
+        leads=len(np.unique(test.lead_id)),
+        sqls=int(test.y.sum()),
+        weeks=test.weeks,
         agreement=agreement_table(test, params, seed),
         gains=gains_curves(test, params.curve_points),
         tradeoff=tradeoff_curve(test, params.curve_points),
         points=operating_points(test),
         leakage_campaign=leakage_table(test, "campaign", params, seed),
         leakage_region=leakage_table(test, "region", params, seed),
-        rule_only=rule_only, model_only=model_only,
+        rule_only=rule_only,
+        model_only=model_only,
         grades=grade_mix(test.rows["grade"], test.y, test.weeks),
         fit_ready=fit_readiness(test.rows["fit"].to_numpy(dtype=bool), test.model, test.y, test.weeks),
     )
@@ -410,6 +488,7 @@ def holdout_section(test: HoldoutRows, params: ReportParams, seed: int) -> Holdo
 # ----------------------------------------------------------------------------------------------------------------
 # The latest nightly run
 # ----------------------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class NightlySection:
@@ -433,10 +512,13 @@ def nightly_section(latest: pd.DataFrame, run: Mapping[str, Any], params: Report
     latest = latest.reset_index(drop=True)
     rule = latest["rule_mql"].fillna(False).to_numpy(dtype=bool)
     model = predicted_mql(latest["stage"])
-    agreement = pd.DataFrame({
-        "key": [c[0] for c in CELLS], "cell": [c[1] for c in CELLS],
-        "leads": [int(((rule == r) & (model == m)).sum()) for _, _, r, m in CELLS],
-    })
+    agreement = pd.DataFrame(
+        {
+            "key": [c[0] for c in CELLS],
+            "cell": [c[1] for c in CELLS],
+            "leads": [int(((rule == r) & (model == m)).sum()) for _, _, r, m in CELLS],
+        }
+    )
     agreement["share"] = agreement["leads"] / max(len(latest), 1)
     notes = []
     unscored = latest["probability"].isna()
@@ -447,10 +529,13 @@ def nightly_section(latest: pd.DataFrame, run: Mapping[str, Any], params: Report
     order = np.arange(len(latest))
     frame = latest.assign(_order=order)
     return NightlySection(
-        run=dict(run), leads=len(latest), agreement=agreement,
+        run=dict(run),
+        leads=len(latest),
+        agreement=agreement,
         grades=grade_mix(latest["grade"], None, 1.0),
         fit_ready=fit_readiness(latest["fit"].fillna(False).to_numpy(dtype=bool), model, None, 1.0),
-        by_campaign=by_campaign, by_region=by_region,
+        by_campaign=by_campaign,
+        by_region=by_region,
         rule_only=_nightly_pick(frame.loc[rule & ~model], "probability", True, params.examples),
         model_only=_nightly_pick(frame.loc[~rule & model], "probability", False, params.examples),
         notes=notes,
@@ -459,8 +544,19 @@ def nightly_section(latest: pd.DataFrame, run: Mapping[str, Any], params: Report
 
 #: Columns shown with each nightly disagreement example (no personal data).
 NIGHTLY_EXAMPLE_COLUMNS: Final[tuple[str, ...]] = (
-    "lead_id", "seniority", "department", "fit", "lead_source", "campaign", "region", "rule_score", "probability",
-    "stage", "grade", "reasons_positive", "reasons_negative",
+    "lead_id",
+    "seniority",
+    "department",
+    "fit",
+    "lead_source",
+    "campaign",
+    "region",
+    "rule_score",
+    "probability",
+    "stage",
+    "grade",
+    "reasons_positive",
+    "reasons_negative",
 )
 
 
@@ -472,8 +568,16 @@ def _nightly_pick(rows: pd.DataFrame, by: str, ascending: bool, n: int) -> pd.Da
 def _volumes(latest: pd.DataFrame, by: str, rule: np.ndarray, model: np.ndarray) -> pd.DataFrame:
     """Per group: leads scored, rule MQLs, predicted MQLs and how many of each the other side agrees with."""
     values = latest[by].astype(object).where(latest[by].notna(), UNKNOWN).astype(str)
-    frame = pd.DataFrame({by: values, "leads": 1, "rule_mqls": rule.astype(int), "model_mqls": model.astype(int),
-                          "both": (rule & model).astype(int), "rule_only": (rule & ~model).astype(int),
-                          "model_only": (~rule & model).astype(int)})
+    frame = pd.DataFrame(
+        {
+            by: values,
+            "leads": 1,
+            "rule_mqls": rule.astype(int),
+            "model_mqls": model.astype(int),
+            "both": (rule & model).astype(int),
+            "rule_only": (rule & ~model).astype(int),
+            "model_only": (~rule & model).astype(int),
+        }
+    )
     table = frame.groupby(by, sort=True).sum().reset_index()
     return table.sort_values(["leads", by], ascending=[False, True], ignore_index=True)

@@ -26,8 +26,18 @@ log = logging.getLogger(__name__)
 
 #: Columns of the latest-run view the report reads (docs/scoring.md).
 SCORE_COLUMNS: Final[tuple[str, ...]] = (
-    "run_id", "lead_id", "as_of", "model_name", "model_version", "probability", "stage", "grade", "rule_score",
-    "rule_mql", "reasons_positive", "reasons_negative",
+    "run_id",
+    "lead_id",
+    "as_of",
+    "model_name",
+    "model_version",
+    "probability",
+    "stage",
+    "grade",
+    "rule_score",
+    "rule_mql",
+    "reasons_positive",
+    "reasons_negative",
 )
 
 
@@ -41,8 +51,11 @@ class LatestRun:
 
 def _sqlite_file_missing(url: str) -> bool:
     parsed = sa.make_url(url)
-    return (parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
-            and not Path(parsed.database).exists())
+    return (
+        parsed.get_backend_name() == "sqlite"
+        and parsed.database not in (None, "", ":memory:")
+        and not Path(parsed.database).exists()
+    )
 
 
 def read_latest_run(url: str, tables: ScoreTables) -> LatestRun | None:
@@ -95,8 +108,10 @@ def lead_attributes(crm_url: str, params: FeaturesParams) -> pd.DataFrame:
 
     engine = make_engine(crm_url)
     try:
-        tables = {name: validate_table(name, read_table(engine, name, list(SCHEMAS[name].columns)))
-                  for name in ("leads", "accounts", "campaigns")}
+        tables = {
+            name: validate_table(name, read_table(engine, name, list(SCHEMAS[name].columns)))
+            for name in ("leads", "accounts", "campaigns")
+        }
     finally:
         engine.dispose()
     return attributes_of(tables, params)
@@ -110,15 +125,17 @@ def attributes_of(tables: dict[str, pd.DataFrame], params: FeaturesParams) -> pd
     static = static_features(leads, Reference.from_tables(tables), params, Categories.from_tables(tables, params))
     names = campaigns.set_index(campaigns["campaign_id"].astype("int64"))["name"]
     campaign = leads["campaign_id"].astype("Int64").map(names)
-    return pd.DataFrame({
-        "lead_id": leads["lead_id"].to_numpy(dtype=np.int64),
-        "seniority": np.asarray(static["seniority"], dtype=object),
-        "department": np.asarray(static["department"], dtype=object),
-        "fit": np.asarray(static["icp_match"]).astype(bool),
-        "lead_source": leads["lead_source"].astype(object).to_numpy(),
-        "campaign": campaign.astype(object).where(campaign.notna(), None).to_numpy(),
-        "region": np.asarray(static["region"], dtype=object),
-    })
+    return pd.DataFrame(
+        {
+            "lead_id": leads["lead_id"].to_numpy(dtype=np.int64),
+            "seniority": np.asarray(static["seniority"], dtype=object),
+            "department": np.asarray(static["department"], dtype=object),
+            "fit": np.asarray(static["icp_match"]).astype(bool),
+            "lead_source": leads["lead_source"].astype(object).to_numpy(),
+            "campaign": campaign.astype(object).where(campaign.notna(), None).to_numpy(),
+            "region": np.asarray(static["region"], dtype=object),
+        }
+    )
 
 
 def join_attributes(scores: pd.DataFrame, attributes: pd.DataFrame) -> pd.DataFrame:

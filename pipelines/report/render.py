@@ -74,6 +74,7 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
 # Formatting
 # ----------------------------------------------------------------------------------------------------------------
 
+
 def _finite(value: Any) -> bool:
     try:
         return value is not None and math.isfinite(float(value))
@@ -107,8 +108,12 @@ Cell = tuple[str, float | None]  # (display text, sort value or None for text so
 Formatter = Callable[[Any], str]
 
 
-def table(frame: pd.DataFrame, columns: Sequence[tuple[str, str, Formatter | None]], flag_column: str | None = None,
-          caption: str = "") -> str:
+def table(
+    frame: pd.DataFrame,
+    columns: Sequence[tuple[str, str, Formatter | None]],
+    flag_column: str | None = None,
+    caption: str = "",
+) -> str:
     """A sortable HTML table of `frame`'s columns: (column, header, formatter or None for text). Numeric columns get
     a data-value for sorting and right alignment; rows with a non-empty `flag_column` are highlighted."""
     head = "".join(f"<th>{esc(header)}</th>" for _, header, _ in columns)
@@ -126,13 +131,13 @@ def table(frame: pd.DataFrame, columns: Sequence[tuple[str, str, Formatter | Non
         row_class = ' class="flagged"' if flagged else ""
         body.append(f"<tr{row_class}>{''.join(cells)}</tr>")
     cap = f'<caption class="muted">{esc(caption)}</caption>' if caption else ""
-    return (f'<table class="sortable">{cap}<thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table>")
+    return f'<table class="sortable">{cap}<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Charts
 # ----------------------------------------------------------------------------------------------------------------
+
 
 def svg_of(fig: Any) -> str:
     """A matplotlib figure as inline SVG without prologue, metadata or namespace URLs."""
@@ -150,8 +155,9 @@ def _figure(width: float = 6.0, height: float = 3.8) -> tuple[Any, Any]:
 
 
 def _chart(fig: Any, name: str, caption: str) -> str:
-    return (f'<figure class="chart" data-chart="{esc(name)}">{svg_of(fig)}'
-            f"<figcaption>{esc(caption)}</figcaption></figure>")
+    return (
+        f'<figure class="chart" data-chart="{esc(name)}">{svg_of(fig)}<figcaption>{esc(caption)}</figcaption></figure>'
+    )
 
 
 def chart_agreement(agreement: pd.DataFrame) -> str:
@@ -166,8 +172,14 @@ def chart_agreement(agreement: pd.DataFrame) -> str:
     has_ci = np.isfinite(lo) & np.isfinite(hi)
     if has_ci.any():
         err = np.vstack([np.where(has_ci, rate - lo, 0), np.where(has_ci, hi - rate, 0)])[:, ::-1]
-        ax.errorbar(np.nan_to_num(rate[::-1]), labels[::-1], xerr=np.clip(np.nan_to_num(err), 0, None), fmt="none",
-                    ecolor="#222", capsize=3)
+        ax.errorbar(
+            np.nan_to_num(rate[::-1]),
+            labels[::-1],
+            xerr=np.clip(np.nan_to_num(err), 0, None),
+            fmt="none",
+            ecolor="#222",
+            capsize=3,
+        )
     ax.set_xlabel("SQL conversion within the horizon (%)")
     ax.grid(axis="x", alpha=0.3)
     return _chart(fig, "agreement", "SQL conversion of each cell of the 2x2, with its 95% interval (leads resampled).")
@@ -208,24 +220,43 @@ def chart_lift(gains: pd.DataFrame) -> str:
 def chart_tradeoff(tradeoff: pd.DataFrame, points: Sequence[OperatingPoint]) -> str:
     """Leads per week handed to sales vs SQLs per week, with the current lists marked."""
     fig, ax = _figure()
-    ax.plot(tradeoff["leads_per_week"], tradeoff["expected_sqls_per_week"], color=MODEL_COLOUR,
-            label="expected SQLs (model probabilities)")
-    ax.plot(tradeoff["leads_per_week"], tradeoff["observed_sqls_per_week"], color=MODEL_COLOUR, linestyle="--",
-            alpha=0.6, label="observed SQLs")
+    ax.plot(
+        tradeoff["leads_per_week"],
+        tradeoff["expected_sqls_per_week"],
+        color=MODEL_COLOUR,
+        label="expected SQLs (model probabilities)",
+    )
+    ax.plot(
+        tradeoff["leads_per_week"],
+        tradeoff["observed_sqls_per_week"],
+        color=MODEL_COLOUR,
+        linestyle="--",
+        alpha=0.6,
+        label="observed SQLs",
+    )
     for point in points:
         if point.leads_per_week <= 0:
             continue
         colour = RULES_COLOUR if point.name.startswith("rule") else "#222"
         ax.scatter([point.leads_per_week], [point.observed_sqls_per_week], color=colour, zorder=3, s=25)
-        ax.annotate(point.name, (point.leads_per_week, point.observed_sqls_per_week), fontsize=7,
-                    xytext=(4, -10), textcoords="offset points")
+        ax.annotate(
+            point.name,
+            (point.leads_per_week, point.observed_sqls_per_week),
+            fontsize=7,
+            xytext=(4, -10),
+            textcoords="offset points",
+        )
     ax.set_xscale("symlog", linthresh=10)
     ax.set_xlabel("leads handed to sales per week (at or above a threshold)")
     ax.set_ylabel("SQLs per week")
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
-    return _chart(fig, "tradeoff", "Threshold trade-off: a lower threshold hands more leads to sales for more SQLs; "
-                                   "dots are today's lists (observed SQLs).")
+    return _chart(
+        fig,
+        "tradeoff",
+        "Threshold trade-off: a lower threshold hands more leads to sales for more SQLs; "
+        "dots are today's lists (observed SQLs).",
+    )
 
 
 def chart_grades(grades: pd.DataFrame, title: str) -> str:
@@ -242,14 +273,17 @@ def chart_grades(grades: pd.DataFrame, title: str) -> str:
 # Sections
 # ----------------------------------------------------------------------------------------------------------------
 
+
 def _threshold_list(notes: Sequence[ThresholdNote]) -> str:
     items = "".join(f"<li><b>{esc(n.stage)}</b> (grade {esc(n.grade)}): {esc(n.note)}</li>" for n in notes)
     unreachable = [n for n in notes if not math.isfinite(n.threshold)]
     warn = ""
     if unreachable:
         names = ", ".join(f"{n.stage} (grade {n.grade})" for n in unreachable)
-        warn = (f'<p class="note">No lead is predicted {esc(names)}: the threshold is unreachable under its '
-                f"policy. The grades in use are {esc(_grades_in_use(notes))} only.</p>")
+        warn = (
+            f'<p class="note">No lead is predicted {esc(names)}: the threshold is unreachable under its '
+            f"policy. The grades in use are {esc(_grades_in_use(notes))} only.</p>"
+        )
     return f"<ul>{items}</ul>{warn}"
 
 
@@ -259,8 +293,13 @@ def _grades_in_use(notes: Sequence[ThresholdNote]) -> str:
 
 
 AGREEMENT_COLUMNS: Final = (
-    ("cell", "cell", None), ("rows", "lead-weeks", num), ("leads", "leads", num), ("per_week", "per week", num),
-    ("sqls", "SQLs", num), ("conversion", "SQL conversion", pct), ("ci", "95% interval", None),
+    ("cell", "cell", None),
+    ("rows", "lead-weeks", num),
+    ("leads", "leads", num),
+    ("per_week", "per week", num),
+    ("sqls", "SQLs", num),
+    ("conversion", "SQL conversion", pct),
+    ("ci", "95% interval", None),
     ("share_of_sqls", "share of all SQLs", pct),
 )
 
@@ -272,39 +311,59 @@ def _with_ci(frame: pd.DataFrame) -> pd.DataFrame:
 def _joined(frame: pd.DataFrame, columns: Sequence[str]) -> list[str]:
     """Several short attributes of each row as one ' · '-separated text (keeps example tables narrow)."""
     present = [c for c in columns if c in frame.columns]
-    return [" · ".join(str(v) for v in values if v is not None and not pd.isna(v) and str(v) != "")
-            for values in frame[present].itertuples(index=False)] if present else [""] * len(frame)
+    return (
+        [
+            " · ".join(str(v) for v in values if v is not None and not pd.isna(v) and str(v) != "")
+            for values in frame[present].itertuples(index=False)
+        ]
+        if present
+        else [""] * len(frame)
+    )
 
 
 def _example_table(frame: pd.DataFrame, nightly: bool) -> str:
     """Disagreement examples: who (codes and flags only), where from, both scores, the model's reasons, outcome."""
     if frame.empty:
         return '<p class="muted">No such lead.</p>'
-    fit = frame["fit"].map(lambda v: "" if v is None or pd.isna(v) else "ideal profile" if bool(v)
-                           else "outside the ideal profile")
+    fit = frame["fit"].map(
+        lambda v: "" if v is None or pd.isna(v) else "ideal profile" if bool(v) else "outside the ideal profile"
+    )
     shown = frame.assign(fit=fit)
     if not nightly:
-        shown = shown.assign(week=pd.to_datetime(shown["snapshot_at"], utc=True).dt.strftime("week of %Y-%m-%d"),
-                             outcome=np.where(shown["label"].astype(int) == 1, "reached SQL", "no SQL"))
-    shown = shown.assign(who=_joined(shown, ["seniority", "department", "fit"]),
-                         origin=_joined(shown, ["lead_source", "campaign", "region"]),
-                         lead=_joined(shown, ["lead_id", "week"]),
-                         model=_joined(shown.assign(p=shown["probability"].map(pct)), ["p", "stage", "grade"]))
+        shown = shown.assign(
+            week=pd.to_datetime(shown["snapshot_at"], utc=True).dt.strftime("week of %Y-%m-%d"),
+            outcome=np.where(shown["label"].astype(int) == 1, "reached SQL", "no SQL"),
+        )
+    shown = shown.assign(
+        who=_joined(shown, ["seniority", "department", "fit"]),
+        origin=_joined(shown, ["lead_source", "campaign", "region"]),
+        lead=_joined(shown, ["lead_id", "week"]),
+        model=_joined(shown.assign(p=shown["probability"].map(pct)), ["p", "stage", "grade"]),
+    )
     columns: list[tuple[str, str, Formatter | None]] = [
-        ("lead", "lead", None), ("who", "seniority · department · company fit", None),
-        ("origin", "source · campaign · region", None), ("rule_score", "rule points", lambda v: num(v, 0)),
-        ("model", "model: probability · predicted stage", None), ("reasons_positive", "model: reasons for", None),
-        ("reasons_negative", "model: reasons against", None), ("rules_fired", "rules that fired", None),
+        ("lead", "lead", None),
+        ("who", "seniority · department · company fit", None),
+        ("origin", "source · campaign · region", None),
+        ("rule_score", "rule points", lambda v: num(v, 0)),
+        ("model", "model: probability · predicted stage", None),
+        ("reasons_positive", "model: reasons for", None),
+        ("reasons_negative", "model: reasons against", None),
+        ("rules_fired", "rules that fired", None),
         ("outcome", "outcome", None),
     ]
     return table(shown, [c for c in columns if c[0] in shown.columns])
 
 
 LEAKAGE_COLUMNS: Final = (
-    ("leads", "leads", num), ("rule_mqls_per_week", "rule MQLs / week", lambda v: num(v, 1)),
-    ("mql_to_sql", "rule MQL → SQL", pct), ("ci", "95% interval", None), ("leakage", "leakage", pct),
-    ("sqls", "SQLs", num), ("sqls_missed_by_rules", "SQLs never MQL", pct),
-    ("model_mqls_per_week", "model MQLs / week", lambda v: num(v, 1)), ("model_mql_to_sql", "model MQL → SQL", pct),
+    ("leads", "leads", num),
+    ("rule_mqls_per_week", "rule MQLs / week", lambda v: num(v, 1)),
+    ("mql_to_sql", "rule MQL → SQL", pct),
+    ("ci", "95% interval", None),
+    ("leakage", "leakage", pct),
+    ("sqls", "SQLs", num),
+    ("sqls_missed_by_rules", "SQLs never MQL", pct),
+    ("model_mqls_per_week", "model MQLs / week", lambda v: num(v, 1)),
+    ("model_mql_to_sql", "model MQL → SQL", pct),
     ("flag", "flag", None),
 )
 
@@ -321,18 +380,28 @@ def holdout_html(section: HoldoutSection, notes: Sequence[ThresholdNote], horizo
         f"{esc(target)} within {horizon_days} days. The model never saw this period. A <i>rule MQL</i> is a lead the "
         "marketing points rule marks as MQL that week; a <i>predicted MQL</i> is a lead whose probability reaches "
         "the model's MQL threshold.</p>",
-        "<h3>Thresholds</h3>", _threshold_list(notes),
+        "<h3>Thresholds</h3>",
+        _threshold_list(notes),
         "<h3>Rule MQL vs predicted MQL</h3>",
         table(agreement, AGREEMENT_COLUMNS),
         chart_agreement(section.agreement),
         "<h3>Lift and capture</h3>",
-        '<div class="grid">', chart_capture(section.gains, rule_share), chart_lift(section.gains), "</div>",
+        '<div class="grid">',
+        chart_capture(section.gains, rule_share),
+        chart_lift(section.gains),
+        "</div>",
         "<h3>Threshold trade-off</h3>",
         chart_tradeoff(section.tradeoff, section.points),
-        table(points, [("name", "list", None), ("leads_per_week", "leads / week", lambda v: num(v, 1)),
-                       ("expected_sqls_per_week", "expected SQLs / week", lambda v: num(v, 1)),
-                       ("observed_sqls_per_week", "observed SQLs / week", lambda v: num(v, 1)),
-                       ("share_of_rows", "share of open leads", pct)]),
+        table(
+            points,
+            [
+                ("name", "list", None),
+                ("leads_per_week", "leads / week", lambda v: num(v, 1)),
+                ("expected_sqls_per_week", "expected SQLs / week", lambda v: num(v, 1)),
+                ("observed_sqls_per_week", "observed SQLs / week", lambda v: num(v, 1)),
+                ("share_of_rows", "share of open leads", pct),
+            ],
+        ),
         "<h3>MQL → SQL leakage per campaign</h3>",
         "<p>Leakage = rule MQLs that do not reach SQL within the horizon. <b>Too loose</b>: so few MQLs convert "
         "that sales wastes time; <b>too narrow</b>: almost every MQL converts, so the rule only catches the sure "
@@ -356,55 +425,78 @@ def holdout_html(section: HoldoutSection, notes: Sequence[ThresholdNote], horizo
 
 def _mix_html(grades: pd.DataFrame, fit_ready: pd.DataFrame, per_week: bool, conversion: bool) -> str:
     volume: tuple[str, str, Formatter | None] = (
-        ("per_week", "per week", lambda v: num(v, 1)) if per_week else ("rows", "leads", num))
+        ("per_week", "per week", lambda v: num(v, 1)) if per_week else ("rows", "leads", num)
+    )
     extra: list[tuple[str, str, Formatter | None]] = [("conversion", "SQL conversion", pct)] if conversion else []
     nurture = fit_ready.loc[fit_ready["key"] == "nurture"].iloc[0]
     size = f"{num(nurture['per_week'], 1)} leads per week" if per_week else f"{num(nurture['rows'])} leads"
-    return "\n".join([
-        table(grades, [("grade", "grade", None), ("meaning", "meaning", None), volume, ("share", "share", pct),
-                       *extra]),
-        "<p>Fit = the company matches the ideal customer profile (industry, size and region); ready = the model "
-        f"predicts MQL or higher. <b>Nurture group (fit, not yet ready): {esc(size)}, {pct(nurture['share'])} of "
-        "open leads.</b></p>",
-        table(fit_ready, [("group", "group", None), volume, ("share", "share", pct), *extra]),
-    ])
+    return "\n".join(
+        [
+            table(
+                grades,
+                [("grade", "grade", None), ("meaning", "meaning", None), volume, ("share", "share", pct), *extra],
+            ),
+            "<p>Fit = the company matches the ideal customer profile (industry, size and region); ready = the model "
+            f"predicts MQL or higher. <b>Nurture group (fit, not yet ready): {esc(size)}, {pct(nurture['share'])} of "
+            "open leads.</b></p>",
+            table(fit_ready, [("group", "group", None), volume, ("share", "share", pct), *extra]),
+        ]
+    )
 
 
 def nightly_html(section: NightlySection | None, where: str) -> str:
     """The latest nightly run section, or a plain sentence when there is none yet."""
     if section is None:
-        return ("<h2>Latest nightly run</h2>"
-                f'<p class="note" id="no-nightly-run">No nightly scoring run yet in {esc(where)}: run '
-                "<code>leadscore score</code> (the DVC stage <code>score</code>) and rebuild this report.</p>")
+        return (
+            "<h2>Latest nightly run</h2>"
+            f'<p class="note" id="no-nightly-run">No nightly scoring run yet in {esc(where)}: run '
+            "<code>leadscore score</code> (the DVC stage <code>score</code>) and rebuild this report.</p>"
+        )
     run = section.run
     as_of = run.get("as_of")
     as_of_text = as_of.strftime("%Y-%m-%d %H:%M UTC") if isinstance(as_of, pd.Timestamp) else esc(as_of)
     drift = ""
     if run.get("status") == "drift_warning":
-        drift = (f'<p class="note">The run warned of drift: PSI up to {num(run.get("psi_max"), 2)} '
-                 f"({esc(run.get('psi_max_feature'))}).</p>")
-    meta = (f"<p>Run <code>{esc(run.get('run_id'))}</code> as of {esc(as_of_text)}, model "
-            f"{esc(run.get('model_name'))} version {esc(run.get('model_version'))}: {num(section.leads)} open leads "
-            "scored. Outcomes are not known yet, so this section shows volumes only.</p>")
+        drift = (
+            f'<p class="note">The run warned of drift: PSI up to {num(run.get("psi_max"), 2)} '
+            f"({esc(run.get('psi_max_feature'))}).</p>"
+        )
+    meta = (
+        f"<p>Run <code>{esc(run.get('run_id'))}</code> as of {esc(as_of_text)}, model "
+        f"{esc(run.get('model_name'))} version {esc(run.get('model_version'))}: {num(section.leads)} open leads "
+        "scored. Outcomes are not known yet, so this section shows volumes only.</p>"
+    )
     notes = "".join(f'<p class="note">{esc(n)}</p>' for n in section.notes)
     volume_columns: list[tuple[str, str, Formatter | None]] = [
-        ("leads", "leads", num), ("rule_mqls", "rule MQLs", num), ("model_mqls", "predicted MQLs", num),
-        ("both", "both", num), ("rule_only", "rule only", num), ("model_only", "model only", num)]
-    return "\n".join([
-        "<h2>Latest nightly run</h2>", meta, drift, notes,
-        "<h3>Rule MQL vs predicted MQL</h3>",
-        table(section.agreement, [("cell", "cell", None), ("leads", "leads", num), ("share", "share", pct)]),
-        "<h3>Per campaign</h3>", table(section.by_campaign, [("campaign", "campaign", None), *volume_columns]),
-        "<h3>Per region</h3>", table(section.by_region, [("region", "region", None), *volume_columns]),
-        "<h3>Where they disagree</h3>",
-        "<p><b>Rule MQLs the model rejects</b> (lowest probabilities first).</p>",
-        _example_table(section.rule_only, nightly=True),
-        "<p><b>Leads the model picks that the rules missed</b> (highest probabilities first).</p>",
-        _example_table(section.model_only, nightly=True),
-        "<h3>Grades and fit vs readiness</h3>",
-        _mix_html(section.grades, section.fit_ready, per_week=False, conversion=False),
-        chart_grades(section.grades, "Latest nightly run"),
-    ])
+        ("leads", "leads", num),
+        ("rule_mqls", "rule MQLs", num),
+        ("model_mqls", "predicted MQLs", num),
+        ("both", "both", num),
+        ("rule_only", "rule only", num),
+        ("model_only", "model only", num),
+    ]
+    return "\n".join(
+        [
+            "<h2>Latest nightly run</h2>",
+            meta,
+            drift,
+            notes,
+            "<h3>Rule MQL vs predicted MQL</h3>",
+            table(section.agreement, [("cell", "cell", None), ("leads", "leads", num), ("share", "share", pct)]),
+            "<h3>Per campaign</h3>",
+            table(section.by_campaign, [("campaign", "campaign", None), *volume_columns]),
+            "<h3>Per region</h3>",
+            table(section.by_region, [("region", "region", None), *volume_columns]),
+            "<h3>Where they disagree</h3>",
+            "<p><b>Rule MQLs the model rejects</b> (lowest probabilities first).</p>",
+            _example_table(section.rule_only, nightly=True),
+            "<p><b>Leads the model picks that the rules missed</b> (highest probabilities first).</p>",
+            _example_table(section.model_only, nightly=True),
+            "<h3>Grades and fit vs readiness</h3>",
+            _mix_html(section.grades, section.fit_ready, per_week=False, conversion=False),
+            chart_grades(section.grades, "Latest nightly run"),
+        ]
+    )
 
 
 def page(title: str, holdout: str, nightly: str, generated_at: datetime | None = None) -> str:
@@ -414,7 +506,7 @@ def page(title: str, holdout: str, nightly: str, generated_at: datetime | None =
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
-        f"<h1>{esc(title)}</h1><p class=\"muted\">Generated {esc(stamp)} by <code>leadscore report</code>. "
+        f'<h1>{esc(title)}</h1><p class="muted">Generated {esc(stamp)} by <code>leadscore report</code>. '
         "Click a column header to sort a table.</p>"
         f"{holdout}\n{nightly}<script>{SORT_JS}</script></body></html>\n"
     )

@@ -46,7 +46,7 @@ class Holdout:
     weeks: float
     thresholds: Thresholds
     features: pd.DataFrame  # the test feature rows (same order as rows), to compute reasons for examples
-    explain: Any            # callable: feature rows -> (reasons_positive, reasons_negative) lists
+    explain: Any  # callable: feature rows -> (reasons_positive, reasons_negative) lists
 
 
 def _icp_fit(test: pd.DataFrame, raw_dir: Path, params: Params) -> np.ndarray:
@@ -61,8 +61,13 @@ def _icp_fit(test: pd.DataFrame, raw_dir: Path, params: Params) -> np.ndarray:
     from pipelines.features.columns import INPUT_COLUMNS
     from pipelines.report.nightly import attributes_of
 
-    wanted = {"campaigns": [*INPUT_COLUMNS["campaigns"], "name"], "accounts": INPUT_COLUMNS["accounts"],
-              "leads": INPUT_COLUMNS["leads"], "activities": ["lead_id"], "stage_history": ["stage_history_id"]}
+    wanted = {
+        "campaigns": [*INPUT_COLUMNS["campaigns"], "name"],
+        "accounts": INPUT_COLUMNS["accounts"],
+        "leads": INPUT_COLUMNS["leads"],
+        "activities": ["lead_id"],
+        "stage_history": ["stage_history_id"],
+    }
     tables, _ = read_snapshot(raw_dir, wanted)
     attributes = attributes_of(tables, params.features)
     fit = attributes.set_index("lead_id")["fit"]
@@ -73,8 +78,13 @@ def _campaign_names(raw_dir: Path) -> dict[str, str]:
     """campaign_id (as the features stage's category text) -> campaign name, from the extract snapshot."""
     from pipelines.extract import read_snapshot
 
-    wanted = {"campaigns": ["campaign_id", "name"], "leads": ["lead_id"], "accounts": ["account_id"],
-              "activities": ["activity_id"], "stage_history": ["stage_history_id"]}
+    wanted = {
+        "campaigns": ["campaign_id", "name"],
+        "leads": ["lead_id"],
+        "accounts": ["account_id"],
+        "activities": ["activity_id"],
+        "stage_history": ["stage_history_id"],
+    }
     tables, _ = read_snapshot(raw_dir, wanted)
     campaigns = tables["campaigns"]
     return dict(zip(campaigns["campaign_id"].astype("int64").astype(str), campaigns["name"].astype(str), strict=True))
@@ -102,36 +112,53 @@ def load_holdout(params: Params, features_dir: Path, model_dir: Path, rules_path
     calibrator = load_calibrator(model_dir / CALIBRATOR_FILE)
     thresholds = load_thresholds(model_dir / THRESHOLDS_FILE)
     feature_list = read_json(Path(features_dir) / FEATURE_LIST_FILE, "feature list")
-    spec = build_spec(booster, feature_list, params.features.target_stage, params.features.horizon_days,
-                      params.registry.top_reasons)
+    spec = build_spec(
+        booster, feature_list, params.features.target_stage, params.features.horizon_days, params.registry.top_reasons
+    )
     scored = score_frame(booster, calibrator, thresholds, spec, test, 0)
     rules = align_rows(test, read_rule_scores(rules_path), ["rule_score", "rule_mql"], "rule scores")
     names = _campaign_names(raw_dir)
-    campaign_id = test["campaign_id"].astype(object) if "campaign_id" in test.columns else pd.Series(
-        [None] * len(test), dtype=object)
-    campaign = campaign_id.map(lambda c: core.NO_CAMPAIGN if c is None or pd.isna(c)
-                               else names.get(str(c), f"campaign {c}"))
+    campaign_id = (
+        test["campaign_id"].astype(object)
+        if "campaign_id" in test.columns
+        else pd.Series([None] * len(test), dtype=object)
+    )
+    campaign = campaign_id.map(
+        lambda c: core.NO_CAMPAIGN if c is None or pd.isna(c) else names.get(str(c), f"campaign {c}")
+    )
     needed = ["seniority", "department", "lead_source", "region"]
     missing = [c for c in needed if c not in test.columns]
     if missing:
         raise ModelInputError(f"feature snapshots lack column(s) {missing} the report shows")
-    rows = pd.DataFrame({
-        "lead_id": test["lead_id"].to_numpy(dtype=np.int64), "snapshot_at": test["snapshot_at"],
-        "label": test[LABEL].to_numpy(dtype=np.int64),
-        "probability": scored["probability"].to_numpy(dtype=float), "stage": scored["stage"].to_numpy(),
-        "grade": scored["grade"].to_numpy(), "rule_score": rules["rule_score"].to_numpy(dtype=float),
-        "rule_mql": rules["rule_mql"].to_numpy(dtype=bool), "fit": _icp_fit(test, raw_dir, params),
-        "seniority": test["seniority"].astype(object).to_numpy(),
-        "department": test["department"].astype(object).to_numpy(),
-        "lead_source": test["lead_source"].astype(object).to_numpy(), "campaign": campaign.to_numpy(),
-        "region": test["region"].astype(object).to_numpy(), WEIGHT: row_weights(test),
-        core.CLUSTER: cluster_ids(test),
-    })
+    rows = pd.DataFrame(
+        {
+            "lead_id": test["lead_id"].to_numpy(dtype=np.int64),
+            "snapshot_at": test["snapshot_at"],
+            "label": test[LABEL].to_numpy(dtype=np.int64),
+            "probability": scored["probability"].to_numpy(dtype=float),
+            "stage": scored["stage"].to_numpy(),
+            "grade": scored["grade"].to_numpy(),
+            "rule_score": rules["rule_score"].to_numpy(dtype=float),
+            "rule_mql": rules["rule_mql"].to_numpy(dtype=bool),
+            "fit": _icp_fit(test, raw_dir, params),
+            "seniority": test["seniority"].astype(object).to_numpy(),
+            "department": test["department"].astype(object).to_numpy(),
+            "lead_source": test["lead_source"].astype(object).to_numpy(),
+            "campaign": campaign.to_numpy(),
+            "region": test["region"].astype(object).to_numpy(),
+            WEIGHT: row_weights(test),
+            core.CLUSTER: cluster_ids(test),
+        }
+    )
     fired = _rules_fired(rules_path, test)
     if fired is not None:
         rows["rules_fired"] = fired.to_numpy()
-    weeks = (test["snapshot_at"].nunique() * slice_share(slices, frame["snapshot_at"], "test")
-             * params.features.cadence_days / 7)
+    weeks = (
+        test["snapshot_at"].nunique()
+        * slice_share(slices, frame["snapshot_at"], "test")
+        * params.features.cadence_days
+        / 7
+    )
 
     def explain(features: pd.DataFrame) -> tuple[list[list[str]], list[list[str]]]:
         out = score_frame(booster, calibrator, thresholds, spec, features, params.registry.top_reasons)
@@ -144,8 +171,11 @@ def add_reasons(examples: pd.DataFrame, holdout: Holdout) -> pd.DataFrame:
     """The examples with the model's reasons (business words) for and against, from their feature rows."""
     if examples.empty:
         return examples.assign(reasons_positive=pd.Series(dtype=object), reasons_negative=pd.Series(dtype=object))
-    keys = holdout.features[list(KEY_COLUMNS)].reset_index().merge(
-        examples[list(KEY_COLUMNS)].assign(_pos=np.arange(len(examples))), on=list(KEY_COLUMNS))
+    keys = (
+        holdout.features[list(KEY_COLUMNS)]
+        .reset_index()
+        .merge(examples[list(KEY_COLUMNS)].assign(_pos=np.arange(len(examples))), on=list(KEY_COLUMNS))
+    )
     keys = keys.sort_values("_pos")
     positive, negative = holdout.explain(holdout.features.loc[keys["index"].to_numpy()].reset_index(drop=True))
     out = examples.copy()
@@ -158,8 +188,13 @@ def build_page(params: Params, holdout: Holdout, nightly: core.NightlySection | 
     """The whole HTML page from the loaded inputs."""
     test = core.HoldoutRows.from_rows(holdout.rows, holdout.weeks)
     section = core.holdout_section(test, params.report, params.base.seed)
-    section = core.HoldoutSection(**{**section.__dict__, "rule_only": add_reasons(section.rule_only, holdout),
-                                     "model_only": add_reasons(section.model_only, holdout)})
+    section = core.HoldoutSection(
+        **{
+            **section.__dict__,
+            "rule_only": add_reasons(section.rule_only, holdout),
+            "model_only": add_reasons(section.model_only, holdout),
+        }
+    )
     notes = core.threshold_notes(holdout.thresholds)
     body = render.holdout_html(section, notes, params.features.horizon_days, params.features.target_stage)
     return render.page(TITLE, body, render.nightly_html(nightly, scores_where))
@@ -176,8 +211,16 @@ def load_nightly(params: Params, scores_url: str, crm_url: str) -> core.NightlyS
     return core.nightly_section(rows, latest.run, params.report)
 
 
-def run_report(params: Params, features_dir: Path, model_dir: Path, rules_path: Path, raw_dir: Path,
-               scores_url: str, crm_url: str, out: Path) -> dict[str, Any]:
+def run_report(
+    params: Params,
+    features_dir: Path,
+    model_dir: Path,
+    rules_path: Path,
+    raw_dir: Path,
+    scores_url: str,
+    crm_url: str,
+    out: Path,
+) -> dict[str, Any]:
     """Entry point of the report stage: write the HTML page atomically; returns a small summary for the log."""
     from pipelines.crm.db import display_url
 
@@ -186,8 +229,17 @@ def run_report(params: Params, features_dir: Path, model_dir: Path, rules_path: 
     html = build_page(params, holdout, nightly, display_url(scores_url))
     with atomic_path(Path(out)) as tmp:
         tmp.write_text(html, encoding="utf-8")
-    summary = {"out": str(out), "bytes": len(html.encode()), "test_rows": len(holdout.rows),
-               "nightly_run": None if nightly is None else nightly.run.get("run_id")}
-    log.info("report written to %s (%s bytes; %s test rows; nightly run %s)", out, f"{summary['bytes']:,}",
-             f"{summary['test_rows']:,}", summary["nightly_run"] or "none yet")
+    summary = {
+        "out": str(out),
+        "bytes": len(html.encode()),
+        "test_rows": len(holdout.rows),
+        "nightly_run": None if nightly is None else nightly.run.get("run_id"),
+    }
+    log.info(
+        "report written to %s (%s bytes; %s test rows; nightly run %s)",
+        out,
+        f"{summary['bytes']:,}",
+        f"{summary['test_rows']:,}",
+        summary["nightly_run"] or "none yet",
+    )
     return summary

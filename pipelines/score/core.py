@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 _MODEL_URI: Final = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
 
 
-
 class ModelNotFoundError(BadInputError):
     """The model URI, alias or version does not resolve in the registry."""
 
@@ -47,12 +46,12 @@ class ModelMismatchError(BadInputError):
 class ScoringModel:
     """A loaded model and what the run records about it."""
 
-    uri: str                          # as given (e.g. models:/lead-scoring@champion)
-    pinned_uri: str                   # the exact version loaded (models:/lead-scoring/3)
+    uri: str  # as given (e.g. models:/lead-scoring@champion)
+    pinned_uri: str  # the exact version loaded (models:/lead-scoring/3)
     name: str
     version: str
-    pyfunc: Any                       # mlflow.pyfunc.PyFuncModel
-    schema: Any                       # its input schema
+    pyfunc: Any  # mlflow.pyfunc.PyFuncModel
+    schema: Any  # its input schema
     reference: DriftReference | None  # training population bins, if the model carries them
     feature_list_version: str | None  # from the model's scoring spec, if it is a LeadScoringModel
     thresholds: Thresholds | None = None  # its thresholds.json (policies and volume), if it is a LeadScoringModel
@@ -83,8 +82,9 @@ def resolve_model_uri(model_uri: str, client: Any) -> tuple[str, str, str]:
             known = f"; its aliases are {aliases}" if aliases else "; it has no aliases"
         except MlflowException:
             known = f"; no registered model is called '{name}'"
-        raise ModelNotFoundError(f"model '{name}' has no {what} in the registry{known} "
-                                 f"({str(exc).splitlines()[0][:200]})") from None
+        raise ModelNotFoundError(
+            f"model '{name}' has no {what} in the registry{known} ({str(exc).splitlines()[0][:200]})"
+        ) from None
     return name, version, f"models:/{name}/{version}"
 
 
@@ -110,7 +110,8 @@ def check_model_kind(name: str, version: str, pinned: str, client: Any) -> None:
     if metadata.get(MODEL_MARKER) != MODEL_KIND and not legacy:
         raise ModelMismatchError(
             f"{pinned} is not a lead-scoring model of this project (flavour(s) {sorted(info.flavors or {})}, no "
-            f"'{MODEL_MARKER}' marker): point the alias at a version registered by `leadscore register`")
+            f"'{MODEL_MARKER}' marker): point the alias at a version registered by `leadscore register`"
+        )
 
 
 def load_scoring_model(model_uri: str, client: Any, checked: tuple[str, str, str] | None = None) -> ScoringModel:
@@ -137,17 +138,27 @@ def load_scoring_model(model_uri: str, client: Any, checked: tuple[str, str, str
         inner = None
     # by name: MLflow may re-import the model's own copy of this package (code_paths), a different class object
     if (type(inner).__module__, type(inner).__name__) != ("pipelines.registry.model", "LeadScoringModel"):
-        raise ModelMismatchError(f"{pinned} loads as {type(inner or pyfunc).__name__}, not this project's "
-                                 "LeadScoringModel: point the alias at a version registered by `leadscore register`")
+        raise ModelMismatchError(
+            f"{pinned} loads as {type(inner or pyfunc).__name__}, not this project's "
+            "LeadScoringModel: point the alias at a version registered by `leadscore register`"
+        )
     spec = getattr(inner, "spec", None)
     if spec is not None:
         fl_version = spec.feature_list_version
     path = getattr(inner, "reference_path", None)
     if path is not None and Path(path).exists():
         reference = read_reference(Path(path))
-    return ScoringModel(uri=model_uri, pinned_uri=pinned, name=name, version=version, pyfunc=pyfunc,
-                        schema=schema, reference=reference, feature_list_version=fl_version,
-                        thresholds=getattr(inner, "thresholds", None))
+    return ScoringModel(
+        uri=model_uri,
+        pinned_uri=pinned,
+        name=name,
+        version=version,
+        pyfunc=pyfunc,
+        schema=schema,
+        reference=reference,
+        feature_list_version=fl_version,
+        thresholds=getattr(inner, "thresholds", None),
+    )
 
 
 def resolve_scoring_model(model_uri: str, client: Any) -> tuple[str, str, str]:
@@ -166,17 +177,23 @@ def check_compatible(model: ScoringModel, params: FeaturesParams) -> None:
     if missing:
         raise ModelMismatchError(
             f"{model.pinned_uri} expects feature(s) {missing[:10]} that the features params do not build: score "
-            "with the features params of the model's training run (logged in MLflow), or retrain")
+            "with the features params of the model's training run (logged in MLflow), or retrain"
+        )
     if model.feature_list_version is not None:
         ours = feature_list_version([s.to_dict() for s in specs])
         if ours != model.feature_list_version:
-            log.warning("%s was trained on feature list %s, these params build %s; the model's own features are all "
-                        "built, but check that feature settings did not change since training", model.pinned_uri,
-                        model.feature_list_version, ours)
+            log.warning(
+                "%s was trained on feature list %s, these params build %s; the model's own features are all "
+                "built, but check that feature settings did not change since training",
+                model.pinned_uri,
+                model.feature_list_version,
+                ours,
+            )
 
 
-def chunk_features(tables: Mapping[str, pd.DataFrame], as_of: pd.Timestamp, params: FeaturesParams,
-                   ruleset: RuleSet) -> tuple[pd.DataFrame, pd.DataFrame]:
+def chunk_features(
+    tables: Mapping[str, pd.DataFrame], as_of: pd.Timestamp, params: FeaturesParams, ruleset: RuleSet
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Features and rule scores of every lead open at as_of in this chunk (same rows, same order)."""
     features = features_as_of(tables, as_of, params)
     rules = evaluate_rules(ruleset, features[["lead_id", "snapshot_at"]], tables)
@@ -184,8 +201,10 @@ def chunk_features(tables: Mapping[str, pd.DataFrame], as_of: pd.Timestamp, para
 
 
 def _json_lists(values: pd.Series) -> list[str]:
-    return [json.dumps([str(x) for x in v] if isinstance(v, list | tuple | np.ndarray) else [], ensure_ascii=False)
-            for v in values]
+    return [
+        json.dumps([str(x) for x in v] if isinstance(v, list | tuple | np.ndarray) else [], ensure_ascii=False)
+        for v in values
+    ]
 
 
 def crm_id_of(lead_ids: np.ndarray, crm_ids: pd.Series | None) -> np.ndarray:
@@ -197,29 +216,36 @@ def crm_id_of(lead_ids: np.ndarray, crm_ids: pd.Series | None) -> np.ndarray:
     return np.where(pd.isna(found), own.to_numpy(dtype=object), found).astype(object)
 
 
-def score_rows(features: pd.DataFrame, rules: pd.DataFrame, scored: pd.DataFrame, run: Mapping[str, Any],
-               crm_ids: pd.Series | None = None) -> pd.DataFrame:
+def score_rows(
+    features: pd.DataFrame,
+    rules: pd.DataFrame,
+    scored: pd.DataFrame,
+    run: Mapping[str, Any],
+    crm_ids: pd.Series | None = None,
+) -> pd.DataFrame:
     """`lead_scores` rows: keys (with the CRM's own id), the model's outputs, the rule score and flag, the run."""
     n = len(features)
     if len(scored) != n or len(rules) != n:
         raise ValueError(f"scored {len(scored)} and rule rows {len(rules)} for {n} feature rows")
     stamp = pd.Series(pd.Timestamp(run["as_of"]), index=range(n), dtype="datetime64[ns, UTC]")
-    return pd.DataFrame({
-        "run_id": pd.Series([run["run_id"]] * n, dtype=object),
-        "lead_id": features["lead_id"].to_numpy(dtype=np.int64),
-        "as_of": stamp,
-        "scored_at": pd.Series(pd.Timestamp(run["scored_at"]), index=range(n), dtype="datetime64[ns, UTC]"),
-        "model_name": pd.Series([run["model_name"]] * n, dtype=object),
-        "model_version": pd.Series([run["model_version"]] * n, dtype=object),
-        "probability": scored["probability"].to_numpy(dtype=float),
-        "stage": scored["stage"].astype(object).to_numpy(),
-        "grade": scored["grade"].astype(object).to_numpy(),
-        "rule_score": rules["rule_score"].to_numpy(dtype=float),
-        "rule_mql": rules["rule_mql"].to_numpy(dtype=bool),
-        "reasons_positive": _json_lists(scored["reasons_positive"]),
-        "reasons_negative": _json_lists(scored["reasons_negative"]),
-        "crm_id": crm_id_of(features["lead_id"].to_numpy(dtype=np.int64), crm_ids),
-    })
+    return pd.DataFrame(
+        {
+            "run_id": pd.Series([run["run_id"]] * n, dtype=object),
+            "lead_id": features["lead_id"].to_numpy(dtype=np.int64),
+            "as_of": stamp,
+            "scored_at": pd.Series(pd.Timestamp(run["scored_at"]), index=range(n), dtype="datetime64[ns, UTC]"),
+            "model_name": pd.Series([run["model_name"]] * n, dtype=object),
+            "model_version": pd.Series([run["model_version"]] * n, dtype=object),
+            "probability": scored["probability"].to_numpy(dtype=float),
+            "stage": scored["stage"].astype(object).to_numpy(),
+            "grade": scored["grade"].astype(object).to_numpy(),
+            "rule_score": rules["rule_score"].to_numpy(dtype=float),
+            "rule_mql": rules["rule_mql"].to_numpy(dtype=bool),
+            "reasons_positive": _json_lists(scored["reasons_positive"]),
+            "reasons_negative": _json_lists(scored["reasons_negative"]),
+            "crm_id": crm_id_of(features["lead_id"].to_numpy(dtype=np.int64), crm_ids),
+        }
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -231,23 +257,38 @@ _STAGE_RANK: Final[dict[str, int]] = {"none": 0, **{stage: i + 1 for i, stage in
 VOLUME_TOLERANCE: Final = 0.25
 
 
-def previous_flags(tables: Mapping[str, pd.DataFrame], as_of: pd.Timestamp, params: FeaturesParams,
-                   ruleset: RuleSet, model: ScoringModel) -> pd.DataFrame:
+def previous_flags(
+    tables: Mapping[str, pd.DataFrame],
+    as_of: pd.Timestamp,
+    params: FeaturesParams,
+    ruleset: RuleSet,
+    model: ScoringModel,
+) -> pd.DataFrame:
     """(lead_id, stage, rule_mql) of the chunk's leads open at as_of - cadence_days: the lists of the previous
     snapshot, which tonight's new hand-offs were not on. Probabilities and stages only (no reasons)."""
     before = pd.Timestamp(as_of) - pd.Timedelta(days=params.cadence_days)
     features, rules = chunk_features(tables, before, params, ruleset)
     if features.empty:
-        return pd.DataFrame({"lead_id": np.zeros(0, dtype=np.int64), "stage": np.zeros(0, dtype=object),
-                             "rule_mql": np.zeros(0, dtype=bool)})
+        return pd.DataFrame(
+            {
+                "lead_id": np.zeros(0, dtype=np.int64),
+                "stage": np.zeros(0, dtype=object),
+                "rule_mql": np.zeros(0, dtype=bool),
+            }
+        )
     scored = model.pyfunc.predict(conform(features, model.schema), params={"top_reasons": 0})
-    return pd.DataFrame({"lead_id": features["lead_id"].to_numpy(dtype=np.int64),
-                         "stage": scored["stage"].astype(str).to_numpy(),
-                         "rule_mql": rules["rule_mql"].to_numpy(dtype=bool)})
+    return pd.DataFrame(
+        {
+            "lead_id": features["lead_id"].to_numpy(dtype=np.int64),
+            "stage": scored["stage"].astype(str).to_numpy(),
+            "rule_mql": rules["rule_mql"].to_numpy(dtype=bool),
+        }
+    )
 
 
-def count_lists(counts: dict[str, int], lead_id: np.ndarray, stage: np.ndarray, rule_mql: np.ndarray,
-                previous: pd.DataFrame) -> None:
+def count_lists(
+    counts: dict[str, int], lead_id: np.ndarray, stage: np.ndarray, rule_mql: np.ndarray, previous: pd.DataFrame
+) -> None:
     """Add one chunk to the run's list sizes and new hand-offs per stage (and of the rule MQLs).
 
     A lead is on a stage's list when its predicted stage is that one or higher; it is new on it when it was not on
@@ -266,8 +307,9 @@ def count_lists(counts: dict[str, int], lead_id: np.ndarray, stage: np.ndarray, 
     counts["rule_new"] = counts.get("rule_new", 0) + int((rule & ~prev_rule).sum())
 
 
-def stage_volumes(counts: Mapping[str, int], policies: Mapping[str, StagePolicy], volume: str, cadence_days: int
-                  ) -> dict[str, dict[str, Any]]:
+def stage_volumes(
+    counts: Mapping[str, int], policies: Mapping[str, StagePolicy], volume: str, cadence_days: int
+) -> dict[str, dict[str, Any]]:
     """Per stage: its policy, what it promises a week and what tonight's list delivers a week.
 
     `new`: delivered = tonight's new hand-offs x 7 / cadence_days (a snapshot's new leads arrive once per cadence);
@@ -280,11 +322,21 @@ def stage_volumes(counts: Mapping[str, int], policies: Mapping[str, StagePolicy]
     out: dict[str, dict[str, Any]] = {}
     for stage in STAGES:
         policy = policies[stage]
-        target = (policy.leads_per_week if policy.policy == "capacity"
-                  else counts.get(f"rule_{kind}", 0) * per_week if policy.policy == "match_rules" else None)
-        out[stage] = {"policy": policy.policy, "volume": volume, "target_per_week": target,
-                      "delivered_per_week": counts.get(f"{stage}_{kind}", 0) * per_week,
-                      "list_size": counts.get(f"{stage}_list", 0), "new": counts.get(f"{stage}_new", 0)}
+        target = (
+            policy.leads_per_week
+            if policy.policy == "capacity"
+            else counts.get(f"rule_{kind}", 0) * per_week
+            if policy.policy == "match_rules"
+            else None
+        )
+        out[stage] = {
+            "policy": policy.policy,
+            "volume": volume,
+            "target_per_week": target,
+            "delivered_per_week": counts.get(f"{stage}_{kind}", 0) * per_week,
+            "list_size": counts.get(f"{stage}_list", 0),
+            "new": counts.get(f"{stage}_new", 0),
+        }
     return out
 
 
@@ -304,6 +356,8 @@ def off_target(volumes: Mapping[str, Mapping[str, Any]], tolerance: float = VOLU
     for stage, v in volumes.items():
         target = v["target_per_week"]
         if target and abs(v["delivered_per_week"] / target - 1) > tolerance:
-            lines.append(f"{stage} ({v['policy']}, {v['volume']}) delivers {v['delivered_per_week']:.0f} a week "
-                         f"against a target of {target:.0f}")
+            lines.append(
+                f"{stage} ({v['policy']}, {v['volume']}) delivers {v['delivered_per_week']:.0f} a week "
+                f"against a target of {target:.0f}"
+            )
     return lines

@@ -25,12 +25,24 @@ log = logging.getLogger(__name__)
 Shape = Literal["generic", "salesforce"]
 #: Output field names per shape, in order: (our field -> the column header the CRM's import maps).
 FIELDS: Final[dict[str, dict[str, str]]] = {
-    "generic": {"crm_id": "crm_id", "score": "lead_score", "probability": "lead_score_probability",
-                "grade": "lead_grade", "stage": "lead_predicted_stage", "reasons": "lead_score_reasons",
-                "reasons_against": "lead_score_reasons_against"},
-    "salesforce": {"crm_id": "Id", "score": "Lead_Score__c", "probability": "Lead_Score_Probability__c",
-                   "grade": "Lead_Grade__c", "stage": "Lead_Predicted_Stage__c", "reasons": "Lead_Score_Reasons__c",
-                   "reasons_against": "Lead_Score_Reasons_Against__c"},
+    "generic": {
+        "crm_id": "crm_id",
+        "score": "lead_score",
+        "probability": "lead_score_probability",
+        "grade": "lead_grade",
+        "stage": "lead_predicted_stage",
+        "reasons": "lead_score_reasons",
+        "reasons_against": "lead_score_reasons_against",
+    },
+    "salesforce": {
+        "crm_id": "Id",
+        "score": "Lead_Score__c",
+        "probability": "Lead_Score_Probability__c",
+        "grade": "Lead_Grade__c",
+        "stage": "Lead_Predicted_Stage__c",
+        "reasons": "Lead_Score_Reasons__c",
+        "reasons_against": "Lead_Score_Reasons_Against__c",
+    },
 }
 #: Salesforce Text fields hold at most 255 characters; longer reasons are cut at the last whole reason.
 SALESFORCE_TEXT_LIMIT: Final = 255
@@ -55,19 +67,23 @@ def export_frame(scores: pd.DataFrame, shape: Shape = "generic") -> pd.DataFrame
         raise ExportError(f"unknown export shape {shape!r}; expected one of {sorted(FIELDS)}")
     missing = scores["crm_id"].isna()
     if missing.any():
-        raise ExportError(f"{int(missing.sum())} scored lead(s) have no CRM id (e.g. lead_id "
-                          f"{scores.loc[missing, 'lead_id'].head(5).tolist()}): rescore with this version")
+        raise ExportError(
+            f"{int(missing.sum())} scored lead(s) have no CRM id (e.g. lead_id "
+            f"{scores.loc[missing, 'lead_id'].head(5).tolist()}): rescore with this version"
+        )
     limit = SALESFORCE_TEXT_LIMIT if shape == "salesforce" else None
     probability = scores["probability"].to_numpy(dtype=float)
-    out = pd.DataFrame({
-        "crm_id": scores["crm_id"].astype(str).to_numpy(),
-        "score": np.clip(np.rint(100 * probability), 0, 100).astype(np.int64),
-        "probability": np.round(probability, 6),
-        "grade": scores["grade"].astype(str).to_numpy(),
-        "stage": scores["stage"].astype(str).to_numpy(),
-        "reasons": [_join(r, limit) for r in scores["reasons_positive"]],
-        "reasons_against": [_join(r, limit) for r in scores["reasons_negative"]],
-    })
+    out = pd.DataFrame(
+        {
+            "crm_id": scores["crm_id"].astype(str).to_numpy(),
+            "score": np.clip(np.rint(100 * probability), 0, 100).astype(np.int64),
+            "probability": np.round(probability, 6),
+            "grade": scores["grade"].astype(str).to_numpy(),
+            "stage": scores["stage"].astype(str).to_numpy(),
+            "reasons": [_join(r, limit) for r in scores["reasons_positive"]],
+            "reasons_against": [_join(r, limit) for r in scores["reasons_negative"]],
+        }
+    )
     return out.rename(columns=FIELDS[shape])
 
 
@@ -85,8 +101,9 @@ def write_export(frame: pd.DataFrame, out: Path, fmt: Literal["csv", "parquet"] 
     return kind
 
 
-def run_export(scores_url: str, tables: Any, out: Path, shape: Shape = "generic",
-               fmt: Literal["csv", "parquet"] | None = None) -> dict[str, Any]:
+def run_export(
+    scores_url: str, tables: Any, out: Path, shape: Shape = "generic", fmt: Literal["csv", "parquet"] | None = None
+) -> dict[str, Any]:
     """Export the latest champion run (see `store.read_export_run`) to `out`; returns what was written."""
     from pipelines.crm.db import make_engine
     from pipelines.score.store import read_export_run
@@ -98,7 +115,21 @@ def run_export(scores_url: str, tables: Any, out: Path, shape: Shape = "generic"
         engine.dispose()
     frame = export_frame(scores, shape)
     kind = write_export(frame, out, fmt)
-    log.info("exported %s leads of run %s (%s v%s, as of %s) to %s", f"{len(frame):,}", run["run_id"],
-             run.get("model_name"), run.get("model_version"), run["as_of"], out)
-    return {"rows": len(frame), "run_id": run["run_id"], "as_of": run["as_of"], "model_name": run.get("model_name"),
-            "model_version": run.get("model_version"), "format": kind, "shape": shape}
+    log.info(
+        "exported %s leads of run %s (%s v%s, as of %s) to %s",
+        f"{len(frame):,}",
+        run["run_id"],
+        run.get("model_name"),
+        run.get("model_version"),
+        run["as_of"],
+        out,
+    )
+    return {
+        "rows": len(frame),
+        "run_id": run["run_id"],
+        "as_of": run["as_of"],
+        "model_name": run.get("model_name"),
+        "model_version": run.get("model_version"),
+        "format": kind,
+        "shape": shape,
+    }

@@ -37,7 +37,8 @@ def check_as_of(as_of: pd.Timestamp, tolerance_minutes: int, now: datetime | Non
         raise ScoringGuardError(
             f"--as-of {as_of:%Y-%m-%d %H:%M:%S}Z is in the future (now + {tolerance_minutes} min is "
             f"{limit:%Y-%m-%d %H:%M:%S}Z, base.future_tolerance_minutes): a future run would stay the latest "
-            "list until that time; score as of now (omit --as-of) or a past time")
+            "list until that time; score as of now (omit --as-of) or a past time"
+        )
 
 
 def previous_run(engine: Engine, tables: ScoreTables) -> dict[str, Any] | None:
@@ -60,14 +61,18 @@ def check_volume(what: str, count: int, previous: dict[str, Any] | None, ratio: 
     if what == "read" and count == 0:
         problem = "the CRM's leads table is empty"
     elif before and count < ratio * before:
-        problem = (f"{count:,} leads {what}, fewer than {ratio:g} x the {before:,} of the latest run "
-                   f"({previous['run_id']}, as of {pd.Timestamp(previous['as_of']):%Y-%m-%d %H:%M:%S}Z; "
-                   "score.min_leads_ratio)")
+        problem = (
+            f"{count:,} leads {what}, fewer than {ratio:g} x the {before:,} of the latest run "
+            f"({previous['run_id']}, as of {pd.Timestamp(previous['as_of']):%Y-%m-%d %H:%M:%S}Z; "
+            "score.min_leads_ratio)"
+        )
     else:
         return
     if allow_shrink:
         log.warning("%s; going on because of --allow-shrink", problem)
         return
-    raise ScoringGuardError(f"{problem}: this looks like a broken CRM load, and publishing it would replace the "
-                            "latest list; nothing was written. Fix the load, or pass --allow-shrink if the shrink "
-                            "is real")
+    raise ScoringGuardError(
+        f"{problem}: this looks like a broken CRM load, and publishing it would replace the "
+        "latest list; nothing was written. Fix the load, or pass --allow-shrink if the shrink "
+        "is real"
+    )

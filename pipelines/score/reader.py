@@ -82,15 +82,19 @@ def preflight(conn: Connection) -> dict[str, int]:
     leads = _relation("leads")
     for table, key in (("activities", "activity_id"), ("stage_history", "stage_history_id")):
         child = _relation(table, (key,))
-        orphans = (sa.select(child.c[key], child.c.lead_id)
-                   .select_from(child.outerjoin(leads, child.c.lead_id == leads.c.lead_id))
-                   .where(leads.c.lead_id.is_(None)))
+        orphans = (
+            sa.select(child.c[key], child.c.lead_id)
+            .select_from(child.outerjoin(leads, child.c.lead_id == leads.c.lead_id))
+            .where(leads.c.lead_id.is_(None))
+        )
         rows = conn.execute(orphans.limit(_EXAMPLES)).all()
         if rows:
             total = conn.execute(sa.select(sa.func.count()).select_from(orphans.subquery())).scalar()
             examples = ", ".join(f"{key}={r[0]} (lead_id={r[1]})" for r in rows)
-            raise CrmDataError(f"table '{table}', column 'lead_id': {total} row(s) refer to leads that do not exist "
-                               f"in 'leads', e.g. {examples}")
+            raise CrmDataError(
+                f"table '{table}', column 'lead_id': {total} row(s) refer to leads that do not exist "
+                f"in 'leads', e.g. {examples}"
+            )
     log.debug("preflight of %s: %s", url, ", ".join(f"{t} {n:,}" for t, n in counts.items()))
     return counts
 
@@ -100,23 +104,26 @@ def _problem(conn: Connection, query: sa.Select, table: str, column: str, what: 
     rows = conn.execute(query.limit(_EXAMPLES)).all()
     if rows:
         total = conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar()
-        raise CrmDataError(f"table '{table}', column '{column}': {total} {what}; e.g. "
-                           + ", ".join(show(r) for r in rows))
+        raise CrmDataError(
+            f"table '{table}', column '{column}': {total} {what}; e.g. " + ", ".join(show(r) for r in rows)
+        )
 
 
-def _scan_keys(conn: Connection, table: str, columns: Sequence[str], not_null: Sequence[str]
-               ) -> tuple[dict[str, int], dict[str, int]]:
+def _scan_keys(
+    conn: Connection, table: str, columns: Sequence[str], not_null: Sequence[str]
+) -> tuple[dict[str, int], dict[str, int]]:
     """Per column, how many values are not integers (SQLite only) and how many are NULL: one scan of the table."""
     rel = _relation(table, KEY_COLUMNS[table])
     counts = []
     if conn.dialect.name == "sqlite":
-        counts += [sa.func.sum(sa.case((sa.func.typeof(rel.c[c]).not_in(["integer", "null"]), 1), else_=0))
-                   for c in columns]
+        counts += [
+            sa.func.sum(sa.case((sa.func.typeof(rel.c[c]).not_in(["integer", "null"]), 1), else_=0)) for c in columns
+        ]
     counts += [sa.func.sum(sa.case((rel.c[c].is_(None), 1), else_=0)) for c in not_null]
     row = conn.execute(sa.select(*counts).select_from(rel)).one()
     values = [int(v or 0) for v in row]
     types = dict(zip(columns, values, strict=False)) if conn.dialect.name == "sqlite" else {}
-    return types, dict(zip(not_null, values[len(types):], strict=True))
+    return types, dict(zip(not_null, values[len(types) :], strict=True))
 
 
 def _check_integers(conn: Connection, table: str, column: str, declared: Any) -> None:
@@ -125,31 +132,45 @@ def _check_integers(conn: Connection, table: str, column: str, declared: Any) ->
     rel = _relation(table, KEY_COLUMNS[table])
     if conn.dialect.name == "sqlite":
         query = sa.select(rel.c[key], rel.c[column]).where(
-            rel.c[column].is_not(None), sa.func.typeof(rel.c[column]) != "integer")
+            rel.c[column].is_not(None), sa.func.typeof(rel.c[column]) != "integer"
+        )
         shown = (lambda r: f"{key}={r[0]!r}") if column == key else (lambda r: f"{key}={r[0]!r}: {r[1]!r}")
         _problem(conn, query, table, column, "value(s) are not integers", shown)
     elif not isinstance(declared, sa.Integer):
-        raise CrmDataError(f"table '{table}', column '{column}' has type {declared}; this key column needs an "
-                           "integer type (BIGINT)")
+        raise CrmDataError(
+            f"table '{table}', column '{column}' has type {declared}; this key column needs an integer type (BIGINT)"
+        )
 
 
 def _check_not_null(conn: Connection, table: str, column: str) -> None:
     rel = _relation(table, KEY_COLUMNS[table])
     context = [c for c in _columns(table) if c != column and c not in PERSONAL_COLUMNS.get(table, ())][:3]
     query = sa.select(*(rel.c[c] for c in context)).where(rel.c[column].is_(None))
-    _problem(conn, query, table, column, "row(s) have no value (NULL)",
-             lambda r: "(" + ", ".join(f"{c}={v!r}" for c, v in zip(context, r, strict=True)) + ")")
+    _problem(
+        conn,
+        query,
+        table,
+        column,
+        "row(s) have no value (NULL)",
+        lambda r: "(" + ", ".join(f"{c}={v!r}" for c, v in zip(context, r, strict=True)) + ")",
+    )
 
 
 def _check_unique(conn: Connection, inspector: Any, table: str, key: str) -> None:
     """No key value twice in the whole table (skipped when a primary key or unique index already guarantees it)."""
-    if inspector.get_pk_constraint(table).get("constrained_columns") == [key] or any(
-            u.get("column_names") == [key] for u in inspector.get_unique_constraints(table)) or any(
-            i.get("unique") and i.get("column_names") == [key] for i in inspector.get_indexes(table)):
+    if (
+        inspector.get_pk_constraint(table).get("constrained_columns") == [key]
+        or any(u.get("column_names") == [key] for u in inspector.get_unique_constraints(table))
+        or any(i.get("unique") and i.get("column_names") == [key] for i in inspector.get_indexes(table))
+    ):
         return
     rel = _relation(table, KEY_COLUMNS[table])
-    query = (sa.select(rel.c[key], sa.func.count().label("n")).group_by(rel.c[key])
-             .having(sa.func.count() > 1).order_by(rel.c[key]))
+    query = (
+        sa.select(rel.c[key], sa.func.count().label("n"))
+        .group_by(rel.c[key])
+        .having(sa.func.count() > 1)
+        .order_by(rel.c[key])
+    )
     _problem(conn, query, table, key, "value(s) occur more than once", lambda r: f"{key}={r[0]!r} ({r[1]} rows)")
 
 
@@ -180,8 +201,12 @@ class _Stream:
             return None
         # column-wise from plain tuples: DataFrame.from_records probes each Row object and is 10x slower
         columns = list(zip(*rows, strict=True))
-        frame = pd.DataFrame({name: pd.Series(values, dtype=object)
-                              for name, values in zip([*self.columns, "_g0", "_g1"], columns, strict=True)})
+        frame = pd.DataFrame(
+            {
+                name: pd.Series(values, dtype=object)
+                for name, values in zip([*self.columns, "_g0", "_g1"], columns, strict=True)
+            }
+        )
         frame["_key"] = (frame["_g0"].to_numpy(dtype=np.int64) << _KEY_SHIFT) | frame["_g1"].to_numpy(dtype=np.int64)
         return frame.drop(columns=["_g0", "_g1"])
 
@@ -251,18 +276,29 @@ def iter_chunks(conn: Connection, chunk_leads: int, campaigns: pd.DataFrame | No
     leads = _relation("leads")
     g0, g1 = _group_key(leads)
     order = (g0, g1, leads.c.lead_id)
-    lead_stream = _Stream(conn, sa.select(*(leads.c[c] for c in _columns("leads")), g0, g1).order_by(*order),
-                          _columns("leads"), "leads")
+    lead_stream = _Stream(
+        conn, sa.select(*(leads.c[c] for c in _columns("leads")), g0, g1).order_by(*order), _columns("leads"), "leads"
+    )
     children = {}
     for table in ("activities", "stage_history"):
         child = _relation(table)
-        query = (sa.select(*(child.c[c] for c in _columns(table)), g0, g1)
-                 .select_from(child.join(leads, child.c.lead_id == leads.c.lead_id)).order_by(*order))
+        query = (
+            sa.select(*(child.c[c] for c in _columns(table)), g0, g1)
+            .select_from(child.join(leads, child.c.lead_id == leads.c.lead_id))
+            .order_by(*order)
+        )
         children[table] = _Stream(conn, query, _columns(table), table)
     accounts = _relation("accounts")
-    account_stream = _Stream(conn, sa.select(*(accounts.c[c] for c in _columns("accounts")),
-                                             sa.literal(0).label("_g0"), accounts.c.account_id.label("_g1"))
-                             .order_by(accounts.c.account_id), _columns("accounts"), "accounts")
+    account_stream = _Stream(
+        conn,
+        sa.select(
+            *(accounts.c[c] for c in _columns("accounts")),
+            sa.literal(0).label("_g0"),
+            accounts.c.account_id.label("_g1"),
+        ).order_by(accounts.c.account_id),
+        _columns("accounts"),
+        "accounts",
+    )
     if campaigns is None:
         camp = _relation("campaigns")
         with read_errors(conn, {"campaigns": _columns("campaigns")}):

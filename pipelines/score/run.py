@@ -98,9 +98,14 @@ def _staged(paths: list[Path]) -> Iterator[pd.DataFrame]:
         yield pd.read_parquet(path)
 
 
-def iter_feature_chunks(crm_url: str, as_of: pd.Timestamp, params: Params, timings: Timings, progress: bool = True,
-                        guard: Callable[[dict[str, int]], None] | None = None
-                        ) -> Iterator[tuple[reader.CrmChunk, pd.DataFrame, pd.DataFrame]]:
+def iter_feature_chunks(
+    crm_url: str,
+    as_of: pd.Timestamp,
+    params: Params,
+    timings: Timings,
+    progress: bool = True,
+    guard: Callable[[dict[str, int]], None] | None = None,
+) -> Iterator[tuple[reader.CrmChunk, pd.DataFrame, pd.DataFrame]]:
     """(chunk, features, rule scores) of the open leads, chunk by chunk, in one read transaction of the CRM;
     `guard` sees the tables' row counts after the preflight, before the first chunk."""
     engine = make_engine(crm_url)
@@ -122,18 +127,34 @@ def iter_feature_chunks(crm_url: str, as_of: pd.Timestamp, params: Params, timin
             t0 = time.perf_counter()
             features, rules = chunk_features(chunk.tables, as_of, params.features, ruleset)
             timings.features += time.perf_counter() - t0
-            log.debug("chunk %d: %s leads, %s activities, %s stage rows -> %s open leads (read %.2f s, features "
-                      "%.2f s so far)", chunk.index, f"{len(chunk.tables['leads']):,}",
-                      f"{len(chunk.tables['activities']):,}", f"{len(chunk.tables['stage_history']):,}",
-                      f"{len(features):,}", timings.read, timings.features)
+            log.debug(
+                "chunk %d: %s leads, %s activities, %s stage rows -> %s open leads (read %.2f s, features "
+                "%.2f s so far)",
+                chunk.index,
+                f"{len(chunk.tables['leads']):,}",
+                f"{len(chunk.tables['activities']):,}",
+                f"{len(chunk.tables['stage_history']):,}",
+                f"{len(features):,}",
+                timings.read,
+                timings.features,
+            )
             yield chunk, features, rules
             bar.update(len(chunk.tables["leads"]))
         bar.close()
 
 
-def run_score(crm_url: str, scores_url: str | None, as_of: pd.Timestamp, params: Params, model_uri: str,
-              tracking_uri: str | None, engine: str = "pandas", progress: bool = True,
-              staging_root: Path | None = None, allow_shrink: bool = False) -> dict[str, Any]:
+def run_score(
+    crm_url: str,
+    scores_url: str | None,
+    as_of: pd.Timestamp,
+    params: Params,
+    model_uri: str,
+    tracking_uri: str | None,
+    engine: str = "pandas",
+    progress: bool = True,
+    staging_root: Path | None = None,
+    allow_shrink: bool = False,
+) -> dict[str, Any]:
     """Score every open lead of the CRM at `as_of` and publish the run; return the scoring_runs row.
 
     Cheap refusals come first (names, as-of, the model's kind from the registry), then the lock, and only then
@@ -158,11 +179,16 @@ def run_score(crm_url: str, scores_url: str | None, as_of: pd.Timestamp, params:
         check_compatible(model, params.features)
         production, why = production_run(client, model.name, model.version)  # the alias as resolved at the start
         if not production:
-            log.warning("not a production run (%s): scores go to the %s history only, %s does not show them", why,
-                        tables.scores, tables.latest)
+            log.warning(
+                "not a production run (%s): scores go to the %s history only, %s does not show them",
+                why,
+                tables.scores,
+                tables.latest,
+            )
         if model.reference is None:
-            log.warning("%s carries no drift reference (registered before drift checks): no PSI this run",
-                        model.pinned_uri)
+            log.warning(
+                "%s carries no drift reference (registered before drift checks): no PSI this run", model.pinned_uri
+            )
         started_at = pd.Timestamp.now(tz="UTC")
         previous = previous_run(out_engine, tables)
         ratio = params.score.min_leads_ratio
@@ -173,8 +199,13 @@ def run_score(crm_url: str, scores_url: str | None, as_of: pd.Timestamp, params:
         _clean_stale_staging(root)
         staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{os.getpid()}-", dir=root))
         try:
-            meta = {"run_id": run_id, "as_of": as_of, "scored_at": started_at, "model_name": model.name,
-                    "model_version": model.version}
+            meta = {
+                "run_id": run_id,
+                "as_of": as_of,
+                "scored_at": started_at,
+                "model_name": model.name,
+                "model_version": model.version,
+            }
             meta["production"] = production
             if engine == "spark":
                 from pipelines.score.spark import spark_predictor
@@ -182,11 +213,23 @@ def run_score(crm_url: str, scores_url: str | None, as_of: pd.Timestamp, params:
                 if params.score.reasons_for == "flagged":
                     log.warning("the spark engine explains every lead (score.reasons_for: flagged is pandas-only)")
                 with spark_predictor(model, params.score.spark_master) as predict:
-                    summary = _score_chunks(crm_url, as_of, params, model, predict, meta, staging, timings,
-                                            progress, guard=guard)
+                    summary = _score_chunks(
+                        crm_url, as_of, params, model, predict, meta, staging, timings, progress, guard=guard
+                    )
             else:
-                summary = _score_chunks(crm_url, as_of, params, model, model.predict, meta, staging, timings,
-                                        progress, flagged_only=params.score.reasons_for == "flagged", guard=guard)
+                summary = _score_chunks(
+                    crm_url,
+                    as_of,
+                    params,
+                    model,
+                    model.predict,
+                    meta,
+                    staging,
+                    timings,
+                    progress,
+                    flagged_only=params.score.reasons_for == "flagged",
+                    guard=guard,
+                )
             check_volume("scored", summary["leads_scored"], previous, ratio, allow_shrink)
             finished = pd.Timestamp.now(tz="UTC")
             total = time.perf_counter() - timings.started
@@ -196,35 +239,62 @@ def run_score(crm_url: str, scores_url: str | None, as_of: pd.Timestamp, params:
             worst = max(features_psi, key=features_psi.get) if features_psi else None
             tracked = [v for v in drift.values()]
             status = "drift_warning" if tracked and max(tracked) > params.score.psi_warning else "ok"
-            run = {**meta, "started_at": started_at, "finished_at": finished, "model_uri": model.uri,
-                   "engine": engine, "status": status, **summary,
-                   "seconds_read": timings.read, "seconds_features": timings.features,
-                   "seconds_predict": timings.predict, "seconds_total": total,
-                   "rows_per_second": summary["leads_scored"] / total if total > 0 else None,
-                   "psi_score": drift.get(SCORE), "psi_max": features_psi.get(worst) if worst else None,
-                   "psi_max_feature": worst, "drift": _drift_json(drift), "stage_volumes": _drift_json(volumes)}
+            run = {
+                **meta,
+                "started_at": started_at,
+                "finished_at": finished,
+                "model_uri": model.uri,
+                "engine": engine,
+                "status": status,
+                **summary,
+                "seconds_read": timings.read,
+                "seconds_features": timings.features,
+                "seconds_predict": timings.predict,
+                "seconds_total": total,
+                "rows_per_second": summary["leads_scored"] / total if total > 0 else None,
+                "psi_score": drift.get(SCORE),
+                "psi_max": features_psi.get(worst) if worst else None,
+                "psi_max_feature": worst,
+                "drift": _drift_json(drift),
+                "stage_volumes": _drift_json(volumes),
+            }
             t0 = time.perf_counter()
-            replaced = store.publish_run(out_engine, tables, {**run, "seconds_write": None},
-                                         _staged(sorted(staging.glob("chunk-*.parquet"))))
+            replaced = store.publish_run(
+                out_engine, tables, {**run, "seconds_write": None}, _staged(sorted(staging.glob("chunk-*.parquet")))
+            )
             run["seconds_write"] = timings.write + time.perf_counter() - t0
             run["replaced_run_id"] = ",".join(replaced) or None
             _record_write_seconds(out_engine, tables, run_id, run["seconds_write"])
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     if status == "drift_warning":
-        log.warning("drift: PSI above %.2f (score %s, worst feature %s %s): the population differs from the "
-                    "training data; check the inputs and consider retraining", params.score.psi_warning,
-                    _fmt(run["psi_score"]), worst, _fmt(run["psi_max"]))
+        log.warning(
+            "drift: PSI above %.2f (score %s, worst feature %s %s): the population differs from the "
+            "training data; check the inputs and consider retraining",
+            params.score.psi_warning,
+            _fmt(run["psi_score"]),
+            worst,
+            _fmt(run["psi_max"]),
+        )
     for line in core.off_target(volumes):
         log.warning("stage volume off target by more than 25%%: %s (scoring_runs.stage_volumes)", line)
     log.info("run %s published to %s", run_id, display_url(out_url))
     return run
 
 
-def _score_chunks(crm_url: str, as_of: pd.Timestamp, params: Params, model: ScoringModel,
-                  predict: Callable[[pd.DataFrame], pd.DataFrame], meta: dict[str, Any], staging: Path,
-                  timings: Timings, progress: bool, flagged_only: bool = False,
-                  guard: Callable[[dict[str, int]], None] | None = None) -> dict[str, Any]:
+def _score_chunks(
+    crm_url: str,
+    as_of: pd.Timestamp,
+    params: Params,
+    model: ScoringModel,
+    predict: Callable[[pd.DataFrame], pd.DataFrame],
+    meta: dict[str, Any],
+    staging: Path,
+    timings: Timings,
+    progress: bool,
+    flagged_only: bool = False,
+    guard: Callable[[dict[str, int]], None] | None = None,
+) -> dict[str, Any]:
     """Every chunk: features and rules here, the model through `predict` (in process, or Spark), rows spilled to
     staging Parquet files; returns the run's counts and drift."""
     counter = DriftCounter(model.reference) if model.reference is not None else None
@@ -251,17 +321,24 @@ def _score_chunks(crm_url: str, as_of: pd.Timestamp, params: Params, model: Scor
         prob_sum += _add_totals(totals, features, rules, scored, counter)
         t0 = time.perf_counter()  # the same leads a cadence earlier: which of tonight's are new on each list
         previous = core.previous_flags(chunk.tables, as_of, params.features, ruleset, model)
-        core.count_lists(lists, features["lead_id"].to_numpy(), scored["stage"].astype(str).to_numpy(),
-                         rules["rule_mql"].to_numpy(dtype=bool), previous)
+        core.count_lists(
+            lists,
+            features["lead_id"].to_numpy(),
+            scored["stage"].astype(str).to_numpy(),
+            rules["rule_mql"].to_numpy(dtype=bool),
+            previous,
+        )
         timings.features += time.perf_counter() - t0
         t0 = time.perf_counter()
         score_rows(features, rules, scored, meta, crm_ids).to_parquet(
-            staging / f"chunk-{chunk.index:06d}.parquet", index=False)
+            staging / f"chunk-{chunk.index:06d}.parquet", index=False
+        )
         timings.write += time.perf_counter() - t0
     totals["mean_probability"] = prob_sum / totals["leads_scored"] if totals["leads_scored"] else None
     totals["drift"] = counter.psi() if counter is not None else {}
-    totals["stage_volumes"] = core.stage_volumes(lists, *core.volume_policies(model, params.calibrate),
-                                                 params.features.cadence_days)
+    totals["stage_volumes"] = core.stage_volumes(
+        lists, *core.volume_policies(model, params.calibrate), params.features.cadence_days
+    )
     return totals
 
 
@@ -273,8 +350,7 @@ def score_flagged(model: ScoringModel, features: pd.DataFrame, rule_mql: np.ndar
     return _with_reasons(model, features, scored, np.flatnonzero(flagged))
 
 
-def _with_reasons(model: ScoringModel, features: pd.DataFrame, scored: pd.DataFrame, rows: np.ndarray
-                  ) -> pd.DataFrame:
+def _with_reasons(model: ScoringModel, features: pd.DataFrame, scored: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
     """`scored` with the reasons of `rows` filled in by the model (its default number of reasons)."""
     if len(rows) == 0:
         return scored
@@ -288,8 +364,13 @@ def _with_reasons(model: ScoringModel, features: pd.DataFrame, scored: pd.DataFr
     return scored
 
 
-def _add_totals(totals: dict[str, Any], features: pd.DataFrame, rules: pd.DataFrame, scored: pd.DataFrame,
-                counter: DriftCounter | None) -> float:
+def _add_totals(
+    totals: dict[str, Any],
+    features: pd.DataFrame,
+    rules: pd.DataFrame,
+    scored: pd.DataFrame,
+    counter: DriftCounter | None,
+) -> float:
     """Add one chunk to the run's counts and drift bins; return the chunk's probability sum."""
     prob = scored["probability"].to_numpy(dtype=float)
     stage = scored["stage"].astype(str).to_numpy()

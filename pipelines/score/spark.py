@@ -27,8 +27,9 @@ from pipelines.score.core import MODEL_OUTPUT, ScoringModel
 log = logging.getLogger(__name__)
 
 #: The UDF's result: the model's five outputs (pipelines.registry.model.OUTPUT_COLUMNS) as one struct.
-RESULT_TYPE: Final = ("probability double, stage string, grade string, reasons_positive array<string>, "
-                      "reasons_negative array<string>")
+RESULT_TYPE: Final = (
+    "probability double, stage string, grade string, reasons_positive array<string>, reasons_negative array<string>"
+)
 #: Column carrying each input row's position through Spark, so the input order is restored after the UDF.
 ROW_INDEX: Final = "__leadscore_row"
 _RESULT: Final = "__leadscore_scored"
@@ -60,34 +61,41 @@ def _check_spark_available() -> None:
     except ImportError:
         raise SparkUnavailableError(
             '--engine spark needs pyspark, which is not installed: pip install "lead-scoring[spark]" '
-            "(or score with --engine pandas)") from None
+            "(or score with --engine pandas)"
+        ) from None
     java_home = os.environ.get("JAVA_HOME")
     if java_home:
         if not os.access(os.path.join(java_home, "bin", "java"), os.X_OK):
-            raise SparkUnavailableError(f"--engine spark needs Java 17+: JAVA_HOME={java_home} has no bin/java; "
-                                        "point JAVA_HOME at a Java 17+ runtime (or score with --engine pandas)")
+            raise SparkUnavailableError(
+                f"--engine spark needs Java 17+: JAVA_HOME={java_home} has no bin/java; "
+                "point JAVA_HOME at a Java 17+ runtime (or score with --engine pandas)"
+            )
     elif shutil.which("java") is None:
-        raise SparkUnavailableError("--engine spark needs Java 17+, and no java is on PATH and JAVA_HOME is not set: "
-                                    "install a Java 17+ runtime (or score with --engine pandas)")
+        raise SparkUnavailableError(
+            "--engine spark needs Java 17+, and no java is on PATH and JAVA_HOME is not set: "
+            "install a Java 17+ runtime (or score with --engine pandas)"
+        )
 
 
 def _session_builder(master: str) -> Any:
     """A SparkSession builder: quiet, Arrow on (no silent fallback), UTC, no UI, executors on this Python."""
     from pyspark.sql import SparkSession
 
-    builder = (SparkSession.builder.master(master).appName("leadscore-score")
-               .config("spark.ui.enabled", "false")
-               .config("spark.ui.showConsoleProgress", "false")
-               .config("spark.sql.session.timeZone", "UTC")
-               .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-               .config("spark.sql.execution.arrow.pyspark.fallback.enabled", "false")
-               .config("spark.pyspark.python", sys.executable)
-               .config("spark.pyspark.driver.python", sys.executable)
-               .config("spark.executorEnv.PYTHONWARNINGS", f"ignore:{_PANDAS3_WARNING}:FutureWarning"))
+    builder = (
+        SparkSession.builder.master(master)
+        .appName("leadscore-score")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.execution.arrow.pyspark.fallback.enabled", "false")
+        .config("spark.pyspark.python", sys.executable)
+        .config("spark.pyspark.driver.python", sys.executable)
+        .config("spark.executorEnv.PYTHONWARNINGS", f"ignore:{_PANDAS3_WARNING}:FutureWarning")
+    )
     if master.startswith("local"):
         # local mode: keep the driver on the loopback interface (no hostname lookups, nothing listening outside)
-        builder = (builder.config("spark.driver.host", "127.0.0.1")
-                   .config("spark.driver.bindAddress", "127.0.0.1"))
+        builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
     return builder
 
 
@@ -158,13 +166,16 @@ def _restore(collected: pd.DataFrame, n: int) -> pd.DataFrame:
     rows = ordered[ROW_INDEX].to_numpy(dtype=np.int64)
     if len(ordered) != n or not np.array_equal(rows, np.arange(n)):
         raise RuntimeError(f"Spark returned {len(ordered)} scored rows for {n} input rows (or lost some of them)")
-    return pd.DataFrame({
-        "probability": ordered["probability"].to_numpy(dtype=float),
-        "stage": ordered["stage"].astype(object).to_numpy(),
-        "grade": ordered["grade"].astype(object).to_numpy(),
-        "reasons_positive": [_as_list(v) for v in ordered["reasons_positive"]],
-        "reasons_negative": [_as_list(v) for v in ordered["reasons_negative"]],
-    }, columns=list(MODEL_OUTPUT))
+    return pd.DataFrame(
+        {
+            "probability": ordered["probability"].to_numpy(dtype=float),
+            "stage": ordered["stage"].astype(object).to_numpy(),
+            "grade": ordered["grade"].astype(object).to_numpy(),
+            "reasons_positive": [_as_list(v) for v in ordered["reasons_positive"]],
+            "reasons_negative": [_as_list(v) for v in ordered["reasons_negative"]],
+        },
+        columns=list(MODEL_OUTPUT),
+    )
 
 
 @contextmanager
@@ -194,8 +205,7 @@ def spark_predictor(model: ScoringModel, master: str) -> Iterator[Callable[[pd.D
             nonlocal chunks
             n = len(conformed)
             if n == 0:
-                return pd.DataFrame({c: pd.Series(dtype=float if c == "probability" else object)
-                                     for c in MODEL_OUTPUT})
+                return pd.DataFrame({c: pd.Series(dtype=float if c == "probability" else object) for c in MODEL_OUTPUT})
             frame = conformed[names].reset_index(drop=True)
             frame.insert(0, ROW_INDEX, np.arange(n, dtype=np.int64))
             with _quiet_pandas3():

@@ -38,24 +38,53 @@ log = logging.getLogger(__name__)
 
 #: lead_scores columns, in order.
 SCORE_COLUMNS: Final[dict[str, sa.types.TypeEngine]] = {
-    "run_id": sa.Text(), "lead_id": sa.BigInteger(), "as_of": sa.DateTime(timezone=True),
-    "scored_at": sa.DateTime(timezone=True), "model_name": sa.Text(), "model_version": sa.Text(),
-    "probability": sa.Float(), "stage": sa.Text(), "grade": sa.Text(), "rule_score": sa.Float(),
-    "rule_mql": sa.Boolean(), "reasons_positive": sa.Text(), "reasons_negative": sa.Text(),
+    "run_id": sa.Text(),
+    "lead_id": sa.BigInteger(),
+    "as_of": sa.DateTime(timezone=True),
+    "scored_at": sa.DateTime(timezone=True),
+    "model_name": sa.Text(),
+    "model_version": sa.Text(),
+    "probability": sa.Float(),
+    "stage": sa.Text(),
+    "grade": sa.Text(),
+    "rule_score": sa.Float(),
+    "rule_mql": sa.Boolean(),
+    "reasons_positive": sa.Text(),
+    "reasons_negative": sa.Text(),
     "crm_id": sa.Text(),  # the CRM's own lead id (an imported CRM's text key), for `leadscore export`
 }
 #: scoring_runs columns, in order.
 RUN_COLUMNS: Final[dict[str, sa.types.TypeEngine]] = {
-    "run_id": sa.Text(), "as_of": sa.DateTime(timezone=True), "started_at": sa.DateTime(timezone=True),
-    "finished_at": sa.DateTime(timezone=True), "model_name": sa.Text(), "model_version": sa.Text(),
-    "model_uri": sa.Text(), "engine": sa.Text(), "status": sa.Text(), "leads_read": sa.BigInteger(),
+    "run_id": sa.Text(),
+    "as_of": sa.DateTime(timezone=True),
+    "started_at": sa.DateTime(timezone=True),
+    "finished_at": sa.DateTime(timezone=True),
+    "model_name": sa.Text(),
+    "model_version": sa.Text(),
+    "model_uri": sa.Text(),
+    "engine": sa.Text(),
+    "status": sa.Text(),
+    "leads_read": sa.BigInteger(),
     "production": sa.Boolean(),
-    "leads_scored": sa.BigInteger(), "n_mql": sa.BigInteger(), "n_sal": sa.BigInteger(), "n_sql": sa.BigInteger(),
-    "n_rule_mql": sa.BigInteger(), "mean_probability": sa.Float(), "chunks": sa.BigInteger(),
-    "seconds_read": sa.Float(), "seconds_features": sa.Float(), "seconds_predict": sa.Float(),
-    "seconds_write": sa.Float(), "seconds_total": sa.Float(), "rows_per_second": sa.Float(),
-    "psi_score": sa.Float(), "psi_max": sa.Float(), "psi_max_feature": sa.Text(), "drift": sa.Text(),
-    "replaced_run_id": sa.Text(), "stage_volumes": sa.Text(),
+    "leads_scored": sa.BigInteger(),
+    "n_mql": sa.BigInteger(),
+    "n_sal": sa.BigInteger(),
+    "n_sql": sa.BigInteger(),
+    "n_rule_mql": sa.BigInteger(),
+    "mean_probability": sa.Float(),
+    "chunks": sa.BigInteger(),
+    "seconds_read": sa.Float(),
+    "seconds_features": sa.Float(),
+    "seconds_predict": sa.Float(),
+    "seconds_write": sa.Float(),
+    "seconds_total": sa.Float(),
+    "rows_per_second": sa.Float(),
+    "psi_score": sa.Float(),
+    "psi_max": sa.Float(),
+    "psi_max_feature": sa.Text(),
+    "drift": sa.Text(),
+    "replaced_run_id": sa.Text(),
+    "stage_volumes": sa.Text(),
 }
 
 
@@ -80,8 +109,10 @@ def check_names(tables: ScoreTables) -> None:
         except ValueError as exc:
             raise ScoresTableError(f"score.tables.{key}: {exc}") from None
         if getattr(tables, key).lower() in reserved:
-            raise ScoresTableError(f"score.tables.{key}: '{getattr(tables, key)}' is a CRM table; choose a name that "
-                                   f"is none of {sorted(reserved)}")
+            raise ScoresTableError(
+                f"score.tables.{key}: '{getattr(tables, key)}' is a CRM table; choose a name that "
+                f"is none of {sorted(reserved)}"
+            )
 
 
 def check_existing_names(engine: Engine, tables: ScoreTables) -> None:
@@ -94,27 +125,40 @@ def check_existing_names(engine: Engine, tables: ScoreTables) -> None:
     views = set(inspector.get_view_names())
     where = display_url(engine.url)
     if inspector.has_table(tables.latest) and tables.latest not in views:
-        raise ScoresTableError(f"'{tables.latest}' is a table in {where}, not the latest-scores view: choose another "
-                               "name (score.tables.latest)")
+        raise ScoresTableError(
+            f"'{tables.latest}' is a table in {where}, not the latest-scores view: choose another "
+            "name (score.tables.latest)"
+        )
     for key, columns in (("scores", ("run_id", "lead_id")), ("runs", ("run_id", "as_of"))):
         name = getattr(tables, key)
         if name in views:
-            raise ScoresTableError(f"'{name}' is a view in {where}, not a table: choose another name "
-                                   f"(score.tables.{key})")
+            raise ScoresTableError(
+                f"'{name}' is a view in {where}, not a table: choose another name (score.tables.{key})"
+            )
         if inspector.has_table(name):
             have = {c["name"] for c in inspector.get_columns(name)}
             if not set(columns) <= have:
-                raise ScoresTableError(f"table '{name}' in {where} is not a scores table (no {list(columns)} "
-                                       f"columns): choose another name (score.tables.{key})")
+                raise ScoresTableError(
+                    f"table '{name}' in {where} is not a scores table (no {list(columns)} "
+                    f"columns): choose another name (score.tables.{key})"
+                )
 
 
 def _tables(tables: ScoreTables) -> tuple[sa.MetaData, sa.Table, sa.Table]:
     metadata = sa.MetaData()
-    scores = sa.Table(check_identifier(tables.scores), metadata,
-                      *(sa.Column(name, kind, primary_key=name in ("run_id", "lead_id"), autoincrement=False)
-                        for name, kind in SCORE_COLUMNS.items()))
-    runs = sa.Table(check_identifier(tables.runs), metadata,
-                    *(sa.Column(name, kind, primary_key=name == "run_id") for name, kind in RUN_COLUMNS.items()))
+    scores = sa.Table(
+        check_identifier(tables.scores),
+        metadata,
+        *(
+            sa.Column(name, kind, primary_key=name in ("run_id", "lead_id"), autoincrement=False)
+            for name, kind in SCORE_COLUMNS.items()
+        ),
+    )
+    runs = sa.Table(
+        check_identifier(tables.runs),
+        metadata,
+        *(sa.Column(name, kind, primary_key=name == "run_id") for name, kind in RUN_COLUMNS.items()),
+    )
     sa.Index(check_identifier(f"ix_{tables.scores}_lead_id"[:63], "index"), scores.c.lead_id)
     return metadata, scores, runs
 
@@ -135,11 +179,16 @@ def _add_missing_columns(conn: Connection, table: sa.Table) -> list[str]:
     preparer = conn.dialect.identifier_preparer
     for column in missing:
         kind = column.type.compile(dialect=conn.dialect)
-        conn.exec_driver_sql(f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN "
-                             f"{preparer.quote(check_identifier(column.name, 'column'))} {kind}")
+        conn.exec_driver_sql(
+            f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN "
+            f"{preparer.quote(check_identifier(column.name, 'column'))} {kind}"
+        )
     if missing:
-        log.info("migrated table %s: added column(s) %s (NULL in existing rows)", table.name,
-                 ", ".join(c.name for c in missing))
+        log.info(
+            "migrated table %s: added column(s) %s (NULL in existing rows)",
+            table.name,
+            ", ".join(c.name for c in missing),
+        )
     return [c.name for c in missing]
 
 
@@ -150,9 +199,11 @@ def latest_view_sql(conn: Connection, tables: ScoreTables) -> str:
     q = conn.dialect.identifier_preparer.quote
     scores, runs, view = (q(check_identifier(n)) for n in (tables.scores, tables.runs, tables.latest))
     production = q("production")
-    return (f"CREATE VIEW {view} AS SELECT s.* FROM {scores} s WHERE s.run_id = "
-            f"(SELECT r.run_id FROM {runs} r WHERE r.{production} IS NULL OR r.{production} "
-            "ORDER BY r.as_of DESC, r.finished_at DESC LIMIT 1)")
+    return (
+        f"CREATE VIEW {view} AS SELECT s.* FROM {scores} s WHERE s.run_id = "
+        f"(SELECT r.run_id FROM {runs} r WHERE r.{production} IS NULL OR r.{production} "
+        "ORDER BY r.as_of DESC, r.finished_at DESC LIMIT 1)"
+    )
 
 
 def _view_marker(sql: str) -> str:
@@ -194,14 +245,17 @@ def ensure_schema(conn: Connection, tables: ScoreTables) -> tuple[sa.Table, sa.T
     return scores, runs
 
 
-def _same_run(conn: Connection, runs: sa.Table, as_of: pd.Timestamp, model_name: str, model_version: str,
-              production: bool = True) -> list[str]:
+def _same_run(
+    conn: Connection, runs: sa.Table, as_of: pd.Timestamp, model_name: str, model_version: str, production: bool = True
+) -> list[str]:
     """Run ids already stored for this as_of time, model version and kind (production or not; NULL counts as
     production), timestamps compared as UTC instants. An experiment's run never replaces a production one."""
-    kind = sa.or_(runs.c.production.is_(None), runs.c.production.is_(True)) if production \
-        else runs.c.production.is_(False)
-    query = sa.select(runs.c.run_id, runs.c.as_of).where(runs.c.model_name == model_name,
-                                                          runs.c.model_version == model_version, kind)
+    kind = (
+        sa.or_(runs.c.production.is_(None), runs.c.production.is_(True)) if production else runs.c.production.is_(False)
+    )
+    query = sa.select(runs.c.run_id, runs.c.as_of).where(
+        runs.c.model_name == model_name, runs.c.model_version == model_version, kind
+    )
     found = conn.execute(query).all()
     if not found:
         return []
@@ -209,8 +263,9 @@ def _same_run(conn: Connection, runs: sa.Table, as_of: pd.Timestamp, model_name:
     return [row.run_id for row, stamp in zip(found, stamps, strict=True) if stamp == as_of]
 
 
-def publish_run(engine: Engine, tables: ScoreTables, run: Mapping[str, Any], chunks: Iterable[pd.DataFrame]
-                ) -> list[str]:
+def publish_run(
+    engine: Engine, tables: ScoreTables, run: Mapping[str, Any], chunks: Iterable[pd.DataFrame]
+) -> list[str]:
     """Make a run visible atomically, replacing any earlier run of the same as_of and model version.
 
     Returns the replaced run ids. Nothing is visible to readers until the commit; on any error nothing changes.
@@ -218,8 +273,9 @@ def publish_run(engine: Engine, tables: ScoreTables, run: Mapping[str, Any], chu
     as_of = pd.Timestamp(run["as_of"])
     with engine.begin() as conn:
         scores, runs = ensure_schema(conn, tables)
-        replaced = _same_run(conn, runs, as_of, str(run["model_name"]), str(run["model_version"]),
-                             run.get("production") is not False)
+        replaced = _same_run(
+            conn, runs, as_of, str(run["model_name"]), str(run["model_version"]), run.get("production") is not False
+        )
         if replaced:
             conn.execute(scores.delete().where(scores.c.run_id.in_(replaced)))
             conn.execute(runs.delete().where(runs.c.run_id.in_(replaced)))
@@ -265,8 +321,9 @@ def read_runs(engine: Engine, tables: ScoreTables) -> pd.DataFrame:
     _, _, runs = _tables(tables)
     have = {c["name"] for c in sa.inspect(engine).get_columns(name)}  # a table not migrated yet lacks new ones
     with engine.connect() as conn:
-        frame = pd.read_sql_query(sa.select(*(c for c in runs.columns if c.name in have))
-                                  .order_by(runs.c.as_of, runs.c.finished_at), conn)
+        frame = pd.read_sql_query(
+            sa.select(*(c for c in runs.columns if c.name in have)).order_by(runs.c.as_of, runs.c.finished_at), conn
+        )
     frame = frame.reindex(columns=list(RUN_COLUMNS))
     for col, kind in RUN_COLUMNS.items():
         if isinstance(kind, sa.DateTime):
@@ -314,8 +371,9 @@ def read_export_run(engine: Engine, tables: ScoreTables) -> tuple[dict[str, Any]
             raise BadInputError(f"no {what} in {display_url(engine.url)}: run `leadscore score` first")
         wanted = [c for c in SCORE_COLUMNS if c in score_columns]
         scores = sa.table(scores_name, *(sa.column(c) for c in wanted))
-        frame = pd.read_sql_query(sa.select(*scores.c).where(scores.c.run_id == row["run_id"])
-                                  .order_by(scores.c.lead_id), conn)
+        frame = pd.read_sql_query(
+            sa.select(*scores.c).where(scores.c.run_id == row["run_id"]).order_by(scores.c.lead_id), conn
+        )
     if "crm_id" not in frame.columns:
         frame["crm_id"] = None
     for col in ("reasons_positive", "reasons_negative"):
@@ -328,6 +386,7 @@ def read_export_run(engine: Engine, tables: ScoreTables) -> tuple[dict[str, Any]
 # ----------------------------------------------------------------------------------------------------------------
 # The run lock
 # ----------------------------------------------------------------------------------------------------------------
+
 
 def _lock_key(database: str, schema: str, tables: ScoreTables) -> int:
     """A stable signed 64-bit advisory-lock key per scores table of one schema of one database."""
@@ -358,17 +417,23 @@ def run_lock(engine: Engine, tables: ScoreTables) -> Iterator[None]:
             got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar()
             conn.commit()
             if not got:
-                holder = conn.execute(sa.text(
-                    "SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l JOIN pg_stat_activity a "
-                    "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND "
-                    "l.classid::text::bigint = :hi AND l.objid::text::bigint = :lo AND "
-                    "l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
-                    {"hi": (key >> 32) & 0xFFFFFFFF, "lo": key & 0xFFFFFFFF}).first()
-                who = f" (backend pid {holder.pid}, connected {holder.backend_start:%Y-%m-%d %H:%M:%S})" if holder \
-                    else ""
-                raise ScoringLockedError(f"another scoring run is writing to {display_url(engine.url)} (database "
-                                         f"{database}, schema {schema}, table {tables.scores}){who}; this run "
-                                         "stopped without writing anything. Try again when it has finished.")
+                holder = conn.execute(
+                    sa.text(
+                        "SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l JOIN pg_stat_activity a "
+                        "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND "
+                        "l.classid::text::bigint = :hi AND l.objid::text::bigint = :lo AND "
+                        "l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                    ),
+                    {"hi": (key >> 32) & 0xFFFFFFFF, "lo": key & 0xFFFFFFFF},
+                ).first()
+                who = (
+                    f" (backend pid {holder.pid}, connected {holder.backend_start:%Y-%m-%d %H:%M:%S})" if holder else ""
+                )
+                raise ScoringLockedError(
+                    f"another scoring run is writing to {display_url(engine.url)} (database "
+                    f"{database}, schema {schema}, table {tables.scores}){who}; this run "
+                    "stopped without writing anything. Try again when it has finished."
+                )
             try:
                 yield
             finally:
@@ -387,8 +452,10 @@ def run_lock(engine: Engine, tables: ScoreTables) -> Iterator[None]:
     fd = _locked_file(path, engine)
     try:
         os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
-                     f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC\n".encode())
+        os.write(
+            fd,
+            f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC\n".encode(),
+        )
         try:
             yield
         finally:
@@ -411,9 +478,11 @@ def _locked_file(path: Path, engine: Engine) -> int:
                 holder = path.read_text().strip() or "unknown process"
             except FileNotFoundError:
                 holder = "a run that just finished"
-            raise ScoringLockedError(f"another scoring run is writing to {display_url(engine.url)} ({holder}, lock "
-                                     f"file {path}); this run stopped without writing anything. Try again when it "
-                                     "has finished.") from None
+            raise ScoringLockedError(
+                f"another scoring run is writing to {display_url(engine.url)} ({holder}, lock "
+                f"file {path}); this run stopped without writing anything. Try again when it "
+                "has finished."
+            ) from None
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:

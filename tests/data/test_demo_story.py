@@ -128,8 +128,13 @@ def test_sql_does_not_require_a_rule_mql(crm: demo.DemoResult, leads: pd.DataFra
     sql = leads[leads["sql"]]
     assert (~sql["mql"]).mean() > 0.2
     reasons = set(crm.tables["stage_history"].query("stage == 'SAL'")["reason"])
-    assert {"demo request (hand-raiser)", "sales-generated", "referral", "sales outreach (missed by rules)",
-            "re-engaged from nurture"} <= reasons
+    assert {
+        "demo request (hand-raiser)",
+        "sales-generated",
+        "referral",
+        "sales outreach (missed by rules)",
+        "re-engaged from nurture",
+    } <= reasons
 
 
 def test_nurtured_leads_convert_later_more_often_than_the_rejected_would_otherwise(crm: demo.DemoResult) -> None:
@@ -146,8 +151,12 @@ def test_bogus_leads_never_convert_and_look_bogus(crm: demo.DemoResult, leads: p
     reached = later.loc[later["stage"].isin(vocab.SQL_OR_LATER), "lead_id"]
     assert not bogus["lead_id"].isin(reached).any()
     domains = bogus["email"].map(vocab.email_domain)
-    assert domains.isin({"test.com", "asdf.com", "x.x", "example.com", "abc", "mailinator.com", "none.com",
-                         "fake.org"}).mean() > 0.9
+    assert (
+        domains.isin(
+            {"test.com", "asdf.com", "x.x", "example.com", "abc", "mailinator.com", "none.com", "fake.org"}
+        ).mean()
+        > 0.9
+    )
 
 
 def test_buying_committees_duplicates_and_missing_values_exist(leads: pd.DataFrame, crm: demo.DemoResult) -> None:
@@ -194,14 +203,21 @@ def test_oracle_is_calibrated_on_open_leads_at_weekly_snapshots(crm: demo.DemoRe
     horizon = pd.Timedelta(days=90)
     rows = []
     for snapshot in pd.date_range("2025-03-03", "2026-06-29", freq="4W-MON", tz="UTC"):
-        open_now = leads[(leads["created_at"] <= snapshot)
-                         & ~(leads["lead_id"].map(first_sql) <= snapshot)
-                         & ~(leads["lead_id"].map(closed) <= snapshot)]
+        open_now = leads[
+            (leads["created_at"] <= snapshot)
+            & ~(leads["lead_id"].map(first_sql) <= snapshot)
+            & ~(leads["lead_id"].map(closed) <= snapshot)
+        ]
         converted = open_now["lead_id"].map(first_sql)
-        rows.append(pd.DataFrame({
-            "lead_id": open_now["lead_id"], "snapshot_at": snapshot,
-            "label": ((converted > snapshot) & (converted <= snapshot + horizon)).to_numpy(),
-        }))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "lead_id": open_now["lead_id"],
+                    "snapshot_at": snapshot,
+                    "label": ((converted > snapshot) & (converted <= snapshot + horizon)).to_numpy(),
+                }
+            )
+        )
     frame = pd.concat(rows, ignore_index=True)
     oracle = ground_truth.oracle_probability(crm.truth, frame, horizon_days=90)
     assert ((oracle >= 0) & (oracle <= 1)).all()
@@ -211,8 +227,11 @@ def test_oracle_is_calibrated_on_open_leads_at_weekly_snapshots(crm: demo.DemoRe
     from sklearn.metrics import roc_auc_score
 
     assert roc_auc_score(frame["label"], oracle) > 0.8
-    blind = ground_truth.oracle_probability(crm.truth.assign(in_market_start=[[]] * len(crm.truth),
-                                                     in_market_end=[[]] * len(crm.truth)), frame, horizon_days=90)
+    blind = ground_truth.oracle_probability(
+        crm.truth.assign(in_market_start=[[]] * len(crm.truth), in_market_end=[[]] * len(crm.truth)),
+        frame,
+        horizon_days=90,
+    )
     assert roc_auc_score(frame["label"], oracle) > roc_auc_score(frame["label"], blind) + 0.02
 
 
@@ -223,33 +242,48 @@ def test_ground_truth_file_round_trips_and_keeps_the_oracle(crm: demo.DemoResult
     assert list(back.columns) == list(crm.truth.columns)
     snapshot = pd.Timestamp("2026-01-05", tz="UTC")
     rows = pd.DataFrame({"lead_id": crm.truth["lead_id"].head(500), "snapshot_at": snapshot})
-    np.testing.assert_allclose(ground_truth.oracle_probability(back, rows, 90),
-                               ground_truth.oracle_probability(crm.truth, rows, 90))
+    np.testing.assert_allclose(
+        ground_truth.oracle_probability(back, rows, 90), ground_truth.oracle_probability(crm.truth, rows, 90)
+    )
     assert not set(back.columns) & {"first_name", "last_name", "email", "phone"}
 
 
 def test_observable_ceiling_sits_between_the_blind_and_the_oracle_and_its_filter_is_calibrated(
-        crm: demo.DemoResult) -> None:
+    crm: demo.DemoResult,
+) -> None:
     leads, stages = crm.tables["leads"], crm.tables["stage_history"]
     first_sql = stages[stages["stage"] == "SQL"].groupby("lead_id")["entered_at"].min()
     closed = crm.truth.set_index("lead_id")["closed_at"]
     horizon = pd.Timedelta(days=30)
     rows = []
     for snapshot in pd.date_range("2025-03-03", "2026-09-28", freq="2W-MON", tz="UTC"):
-        open_now = leads[(leads["created_at"] <= snapshot) & ~(leads["lead_id"].map(first_sql) <= snapshot)
-                         & ~(leads["lead_id"].map(closed) <= snapshot)]
+        open_now = leads[
+            (leads["created_at"] <= snapshot)
+            & ~(leads["lead_id"].map(first_sql) <= snapshot)
+            & ~(leads["lead_id"].map(closed) <= snapshot)
+        ]
         converted = open_now["lead_id"].map(first_sql)
-        rows.append(pd.DataFrame({"lead_id": open_now["lead_id"], "snapshot_at": snapshot,
-                                  "label": ((converted > snapshot) & (converted <= snapshot + horizon)).to_numpy()}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "lead_id": open_now["lead_id"],
+                    "snapshot_at": snapshot,
+                    "label": ((converted > snapshot) & (converted <= snapshot + horizon)).to_numpy(),
+                }
+            )
+        )
     frame = pd.concat(rows, ignore_index=True)
     from sklearn.metrics import roc_auc_score
 
     oracle = ground_truth.oracle_probability(crm.truth, frame, 30)
     ceiling = ground_truth.observable_probability(crm.truth, crm.tables, frame, 30)
-    blind = ground_truth.oracle_probability(crm.truth.assign(in_market_start=[[]] * len(crm.truth),
-                                                             in_market_end=[[]] * len(crm.truth)), frame, 30)
-    auc = {name: roc_auc_score(frame["label"], p) for name, p in
-           (("oracle", oracle), ("ceiling", ceiling), ("blind", blind))}
+    blind = ground_truth.oracle_probability(
+        crm.truth.assign(in_market_start=[[]] * len(crm.truth), in_market_end=[[]] * len(crm.truth)), frame, 30
+    )
+    auc = {
+        name: roc_auc_score(frame["label"], p)
+        for name, p in (("oracle", oracle), ("ceiling", ceiling), ("blind", blind))
+    }
     assert auc["blind"] + 0.02 < auc["ceiling"] < auc["oracle"]
     lo, hi = wilson(frame["label"].sum(), len(frame))
     assert lo - 0.002 <= ceiling.mean() <= hi + 0.002
@@ -258,7 +292,8 @@ def test_observable_ceiling_sits_between_the_blind_and_the_oracle_and_its_filter
     starts = crm.truth.set_index("lead_id")["in_market_start"].loc[frame["lead_id"]].tolist()
     ends = crm.truth.set_index("lead_id")["in_market_end"].loc[frame["lead_id"]].tolist()
     at = frame["snapshot_at"].tolist()
-    state = np.array([any(s <= t < e for s, e in zip(ss, ee, strict=True)) for ss, ee, t in zip(starts, ends, at,
-                                                                                                 strict=True)])
+    state = np.array(
+        [any(s <= t < e for s, e in zip(ss, ee, strict=True)) for ss, ee, t in zip(starts, ends, at, strict=True)]
+    )
     assert abs(posterior.mean() - state.mean()) < 0.01
     assert roc_auc_score(state, posterior) > 0.85

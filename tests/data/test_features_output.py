@@ -52,11 +52,11 @@ def output(tmp_path_factory: pytest.TempPathFactory) -> StageOutput:
     write_crm(engine, crm.tables)
     engine.dispose()
     runner = CliRunner()
-    extracted = runner.invoke(app, ["extract", "--params", str(REPO_PARAMS), "--url", url, "--out",
-                                    str(work / "raw")])
+    extracted = runner.invoke(app, ["extract", "--params", str(REPO_PARAMS), "--url", url, "--out", str(work / "raw")])
     assert extracted.exit_code == 0, extracted.output
-    built = runner.invoke(app, ["features", "--params", str(REPO_PARAMS), "--raw", str(work / "raw"), "--out",
-                                str(work / "features")])
+    built = runner.invoke(
+        app, ["features", "--params", str(REPO_PARAMS), "--raw", str(work / "raw"), "--out", str(work / "features")]
+    )
     assert built.exit_code == 0, built.output
     tables, manifest = read_snapshot(work / "raw")
     params = FeaturesParams.model_validate(yaml.safe_load(REPO_PARAMS.read_text())["features"])
@@ -74,8 +74,12 @@ def test_the_snapshot_is_the_crm_and_its_manifest_counts_it(output: StageOutput)
     for name, frame in output.tables.items():
         assert list(frame.columns) == list(SCHEMAS[name].columns)
         assert output.manifest["tables"][name]["rows"] == len(frame)
-    latest = max(output.tables["leads"]["created_at"].max(), output.tables["leads"]["updated_at"].max(),
-                 output.tables["activities"]["occurred_at"].max(), output.tables["stage_history"]["entered_at"].max())
+    latest = max(
+        output.tables["leads"]["created_at"].max(),
+        output.tables["leads"]["updated_at"].max(),
+        output.tables["activities"]["occurred_at"].max(),
+        output.tables["stage_history"]["entered_at"].max(),
+    )
     assert output.manifest["history_end"] == latest
 
 
@@ -88,8 +92,7 @@ def test_there_are_examples_and_positives(output: StageOutput) -> None:
 
 def test_no_personal_data_columns(output: StageOutput) -> None:
     personal = {c for cols in PERSONAL_COLUMNS.values() for c in cols}
-    forbidden = personal | {"job_title", "status", "updated_at", "company_name", "domain", "detail", "reason",
-                            "name"}
+    forbidden = personal | {"job_title", "status", "updated_at", "company_name", "domain", "detail", "reason", "name"}
 
     assert not set(output.snapshots.columns) & forbidden
     text = output.snapshots.select_dtypes(include=["object", "string"]).columns
@@ -142,7 +145,8 @@ def test_labels_match_the_stage_history(output: StageOutput) -> None:
     reach = first.reindex(output.snapshots["lead_id"]).to_numpy()
     horizon = pd.Timedelta(days=output.params.horizon_days)
     expected = (reach > output.snapshots["snapshot_at"].to_numpy()) & (
-        reach <= (output.snapshots["snapshot_at"] + horizon).to_numpy())
+        reach <= (output.snapshots["snapshot_at"] + horizon).to_numpy()
+    )
 
     assert (output.snapshots["label"].to_numpy() == expected.astype(np.int8)).all()
 
@@ -151,15 +155,23 @@ def test_feature_list_matches_columns_and_dtypes(output: StageOutput) -> None:
     names = [f["name"] for f in output.feature_list]
 
     # the stages' own outcomes ride along with the label and the weight, never as features
-    assert list(output.snapshots.columns) == ["lead_id", "snapshot_at", "label", "weight", *STAGE_OUTCOMES,
-                                              "account_id", *names]
+    assert list(output.snapshots.columns) == [
+        "lead_id",
+        "snapshot_at",
+        "label",
+        "weight",
+        *STAGE_OUTCOMES,
+        "account_id",
+        *names,
+    ]
     assert not set(STAGE_OUTCOMES) & set(names)
     # the account is a key (bootstrap clusters), never a feature; it is the lead's own
     assert "account_id" not in names
     account = output.tables["leads"].set_index("lead_id")["account_id"]
     carried = output.snapshots["account_id"]
-    pd.testing.assert_series_equal(carried, output.snapshots["lead_id"].map(account).astype(carried.dtype),
-                                   check_names=False)
+    pd.testing.assert_series_equal(
+        carried, output.snapshots["lead_id"].map(account).astype(carried.dtype), check_names=False
+    )
     assert output.snapshots["lead_id"].dtype == np.int64
     assert str(output.snapshots["snapshot_at"].dtype) == "datetime64[ns, UTC]"
     for feature in output.feature_list:

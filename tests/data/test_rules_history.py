@@ -36,13 +36,15 @@ def judged(crm: dict[str, pd.DataFrame]) -> pd.DataFrame:
     stages = crm["stage_history"]
     acts = crm["activities"]
     first = stages.groupby(["lead_id", "stage"])["entered_at"].min().unstack()
-    return pd.DataFrame({
-        "crossing": scores["rule_mql_since"],
-        "mql": first["MQL"],
-        "other_route": first[["SAL", "SQL", "Disqualified"]].min(axis=1),
-        "first_demo": acts[acts["activity_type"] == "demo_request"].groupby("lead_id")["occurred_at"].min(),
-        "mql_entries": stages[stages["stage"] == "MQL"].groupby("lead_id").size(),
-    }).reindex(scores.index)
+    return pd.DataFrame(
+        {
+            "crossing": scores["rule_mql_since"],
+            "mql": first["MQL"],
+            "other_route": first[["SAL", "SQL", "Disqualified"]].min(axis=1),
+            "first_demo": acts[acts["activity_type"] == "demo_request"].groupby("lead_id")["occurred_at"].min(),
+            "mql_entries": stages[stages["stage"] == "MQL"].groupby("lead_id").size(),
+        }
+    ).reindex(scores.index)
 
 
 def test_the_history_records_at_most_one_mql_per_lead(judged: pd.DataFrame) -> None:
@@ -72,8 +74,12 @@ def test_the_score_at_a_snapshot_is_the_cumulative_score(crm: dict[str, pd.DataF
     acts = crm["activities"].merge(mql[["lead_id", "entered_at"]], on="lead_id")
     acts = acts[acts["occurred_at"] <= acts["entered_at"]]
     crossing = acts.sort_values("occurred_at").groupby("lead_id")["occurred_at"].last()
-    keys = pd.DataFrame({"lead_id": np.repeat(crossing.index.to_numpy(), 2),
-                         "snapshot_at": np.ravel(np.column_stack([crossing - pd.Timedelta(1, "ns"), crossing]))})
+    keys = pd.DataFrame(
+        {
+            "lead_id": np.repeat(crossing.index.to_numpy(), 2),
+            "snapshot_at": np.ravel(np.column_stack([crossing - pd.Timedelta(1, "ns"), crossing])),
+        }
+    )
     keys["snapshot_at"] = pd.to_datetime(keys["snapshot_at"], utc=True)
     out = rules.evaluate_rules(rules.load_rules("config/mql_rules.yaml"), keys, crm)
     before, at = out.iloc[0::2], out.iloc[1::2]

@@ -53,14 +53,18 @@ def build_env(root: Path, leads: int = 1500, chunk_leads: int = 300) -> ScoreEnv
     params_path = root / "score_params.yaml"
     params_path.write_text(yaml.safe_dump(raw, sort_keys=False))
     params = load_params(params_path)
-    demo = generate(params.demo_crm.model_copy(update={"leads": leads, "seed": 5, "end_date": date(2026, 11, 20),
-                                                        "history_days": 400}))
+    demo = generate(
+        params.demo_crm.model_copy(
+            update={"leads": leads, "seed": 5, "end_date": date(2026, 11, 20), "history_days": 400}
+        )
+    )
     from pipelines.crm.db import make_engine, write_crm
 
     crm_db = root / "crm.db"
     write_crm(make_engine(f"sqlite:///{crm_db}", create_dirs=True), demo.tables)
-    return ScoreEnv(root=root, tracking_uri=uri, params_path=params_path, params=params, tables=demo.tables,
-                    crm_db=crm_db)
+    return ScoreEnv(
+        root=root, tracking_uri=uri, params_path=params_path, params=params, tables=demo.tables, crm_db=crm_db
+    )
 
 
 def fresh_crm(backend: str, env: ScoreEnv, tmp_path: Path, request: pytest.FixtureRequest) -> str:

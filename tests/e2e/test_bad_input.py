@@ -61,14 +61,30 @@ def execute(url: str, *statements: str) -> None:
 def without_primary_key(url: str, table: str) -> list[str]:
     """Statements that drop the table's primary key (what a CRM without constraints looks like)."""
     if url.startswith("sqlite"):
-        return [f"CREATE TABLE {table}_copy AS SELECT * FROM {table}", f"DROP TABLE {table}",
-                f"ALTER TABLE {table}_copy RENAME TO {table}"]
+        return [
+            f"CREATE TABLE {table}_copy AS SELECT * FROM {table}",
+            f"DROP TABLE {table}",
+            f"ALTER TABLE {table}_copy RENAME TO {table}",
+        ]
     return [f"ALTER TABLE {table} DROP CONSTRAINT {table}_pkey"]
 
 
 def score(env: ScoreEnv, url: str, *extra: str, as_of: str = AS_OF, params: Path | None = None) -> tuple[int, str]:
-    result = runner.invoke(app, ["score", "--url", url, "--params", str(params or env.params_path),
-                                 "--tracking-uri", env.tracking_uri, "--as-of", as_of, *extra])
+    result = runner.invoke(
+        app,
+        [
+            "score",
+            "--url",
+            url,
+            "--params",
+            str(params or env.params_path),
+            "--tracking-uri",
+            env.tracking_uri,
+            "--as-of",
+            as_of,
+            *extra,
+        ],
+    )
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return result.exit_code, result.output
 
@@ -97,29 +113,40 @@ def params_with(env: ScoreEnv, tmp_path: Path, **changes: dict[str, object]) -> 
 # Bad values in any column: exit 2 naming table, column and rows, in every command that reads the CRM
 # ----------------------------------------------------------------------------------------------------------------
 
+
 def _max(table: str, key: str) -> str:
     return f"(SELECT MAX({key}) FROM {table})"
 
 
 LAST_ACTIVITY, LAST_LEAD = _max("activities", "activity_id"), _max("leads", "lead_id")
 SQLITE_VALUES = {
-    "not a date": ([f"UPDATE activities SET occurred_at = 'not a date' WHERE activity_id = {LAST_ACTIVITY}"],
-                   ["table 'activities', column 'occurred_at'", "activity_id=", "'not a date'"]),
-    "non-UTF-8 text": ([f"UPDATE leads SET job_title = CAST(x'ff41fe' AS TEXT) WHERE lead_id = {LAST_LEAD}"],
-                       ["table 'leads', column 'job_title'", "not UTF-8", "lead_id="]),
+    "not a date": (
+        [f"UPDATE activities SET occurred_at = 'not a date' WHERE activity_id = {LAST_ACTIVITY}"],
+        ["table 'activities', column 'occurred_at'", "activity_id=", "'not a date'"],
+    ),
+    "non-UTF-8 text": (
+        [f"UPDATE leads SET job_title = CAST(x'ff41fe' AS TEXT) WHERE lead_id = {LAST_LEAD}"],
+        ["table 'leads', column 'job_title'", "not UTF-8", "lead_id="],
+    ),
     "non-UTF-8 activity detail": (
         [f"UPDATE activities SET detail = CAST(x'c328' AS TEXT) WHERE activity_id = {LAST_ACTIVITY}"],
-        ["table 'activities', column 'detail'", "not UTF-8", "activity_id="]),
-    "text in leads.account_id": (["UPDATE leads SET account_id = 'abc' WHERE account_id IS NOT NULL AND lead_id = "
-                                  "(SELECT MIN(lead_id) FROM leads WHERE account_id IS NOT NULL)"],
-                                 ["table 'leads', column 'account_id'", "'abc'", "lead_id="]),
+        ["table 'activities', column 'detail'", "not UTF-8", "activity_id="],
+    ),
+    "text in leads.account_id": (
+        [
+            "UPDATE leads SET account_id = 'abc' WHERE account_id IS NOT NULL AND lead_id = "
+            "(SELECT MIN(lead_id) FROM leads WHERE account_id IS NOT NULL)"
+        ],
+        ["table 'leads', column 'account_id'", "'abc'", "lead_id="],
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(SQLITE_VALUES))
 @pytest.mark.parametrize("command", ["validate", "extract", "score"])
 def test_a_bad_value_is_one_message_naming_table_column_and_row_in_every_command(
-        env: ScoreEnv, tmp_path: Path, case: str, command: str) -> None:
+    env: ScoreEnv, tmp_path: Path, case: str, command: str
+) -> None:
     db = tmp_path / "crm.db"
     shutil.copy(env.crm_db, db)
     url = f"sqlite:///{db}"
@@ -139,8 +166,11 @@ def test_a_bad_value_is_one_message_naming_table_column_and_row_in_every_command
 
 def test_text_in_a_key_column_on_postgresql_is_refused_before_any_chunk(env: ScoreEnv, pg_schema_url: str) -> None:
     write_crm(make_engine(pg_schema_url), env.tables)
-    execute(pg_schema_url, "ALTER TABLE leads ALTER COLUMN account_id TYPE text",
-            "UPDATE leads SET account_id = 'abc' WHERE lead_id = (SELECT MIN(lead_id) FROM leads)")
+    execute(
+        pg_schema_url,
+        "ALTER TABLE leads ALTER COLUMN account_id TYPE text",
+        "UPDATE leads SET account_id = 'abc' WHERE lead_id = (SELECT MIN(lead_id) FROM leads)",
+    )
     refused(*score(env, pg_schema_url), "table 'leads', column 'account_id'", "integer")
     result = runner.invoke(app, ["validate", "--url", pg_schema_url])
     refused(result.exit_code, result.output, "table 'leads', column 'account_id'", "'abc'")
@@ -150,13 +180,17 @@ def test_text_in_a_key_column_on_postgresql_is_refused_before_any_chunk(env: Sco
 # Keys over the whole table: NULL and duplicate keys are found before any work
 # ----------------------------------------------------------------------------------------------------------------
 
+
 def test_a_null_lead_id_is_refused_before_scoring(env: ScoreEnv, crm: str) -> None:
     statements = without_primary_key(crm, "leads")
     if crm.startswith("postgresql"):
         statements.append("ALTER TABLE leads ALTER COLUMN lead_id DROP NOT NULL")
     # a lead without an account: its group key (account, else lead) is NULL too
-    execute(crm, *statements, "UPDATE leads SET lead_id = NULL WHERE lead_id = "
-                              "(SELECT MIN(lead_id) FROM leads WHERE account_id IS NULL)")
+    execute(
+        crm,
+        *statements,
+        "UPDATE leads SET lead_id = NULL WHERE lead_id = (SELECT MIN(lead_id) FROM leads WHERE account_id IS NULL)",
+    )
     refused(*score(env, crm), "table 'leads', column 'lead_id'", "NULL", "created_at=")
     assert "lead_scores" not in table_names(crm)
 
@@ -164,8 +198,11 @@ def test_a_null_lead_id_is_refused_before_scoring(env: ScoreEnv, crm: str) -> No
 def test_a_lead_id_used_twice_in_different_chunks_is_refused_before_scoring(env: ScoreEnv, crm: str) -> None:
     first = int(env.tables["leads"]["lead_id"].min())
     # the last lead (last chunk) takes the first lead's id (first chunk)
-    execute(crm, *without_primary_key(crm, "leads"),
-            f"UPDATE leads SET lead_id = {first} WHERE lead_id = (SELECT MAX(lead_id) FROM leads)")
+    execute(
+        crm,
+        *without_primary_key(crm, "leads"),
+        f"UPDATE leads SET lead_id = {first} WHERE lead_id = (SELECT MAX(lead_id) FROM leads)",
+    )
     refused(*score(env, crm), "table 'leads', column 'lead_id'", "more than once", f"lead_id={first} (2 rows)")
     assert "lead_scores" not in table_names(crm)
 
@@ -174,10 +211,14 @@ def test_a_lead_id_used_twice_in_different_chunks_is_refused_before_scoring(env:
 # Tonight's list is never lost: empty or shrunken input, future as-of
 # ----------------------------------------------------------------------------------------------------------------
 
+
 def _delete_leads(url: str, where: str) -> None:
-    execute(url, f"DELETE FROM activities WHERE lead_id IN (SELECT lead_id FROM leads WHERE {where})",
-            f"DELETE FROM stage_history WHERE lead_id IN (SELECT lead_id FROM leads WHERE {where})",
-            f"DELETE FROM leads WHERE {where}")
+    execute(
+        url,
+        f"DELETE FROM activities WHERE lead_id IN (SELECT lead_id FROM leads WHERE {where})",
+        f"DELETE FROM stage_history WHERE lead_id IN (SELECT lead_id FROM leads WHERE {where})",
+        f"DELETE FROM leads WHERE {where}",
+    )
 
 
 def test_an_empty_leads_table_is_refused_and_the_latest_list_stays(env: ScoreEnv, crm: str) -> None:
@@ -208,8 +249,11 @@ def test_a_crm_whose_leads_all_closed_is_refused_at_the_scored_count(env: ScoreE
     assert score(env, crm)[0] == 0
     before = latest(crm)
     # every lead disqualified now: the leads are all there, but none is open
-    execute(crm, "INSERT INTO stage_history (stage_history_id, lead_id, stage, entered_at, reason) SELECT "
-                 "lead_id + 100000000, lead_id, 'Disqualified', '2026-11-19 00:00:00', NULL FROM leads")
+    execute(
+        crm,
+        "INSERT INTO stage_history (stage_history_id, lead_id, stage, entered_at, reason) SELECT "
+        "lead_id + 100000000, lead_id, 'Disqualified', '2026-11-19 00:00:00', NULL FROM leads",
+    )
     refused(*score(env, crm), "leads scored, fewer than 0.5 x")
     pd.testing.assert_frame_equal(latest(crm), before)
 
@@ -217,8 +261,12 @@ def test_a_crm_whose_leads_all_closed_is_refused_at_the_scored_count(env: ScoreE
 def test_an_as_of_time_in_the_future_is_refused(env: ScoreEnv, tmp_path: Path) -> None:
     db = tmp_path / "crm.db"
     shutil.copy(env.crm_db, db)
-    refused(*score(env, f"sqlite:///{db}", as_of="2030-01-01"), "--as-of 2030-01-01", "future",
-            "base.future_tolerance_minutes")
+    refused(
+        *score(env, f"sqlite:///{db}", as_of="2030-01-01"),
+        "--as-of 2030-01-01",
+        "future",
+        "base.future_tolerance_minutes",
+    )
     assert "lead_scores" not in table_names(f"sqlite:///{db}")
 
 
@@ -233,14 +281,20 @@ def test_future_events_are_refused_at_extract_and_the_last_snapshot_stays(env: S
     sqlite_exec(db, f"UPDATE activities SET occurred_at = '2099-01-01 00:00:00' WHERE activity_id = {last}")
 
     result = runner.invoke(app, extract)
-    refused(result.exit_code, result.output, "table 'activities', column 'occurred_at'", "in the future",
-            f"activity_id={last}: 2099-01-01 00:00:00")
+    refused(
+        result.exit_code,
+        result.output,
+        "table 'activities', column 'occurred_at'",
+        "in the future",
+        f"activity_id={last}: 2099-01-01 00:00:00",
+    )
     assert (out / "manifest.json").read_text() == manifest
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The lock, table names and the model: refused before the slow part
 # ----------------------------------------------------------------------------------------------------------------
+
 
 def _no_model_load(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*_: object, **__: object) -> None:
@@ -249,8 +303,9 @@ def _no_model_load(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("pipelines.score.run.load_scoring_model", refuse)
 
 
-def test_a_second_run_is_refused_before_the_model_loads(env: ScoreEnv, crm: str,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_second_run_is_refused_before_the_model_loads(
+    env: ScoreEnv, crm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _no_model_load(monkeypatch)
     with store.run_lock(make_engine(crm), TABLES):
         code, out = score(env, crm)
@@ -264,8 +319,11 @@ def test_the_postgresql_lock_is_per_schema_and_names_it(env: ScoreEnv, pg_schema
     with admin.begin() as conn:
         conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{other}" CASCADE')
         conn.exec_driver_sql(f'CREATE SCHEMA "{other}"')
-    other_url = sa.make_url(pg_url).update_query_dict({"options": f"-csearch_path={other}"}).render_as_string(
-        hide_password=False)
+    other_url = (
+        sa.make_url(pg_url)
+        .update_query_dict({"options": f"-csearch_path={other}"})
+        .render_as_string(hide_password=False)
+    )
     try:
         for url in (pg_schema_url, other_url):
             write_crm(make_engine(url), env.tables)
@@ -281,14 +339,16 @@ def test_the_postgresql_lock_is_per_schema_and_names_it(env: ScoreEnv, pg_schema
         admin.dispose()
 
 
-def test_scores_table_names_that_clash_are_refused_at_start(env: ScoreEnv, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_scores_table_names_that_clash_are_refused_at_start(
+    env: ScoreEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _no_model_load(monkeypatch)
     db = tmp_path / "crm.db"
     shutil.copy(env.crm_db, db)
     url = f"sqlite:///{db}"
-    clash = params_with(env, tmp_path, score={"tables": {"scores": "leads", "runs": "scoring_runs",
-                                                         "latest": "lead_scores_latest"}})
+    clash = params_with(
+        env, tmp_path, score={"tables": {"scores": "leads", "runs": "scoring_runs", "latest": "lead_scores_latest"}}
+    )
     refused(*score(env, url, params=clash), "score.tables.scores", "'leads' is a CRM table")
 
     sqlite_exec(db, "CREATE TABLE lead_scores_latest (x INTEGER)")
@@ -315,9 +375,12 @@ def test_a_model_of_another_kind_under_the_alias_is_refused_before_any_write(env
         assert client.get_model_version("lead-scoring", "1").tags[MODEL_MARKER] == MODEL_KIND
         schema = ours.metadata.get_input_schema()
         with mlflow.start_run():
-            info = mlflow.pyfunc.log_model(name="other", python_model=NotOurs(),
-                                           signature=mlflow.models.ModelSignature(inputs=schema),
-                                           registered_model_name="lead-scoring")
+            info = mlflow.pyfunc.log_model(
+                name="other",
+                python_model=NotOurs(),
+                signature=mlflow.models.ModelSignature(inputs=schema),
+                registered_model_name="lead-scoring",
+            )
         client.set_registered_model_alias("lead-scoring", "champion", str(info.registered_model_version))
     finally:
         mlflow.set_tracking_uri(None)
@@ -325,10 +388,15 @@ def test_a_model_of_another_kind_under_the_alias_is_refused_before_any_write(env
     shutil.copy(env.crm_db, db)
     url = f"sqlite:///{db}"
 
-    result = runner.invoke(app, ["score", "--url", url, "--params", str(env.params_path), "--tracking-uri", uri,
-                                 "--as-of", AS_OF])
-    refused(result.exit_code, result.output, f"models:/lead-scoring/{info.registered_model_version}",
-            "not a lead-scoring model of this project")
+    result = runner.invoke(
+        app, ["score", "--url", url, "--params", str(env.params_path), "--tracking-uri", uri, "--as-of", AS_OF]
+    )
+    refused(
+        result.exit_code,
+        result.output,
+        f"models:/lead-scoring/{info.registered_model_version}",
+        "not a lead-scoring model of this project",
+    )
     assert "lead_scores" not in table_names(url)
     assert not list(tmp_path.glob("*.score.lock")), "a refused run leaves no lock file"
 
@@ -344,6 +412,7 @@ def test_a_finished_run_leaves_no_lock_file(env: ScoreEnv, tmp_path: Path) -> No
 # An unreachable database, and the command line itself (real processes: what cron sees)
 # ----------------------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("command", ["validate", "score"])
 def test_an_unreachable_database_is_one_line_naming_the_host_with_the_password_masked(command: str) -> None:
     url = "postgresql+psycopg://scoring:s3cret-pw@127.0.0.1:1/crm"
@@ -356,8 +425,20 @@ def test_an_unreachable_database_is_one_line_naming_the_host_with_the_password_m
 
 def test_an_unreachable_tracking_store_or_a_missing_driver_is_bad_input(env: ScoreEnv) -> None:
     url = f"sqlite:///{env.crm_db}"
-    result = runner.invoke(app, ["score", "--url", url, "--params", str(env.params_path), "--as-of", AS_OF,
-                                 "--tracking-uri", "postgresql+psycopg://mlflow:s3cret-pw@127.0.0.1:1/mlflow"])
+    result = runner.invoke(
+        app,
+        [
+            "score",
+            "--url",
+            url,
+            "--params",
+            str(env.params_path),
+            "--as-of",
+            AS_OF,
+            "--tracking-uri",
+            "postgresql+psycopg://mlflow:s3cret-pw@127.0.0.1:1/mlflow",
+        ],
+    )
     refused(result.exit_code, result.output, "MLflow tracking store: cannot connect", "127.0.0.1", "***")
     assert "s3cret-pw" not in result.output
 
@@ -378,16 +459,34 @@ def test_the_command_line_is_quiet_versioned_and_verbose_on_request(env: ScoreEn
     assert "DEBUG pipelines.crm.db: read 600 rows of leads" in verbose.stderr, verbose.stderr
     assert "Warning" not in verbose.stderr
 
-    quiet = subprocess.run([LEADSCORE, "-q", "score", "--url", url, "--params", str(env.params_path),
-                            "--tracking-uri", env.tracking_uri, "--as-of", AS_OF, "--scores-url",
-                            f"sqlite:///{env.root / 'quiet_scores.db'}"], capture_output=True, text=True, timeout=300)
+    quiet = subprocess.run(
+        [
+            LEADSCORE,
+            "-q",
+            "score",
+            "--url",
+            url,
+            "--params",
+            str(env.params_path),
+            "--tracking-uri",
+            env.tracking_uri,
+            "--as-of",
+            AS_OF,
+            "--scores-url",
+            f"sqlite:///{env.root / 'quiet_scores.db'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert quiet.returncode == 0, quiet.stderr
     assert " INFO " not in quiet.stderr and "Warning" not in quiet.stderr, quiet.stderr
     assert "scored" in quiet.stdout
 
 
-def test_an_unexpected_error_is_one_line_and_exit_1(monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unexpected_error_is_one_line_and_exit_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import pipelines.cli as cli
 
     def broken() -> None:
@@ -414,9 +513,14 @@ def test_files_that_are_not_what_they_claim_are_bad_input(env: ScoreEnv, tmp_pat
     refused(result.exit_code, result.output, "table 'leads'", "is empty")
 
     raw = tmp_path / "raw"
-    assert runner.invoke(app, ["extract", "--url", f"sqlite:///{env.crm_db}", "--out", str(raw), "--params",
-                               str(env.params_path)]).exit_code == 0
+    assert (
+        runner.invoke(
+            app, ["extract", "--url", f"sqlite:///{env.crm_db}", "--out", str(raw), "--params", str(env.params_path)]
+        ).exit_code
+        == 0
+    )
     (raw / "activities.parquet").write_bytes(b"truncated")
-    result = runner.invoke(app, ["features", "--raw", str(raw), "--out", str(tmp_path / "features"), "--params",
-                                 str(env.params_path)])
+    result = runner.invoke(
+        app, ["features", "--raw", str(raw), "--out", str(tmp_path / "features"), "--params", str(env.params_path)]
+    )
     refused(result.exit_code, result.output, "activities.parquet is not a readable snapshot table")

@@ -42,16 +42,29 @@ def quick_params(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / script), *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
 
 def test_bench_score_runs_all_three_implementations(tmp_path: Path, tracking_uri: str, quick_params: str) -> None:
-    proc = _run("bench_score.py", "--leads", "1500", "--work", str(tmp_path), "--tracking-uri", tracking_uri,
-                "--params", quick_params,
-                "--sample", "15", "--reasons-for", "flagged")
+    proc = _run(
+        "bench_score.py",
+        "--leads",
+        "1500",
+        "--work",
+        str(tmp_path),
+        "--tracking-uri",
+        tracking_uri,
+        "--params",
+        quick_params,
+        "--sample",
+        "15",
+        "--reasons-for",
+        "flagged",
+    )
     report = json.loads((tmp_path / "bench_score_flagged.json").read_text())
     results = report["results"]
     assert set(results) == {"ours", "floor", "floor_no_reasons", "straightforward"}
@@ -70,9 +83,19 @@ def test_bench_score_runs_all_three_implementations(tmp_path: Path, tracking_uri
 
 
 def test_bench_scale_runs_every_step(tmp_path: Path, tracking_uri: str, quick_params: str) -> None:
-    proc = _run("bench_scale.py", "--leads", "3000", "--work", str(tmp_path), "--tracking-uri", tracking_uri,
-                "--params", quick_params,
-                "--reasons-for", "flagged")
+    proc = _run(
+        "bench_scale.py",
+        "--leads",
+        "3000",
+        "--work",
+        str(tmp_path),
+        "--tracking-uri",
+        tracking_uri,
+        "--params",
+        quick_params,
+        "--reasons-for",
+        "flagged",
+    )
     report = json.loads((tmp_path / "bench_scale.json").read_text())
     results = report["results"]
     assert list(results) == ["generate", "features", "train", "score"]
@@ -82,6 +105,15 @@ def test_bench_scale_runs_every_step(tmp_path: Path, tracking_uri: str, quick_pa
     assert all(r["peak_rss_mib"] > 50 and r["seconds"] > 0 for r in results.values())
     assert "| train |" in proc.stdout
     # a second run reuses the generated CRM instead of timing the generator again
-    again = _run("bench_scale.py", "--leads", "3000", "--work", str(tmp_path), "--tracking-uri", tracking_uri,
-                 "--steps", "generate")
+    again = _run(
+        "bench_scale.py",
+        "--leads",
+        "3000",
+        "--work",
+        str(tmp_path),
+        "--tracking-uri",
+        tracking_uri,
+        "--steps",
+        "generate",
+    )
     assert "reusing the generated CRM" in again.stderr

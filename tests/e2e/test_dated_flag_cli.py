@@ -23,28 +23,40 @@ MATURATION = 60
 
 def _export(tmp_path: Path) -> tuple[Path, Path]:
     rng = np.random.default_rng(7)
-    created = EXPORT - pd.to_timedelta(rng.integers(0, 540, N), unit="D") - pd.to_timedelta(
-        rng.integers(0, 86_400, N), unit="s")
+    created = (
+        EXPORT
+        - pd.to_timedelta(rng.integers(0, 540, N), unit="D")
+        - pd.to_timedelta(rng.integers(0, 86_400, N), unit="s")
+    )
     minutes = rng.gamma(2.0, 20.0, N)
     won = rng.random(N) < 1 / (1 + np.exp(-(minutes - 60) / 15))
-    pd.DataFrame({
-        "Id": [f"00Q{i:015X}" for i in range(N)],           # string ids, as Salesforce's
-        "CreatedDate": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "Minutes": minutes.round(1).astype(str),
-        "IsWon": np.where(won, "true", "false"),
-    }).to_csv(tmp_path / "leads.csv", index=False)
+    pd.DataFrame(
+        {
+            "Id": [f"00Q{i:015X}" for i in range(N)],  # string ids, as Salesforce's
+            "CreatedDate": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "Minutes": minutes.round(1).astype(str),
+            "IsWon": np.where(won, "true", "false"),
+        }
+    ).to_csv(tmp_path / "leads.csv", index=False)
     mapping = {
         "ids": "text",
         "snapshot_date": str(EXPORT.date()),
-        "target": {"column": "IsWon", "positive": ["true"], "negative": ["false"], "stage": "Won",
-                   "maturation_days": MATURATION},
-        "tables": {"leads": {
-            "source": {"path": str(tmp_path / "leads.csv")},
-            "columns": {"Id": "lead_id", "CreatedDate": "created_at"},
-            "constants": {"lead_source": "organic_search"},
-            "attributes": {"minutes": {"column": "Minutes", "kind": "numeric"}},
-            "derived": {"created_weekday": {"column": "created_at", "part": "weekday"}},
-        }},
+        "target": {
+            "column": "IsWon",
+            "positive": ["true"],
+            "negative": ["false"],
+            "stage": "Won",
+            "maturation_days": MATURATION,
+        },
+        "tables": {
+            "leads": {
+                "source": {"path": str(tmp_path / "leads.csv")},
+                "columns": {"Id": "lead_id", "CreatedDate": "created_at"},
+                "constants": {"lead_source": "organic_search"},
+                "attributes": {"minutes": {"column": "Minutes", "kind": "numeric"}},
+                "derived": {"created_weekday": {"column": "created_at", "part": "weekday"}},
+            }
+        },
     }
     path = tmp_path / "mapping.yaml"
     path.write_text(yaml.safe_dump(mapping))
@@ -54,9 +66,14 @@ def _export(tmp_path: Path) -> tuple[Path, Path]:
     params["train"] |= {"min_positives": 20, "min_child_samples": 20, "exclude_features": []}
     # one row per lead at its creation: every creation time is a snapshot, so lists are counted per snapshot (the
     # standing list) and the rules, which see no activity in this export, cannot set the MQL volume
-    params["calibrate"] |= {"volume": "standing", "thresholds": {
-        "MQL": {"policy": "capacity", "leads_per_week": 0.5}, "SAL": {"policy": "capacity", "leads_per_week": 0.3},
-        "SQL": {"policy": "capacity", "leads_per_week": 0.1}}}
+    params["calibrate"] |= {
+        "volume": "standing",
+        "thresholds": {
+            "MQL": {"policy": "capacity", "leads_per_week": 0.5},
+            "SAL": {"policy": "capacity", "leads_per_week": 0.3},
+            "SQL": {"policy": "capacity", "leads_per_week": 0.1},
+        },
+    }
     params_path = tmp_path / "params.yaml"
     params_path.write_text(yaml.safe_dump(params))
     return path, params_path
@@ -87,14 +104,38 @@ def test_a_dated_export_with_a_won_flag_gets_an_out_of_time_split_by_creation(tm
     assert int(rows["label"].sum()) == int((leads["IsWon"] & mature).sum())
     at = rows["snapshot_at"].sort_values().to_numpy()
     assert (at == created[mature].sort_values().dt.floor("s").to_numpy()).all()
-    run("rules", "--raw", str(tmp_path / "raw"), "--snapshots", str(tmp_path / "features" / "snapshots.parquet"),
-        "--out", str(tmp_path / "rules.parquet"))
+    run(
+        "rules",
+        "--raw",
+        str(tmp_path / "raw"),
+        "--snapshots",
+        str(tmp_path / "features" / "snapshots.parquet"),
+        "--out",
+        str(tmp_path / "rules.parquet"),
+    )
     run("train", "--features", str(tmp_path / "features"), "--out", str(tmp_path / "models"))
-    run("calibrate", "--features", str(tmp_path / "features"), "--models", str(tmp_path / "models"),
-        "--rules", str(tmp_path / "rules.parquet"))
-    run("evaluate", "--features", str(tmp_path / "features"), "--models", str(tmp_path / "models"),
-        "--rules", str(tmp_path / "rules.parquet"), "--metrics", str(tmp_path / "metrics"),
-        "--plots", str(tmp_path / "plots"))
+    run(
+        "calibrate",
+        "--features",
+        str(tmp_path / "features"),
+        "--models",
+        str(tmp_path / "models"),
+        "--rules",
+        str(tmp_path / "rules.parquet"),
+    )
+    run(
+        "evaluate",
+        "--features",
+        str(tmp_path / "features"),
+        "--models",
+        str(tmp_path / "models"),
+        "--rules",
+        str(tmp_path / "rules.parquet"),
+        "--metrics",
+        str(tmp_path / "metrics"),
+        "--plots",
+        str(tmp_path / "plots"),
+    )
     split = json.loads((tmp_path / "models" / "split.json").read_text())
     assert split["kind"] == "time" and split["gap_days"] == MATURATION
     b = split["boundaries"]
@@ -114,8 +155,11 @@ def test_rows_ordered_in_time_without_dates_get_an_out_of_time_split_by_order(tm
     raw = yaml.safe_load(mapping.read_text())
     leads = pd.read_csv(tmp_path / "leads.csv", dtype=str)
     created = pd.to_datetime(leads["CreatedDate"], utc=True)
-    leads = leads.assign(Seq=created.rank(method="first").astype(int)).drop(columns="CreatedDate").sample(
-        frac=1.0, random_state=1)  # the file is shuffled: the order column, not the row order, says when
+    leads = (
+        leads.assign(Seq=created.rank(method="first").astype(int))
+        .drop(columns="CreatedDate")
+        .sample(frac=1.0, random_state=1)
+    )  # the file is shuffled: the order column, not the row order, says when
     leads.to_csv(tmp_path / "leads.csv", index=False)
     del raw["tables"]["leads"]["columns"]["CreatedDate"], raw["tables"]["leads"]["derived"]
     del raw["target"]["maturation_days"]
@@ -123,9 +167,12 @@ def test_rows_ordered_in_time_without_dates_get_an_out_of_time_split_by_order(tm
     mapping.write_text(yaml.safe_dump(raw))
     url = f"sqlite:///{tmp_path / 'crm.db'}"
     runner = CliRunner()
-    for args in (["import", "--url", url], ["extract", "--url", url, "--out", str(tmp_path / "raw")],
-                 ["features", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "features")],
-                 ["train", "--features", str(tmp_path / "features"), "--out", str(tmp_path / "models")]):
+    for args in (
+        ["import", "--url", url],
+        ["extract", "--url", url, "--out", str(tmp_path / "raw")],
+        ["features", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "features")],
+        ["train", "--features", str(tmp_path / "features"), "--out", str(tmp_path / "models")],
+    ):
         done = runner.invoke(app, [*args, "--params", str(params)])
         assert done.exit_code == 0, done.output
     split = json.loads((tmp_path / "models" / "split.json").read_text())

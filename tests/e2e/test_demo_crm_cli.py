@@ -24,7 +24,9 @@ def test_demo_crm_writes_a_valid_database_and_truth_beside_it(tmp_path: Path) ->
     url = f"sqlite:///{db}"
     run = subprocess.run(
         [LEADSCORE, "demo-crm", "--url", url, "--leads", "1500", "--seed", "3", "--end-date", "2026-11-20"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert run.returncode == 0, run.stderr
     truth = ground_truth.read_truth(tmp_path / "out" / "crm_truth.parquet")
@@ -45,8 +47,21 @@ def test_demo_crm_rerun_replaces_the_tables_not_appends(tmp_path: Path) -> None:
     from pipelines.cli import app
 
     url = f"sqlite:///{tmp_path / 'crm.db'}"
-    args = ["demo-crm", "--url", url, "--leads", "400", "--seed", "5", "--end-date", "2026-11-20",
-            "--history-days", "200", "--truth", str(tmp_path / "truth.parquet")]
+    args = [
+        "demo-crm",
+        "--url",
+        url,
+        "--leads",
+        "400",
+        "--seed",
+        "5",
+        "--end-date",
+        "2026-11-20",
+        "--history-days",
+        "200",
+        "--truth",
+        str(tmp_path / "truth.parquet"),
+    ]
     for _ in range(2):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, result.output
@@ -72,15 +87,32 @@ def test_demo_crm_writes_to_postgresql_and_validates(pg_schema_url: str, tmp_pat
     from pipelines.crm.db import make_engine, read_crm
 
     truth_path = tmp_path / "truth.parquet"
-    result = CliRunner().invoke(app, ["demo-crm", "--url", pg_schema_url, "--leads", "600", "--seed", "11",
-                                      "--end-date", "2026-11-20", "--history-days", "300",
-                                      "--truth", str(truth_path)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "demo-crm",
+            "--url",
+            pg_schema_url,
+            "--leads",
+            "600",
+            "--seed",
+            "11",
+            "--end-date",
+            "2026-11-20",
+            "--history-days",
+            "300",
+            "--truth",
+            str(truth_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     tables = read_crm(make_engine(pg_schema_url))
-    expected = demo.generate(DemoCrmParams(leads=600, seed=11, end_date=pd.Timestamp("2026-11-20").date(),
-                                                history_days=300)).tables
+    expected = demo.generate(
+        DemoCrmParams(leads=600, seed=11, end_date=pd.Timestamp("2026-11-20").date(), history_days=300)
+    ).tables
     for name, frame in expected.items():
         assert len(tables[name]) == len(frame), name
-    pd.testing.assert_series_equal(tables["activities"]["occurred_at"], expected["activities"]["occurred_at"],
-                                   check_names=False)
+    pd.testing.assert_series_equal(
+        tables["activities"]["occurred_at"], expected["activities"]["occurred_at"], check_names=False
+    )
     assert CliRunner().invoke(app, ["validate", "--url", pg_schema_url]).exit_code == 0

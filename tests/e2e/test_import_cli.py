@@ -17,28 +17,37 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _write(tmp_path: Path, sources: list[str] | None = None) -> tuple[Path, Path]:
     n = 40
-    pd.DataFrame({
-        "Id": range(1, n + 1),
-        "Origin": ["form", "api"] * (n // 2),
-        "Source": ["Google", "Reference", "Google", "Select"] * (n // 4),
-        "Minutes": [str(i * 7) for i in range(n)],
-        "Status tag": ["hot", "cold"] * (n // 2),
-        "Won": [1, 0, 0, 0] * (n // 4),
-    }).to_csv(tmp_path / "leads.csv", index=False)
+    pd.DataFrame(
+        {
+            "Id": range(1, n + 1),
+            "Origin": ["form", "api"] * (n // 2),
+            "Source": ["Google", "Reference", "Google", "Select"] * (n // 4),
+            "Minutes": [str(i * 7) for i in range(n)],
+            "Status tag": ["hot", "cold"] * (n // 2),
+            "Won": [1, 0, 0, 0] * (n // 4),
+        }
+    ).to_csv(tmp_path / "leads.csv", index=False)
     mapping = {
         "snapshot_date": "2024-03-04",
         "target": {"column": "Won", "positive": [1], "negative": [0], "stage": "Won"},
-        "tables": {"leads": {
-            "source": {"path": str(tmp_path / "leads.csv")},
-            "missing_values": ["Select"],
-            "columns": {"Id": "lead_id", "Source": "lead_source"},
-            "values": {"lead_source": {"map": {"Google": "paid_search", **({} if sources else
-                                                                            {"Reference": "referral"})},
-                                       "missing": "organic_search"}},
-            "attributes": {"origin": {"column": "Origin", "kind": "categorical"},
-                           "minutes_on_site": {"column": "Minutes", "kind": "numeric"}},
-            "leaky": {"Status tag": "set by sales after the first call"},
-        }},
+        "tables": {
+            "leads": {
+                "source": {"path": str(tmp_path / "leads.csv")},
+                "missing_values": ["Select"],
+                "columns": {"Id": "lead_id", "Source": "lead_source"},
+                "values": {
+                    "lead_source": {
+                        "map": {"Google": "paid_search", **({} if sources else {"Reference": "referral"})},
+                        "missing": "organic_search",
+                    }
+                },
+                "attributes": {
+                    "origin": {"column": "Origin", "kind": "categorical"},
+                    "minutes_on_site": {"column": "Minutes", "kind": "numeric"},
+                },
+                "leaky": {"Status tag": "set by sales after the first call"},
+            }
+        },
     }
     path = tmp_path / "mapping.yaml"
     path.write_text(yaml.safe_dump(mapping))
@@ -59,8 +68,9 @@ def test_import_extract_features_give_one_snapshot_with_attributes(tmp_path: Pat
     assert "leads-only (one snapshot)" in done.output
     done = runner.invoke(app, ["extract", "--params", str(params), "--url", url, "--out", str(tmp_path / "raw")])
     assert done.exit_code == 0, done.output
-    done = runner.invoke(app, ["features", "--params", str(params), "--raw", str(tmp_path / "raw"),
-                               "--out", str(tmp_path / "features")])
+    done = runner.invoke(
+        app, ["features", "--params", str(params), "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "features")]
+    )
     assert done.exit_code == 0, done.output
     summary = json.loads((tmp_path / "features" / "summary.json").read_text())
     assert summary["single_snapshot"] is True and summary["snapshot_dates"] == 1 and summary["rows"] == 40

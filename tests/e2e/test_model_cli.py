@@ -36,8 +36,14 @@ def test_cold_start_exits_2_saying_how_many_positives_there_are_and_are_needed(t
     features = tmp_path / "features"
     features.mkdir()
     dates = pd.date_range("2025-01-06", periods=40, freq="7D", tz="UTC")
-    frame = pd.DataFrame({"lead_id": np.repeat(np.arange(50), 40), "snapshot_at": np.tile(dates, 50),
-                          "label": np.int8(0), "x": np.float32(1.0)})
+    frame = pd.DataFrame(
+        {
+            "lead_id": np.repeat(np.arange(50), 40),
+            "snapshot_at": np.tile(dates, 50),
+            "label": np.int8(0),
+            "x": np.float32(1.0),
+        }
+    )
     frame.loc[:2, "label"] = 1
     frame.to_parquet(features / "snapshots.parquet")
     (features / "feature_list.json").write_text(json.dumps([{"name": "x", "kind": "numeric", "family": "fit"}]))
@@ -53,23 +59,86 @@ def test_cold_start_exits_2_saying_how_many_positives_there_are_and_are_needed(t
 def test_the_model_stages_run_end_to_end_on_a_small_demo(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'crm.db'}"
     truth = tmp_path / "crm_truth.parquet"
-    params = _params(tmp_path, train={"learning_rate": 0.1, "max_rounds": 200, "early_stopping_rounds": 20,
-                                      "min_positives": 50, "logreg_max_iter": 50},
-                     calibrate={"bootstrap": 10}, evaluate={"bootstrap": 10})
+    params = _params(
+        tmp_path,
+        train={
+            "learning_rate": 0.1,
+            "max_rounds": 200,
+            "early_stopping_rounds": 20,
+            "min_positives": 50,
+            "logreg_max_iter": 50,
+        },
+        calibrate={"bootstrap": 10},
+        evaluate={"bootstrap": 10},
+    )
     steps = [
-        ("demo-crm", "--url", url, "--truth", truth, "--leads", "6000", "--seed", "5", "--end-date", "2026-11-20",
-         "--history-days", "540"),
+        (
+            "demo-crm",
+            "--url",
+            url,
+            "--truth",
+            truth,
+            "--leads",
+            "6000",
+            "--seed",
+            "5",
+            "--end-date",
+            "2026-11-20",
+            "--history-days",
+            "540",
+        ),
         ("extract", "--params", params, "--url", url, "--out", tmp_path / "raw"),
         ("features", "--params", params, "--raw", tmp_path / "raw", "--out", tmp_path / "features"),
-        ("rules", "--params", params, "--raw", tmp_path / "raw", "--snapshots",
-         tmp_path / "features" / "snapshots.parquet", "--out", tmp_path / "rules.parquet"),
-        ("train", "--params", params, "--features", tmp_path / "features", "--out", tmp_path / "models",
-         "--metrics", tmp_path / "metrics" / "train.json"),
-        ("calibrate", "--params", params, "--features", tmp_path / "features", "--models", tmp_path / "models",
-         "--rules", tmp_path / "rules.parquet"),
-        ("evaluate", "--params", params, "--features", tmp_path / "features", "--models", tmp_path / "models",
-         "--rules", tmp_path / "rules.parquet", "--truth", truth, "--metrics", tmp_path / "metrics",
-         "--plots", tmp_path / "plots"),
+        (
+            "rules",
+            "--params",
+            params,
+            "--raw",
+            tmp_path / "raw",
+            "--snapshots",
+            tmp_path / "features" / "snapshots.parquet",
+            "--out",
+            tmp_path / "rules.parquet",
+        ),
+        (
+            "train",
+            "--params",
+            params,
+            "--features",
+            tmp_path / "features",
+            "--out",
+            tmp_path / "models",
+            "--metrics",
+            tmp_path / "metrics" / "train.json",
+        ),
+        (
+            "calibrate",
+            "--params",
+            params,
+            "--features",
+            tmp_path / "features",
+            "--models",
+            tmp_path / "models",
+            "--rules",
+            tmp_path / "rules.parquet",
+        ),
+        (
+            "evaluate",
+            "--params",
+            params,
+            "--features",
+            tmp_path / "features",
+            "--models",
+            tmp_path / "models",
+            "--rules",
+            tmp_path / "rules.parquet",
+            "--truth",
+            truth,
+            "--metrics",
+            tmp_path / "metrics",
+            "--plots",
+            tmp_path / "plots",
+        ),
     ]
     for step in steps:
         run = _run(*step)

@@ -51,10 +51,15 @@ def test_committed_notebooks_are_valid_and_stripped_of_outputs(path: Path) -> No
     nb = _read(path)
     nbformat.validate(nb)
     assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
-    dirty = [i for i, cell in enumerate(nb.cells)
-             if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)]
-    assert not dirty, (f"{path.name}: code cells {dirty} keep outputs or execution counts; clear all outputs "
-                       f"(Jupyter: Edit > Clear All Outputs) before committing")
+    dirty = [
+        i
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)
+    ]
+    assert not dirty, (
+        f"{path.name}: code cells {dirty} keep outputs or execution counts; clear all outputs "
+        f"(Jupyter: Edit > Clear All Outputs) before committing"
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -78,8 +83,9 @@ def test_notebook_runs_without_error_on_a_small_demo(path: Path, monkeypatch: py
     nb = _read(path)
 
     # the kernel runs in notebooks/, as when a reader opens the file; a failing cell raises CellExecutionError
-    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(NOTEBOOK_DIR)}}).execute()
+    nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK_DIR)}}
+    ).execute()
 
     code_cells = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert all(cell.execution_count is not None for cell in code_cells)

@@ -66,19 +66,26 @@ def test_the_salesforce_preset_gives_back_the_demo_tables(tmp_path: Path, monkey
     # every reference survives: the same number of leads per account and per campaign
     for key in ("account_id", "campaign_id"):
         assert sorted(leads[key].value_counts()) == sorted(demo["leads"][key].value_counts())
-    for name, drop in (("accounts", ["account_id"]), ("activities", ["activity_id", "lead_id"]),
-                       ("stage_history", ["stage_history_id", "lead_id", "reason"])):
+    for name, drop in (
+        ("accounts", ["account_id"]),
+        ("activities", ["activity_id", "lead_id"]),
+        ("stage_history", ["stage_history_id", "lead_id", "reason"]),
+    ):
         keep = [c for c in demo[name].columns if c not in drop]
         assert _plain(tables[name][keep]) == _plain(demo[name][keep]), name
     # campaigns: Salesforce's StartDate/EndDate are dates, so only the day survives
     assert _plain(tables["campaigns"][["name", "channel", "region"]]) == _plain(
-        demo["campaigns"][["name", "channel", "region"]])
-    assert (tables["campaigns"].sort_values("name")["start_date"].to_numpy()
-            == demo["campaigns"].sort_values("name")["start_date"].dt.floor("D").to_numpy()).all()
+        demo["campaigns"][["name", "channel", "region"]]
+    )
+    assert (
+        tables["campaigns"].sort_values("name")["start_date"].to_numpy()
+        == demo["campaigns"].sort_values("name")["start_date"].dt.floor("D").to_numpy()
+    ).all()
 
 
 def test_the_hubspot_preset_gives_back_the_demo_but_the_stages_hubspot_cannot_hold(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     demo = _demo(tmp_path, 600)
     tables, crm_ids = _by_crm_id(_import(tmp_path, "hubspot", 600, monkeypatch))
     assert crm_ids.str.fullmatch(r"\d{11}").all()  # HubSpot's numeric record ids kept as text
@@ -98,19 +105,48 @@ def _figures(tmp_path: Path, url: str, params: Path) -> dict[str, float]:
     common = ["--params", str(params)]
     _ok("extract", "--url", url, "--out", str(raw), *common)
     _ok("features", "--raw", str(raw), "--out", str(features), *common)
-    _ok("rules", "--raw", str(raw), "--snapshots", str(features / "snapshots.parquet"), "--out",
-        str(root / "rules.parquet"), *common)
+    _ok(
+        "rules",
+        "--raw",
+        str(raw),
+        "--snapshots",
+        str(features / "snapshots.parquet"),
+        "--out",
+        str(root / "rules.parquet"),
+        *common,
+    )
     _ok("train", "--features", str(features), "--out", str(models), *common)
-    _ok("calibrate", "--features", str(features), "--models", str(models), "--rules", str(root / "rules.parquet"),
-        *common)
-    _ok("evaluate", "--features", str(features), "--models", str(models), "--rules", str(root / "rules.parquet"),
-        "--metrics", str(root / "metrics"), "--plots", str(root / "plots"), *common)
+    _ok(
+        "calibrate",
+        "--features",
+        str(features),
+        "--models",
+        str(models),
+        "--rules",
+        str(root / "rules.parquet"),
+        *common,
+    )
+    _ok(
+        "evaluate",
+        "--features",
+        str(features),
+        "--models",
+        str(models),
+        "--rules",
+        str(root / "rules.parquet"),
+        "--metrics",
+        str(root / "metrics"),
+        "--plots",
+        str(root / "plots"),
+        *common,
+    )
     return json.loads((root / "metrics" / "evaluate.json").read_text())
 
 
 @pytest.mark.slow
-def test_round_trips_reproduce_the_demo_figures_within_their_intervals(tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_round_trips_reproduce_the_demo_figures_within_their_intervals(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["rules"]["file"] = str(REPO / params["rules"]["file"])
     # every long-open row kept: the 1-in-N sample hashes the project's lead key, which a text-id import derives

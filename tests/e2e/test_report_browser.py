@@ -21,8 +21,10 @@ import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium: `apt-get install chromium` "
-                                  "(.ci/run installs it on CI; no browser is ever downloaded)")
+    not CHROMIUM.exists(),
+    reason="needs Debian's chromium at /usr/bin/chromium: `apt-get install chromium` "
+    "(.ci/run installs it on CI; no browser is ever downloaded)",
+)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "report"))
 
 
@@ -34,17 +36,32 @@ class DevTools:
         self._read, from_browser_w = os.pipe()
         os.set_inheritable(to_browser_r, True)
         os.set_inheritable(from_browser_w, True)
-        args = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--no-first-run", "--no-default-browser-check", f"--user-data-dir={user_data}",
-                "--remote-debugging-pipe", "--window-size=1280,900"]
+        args = [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            "--no-default-browser-check",
+            f"--user-data-dir={user_data}",
+            "--remote-debugging-pipe",
+            "--window-size=1280,900",
+        ]
 
         def fds() -> None:  # runs in the child: the protocol wants the pipe on fds 3 (in) and 4 (out)
             os.dup2(to_browser_r, 3)
             os.dup2(from_browser_w, 4)
 
         # close_fds=False: the child's fds 3 and 4 are set by `fds`, after which Popen would close them otherwise
-        self.proc = subprocess.Popen(args, preexec_fn=fds, close_fds=False, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            args,
+            preexec_fn=fds,
+            close_fds=False,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         os.set_inheritable(self._write, False)
         os.set_inheritable(self._read, False)
         os.close(to_browser_r)
@@ -65,8 +82,9 @@ class DevTools:
         raw, self._buffer = self._buffer.split(b"\0", 1)
         return json.loads(raw)
 
-    def call(self, method: str, params: dict[str, Any] | None = None, session: str | None = None,
-             timeout: float = 30.0) -> dict[str, Any]:
+    def call(
+        self, method: str, params: dict[str, Any] | None = None, session: str | None = None, timeout: float = 30.0
+    ) -> dict[str, Any]:
         """Send one command and wait for its answer, keeping the events that arrive meanwhile."""
         self._next_id += 1
         message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
@@ -140,17 +158,20 @@ def open_in_browser(page: Path, tmp_path: Path) -> tuple[dict[str, Any], list[st
         session = tools.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Page", "Runtime", "Log", "Network"):
             tools.call(f"{domain}.enable", session=session)
-        tools.call("Emulation.setDeviceMetricsOverride",
-                   {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False}, session=session)
+        tools.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+            session=session,
+        )
         tools.call("Page.navigate", {"url": page.resolve().as_uri()}, session=session)
         tools.wait_for("Page.loadEventFired")
         checked = tools.call("Runtime.evaluate", {"expression": CHECK_JS, "returnByValue": True}, session=session)
         result = json.loads(checked["result"]["value"])
-        shot = tools.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True},
-                          session=session)
+        shot = tools.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session=session)
         (tmp_path / "report.png").write_bytes(base64.b64decode(shot["data"]))
-        requested = [e["params"]["request"]["url"] for e in tools.events
-                     if e.get("method") == "Network.requestWillBeSent"]
+        requested = [
+            e["params"]["request"]["url"] for e in tools.events if e.get("method") == "Network.requestWillBeSent"
+        ]
         return result, _errors(tools.events), requested
     finally:
         tools.close()

@@ -13,9 +13,18 @@ import pytest
 LEADSCORE = shutil.which("leadscore", path=str(Path(sys.executable).parent)) or shutil.which("leadscore")
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(LEADSCORE is None, reason="the leadscore console script is not installed")
-DVC_OUTPUTS = [REPO / p for p in ("data/features/snapshots.parquet", "data/rules/rule_scores.parquet", "data/raw",
-                                  "models/booster.txt", "models/calibrator.json", "models/thresholds.json",
-                                  "models/split.json")]
+DVC_OUTPUTS = [
+    REPO / p
+    for p in (
+        "data/features/snapshots.parquet",
+        "data/rules/rule_scores.parquet",
+        "data/raw",
+        "models/booster.txt",
+        "models/calibrator.json",
+        "models/thresholds.json",
+        "models/split.json",
+    )
+]
 
 
 def _run(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -24,9 +33,23 @@ def _run(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.slow
 def test_missing_inputs_exit_2_with_one_message(tmp_path: Path) -> None:
-    run = _run("report", "--features", tmp_path / "nope", "--models", tmp_path / "models", "--rules",
-               tmp_path / "rules.parquet", "--raw", tmp_path / "raw", "--scores-url", f"sqlite:///{tmp_path}/s.db",
-               "--url", f"sqlite:///{tmp_path}/crm.db", "--out", tmp_path / "r.html")
+    run = _run(
+        "report",
+        "--features",
+        tmp_path / "nope",
+        "--models",
+        tmp_path / "models",
+        "--rules",
+        tmp_path / "rules.parquet",
+        "--raw",
+        tmp_path / "raw",
+        "--scores-url",
+        f"sqlite:///{tmp_path}/s.db",
+        "--url",
+        f"sqlite:///{tmp_path}/crm.db",
+        "--out",
+        tmp_path / "r.html",
+    )
 
     assert run.returncode == 2, run.stderr
     assert "feature list" in run.stderr and "Traceback" not in run.stderr
@@ -38,17 +61,37 @@ def test_missing_inputs_exit_2_with_one_message(tmp_path: Path) -> None:
 def test_the_report_on_the_demo_pipeline_outputs(tmp_path: Path) -> None:
     out = tmp_path / "mql_comparison.html"
 
-    run = _run("report", "--params", "params.yaml", "--features", "data/features", "--models", "models", "--rules",
-               "data/rules/rule_scores.parquet", "--raw", "data/raw", "--url", "sqlite:///data/crm.db",
-               "--scores-url", f"sqlite:///{tmp_path / 'no_scores.db'}", "--out", out)
+    run = _run(
+        "report",
+        "--params",
+        "params.yaml",
+        "--features",
+        "data/features",
+        "--models",
+        "models",
+        "--rules",
+        "data/rules/rule_scores.parquet",
+        "--raw",
+        "data/raw",
+        "--url",
+        "sqlite:///data/crm.db",
+        "--scores-url",
+        f"sqlite:///{tmp_path / 'no_scores.db'}",
+        "--out",
+        out,
+    )
 
     assert run.returncode == 0, run.stderr[-3000:]
     page = out.read_text(encoding="utf-8")
     assert "No nightly scoring run yet" in page
     assert re.search(r"https?:", page) is None
     assert page.count('<figure class="chart"') == 5 == page.count("<svg")
-    for cell in ("both (rule MQL and predicted MQL)", "rule only (the model rejects it)",
-                 "model only (the rules missed it)", "neither"):
+    for cell in (
+        "both (rule MQL and predicted MQL)",
+        "rule only (the model rejects it)",
+        "model only (the rules missed it)",
+        "neither",
+    ):
         assert cell in page
     assert "Nurture group (fit, not yet ready)" in page
     # no personal data: no e-mail address anywhere in the page

@@ -50,8 +50,21 @@ def crm(request: pytest.FixtureRequest, env: ScoreEnv, tmp_path: Path) -> str:
 
 
 def score(env: ScoreEnv, url: str, *extra: str, as_of: str = AS_OF) -> tuple[int, str]:
-    result = runner.invoke(app, ["score", "--url", url, "--params", str(env.params_path), "--tracking-uri",
-                                 env.tracking_uri, "--as-of", as_of, *extra])
+    result = runner.invoke(
+        app,
+        [
+            "score",
+            "--url",
+            url,
+            "--params",
+            str(env.params_path),
+            "--tracking-uri",
+            env.tracking_uri,
+            "--as-of",
+            as_of,
+            *extra,
+        ],
+    )
     return result.exit_code, result.output  # stdout and stderr together
 
 
@@ -72,6 +85,7 @@ def runs(url: str) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------------------------------
 # What a run writes
 # ----------------------------------------------------------------------------------------------------------------
+
 
 def test_a_run_scores_every_open_lead_once_with_the_registered_model(env: ScoreEnv, crm: str) -> None:
     code, out = score(env, crm)
@@ -105,8 +119,9 @@ def test_a_run_scores_every_open_lead_once_with_the_registered_model(env: ScoreE
     assert sorted(latest["lead_id"]) == sorted(written["lead_id"])
 
 
-def test_a_run_records_what_each_stage_delivers_against_its_target(env: ScoreEnv, tmp_path: Path,
-                                                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_a_run_records_what_each_stage_delivers_against_its_target(
+    env: ScoreEnv, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     db = tmp_path / "crm.db"
     shutil.copy(env.crm_db, db)
     url = f"sqlite:///{db}"
@@ -120,8 +135,12 @@ def test_a_run_records_what_each_stage_delivers_against_its_target(env: ScoreEnv
     before = pd.Timestamp(AS_OF) - pd.Timedelta(days=env.params.features.cadence_days)
     earlier = features_as_of(env.tables, before, env.params.features)
     model = mlflow.pyfunc.load_model("models:/lead-scoring/1")
-    prev_stage = pd.Series(model.predict(conform(earlier, model.metadata.get_input_schema()),
-                                         params={"top_reasons": 0})["stage"].to_numpy(), index=earlier["lead_id"])
+    prev_stage = pd.Series(
+        model.predict(conform(earlier, model.metadata.get_input_schema()), params={"top_reasons": 0})[
+            "stage"
+        ].to_numpy(),
+        index=earlier["lead_id"],
+    )
     rank = {"none": 0, "MQL": 1, "SAL": 2, "SQL": 3}
     now_rank = written["stage"].map(rank)
     then_rank = prev_stage.map(rank).reindex(written.index).fillna(0)
@@ -133,15 +152,23 @@ def test_a_run_records_what_each_stage_delivers_against_its_target(env: ScoreEnv
         assert 0 < v["new"] < v["list_size"], stage  # the demo's lists are partly standing, partly new
     # the tiny model's thresholds were fitted without a volume: standing lists, the calibrate stage's definition
     assert {v["volume"] for v in volumes.values()} == {"standing"}
-    assert volumes["SAL"] == {**volumes["SAL"], "policy": "capacity", "target_per_week": 150,
-                              "delivered_per_week": pytest.approx(volumes["SAL"]["list_size"] * per_week)}
+    assert volumes["SAL"] == {
+        **volumes["SAL"],
+        "policy": "capacity",
+        "target_per_week": 150,
+        "delivered_per_week": pytest.approx(volumes["SAL"]["list_size"] * per_week),
+    }
     assert volumes["MQL"]["target_per_week"] == pytest.approx(written["rule_mql"].sum() * per_week)
     assert volumes["SQL"]["policy"] == "precision" and volumes["SQL"]["target_per_week"] is None
     warned = [r.getMessage() for r in caplog.records if "off target" in r.getMessage()]
-    off = [s for s, v in volumes.items() if v["target_per_week"] and
-           abs(v["delivered_per_week"] / v["target_per_week"] - 1) > 0.25]
-    assert len(warned) == len(off) and all(any(w.startswith(f"stage volume off target by more than 25%: {s} (")
-                                               for w in warned) for s in off)
+    off = [
+        s
+        for s, v in volumes.items()
+        if v["target_per_week"] and abs(v["delivered_per_week"] / v["target_per_week"] - 1) > 0.25
+    ]
+    assert len(warned) == len(off) and all(
+        any(w.startswith(f"stage volume off target by more than 25%: {s} (") for w in warned) for s in off
+    )
 
 
 def test_rerunning_the_same_as_of_replaces_the_run_and_a_later_run_becomes_latest(env: ScoreEnv, crm: str) -> None:
@@ -184,6 +211,7 @@ def test_scores_can_go_to_another_database(env: ScoreEnv, tmp_path: Path) -> Non
 # Production runs: the champion, outside dvc exp run
 # ----------------------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def challenger(env: ScoreEnv) -> str:
     """A second registered version that stays challenger (the strict gate refuses the seed-1 model)."""
@@ -211,8 +239,9 @@ def test_a_pinned_non_champion_version_goes_to_the_history_only(env: ScoreEnv, c
     assert (latest["as_of"] == pd.Timestamp(LATER)).all() and latest["model_version"].eq("1").all()
 
 
-def test_scoring_inside_dvc_exp_run_never_writes_production_scores(env: ScoreEnv, crm: str,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_scoring_inside_dvc_exp_run_never_writes_production_scores(
+    env: ScoreEnv, crm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert score(env, crm)[0] == 0
     before = scores(crm, latest=True).sort_values("lead_id").reset_index(drop=True)
     monkeypatch.setenv("DVC_EXP_BASELINE_REV", "f5a7a257db3bf7c19049f91b98d8b789dd9a901d")
@@ -233,9 +262,22 @@ def test_scoring_inside_dvc_exp_run_never_writes_production_scores(env: ScoreEnv
 # kill -9
 # ----------------------------------------------------------------------------------------------------------------
 
+
 def _spawn(env: ScoreEnv, url: str, staging: Path, as_of: str) -> subprocess.Popen[bytes]:
-    command = [str(Path(sys.executable).parent / "leadscore"), "score", "--url", url, "--params", str(env.params_path),
-               "--tracking-uri", env.tracking_uri, "--as-of", as_of, "--staging-dir", str(staging)]
+    command = [
+        str(Path(sys.executable).parent / "leadscore"),
+        "score",
+        "--url",
+        url,
+        "--params",
+        str(env.params_path),
+        "--tracking-uri",
+        env.tracking_uri,
+        "--as-of",
+        as_of,
+        "--staging-dir",
+        str(staging),
+    ]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -245,12 +287,14 @@ def _wait_for_chunks(staging: Path, proc: subprocess.Popen[bytes], at_least: int
         if len(list(staging.glob("leadscore-score-*/chunk-*.parquet"))) >= at_least:
             return
         time.sleep(0.02)
-    raise AssertionError(f"the run ended or stalled before {at_least} chunk(s) were staged: "
-                         f"{proc.communicate()[1].decode()[-2000:]}")
+    raise AssertionError(
+        f"the run ended or stalled before {at_least} chunk(s) were staged: {proc.communicate()[1].decode()[-2000:]}"
+    )
 
 
-def test_kill_9_mid_run_leaves_the_last_complete_run_and_a_rerun_completes(env: ScoreEnv, crm: str,
-                                                                           tmp_path: Path) -> None:
+def test_kill_9_mid_run_leaves_the_last_complete_run_and_a_rerun_completes(
+    env: ScoreEnv, crm: str, tmp_path: Path
+) -> None:
     assert score(env, crm)[0] == 0
     before = scores(crm).sort_values("lead_id").reset_index(drop=True)
     chunks = int(runs(crm).iloc[0]["chunks"])
@@ -283,11 +327,14 @@ def test_kill_9_mid_run_leaves_the_last_complete_run_and_a_rerun_completes(env: 
 # Bad input: one clear message, exit 2, nothing written
 # ----------------------------------------------------------------------------------------------------------------
 
+
 def _type_break(url: str) -> list[str]:
     first = "(SELECT MIN(account_id) FROM accounts)"
     if url.startswith("postgresql"):
-        return ["ALTER TABLE accounts ALTER COLUMN employee_count TYPE text",
-                f"UPDATE accounts SET employee_count = 'many' WHERE account_id = {first}"]
+        return [
+            "ALTER TABLE accounts ALTER COLUMN employee_count TYPE text",
+            f"UPDATE accounts SET employee_count = 'many' WHERE account_id = {first}",
+        ]
     return [f"UPDATE accounts SET employee_count = 'many' WHERE account_id = {first}"]
 
 
@@ -296,9 +343,12 @@ BREAKS = {
     "missing column": (lambda url: ["ALTER TABLE activities DROP COLUMN detail"], ["activities", "detail"]),
     "wrong type": (_type_break, ["accounts", "employee_count", "account_id="]),
     "activities of unknown leads": (
-        lambda url: ["INSERT INTO activities (activity_id, lead_id, occurred_at, activity_type, detail) VALUES "
-                     "(999999999, 888888888, '2026-01-01 00:00:00', 'web_visit', NULL)"],
-        ["activities", "lead_id", "activity_id=999999999"]),
+        lambda url: [
+            "INSERT INTO activities (activity_id, lead_id, occurred_at, activity_type, detail) VALUES "
+            "(999999999, 888888888, '2026-01-01 00:00:00', 'web_visit', NULL)"
+        ],
+        ["activities", "lead_id", "activity_id=999999999"],
+    ),
 }
 
 
@@ -325,8 +375,9 @@ def test_broken_crm_stops_the_run_naming_table_column_and_row(env: ScoreEnv, crm
     assert "lead_scores" not in table_names(crm)
 
 
-def test_unknown_alias_and_mismatched_signature_stop_before_anything_is_written(env: ScoreEnv, crm: str,
-                                                                               tmp_path: Path) -> None:
+def test_unknown_alias_and_mismatched_signature_stop_before_anything_is_written(
+    env: ScoreEnv, crm: str, tmp_path: Path
+) -> None:
     code, out = score(env, crm, "--model-uri", "models:/lead-scoring@nope")
     assert code == EXIT_BAD_INPUT and "no alias 'nope'" in out and "champion" in out
 
@@ -334,8 +385,9 @@ def test_unknown_alias_and_mismatched_signature_stop_before_anything_is_written(
     raw["features"]["windows_days"] = [14, 60]  # the model needs n_*_30d
     other = tmp_path / "params.yaml"
     other.write_text(yaml.safe_dump(raw, sort_keys=False))
-    result = runner.invoke(app, ["score", "--url", crm, "--params", str(other), "--tracking-uri", env.tracking_uri,
-                                 "--as-of", AS_OF])
+    result = runner.invoke(
+        app, ["score", "--url", crm, "--params", str(other), "--tracking-uri", env.tracking_uri, "--as-of", AS_OF]
+    )
     assert result.exit_code == EXIT_BAD_INPUT and "expects feature(s)" in result.output
     assert "_30d" in result.output
     assert "lead_scores" not in table_names(crm)
@@ -346,8 +398,9 @@ def test_a_bad_as_of_time_is_bad_input(env: ScoreEnv, crm: str) -> None:
     assert code == EXIT_BAD_INPUT and "--as-of" in out
 
 
-def test_the_database_password_never_reaches_the_output_or_the_logs(env: ScoreEnv, pg_schema_url: str,
-                                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_the_database_password_never_reaches_the_output_or_the_logs(
+    env: ScoreEnv, pg_schema_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     import sqlalchemy as sa
 
     write_crm(make_engine(pg_schema_url), env.tables)

@@ -40,8 +40,9 @@ def _has_pyspark() -> bool:
 
 _ENABLE = 'enable with pip install "lead-scoring[spark]" and a Java 17 runtime (java on PATH or JAVA_HOME)'
 needs_pyspark = pytest.mark.skipif(not _has_pyspark(), reason=f"pyspark is not installed: {_ENABLE}")
-needs_spark = pytest.mark.skipif(not _has_pyspark() or shutil.which("java") is None,
-                                 reason=f"pyspark or java is missing: {_ENABLE}")
+needs_spark = pytest.mark.skipif(
+    not _has_pyspark() or shutil.which("java") is None, reason=f"pyspark or java is missing: {_ENABLE}"
+)
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +54,24 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScoreEnv]:
 
 
 def score(env: ScoreEnv, scores_url: str, engine: str) -> tuple[int, str]:
-    result = runner.invoke(app, ["score", "--url", env.crm_url, "--scores-url", scores_url, "--params",
-                                 str(env.params_path), "--tracking-uri", env.tracking_uri, "--as-of", AS_OF,
-                                 "--engine", engine])
+    result = runner.invoke(
+        app,
+        [
+            "score",
+            "--url",
+            env.crm_url,
+            "--scores-url",
+            scores_url,
+            "--params",
+            str(env.params_path),
+            "--tracking-uri",
+            env.tracking_uri,
+            "--as-of",
+            AS_OF,
+            "--engine",
+            engine,
+        ],
+    )
     return result.exit_code, result.output
 
 
@@ -94,14 +110,15 @@ def test_spark_predictor_keeps_the_input_order_and_returns_what_the_model_return
 
     mlflow.set_tracking_uri(env.tracking_uri)
     mlflow.set_registry_uri(env.tracking_uri)
-    model = load_scoring_model("models:/lead-scoring@champion",
-                               MlflowClient(tracking_uri=env.tracking_uri, registry_uri=env.tracking_uri))
+    model = load_scoring_model(
+        "models:/lead-scoring@champion", MlflowClient(tracking_uri=env.tracking_uri, registry_uri=env.tracking_uri)
+    )
     features = features_as_of(env.tables, pd.Timestamp(AS_OF), env.params.features)
     chunk = conform(features, model.schema).sample(frac=1.0, random_state=3).head(400).reset_index(drop=True)
     strings = [s.name for s in model.schema.inputs if s.type.name == "string"]
     numbers = [n for n in model.schema.input_names() if n not in strings]
-    chunk.loc[::7, strings[0]] = None      # missing category
-    chunk.loc[::5, numbers[0]] = np.nan    # missing number
+    chunk.loc[::7, strings[0]] = None  # missing category
+    chunk.loc[::5, numbers[0]] = np.nan  # missing number
     expected = model.predict(chunk)
 
     with pytest.raises(KeyError), spark_predictor(model, "local[2]") as predict:
@@ -120,8 +137,9 @@ def test_spark_predictor_keeps_the_input_order_and_returns_what_the_model_return
     assert len(empty) == 0 and list(empty.columns) == list(MODEL_OUTPUT)
 
 
-def test_without_pyspark_the_spark_engine_is_bad_input_naming_the_extra(env: ScoreEnv, tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_pyspark_the_spark_engine_is_bad_input_naming_the_extra(
+    env: ScoreEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(sys.modules, "pyspark", None)  # import pyspark -> ImportError
     code, out = score(env, f"sqlite:///{tmp_path / 'scores.db'}", "spark")
     assert code == EXIT_BAD_INPUT, out
@@ -131,8 +149,9 @@ def test_without_pyspark_the_spark_engine_is_bad_input_naming_the_extra(env: Sco
 
 
 @needs_pyspark
-def test_without_java_the_spark_engine_is_bad_input_naming_java(env: ScoreEnv, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_java_the_spark_engine_is_bad_input_naming_java(
+    env: ScoreEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("JAVA_HOME", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     code, out = score(env, f"sqlite:///{tmp_path / 'scores.db'}", "spark")

@@ -13,14 +13,26 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("X_EDUCATION_LEADS", REPO.parent / "shared" / "datasets" / "x_education" / "Leads.csv"))
-LEAKY = {"Tags", "Lead Quality", "Lead Profile", "Asymmetrique Activity Index", "Asymmetrique Profile Index",
-         "Asymmetrique Activity Score", "Asymmetrique Profile Score", "Last Activity", "Last Notable Activity"}
+LEAKY = {
+    "Tags",
+    "Lead Quality",
+    "Lead Profile",
+    "Asymmetrique Activity Index",
+    "Asymmetrique Profile Index",
+    "Asymmetrique Activity Score",
+    "Asymmetrique Profile Score",
+    "Last Activity",
+    "Last Notable Activity",
+}
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not DATA.exists(), reason=f"X Education data not found at {DATA}: put Leads.csv there "
-                                                 "(../shared/datasets/x_education/ beside the repo) or set "
-                                                 "X_EDUCATION_LEADS to its path"),
+    pytest.mark.skipif(
+        not DATA.exists(),
+        reason=f"X Education data not found at {DATA}: put Leads.csv there "
+        "(../shared/datasets/x_education/ beside the repo) or set "
+        "X_EDUCATION_LEADS to its path",
+    ),
 ]
 
 
@@ -29,9 +41,14 @@ def test_x_education_runs_leads_only_with_leaky_columns_dropped_and_beats_the_ru
 
     leads = load_mapping(REPO / "config" / "mappings" / "x_education.yaml").tables["leads"]
     assert set(leads.leaky) >= LEAKY and all(len(reason) > 20 for reason in leads.leaky.values())
-    done = subprocess.run([sys.executable, str(REPO / "experiments" / "x_education" / "run.py"), "--out",
-                           str(tmp_path), "--skip-leaky"], capture_output=True, text=True, cwd=REPO, check=False,
-                          env={**os.environ, "X_EDUCATION_LEADS": str(DATA)})
+    done = subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "x_education" / "run.py"), "--out", str(tmp_path), "--skip-leaky"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+        env={**os.environ, "X_EDUCATION_LEADS": str(DATA)},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     honest = json.loads((tmp_path / "summary.json").read_text())["honest"]
     split = json.loads((tmp_path / "honest" / "models" / "split.json").read_text())
@@ -44,6 +61,13 @@ def test_x_education_runs_leads_only_with_leaky_columns_dropped_and_beats_the_ru
     assert honest["roc_auc_ci"][0] > honest["rules_roc_auc_ci"][1]
     features = {f["name"] for f in json.loads((tmp_path / "honest" / "features" / "feature_list.json").read_text())}
     assert {"time_on_website", "occupation", "lead_origin"} <= features
-    leaked = {n for n in features if n.startswith("leaky_") or "asymmetrique" in n or "quality" in n or "tags" in n
-              or n in {"lead_profile", "last_activity", "last_notable_activity"}}
+    leaked = {
+        n
+        for n in features
+        if n.startswith("leaky_")
+        or "asymmetrique" in n
+        or "quality" in n
+        or "tags" in n
+        or n in {"lead_profile", "last_activity", "last_notable_activity"}
+    }
     assert not leaked

@@ -47,16 +47,20 @@ class DemoModel:
 def demo_model() -> DemoModel:
     """~100k snapshot rows of a 12,000-lead demo; the repo's params with a faster learning rate (about 10 s)."""
     params = load_params(REPO_PARAMS)
-    demo = generate(params.demo_crm.model_copy(update={"leads": 12_000, "seed": 11, "end_date": date(2026, 11, 20),
-                                                        "history_days": 540}))
+    demo = generate(
+        params.demo_crm.model_copy(
+            update={"leads": 12_000, "seed": 11, "end_date": date(2026, 11, 20), "history_days": 540}
+        )
+    )
     grid = snapshot_grid(demo.tables, params.features)
     features = feature_specs(params.features)
     frame = prepare_frame(build_features(demo.tables, grid, params.features), features)
     train = params.train.model_copy(update={"learning_rate": 0.1, "max_rounds": 300, "early_stopping_rounds": 30})
     valid = (frame["lead_id"] % 5 == 0).to_numpy()  # behaviour, not out-of-time skill, is under test here
     booster, _, _ = fit_lightgbm(frame, features, ~valid, valid, train, params.base.seed)
-    return DemoModel(params=params, tables=demo.tables, truth=demo.truth, frame=frame, features=features,
-                     booster=booster)
+    return DemoModel(
+        params=params, tables=demo.tables, truth=demo.truth, frame=frame, features=features, booster=booster
+    )
 
 
 @pytest.fixture

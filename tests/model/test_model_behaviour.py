@@ -16,8 +16,15 @@ from conftest import DemoModel
 from pipelines.modeling import monotone_directions
 from pipelines.train import booster_predict
 
-POSITIVE_ACTIVITIES = ("email_click", "web_visit", "pricing_page_visit", "content_download", "webinar_attend",
-                       "form_submit", "demo_request")
+POSITIVE_ACTIVITIES = (
+    "email_click",
+    "web_visit",
+    "pricing_page_visit",
+    "content_download",
+    "webinar_attend",
+    "form_submit",
+    "demo_request",
+)
 
 
 def _ideal_senior_buyers(model: DemoModel, count: int) -> pd.DataFrame:
@@ -37,28 +44,33 @@ def _ideal_senior_buyers(model: DemoModel, count: int) -> pd.DataFrame:
     return pd.DataFrame(candidates, columns=["lead_id", "snapshot_at"])
 
 
-def _with_activities(tables: dict[str, pd.DataFrame], rows: pd.DataFrame, activity: str, count: int
-                     ) -> dict[str, pd.DataFrame]:
+def _with_activities(
+    tables: dict[str, pd.DataFrame], rows: pd.DataFrame, activity: str, count: int
+) -> dict[str, pd.DataFrame]:
     """`count` extra `activity` events for each row's lead, a day before its snapshot."""
     if count == 0:
         return tables
     activities = tables["activities"]
-    extra = pd.DataFrame({
-        "activity_id": activities["activity_id"].max() + 1 + np.arange(len(rows) * count),
-        "lead_id": np.repeat(rows["lead_id"].to_numpy(), count),
-        "occurred_at": np.repeat((rows["snapshot_at"] - pd.Timedelta(days=1)).to_numpy(), count),
-        "activity_type": activity,
-        "detail": None,
-    }).astype({"occurred_at": activities["occurred_at"].dtype})
+    extra = pd.DataFrame(
+        {
+            "activity_id": activities["activity_id"].max() + 1 + np.arange(len(rows) * count),
+            "lead_id": np.repeat(rows["lead_id"].to_numpy(), count),
+            "occurred_at": np.repeat((rows["snapshot_at"] - pd.Timedelta(days=1)).to_numpy(), count),
+            "activity_type": activity,
+            "detail": None,
+        }
+    ).astype({"occurred_at": activities["occurred_at"].dtype})
     return {**tables, "activities": pd.concat([activities, extra], ignore_index=True)}
 
 
 @pytest.mark.parametrize("activity", POSITIVE_ACTIVITIES)
 def test_more_engagement_from_an_ideal_senior_buyer_never_lowers_the_score(
-        demo_model: DemoModel, activity: str) -> None:
+    demo_model: DemoModel, activity: str
+) -> None:
     rows = _ideal_senior_buyers(demo_model, 20)
-    scores = np.stack([demo_model.score(_with_activities(demo_model.tables, rows, activity, k), rows)
-                       for k in range(0, 7, 2)])
+    scores = np.stack(
+        [demo_model.score(_with_activities(demo_model.tables, rows, activity, k), rows) for k in range(0, 7, 2)]
+    )
 
     drops = np.diff(scores, axis=0)
     assert drops.min() >= -1e-9, f"{activity}: a score fell by {-drops.min():.4g} with more engagement"
@@ -69,8 +81,7 @@ def test_declared_directions_are_monotone_for_every_row(demo_model: DemoModel) -
     """The constraints themselves: raise every +1 feature of real rows and no prediction may fall; raise every -1
     feature (unsubscribes, bounces, bogus signals) and none may rise."""
     sample = demo_model.frame.sample(2000, random_state=0)
-    directions = dict(zip([f.name for f in demo_model.features], monotone_directions(demo_model.features),
-                          strict=True))
+    directions = dict(zip([f.name for f in demo_model.features], monotone_directions(demo_model.features), strict=True))
     up = [n for n, m in directions.items() if m > 0]
     down = [n for n, m in directions.items() if m < 0]  # unsubscribes, bounces, bogus flags, days since a signal
     assert up and down
@@ -93,13 +104,18 @@ def test_bogus_leads_score_low(demo_model: DemoModel) -> None:
     assert np.quantile(scores[is_bogus], 0.99) < np.quantile(scores[~is_bogus], 0.9)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known limitation: on the demo every lead with 2+ bogus signals also has a junk title (parsed as an individual "
-    "contributor), so the trees isolate junk by seniority and never split on the bogus flags themselves; an ideal "
-    "VP typed in as 'Test Test <test@example.com>' keeps its score. Fix: a junk gate before scoring, or features "
-    "that decouple the flags from the title. Remove this mark when it passes."))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "known limitation: on the demo every lead with 2+ bogus signals also has a junk title (parsed as an individual "
+        "contributor), so the trees isolate junk by seniority and never split on the bogus flags themselves; an ideal "
+        "VP typed in as 'Test Test <test@example.com>' keeps its score. Fix: a junk gate before scoring, or features "
+        "that decouple the flags from the title. Remove this mark when it passes."
+    ),
+)
 def test_making_a_good_lead_look_bogus_lowers_its_score(
-        demo_model: DemoModel, edit_tables: Callable[[], dict[str, pd.DataFrame]]) -> None:
+    demo_model: DemoModel, edit_tables: Callable[[], dict[str, pd.DataFrame]]
+) -> None:
     rows = _ideal_senior_buyers(demo_model, 20)
     tables = edit_tables()
     leads = tables["leads"]
@@ -114,10 +130,13 @@ def test_making_a_good_lead_look_bogus_lowers_its_score(
 
 
 def test_names_and_emails_are_not_features(
-        demo_model: DemoModel, edit_tables: Callable[[], dict[str, pd.DataFrame]]) -> None:
+    demo_model: DemoModel, edit_tables: Callable[[], dict[str, pd.DataFrame]]
+) -> None:
     frame = demo_model.frame
-    rows = frame.loc[frame["lead_id"].isin(frame["lead_id"].drop_duplicates().sample(300, random_state=1)),
-                     ["lead_id", "snapshot_at"]].reset_index(drop=True)
+    rows = frame.loc[
+        frame["lead_id"].isin(frame["lead_id"].drop_duplicates().sample(300, random_state=1)),
+        ["lead_id", "snapshot_at"],
+    ].reset_index(drop=True)
     tables = edit_tables()
     leads = tables["leads"]
     target = leads["lead_id"].isin(rows["lead_id"])
@@ -125,8 +144,9 @@ def test_names_and_emails_are_not_features(
     leads.loc[target, "first_name"] = np.where(leads.loc[target, "first_name"].str.len() % 2 == 0, "Maria", "Jonas")
     leads.loc[target, "last_name"] = "Lindqvist"
     domain = leads.loc[target, "email"].str.split("@").str[-1]
-    leads.loc[target, "email"] = ("maria.lindqvist@" + domain).where(domain.notna() & leads.loc[target, "email"]
-                                                                     .notna(), leads.loc[target, "email"])
+    leads.loc[target, "email"] = ("maria.lindqvist@" + domain).where(
+        domain.notna() & leads.loc[target, "email"].notna(), leads.loc[target, "email"]
+    )
 
     before, after = demo_model.score(demo_model.tables, rows), demo_model.score(tables, rows)
 

@@ -40,7 +40,8 @@ def _kinds(demo_model: DemoModel) -> dict[str, tuple[str, str]]:
 
 @pytest.mark.slow
 def test_no_reason_of_a_nightly_run_contradicts_its_declared_direction(
-        demo_model: DemoModel, nightly: tuple[pd.DataFrame, list[list[Reason]], list[list[Reason]]]) -> None:
+    demo_model: DemoModel, nightly: tuple[pd.DataFrame, list[list[Reason]], list[list[Reason]]]
+) -> None:
     x, positive, negative = nightly
     kinds = _kinds(demo_model)
     assert len(x) > 1000, "the demo's last night should have thousands of open leads"
@@ -66,16 +67,32 @@ def test_no_reason_of_a_nightly_run_contradicts_its_declared_direction(
 
 @pytest.mark.slow
 def test_the_reasons_of_a_nightly_run_read_as_plain_english(
-        nightly: tuple[pd.DataFrame, list[list[Reason]], list[list[Reason]]]) -> None:
+    nightly: tuple[pd.DataFrame, list[list[Reason]], list[list[Reason]]],
+) -> None:
     _, positive, negative = nightly
     pros = {r.text for row in positive for r in row}
     cons = {r.text for row in negative for r in row}
     texts = pros | cons
-    assert not [t for t in texts if re.search(r"(?<![\d,.])1 [a-z -]*(activities|visits|contacts|changes|pieces|"
-                                              r"signs|employees|opens|clicks|requests)\b", t)]
+    assert not [
+        t
+        for t in texts
+        if re.search(
+            r"(?<![\d,.])1 [a-z -]*(activities|visits|contacts|changes|pieces|"
+            r"signs|employees|opens|clicks|requests)\b",
+            t,
+        )
+    ]
     assert not [t for t in texts if "_" in t or " via " in t or "  " in t]  # no raw codes
     assert not [t for t in pros if "unknown" in t or (t.startswith("no ") and "yet" in t)]
-    assert not [t for t in cons if "never unsubscribed" in t or "no e-mail ever bounced" in t
-                or t.startswith(("no unsubscribes", "no e-mail bounces"))]
-    assert not [t for t in pros if t.startswith(("unsubscribed", "had e-mails bounce", "no demo requests",
-                                                 "no pricing page visits"))]
+    assert not [
+        t
+        for t in cons
+        if "never unsubscribed" in t
+        or "no e-mail ever bounced" in t
+        or t.startswith(("no unsubscribes", "no e-mail bounces"))
+    ]
+    assert not [
+        t
+        for t in pros
+        if t.startswith(("unsubscribed", "had e-mails bounce", "no demo requests", "no pricing page visits"))
+    ]

@@ -94,13 +94,20 @@ def _command_modules(command: str) -> set[Path]:
     """Files of every pipelines module the CLI command imports, followed transitively."""
     cli = ast.parse((ROOT / "pipelines" / "cli.py").read_text())
     body = next(
-        node for node in ast.walk(cli)
-        if isinstance(node, ast.FunctionDef) and any(
+        node
+        for node in ast.walk(cli)
+        if isinstance(node, ast.FunctionDef)
+        and any(
             isinstance(d, ast.Call) and d.args and getattr(d.args[0], "value", None) == command
-            for d in node.decorator_list)
+            for d in node.decorator_list
+        )
     )
-    todo = list(_pipelines_imports(body) | _pipelines_imports(
-        ast.Module(body=[n for n in cli.body if isinstance(n, ast.ImportFrom | ast.Import)], type_ignores=[])))
+    todo = list(
+        _pipelines_imports(body)
+        | _pipelines_imports(
+            ast.Module(body=[n for n in cli.body if isinstance(n, ast.ImportFrom | ast.Import)], type_ignores=[])
+        )
+    )
     files: set[Path] = {ROOT / "pipelines" / "cli.py"}
     while todo:
         path = _module_file(todo.pop())

@@ -38,7 +38,12 @@ def test_manifest_records_counts_times_and_the_end_of_history(crm: dict[str, pd.
     assert raw["extracted_at"] == "2025-07-01T12:00:00+00:00"
     assert raw["source"] == "sqlite:///crm.db"
     assert {name: meta["rows"] for name, meta in raw["tables"].items()} == {
-        "campaigns": 2, "accounts": 2, "leads": 3, "activities": 3, "stage_history": 3}
+        "campaigns": 2,
+        "accounts": 2,
+        "leads": 3,
+        "activities": 3,
+        "stage_history": 3,
+    }
     assert raw["history_end"] == "2025-06-01T08:00:00+00:00"  # lead 3's creation, the latest event
     assert read_manifest(tmp_path / "raw")["history_end"] == pd.Timestamp("2025-06-01 08:00", tz="UTC")
 
@@ -49,8 +54,9 @@ def test_history_end_ignores_campaign_dates(crm: dict[str, pd.DataFrame]) -> Non
     assert history_end(crm) == pd.Timestamp("2025-06-01 08:00", tz="UTC")
 
 
-def test_a_failed_write_keeps_the_previous_snapshot(crm: dict[str, pd.DataFrame], tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_write_keeps_the_previous_snapshot(
+    crm: dict[str, pd.DataFrame], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "raw"
     write_snapshot(crm, out, source="first")
     calls = {"n": 0}
@@ -96,8 +102,9 @@ def test_reading_something_that_is_not_a_snapshot_fails_clearly(crm: dict[str, p
 def test_selected_columns_and_dictionary_columns(crm: dict[str, pd.DataFrame], tmp_path: Path) -> None:
     write_snapshot(crm, tmp_path / "raw", source="test")
 
-    tables, _ = read_snapshot(tmp_path / "raw", {"activities": ("lead_id", "activity_type")},
-                              {"activities": ("activity_type",)})
+    tables, _ = read_snapshot(
+        tmp_path / "raw", {"activities": ("lead_id", "activity_type")}, {"activities": ("activity_type",)}
+    )
 
     assert list(tables["activities"].columns) == ["lead_id", "activity_type"]
     assert isinstance(tables["activities"]["activity_type"].dtype, pd.CategoricalDtype)

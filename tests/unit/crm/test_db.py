@@ -93,7 +93,10 @@ def test_read_table_rejects_an_injected_table_name_before_touching_the_database(
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
-        ("postgresql+psycopg://scorer:s3cr3t@db.example.com:5432/crm", "postgresql+psycopg://scorer:***@db.example.com:5432/crm"),
+        (
+            "postgresql+psycopg://scorer:s3cr3t@db.example.com:5432/crm",
+            "postgresql+psycopg://scorer:***@db.example.com:5432/crm",
+        ),
         ("postgresql+psycopg://scorer@db.example.com/crm", "postgresql+psycopg://scorer@db.example.com/crm"),
         ("sqlite:///data/crm.db", "sqlite:///data/crm.db"),
     ],
@@ -142,9 +145,7 @@ def test_make_engine_accepts_in_memory_sqlite() -> None:
         assert conn.exec_driver_sql("SELECT 1").scalar() == 1
 
 
-@pytest.mark.parametrize(
-    "url", ["garbage", "nodialect://u:s3cr3t@h/db", "postgresql+psycopg://u:s3cr3t@h:notaport/db"]
-)
+@pytest.mark.parametrize("url", ["garbage", "nodialect://u:s3cr3t@h/db", "postgresql+psycopg://u:s3cr3t@h:notaport/db"])
 def test_make_engine_reports_an_unusable_url_as_bad_input_without_the_password(url: str) -> None:
     with pytest.raises(CrmDataError, match="not a usable database URL") as caught:
         make_engine(url)

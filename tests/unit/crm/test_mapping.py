@@ -27,21 +27,22 @@ HERE = Path("mapping.yaml")
 
 def _raw_leads() -> pd.DataFrame:
     # as a CSV export reads: text everywhere, "Select" for unanswered questions
-    return pd.DataFrame({
-        "ID": ["101", "102", "103"],
-        "Created": ["03/01/2025 09:15", "04/01/2025 10:00", "05/01/2025 11:30"],
-        "Src": ["Google", "Referral program", "Google"],
-        "Land": ["Germany", "India", "Select"],
-        "Visits": ["3", "0", None],
-        "Job": ["Student", "Select", "Working"],
-        "Tags": ["Closed", "Ringing", None],
-        "Uuid": ["a", "b", "c"],
-    })
+    return pd.DataFrame(
+        {
+            "ID": ["101", "102", "103"],
+            "Created": ["03/01/2025 09:15", "04/01/2025 10:00", "05/01/2025 11:30"],
+            "Src": ["Google", "Referral program", "Google"],
+            "Land": ["Germany", "India", "Select"],
+            "Visits": ["3", "0", None],
+            "Job": ["Student", "Select", "Working"],
+            "Tags": ["Closed", "Ringing", None],
+            "Uuid": ["a", "b", "c"],
+        }
+    )
 
 
 def _raw_stages() -> pd.DataFrame:
-    return pd.DataFrame({"Lead": ["101", "102"], "Stage": ["qualified", "won"],
-                         "When": ["2025-01-10", "2025-01-20"]})
+    return pd.DataFrame({"Lead": ["101", "102"], "Stage": ["qualified", "won"], "When": ["2025-01-10", "2025-01-20"]})
 
 
 def _mapping(**leads_changes: Any) -> dict[str, Any]:
@@ -54,8 +55,10 @@ def _mapping(**leads_changes: Any) -> dict[str, Any]:
             "lead_source": {"map": {"Google": "paid_search", "Referral program": "referral"}},
             "country": {"map": {"Germany": "DE", "India": "IN"}},
         },
-        "attributes": {"visits": {"column": "Visits", "kind": "numeric"},
-                       "occupation": {"column": "Job", "kind": "categorical"}},
+        "attributes": {
+            "visits": {"column": "Visits", "kind": "numeric"},
+            "occupation": {"column": "Job", "kind": "categorical"},
+        },
         "leaky": {"Tags": "set by sales after contact"},
         "ignore": {"Uuid": "an identifier"},
     }
@@ -135,8 +138,11 @@ def test_a_column_cannot_be_both_dropped_and_used() -> None:
 def test_a_value_the_map_does_not_list_is_named_with_table_column_and_row() -> None:
     leads = _raw_leads()
     leads.loc[2, "Src"] = "Carrier pigeon"
-    with pytest.raises(MappingError, match=r"table 'leads', column 'lead_source' \(source 'Src'\).*"
-                                           r"\['Carrier pigeon'\].*row 3: 'Carrier pigeon'"):
+    with pytest.raises(
+        MappingError,
+        match=r"table 'leads', column 'lead_source' \(source 'Src'\).*"
+        r"\['Carrier pigeon'\].*row 3: 'Carrier pigeon'",
+    ):
         _apply(_mapping(), leads)
 
 
@@ -153,8 +159,11 @@ def test_other_and_missing_fill_unlisted_and_absent_values() -> None:
 def test_a_date_that_does_not_match_its_format_is_named_with_its_row() -> None:
     leads = _raw_leads()
     leads.loc[1, "Created"] = "2025-01-04"
-    with pytest.raises(MappingError, match=r"table 'leads', column 'created_at' \(source 'Created'\).*%d/%m/%Y.*"
-                                           r"row 2: '2025-01-04'"):
+    with pytest.raises(
+        MappingError,
+        match=r"table 'leads', column 'created_at' \(source 'Created'\).*%d/%m/%Y.*"
+        r"row 2: '2025-01-04'",
+    ):
         _apply(_mapping(), leads)
 
 
@@ -191,8 +200,10 @@ def _leads_only(**changes: Any) -> dict[str, Any]:
     leads = raw["tables"]["leads"]
     del leads["columns"]["Created"], leads["dates"]["created_at"]
     leads["ignore"]["Created"] = "no dates in a leads-only export"
-    raw |= {"snapshot_date": "2025-02-03", "target": {"column": "Won", "positive": [1, "yes"], "negative": [0, "no"],
-                                                   "stage": "Won"}}
+    raw |= {
+        "snapshot_date": "2025-02-03",
+        "target": {"column": "Won", "positive": [1, "yes"], "negative": [0, "no"], "stage": "Won"},
+    }
     raw |= changes
     return raw
 
@@ -261,9 +272,16 @@ def test_files_round_trip_csv_parquet_and_sql(tmp_path: Path, monkeypatch: pytes
     assert read_crm(engine)["leads"]["lead_id"].tolist() == [101, 102, 103]
     assert read_table(engine, ATTRIBUTES_TABLE)["occupation"].tolist()[0] == "Student"
     # the same database as a SQL source of another mapping
-    sql = _mapping(source={"url": url, "table": "leads"}, columns={"lead_id": "lead_id", "created_at": "created_at",
-                                                                   "lead_source": "lead_source"},
-                   dates={}, values={}, attributes={}, leaky={}, ignore={}, unmapped="ignore")
+    sql = _mapping(
+        source={"url": url, "table": "leads"},
+        columns={"lead_id": "lead_id", "created_at": "created_at", "lead_source": "lead_source"},
+        dates={},
+        values={},
+        attributes={},
+        leaky={},
+        ignore={},
+        unmapped="ignore",
+    )
     sql["tables"]["stage_history"]["source"] = {"path": str(tmp_path / "stages.parquet")}
     again = parse_mapping(sql, HERE)
     assert apply_mapping(read_sources(again), again).tables["leads"]["lead_source"].iloc[1] == "referral"
@@ -282,9 +300,12 @@ def test_a_password_inline_in_a_source_url_is_refused_like_in_params() -> None:
     # through the environment (or ~/.pgpass, or no password at all) it is accepted
     for url in ("postgresql+psycopg://crm:${CRM_PASSWORD}@db/crm", "postgresql+psycopg://crm@db/crm", "${CRM_URL}"):
         assert parse_mapping(_mapping(source={"url": url, "table": "leads"}), HERE).tables["leads"].source.url == url
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Ambiguities are refused, never guessed
 # ----------------------------------------------------------------------------------------------------------------
+
 
 def _undeclared_dates(created: list[str]) -> pd.DataFrame:
     leads = _raw_leads()
@@ -292,17 +313,27 @@ def _undeclared_dates(created: list[str]) -> pd.DataFrame:
     return leads
 
 
-@pytest.mark.parametrize(("created", "message"), [
-    (["03/01/2025", "04/01/2025", "05/01/2025"], r"ambiguous dates: every day and month is at most 12.*row 1: "
-                                                 r"'03/01/2025'"),
-    (["13/01/2025", "04/01/2025", "05/01/2025"], r"they read day first \(DD-MM\).*row 1: '13/01/2025'"),
-    (["13/01/2025", "01/14/2025", "05/01/2025"], r"mix two date readings: day first \(e.g. row 1: '13/01/2025'\) "
-                                                 r"and month first \(e.g. row 2: '01/14/2025'\)"),
-    (["2025-01-03", "Jan 4 2025", "2025-01-05"], r"not ISO 8601 dates.*row 2: 'Jan 4 2025'"),
-    (["2025-01-03", "13/01/2025", "2025-01-05"], r"they read day first \(DD-MM\) \(e.g. row 2: '13/01/2025'\)"),
-])
-def test_dates_without_a_declared_format_must_be_iso_and_other_readings_are_named(created: list[str],
-                                                                                  message: str) -> None:
+@pytest.mark.parametrize(
+    ("created", "message"),
+    [
+        (
+            ["03/01/2025", "04/01/2025", "05/01/2025"],
+            r"ambiguous dates: every day and month is at most 12.*row 1: "
+            r"'03/01/2025'",
+        ),
+        (["13/01/2025", "04/01/2025", "05/01/2025"], r"they read day first \(DD-MM\).*row 1: '13/01/2025'"),
+        (
+            ["13/01/2025", "01/14/2025", "05/01/2025"],
+            r"mix two date readings: day first \(e.g. row 1: '13/01/2025'\) "
+            r"and month first \(e.g. row 2: '01/14/2025'\)",
+        ),
+        (["2025-01-03", "Jan 4 2025", "2025-01-05"], r"not ISO 8601 dates.*row 2: 'Jan 4 2025'"),
+        (["2025-01-03", "13/01/2025", "2025-01-05"], r"they read day first \(DD-MM\) \(e.g. row 2: '13/01/2025'\)"),
+    ],
+)
+def test_dates_without_a_declared_format_must_be_iso_and_other_readings_are_named(
+    created: list[str], message: str
+) -> None:
     with pytest.raises(MappingError, match=r"table 'leads', column 'created_at' \(source 'Created'\): .*" + message):
         _apply(_mapping(dates={}), _undeclared_dates(created))
 
@@ -314,17 +345,23 @@ def test_iso_dates_need_no_declared_format() -> None:
 
 def test_stage_entries_before_their_leads_creation_are_refused_with_rows() -> None:
     # the month-first reading of day-first data: 03/01 read as March 1st puts the lead after its won stage
-    with pytest.raises(MappingError, match=r"table 'stage_history', column 'entered_at': 2 row\(s\) are dated before "
-                                           r"their lead's creation.*row 1 \(stage_history_id=1, lead_id=101\): "
-                                           r"2025-01-10 00:00 before created_at 2025-03-01 09:15"):
+    with pytest.raises(
+        MappingError,
+        match=r"table 'stage_history', column 'entered_at': 2 row\(s\) are dated before "
+        r"their lead's creation.*row 1 \(stage_history_id=1, lead_id=101\): "
+        r"2025-01-10 00:00 before created_at 2025-03-01 09:15",
+    ):
         _apply(_mapping(dates={"created_at": "%m/%d/%Y %H:%M"}))
 
 
 @pytest.mark.parametrize("value", ["yes", "TRUE", "1.0", "2"])
 def test_target_values_outside_the_declared_sets_are_refused(value: str) -> None:
     raw = _leads_only(target={"column": "Won", "positive": [1], "negative": [0], "stage": "Won"})
-    with pytest.raises(MappingError, match=rf"target column 'Won': 1 row\(s\) hold value\(s\) \['{value}'\] that are "
-                                           rf"neither positive \['1'\] nor negative \['0'\]; e.g. row 3: '{value}'"):
+    with pytest.raises(
+        MappingError,
+        match=rf"target column 'Won': 1 row\(s\) hold value\(s\) \['{value}'\] that are "
+        rf"neither positive \['1'\] nor negative \['0'\]; e.g. row 3: '{value}'",
+    ):
         apply_mapping({"leads": _raw_leads().assign(Won=["1", "0", value])}, parse_mapping(raw, HERE))
 
 
@@ -337,20 +374,26 @@ def test_a_value_both_positive_and_negative_is_refused() -> None:
 # Text ids, joins, derived date parts
 # ----------------------------------------------------------------------------------------------------------------
 
+
 def test_string_ids_are_refused_as_integers_and_kept_as_crm_id_with_ids_text() -> None:
     leads = _raw_leads().assign(ID=["00Q5e000001AbCdEAG", "00Q5e000001AbCdEAH", "1f3a"])
     stages = _raw_stages().assign(Lead=["00Q5e000001AbCdEAG", "00Q5e000001AbCdEAH"])
     mapping = parse_mapping(_mapping(), HERE)
-    with pytest.raises(MappingError, match=r"column 'lead_id': 3 id\(s\) are not whole numbers; e.g. row 1: "
-                                           r"'00Q5e000001AbCdEAG'.*ids: text"):
+    with pytest.raises(
+        MappingError,
+        match=r"column 'lead_id': 3 id\(s\) are not whole numbers; e.g. row 1: "
+        r"'00Q5e000001AbCdEAG'.*ids: text",
+    ):
         apply_mapping({"leads": leads, "stage_history": stages}, mapping)
-    mapped = apply_mapping({"leads": leads, "stage_history": stages}, parse_mapping({**_mapping(), "ids": "text"},
-                                                                                   HERE))
+    mapped = apply_mapping(
+        {"leads": leads, "stage_history": stages}, parse_mapping({**_mapping(), "ids": "text"}, HERE)
+    )
     ids = mapped.crm_ids.set_index("crm_id")["lead_id"]
     assert ids["00Q5e000001AbCdEAG"] != ids["00Q5e000001AbCdEAH"] and (ids > 0).all()
     assert mapped.tables["stage_history"]["lead_id"].tolist() == [ids["00Q5e000001AbCdEAG"], ids["00Q5e000001AbCdEAH"]]
-    again = apply_mapping({"leads": leads.iloc[::-1], "stage_history": stages}, parse_mapping(
-        {**_mapping(), "ids": "text"}, HERE))
+    again = apply_mapping(
+        {"leads": leads.iloc[::-1], "stage_history": stages}, parse_mapping({**_mapping(), "ids": "text"}, HERE)
+    )
     assert again.crm_ids.set_index("crm_id")["lead_id"].to_dict() == ids.to_dict()  # stable across imports
 
 
@@ -367,23 +410,31 @@ def test_a_join_brings_a_label_column_by_key_and_a_doubled_key_is_refused() -> N
     attrs = apply_mapping(frames, parse_mapping(raw, HERE)).attributes.set_index("lead_id")["won_flag"]
     assert attrs[101] == "no" and pd.isna(attrs[102]) and attrs[103] == "yes"
     doubled = {**frames, "leads.joins.0": pd.concat([deals, deals.iloc[:1]])}
-    with pytest.raises(MappingError, match=r"table 'leads', joins\[0\]: the joined source holds 1 key\(s\) of column "
-                                           r"'Lead' more than once.*row 1: '103', row 3: '103'"):
+    with pytest.raises(
+        MappingError,
+        match=r"table 'leads', joins\[0\]: the joined source holds 1 key\(s\) of column "
+        r"'Lead' more than once.*row 1: '103', row 3: '103'",
+    ):
         apply_mapping(doubled, parse_mapping(raw, HERE))
 
 
 def test_derived_date_parts_become_attributes() -> None:
-    raw = _mapping(derived={"created_weekday": {"column": "created_at", "part": "weekday"},
-                            "created_month": {"column": "created_at", "part": "month"},
-                            "created_hour": {"column": "created_at", "part": "hour"}})
+    raw = _mapping(
+        derived={
+            "created_weekday": {"column": "created_at", "part": "weekday"},
+            "created_month": {"column": "created_at", "part": "month"},
+            "created_hour": {"column": "created_at", "part": "hour"},
+        }
+    )
     attrs = _apply(raw).attributes.set_index("lead_id")
     assert attrs["created_weekday"].tolist() == ["Fri", "Sat", "Sun"]  # 3-5 January 2025
     assert attrs["created_month"].tolist() == ["Jan"] * 3 and attrs["created_hour"].tolist() == [9.0, 10.0, 11.0]
 
 
 def test_dated_target_keeps_creation_and_puts_the_flag_at_the_export() -> None:
-    raw = _leads_only(target={"column": "Won", "positive": ["1"], "negative": ["0"], "stage": "Won",
-                              "maturation_days": 20})
+    raw = _leads_only(
+        target={"column": "Won", "positive": ["1"], "negative": ["0"], "stage": "Won", "maturation_days": 20}
+    )
     leads = raw["tables"]["leads"]
     leads["columns"]["Created"] = "created_at"
     leads["dates"] = {"created_at": "%d/%m/%Y %H:%M"}
@@ -393,8 +444,9 @@ def test_dated_target_keeps_creation_and_puts_the_flag_at_the_export() -> None:
     assert mapped.tables["leads"]["created_at"].iloc[0] == pd.Timestamp("2025-01-03 09:15", tz="UTC")
     assert (mapped.tables["stage_history"]["entered_at"] == pd.Timestamp("2025-02-04", tz="UTC")).all()
     assert mapped.label["maturation_days"] == 20 and mapped.report["dated_flag"]["censored_leads"] == 0
-    late = _raw_leads().assign(Won=["1", "0", "1"], Created=["03/01/2025 09:15", "04/01/2025 10:00",
-                                                             "05/02/2025 11:30"])
+    late = _raw_leads().assign(
+        Won=["1", "0", "1"], Created=["03/01/2025 09:15", "04/01/2025 10:00", "05/02/2025 11:30"]
+    )
     with pytest.raises(MappingError, match=r"1 lead\(s\) are created after the export date.*row 3: '2025-02-05 11:30'"):
         apply_mapping({"leads": late}, parse_mapping(raw, HERE))
 

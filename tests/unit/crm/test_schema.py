@@ -94,19 +94,23 @@ def test_validate_crm_accepts_empty_event_tables(tiny_crm: Crm) -> None:
             set_value("leads", "status", 2, "Hot"), ["'leads'", "'status'", "lead_id=3", "'Hot'"], id="unknown-status"
         ),
         pytest.param(
-            set_value("leads", "lead_id", 2, 2), ["'leads'", "'lead_id'", "lead_id=2", "uniqueness"],
+            set_value("leads", "lead_id", 2, 2),
+            ["'leads'", "'lead_id'", "lead_id=2", "uniqueness"],
             id="duplicate-primary-key",
         ),
         pytest.param(
-            set_value("leads", "lead_source", 2, None), ["'leads'", "'lead_source'", "lead_id=3", "not_nullable"],
+            set_value("leads", "lead_source", 2, None),
+            ["'leads'", "'lead_source'", "lead_id=3", "not_nullable"],
             id="null-in-non-null-text",
         ),
         pytest.param(
-            set_value("activities", "lead_id", 2, None), ["'activities'", "'lead_id'", "activity_id=102"],
+            set_value("activities", "lead_id", 2, None),
+            ["'activities'", "'lead_id'", "activity_id=102"],
             id="null-in-non-null-id",
         ),
         pytest.param(
-            set_value("leads", "created_at", 2, None), ["'leads'", "'created_at'", "lead_id=3", "not_nullable"],
+            set_value("leads", "created_at", 2, None),
+            ["'leads'", "'created_at'", "lead_id=3", "not_nullable"],
             id="null-timestamp",
         ),
         pytest.param(
@@ -115,11 +119,13 @@ def test_validate_crm_accepts_empty_event_tables(tiny_crm: Crm) -> None:
             id="text-in-employee-count",
         ),
         pytest.param(
-            set_value("accounts", "employee_count", 1, -5), ["'accounts'", "'employee_count'", "account_id=11"],
+            set_value("accounts", "employee_count", 1, -5),
+            ["'accounts'", "'employee_count'", "account_id=11"],
             id="negative-employee-count",
         ),
         pytest.param(
-            set_value("accounts", "country", 1, "DEU"), ["'accounts'", "'country'", "account_id=11", "'DEU'"],
+            set_value("accounts", "country", 1, "DEU"),
+            ["'accounts'", "'country'", "account_id=11", "'DEU'"],
             id="country-not-two-letters",
         ),
         pytest.param(
@@ -148,7 +154,8 @@ def test_validate_crm_accepts_empty_event_tables(tiny_crm: Crm) -> None:
             id="lead-of-unknown-account",
         ),
         pytest.param(
-            set_value("leads", "campaign_id", 0, 77), ["'leads'", "'campaign_id'", "lead_id=1", "campaign_id=77"],
+            set_value("leads", "campaign_id", 0, 77),
+            ["'leads'", "'campaign_id'", "lead_id=1", "campaign_id=77"],
             id="lead-of-unknown-campaign",
         ),
         pytest.param(
@@ -279,6 +286,8 @@ def test_to_utc_handles_python_datetimes_and_other_units() -> None:
     objects = pd.Series([datetime(2025, 1, 1, 12), datetime(2025, 1, 1, 12, tzinfo=timezone(timedelta(hours=-5)))])
     seconds = pd.Series(pd.to_datetime(["2025-01-01 12:00"]).as_unit("s").tz_localize(UTC))
 
-    assert to_utc(objects).tolist() == [pd.Timestamp("2025-01-01 12:00", tz="UTC"),
-                                        pd.Timestamp("2025-01-01 17:00", tz="UTC")]
+    assert to_utc(objects).tolist() == [
+        pd.Timestamp("2025-01-01 12:00", tz="UTC"),
+        pd.Timestamp("2025-01-01 17:00", tz="UTC"),
+    ]
     assert to_utc(seconds).dtype == UTC_NS

@@ -24,8 +24,9 @@ def day(n: float) -> pd.Timestamp:
 def test_prediction_step_is_the_normalised_matrix_exponential(delta: float, dt: float) -> None:
     generator = np.array([[-NU, NU], [MU, -MU - delta]]) * dt
     expected = np.array([0.4, 0.6]) @ expm(generator)
-    p_out, p_in = ground_truth._propagate(np.array([0.4]), np.array([0.6]), np.array([NU]), np.array([MU]),
-                                          np.array([delta]), np.array([dt]))
+    p_out, p_in = ground_truth._propagate(
+        np.array([0.4]), np.array([0.6]), np.array([NU]), np.array([MU]), np.array([delta]), np.array([dt])
+    )
     np.testing.assert_allclose([p_out[0], p_in[0]], expected / expected.sum(), rtol=1e-9)
 
 
@@ -41,29 +42,49 @@ def _truth(lead_ids: list[int], converted: dict[int, pd.Timestamp] | None = None
     converted = converted or {}
     n = len(lead_ids)
     nat = pd.Series([pd.NaT] * n, dtype="datetime64[ns, UTC]")
-    return pd.DataFrame({
-        "lead_id": lead_ids, "hazard_out": 1e-4, "hazard_in": 1.5e-2, "hazard_nurture": 1e-3,
-        "market_entry_rate": NU, "market_exit_rate": MU, "interest": 1.0,
-        "nurture_entered_at": nat, "nurture_start": nat, "nurture_end": nat, "closed_at": nat,
-        "converted_at": pd.Series([converted.get(i, pd.NaT) for i in lead_ids], dtype="datetime64[ns, UTC]"),
-    })
+    return pd.DataFrame(
+        {
+            "lead_id": lead_ids,
+            "hazard_out": 1e-4,
+            "hazard_in": 1.5e-2,
+            "hazard_nurture": 1e-3,
+            "market_entry_rate": NU,
+            "market_exit_rate": MU,
+            "interest": 1.0,
+            "nurture_entered_at": nat,
+            "nurture_start": nat,
+            "nurture_end": nat,
+            "closed_at": nat,
+            "converted_at": pd.Series([converted.get(i, pd.NaT) for i in lead_ids], dtype="datetime64[ns, UTC]"),
+        }
+    )
 
 
-def _tables(leads: list[tuple[int, int | None]], activities: list[tuple[int, str, pd.Timestamp]]
-            ) -> dict[str, pd.DataFrame]:
+def _tables(
+    leads: list[tuple[int, int | None]], activities: list[tuple[int, str, pd.Timestamp]]
+) -> dict[str, pd.DataFrame]:
     return {
-        "leads": pd.DataFrame({"lead_id": [i for i, _ in leads],
-                               "account_id": pd.array([a for _, a in leads], dtype="Int64"),
-                               "created_at": [T0] * len(leads), "lead_source": "referral"}),
-        "activities": pd.DataFrame({"lead_id": [a[0] for a in activities],
-                                    "activity_type": [a[1] for a in activities],
-                                    "occurred_at": pd.Series([a[2] for a in activities],
-                                                             dtype="datetime64[ns, UTC]")}),
+        "leads": pd.DataFrame(
+            {
+                "lead_id": [i for i, _ in leads],
+                "account_id": pd.array([a for _, a in leads], dtype="Int64"),
+                "created_at": [T0] * len(leads),
+                "lead_source": "referral",
+            }
+        ),
+        "activities": pd.DataFrame(
+            {
+                "lead_id": [a[0] for a in activities],
+                "activity_type": [a[1] for a in activities],
+                "occurred_at": pd.Series([a[2] for a in activities], dtype="datetime64[ns, UTC]"),
+            }
+        ),
     }
 
 
-def _posterior(truth: pd.DataFrame, tables: dict[str, pd.DataFrame], rows: list[tuple[int, pd.Timestamp]]
-               ) -> np.ndarray:
+def _posterior(
+    truth: pd.DataFrame, tables: dict[str, pd.DataFrame], rows: list[tuple[int, pd.Timestamp]]
+) -> np.ndarray:
     return ground_truth.market_posterior(truth, tables, pd.DataFrame(rows, columns=["lead_id", "snapshot_at"]))
 
 

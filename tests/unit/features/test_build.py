@@ -20,8 +20,12 @@ from pipelines.features.build import (
 @pytest.fixture
 def tables() -> dict[str, pd.DataFrame]:
     return build_crm(
-        [lead(1, account_id=10, campaign_id=1), lead(2, created=2, account_id=10), lead(3, created=3),
-         lead(4, created=30)],
+        [
+            lead(1, account_id=10, campaign_id=1),
+            lead(2, created=2, account_id=10),
+            lead(3, created=3),
+            lead(4, created=30),
+        ],
         activities=[(1, 1, "email_open"), (2, 3, "pricing_page_visit"), (3, 4, "content_download", "ebook")],
         stages=[(3, 5, "MQL"), (3, 6, "Disqualified"), (2, 8, "SQL")],
     )
@@ -38,8 +42,20 @@ def test_columns_are_keys_then_the_listed_features_with_matching_kinds(tables: d
         is_category = isinstance(frame[spec.name].dtype, pd.CategoricalDtype)
         assert is_category == (spec.kind == "categorical"), spec.name
         assert is_category or pd.api.types.is_numeric_dtype(frame[spec.name]), spec.name
-    assert {s.family for s in specs} == {"fit", "title", "source", "self_reported", "bogus", "engagement",
-                                         "recency", "velocity", "content", "lifecycle", "stage", "account"}
+    assert {s.family for s in specs} == {
+        "fit",
+        "title",
+        "source",
+        "self_reported",
+        "bogus",
+        "engagement",
+        "recency",
+        "velocity",
+        "content",
+        "lifecycle",
+        "stage",
+        "account",
+    }
 
 
 def test_no_personal_data_and_no_current_status_become_features() -> None:

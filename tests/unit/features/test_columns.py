@@ -10,13 +10,24 @@ from pipelines.crm.schema import SCHEMAS, CrmDataError, validate_crm
 from pipelines.features.build import build_features, feature_specs
 from pipelines.features.columns import FEATURE_FIELDS, INPUT_COLUMNS, NEVER_READ
 
-CURRENT_VALUE_FEATURES = {"budget_range", "purchase_timeframe", "industry", "employee_count", "annual_revenue",
-                          "icp_industry", "icp_size", "icp_fit_count", "icp_match"}
+CURRENT_VALUE_FEATURES = {
+    "budget_range",
+    "purchase_timeframe",
+    "industry",
+    "employee_count",
+    "annual_revenue",
+    "icp_industry",
+    "icp_size",
+    "icp_fit_count",
+    "icp_match",
+}
 
 
 def _tables() -> dict[str, pd.DataFrame]:
-    leads = [lead(1, account_id=10, budget_range="50k-250k", purchase_timeframe="0-3 months"),
-             lead(2, created=1, account_id=11, country=None)]
+    leads = [
+        lead(1, account_id=10, budget_range="50k-250k", purchase_timeframe="0-3 months"),
+        lead(2, created=1, account_id=11, country=None),
+    ]
     return build_crm(leads, activities=[(1, 1, "demo_request")], stages=[(1, 2, "MQL")])
 
 
@@ -33,13 +44,25 @@ def test_current_value_features_exist_only_when_opted_in() -> None:
 
 def test_the_leak_safe_default_ignores_edits_of_current_values_and_opting_in_sees_them() -> None:
     keys = snapshots([(1, 5), (2, 5)])
-    edited_accounts = [{**DEFAULT_ACCOUNTS[0], "industry": "Retail", "employee_count": 9, "annual_revenue": 1.0,
-                        "country": "BR", "region": "LATAM"}, DEFAULT_ACCOUNTS[1]]
-    edited_leads = [lead(1, account_id=10, budget_range=">250k", purchase_timeframe="no plans", status="SQL",
-                         updated_at=at(40)), lead(2, created=1, account_id=11, country=None)]
+    edited_accounts = [
+        {
+            **DEFAULT_ACCOUNTS[0],
+            "industry": "Retail",
+            "employee_count": 9,
+            "annual_revenue": 1.0,
+            "country": "BR",
+            "region": "LATAM",
+        },
+        DEFAULT_ACCOUNTS[1],
+    ]
+    edited_leads = [
+        lead(1, account_id=10, budget_range=">250k", purchase_timeframe="no plans", status="SQL", updated_at=at(40)),
+        lead(2, created=1, account_id=11, country=None),
+    ]
     original = _tables()
-    edited = build_crm(edited_leads, activities=[(1, 1, "demo_request")], stages=[(1, 2, "MQL")],
-                       accounts=edited_accounts)
+    edited = build_crm(
+        edited_leads, activities=[(1, 1, "demo_request")], stages=[(1, 2, "MQL")], accounts=edited_accounts
+    )
 
     safe = params()
     pd.testing.assert_frame_equal(build_features(original, keys, safe), build_features(edited, keys, safe))

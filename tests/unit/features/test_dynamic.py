@@ -11,19 +11,21 @@ from crm_builder import build_crm, lead, params, snapshots
 from pipelines.features.build import build_features
 
 
-def one_row(tables: dict[str, pd.DataFrame], lead_id: int, day: float | pd.Timestamp, **overrides: object
-            ) -> pd.Series:
+def one_row(tables: dict[str, pd.DataFrame], lead_id: int, day: float | pd.Timestamp, **overrides: object) -> pd.Series:
     return build_features(tables, snapshots([(lead_id, day)]), params(**overrides)).iloc[0]
 
 
 def test_window_counts_include_an_event_at_t_and_exclude_one_at_t_minus_window() -> None:
-    tables = build_crm([lead(1)], activities=[
-        (1, 3, "email_open"),        # exactly t - 7 days: outside the 7-day window (t - 7d, t]
-        (1, 3.5, "email_open"),
-        (1, 10, "email_open"),       # exactly t: known at t
-        (1, 10 + 1e-9, "web_visit"),  # a moment after t: unknown
-        (1, 40, "email_click"),
-    ])
+    tables = build_crm(
+        [lead(1)],
+        activities=[
+            (1, 3, "email_open"),  # exactly t - 7 days: outside the 7-day window (t - 7d, t]
+            (1, 3.5, "email_open"),
+            (1, 10, "email_open"),  # exactly t: known at t
+            (1, 10 + 1e-9, "web_visit"),  # a moment after t: unknown
+            (1, 40, "email_click"),
+        ],
+    )
 
     row = one_row(tables, 1, 10)
 
@@ -43,10 +45,15 @@ def test_windows_follow_params() -> None:
 
 
 def test_recency_is_days_since_the_last_known_signal_and_missing_when_none() -> None:
-    tables = build_crm([lead(1)], activities=[
-        (1, 2, "pricing_page_visit"), (1, 6.5, "pricing_page_visit"), (1, 12, "pricing_page_visit"),
-        (1, 8, "email_open"),
-    ])
+    tables = build_crm(
+        [lead(1)],
+        activities=[
+            (1, 2, "pricing_page_visit"),
+            (1, 6.5, "pricing_page_visit"),
+            (1, 12, "pricing_page_visit"),
+            (1, 8, "email_open"),
+        ],
+    )
 
     row = one_row(tables, 1, 10)
 
@@ -72,11 +79,17 @@ def test_velocity_compares_the_last_window_with_the_one_before() -> None:
 
 
 def test_distinct_content_counts_assets_not_downloads() -> None:
-    tables = build_crm([lead(1), lead(2)], activities=[
-        (1, 1, "content_download", "ebook: a"), (1, 2, "content_download", "ebook: a"),
-        (1, 3, "content_download", "guide: b"), (1, 4, "content_download", None),
-        (1, 20, "content_download", "report: c"), (2, 1, "content_download", "report: c"),
-    ])
+    tables = build_crm(
+        [lead(1), lead(2)],
+        activities=[
+            (1, 1, "content_download", "ebook: a"),
+            (1, 2, "content_download", "ebook: a"),
+            (1, 3, "content_download", "guide: b"),
+            (1, 4, "content_download", None),
+            (1, 20, "content_download", "report: c"),
+            (2, 1, "content_download", "report: c"),
+        ],
+    )
 
     row = one_row(tables, 1, 10)
 
@@ -105,13 +118,22 @@ def test_stage_so_far() -> None:
 
 def test_account_features_count_only_the_other_leads_and_only_what_was_known() -> None:
     tables = build_crm(
-        [lead(1, account_id=10), lead(2, created=1, account_id=10), lead(3, created=5, account_id=10),
-         lead(4, created=20, account_id=10), lead(5, account_id=11), lead(6)],
+        [
+            lead(1, account_id=10),
+            lead(2, created=1, account_id=10),
+            lead(3, created=5, account_id=10),
+            lead(4, created=20, account_id=10),
+            lead(5, account_id=11),
+            lead(6),
+        ],
         activities=[
-            (1, 2, "pricing_page_visit"),    # the lead's own: never counted for itself
-            (2, 3, "pricing_page_visit"), (2, 4, "demo_request"), (2, 9, "email_open"),
-            (3, 6, "web_visit"), (2, 12, "demo_request"),  # after t
-            (5, 3, "demo_request"),          # another account
+            (1, 2, "pricing_page_visit"),  # the lead's own: never counted for itself
+            (2, 3, "pricing_page_visit"),
+            (2, 4, "demo_request"),
+            (2, 9, "email_open"),
+            (3, 6, "web_visit"),
+            (2, 12, "demo_request"),  # after t
+            (5, 3, "demo_request"),  # another account
         ],
         stages=[(2, 5, "MQL"), (3, 7, "MQL"), (3, 8, "SQL"), (2, 11, "SQL")],
     )
@@ -138,8 +160,12 @@ def test_account_features_are_zero_without_an_account() -> None:
 def test_chunking_never_changes_a_value(chunk_leads: int) -> None:
     tables = build_crm(
         [lead(1, account_id=10), lead(2, account_id=11), lead(3, created=1, account_id=10), lead(4), lead(5)],
-        activities=[(i % 5 + 1, i * 0.7, t) for i, t in enumerate(
-            ["email_open", "web_visit", "demo_request", "pricing_page_visit", "content_download"] * 6)],
+        activities=[
+            (i % 5 + 1, i * 0.7, t)
+            for i, t in enumerate(
+                ["email_open", "web_visit", "demo_request", "pricing_page_visit", "content_download"] * 6
+            )
+        ],
         stages=[(1, 3, "MQL"), (3, 4, "MQL"), (2, 9, "SAL")],
     )
     rows = snapshots([(lead_id, day) for lead_id in range(1, 6) for day in (2, 7, 14, 21)])
@@ -151,12 +177,13 @@ def test_chunking_never_changes_a_value(chunk_leads: int) -> None:
 
 
 def test_each_row_depends_only_on_its_own_lead_and_time() -> None:
-    tables = build_crm([lead(1, account_id=10), lead(2, account_id=10)],
-                       activities=[(1, 1, "web_visit"), (2, 2, "demo_request"), (1, 5, "email_click")])
+    tables = build_crm(
+        [lead(1, account_id=10), lead(2, account_id=10)],
+        activities=[(1, 1, "web_visit"), (2, 2, "demo_request"), (1, 5, "email_click")],
+    )
     rows = snapshots([(1, 3), (2, 3), (1, 7), (2, 7)])
 
     together = build_features(tables, rows, params())
-    alone = pd.concat([build_features(tables, rows.iloc[[i]], params()) for i in range(len(rows))],
-                      ignore_index=True)
+    alone = pd.concat([build_features(tables, rows.iloc[[i]], params()) for i in range(len(rows))], ignore_index=True)
 
     pd.testing.assert_frame_equal(together, alone)

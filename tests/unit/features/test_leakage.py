@@ -26,8 +26,15 @@ from pipelines.features.build import build_features
 
 DETAILS = ("ebook: pipeline", "ebook: scoring", "guide: abm", None)
 #: Offsets after a snapshot: a nanosecond, half a second, a second, an hour, a day, a week, a quarter.
-OFFSETS = (pd.Timedelta(1, "ns"), pd.Timedelta(0.5, "s"), pd.Timedelta(1, "s"), pd.Timedelta(1, "h"),
-           pd.Timedelta(1, "D"), pd.Timedelta(7, "D"), pd.Timedelta(90, "D"))
+OFFSETS = (
+    pd.Timedelta(1, "ns"),
+    pd.Timedelta(0.5, "s"),
+    pd.Timedelta(1, "s"),
+    pd.Timedelta(1, "h"),
+    pd.Timedelta(1, "D"),
+    pd.Timedelta(7, "D"),
+    pd.Timedelta(90, "D"),
+)
 DAYS = st.floats(min_value=0, max_value=150, allow_nan=False)
 #: Values a CRM may overwrite a lead's current-value fields with (None: cleared).
 LEAD_EDITS: dict[str, st.SearchStrategy[Any]] = {
@@ -50,8 +57,13 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
     """A CRM, snapshot times, and the same CRM after 1-3 mutations of what it learns after some snapshots."""
     n_leads = draw(st.integers(1, 5))
     leads = [lead(1, created=0.0, account_id=10)] + [
-        lead(i, created=draw(st.floats(0, 60)), account_id=draw(st.sampled_from([None, 10, 11])),
-             budget_range=draw(LEAD_EDITS["budget_range"]), purchase_timeframe=draw(LEAD_EDITS["purchase_timeframe"]))
+        lead(
+            i,
+            created=draw(st.floats(0, 60)),
+            account_id=draw(st.sampled_from([None, 10, 11])),
+            budget_range=draw(LEAD_EDITS["budget_range"]),
+            purchase_timeframe=draw(LEAD_EDITS["purchase_timeframe"]),
+        )
         for i in range(2, n_leads + 1)
     ]
     lead_ids = st.integers(1, n_leads)
@@ -72,8 +84,9 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
         if target == "lead_field":  # overwritten in place: no date, so after every snapshot
             row = draw(st.sampled_from(after_leads))
             field = draw(st.sampled_from(sorted(LEAD_EDITS)))
-            row[field] = max(draw(LEAD_EDITS[field]), row["created_at"]) if field == "updated_at" else draw(
-                LEAD_EDITS[field])
+            row[field] = (
+                max(draw(LEAD_EDITS[field]), row["created_at"]) if field == "updated_at" else draw(LEAD_EDITS[field])
+            )
             continue
         if target == "account_field":
             row = draw(st.sampled_from(after_accounts))
@@ -83,8 +96,15 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
         if target == "new_lead":  # created after the anchor, maybe in an existing account, with its own history
             created = anchor + draw(st.sampled_from(OFFSETS))
             new_id = max(row["lead_id"] for row in after_leads) + 1
-            after_leads.append(lead(new_id, created=0.0, account_id=draw(st.sampled_from([None, 10, 11])),
-                                    created_at=created, updated_at=created))
+            after_leads.append(
+                lead(
+                    new_id,
+                    created=0.0,
+                    account_id=draw(st.sampled_from([None, 10, 11])),
+                    created_at=created,
+                    updated_at=created,
+                )
+            )
             for _ in range(draw(st.integers(0, 3))):
                 new = draw(activity)
                 after["activities"].append((new_id, created + draw(st.sampled_from(OFFSETS)), *new[2:]))
@@ -118,12 +138,14 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
     return {"times": times, "before": before, "after": after, "earliest_change": earliest}
 
 
-def _features(crm: dict[str, Any], pairs: list[tuple[int, pd.Timestamp]],
-              features_params: FeaturesParams | None = None) -> pd.DataFrame:
+def _features(
+    crm: dict[str, Any], pairs: list[tuple[int, pd.Timestamp]], features_params: FeaturesParams | None = None
+) -> pd.DataFrame:
     """Features of the (lead, t) pairs in the CRM described by `crm` (leads, accounts and event rows)."""
     tables = build_crm(crm["leads"], crm["activities"], crm["stage_history"], accounts=crm["accounts"])
-    snapshots = pd.DataFrame({"lead_id": [p[0] for p in pairs],
-                              "snapshot_at": pd.Series([p[1] for p in pairs], dtype="datetime64[ns, UTC]")})
+    snapshots = pd.DataFrame(
+        {"lead_id": [p[0] for p in pairs], "snapshot_at": pd.Series([p[1] for p in pairs], dtype="datetime64[ns, UTC]")}
+    )
     return build_features(tables, snapshots, features_params or params(chunk_leads=2))
 
 
@@ -159,8 +181,12 @@ def test_features_ignore_rows_dated_after_the_snapshot_thoroughly(scenario: dict
 def test_the_guard_sees_a_change_before_the_snapshot() -> None:
     """Sanity check of the harness: a row moved to before the snapshot must change its features."""
     leads = [lead(1, account_id=10), lead(2, created=1.0, account_id=10)]
-    crm = {"leads": leads, "accounts": list(DEFAULT_ACCOUNTS), "stage_history": [],
-           "activities": [(2, at(30), "pricing_page_visit", None)]}
+    crm = {
+        "leads": leads,
+        "accounts": list(DEFAULT_ACCOUNTS),
+        "stage_history": [],
+        "activities": [(2, at(30), "pricing_page_visit", None)],
+    }
     moved = {**crm, "activities": [(2, at(5), "pricing_page_visit", None)]}
 
     before = _features(crm, _pairs(leads, [at(10)]))
@@ -172,15 +198,17 @@ def test_the_guard_sees_a_change_before_the_snapshot() -> None:
 
 def test_the_guard_sees_a_lead_created_before_the_snapshot_and_opted_in_current_values() -> None:
     """The new mutations are not vacuous: a colleague created before t counts, and opted-in fields are read."""
-    crm = {"leads": [lead(1, account_id=10)], "accounts": list(DEFAULT_ACCOUNTS), "stage_history": [],
-           "activities": []}
+    crm = {"leads": [lead(1, account_id=10)], "accounts": list(DEFAULT_ACCOUNTS), "stage_history": [], "activities": []}
     pairs = _pairs(crm["leads"], [at(10)])
     colleague = {**crm, "leads": [*crm["leads"], lead(2, created=9.0, account_id=10)]}
     assert _features(colleague, pairs)["account_contacts"].item() == 1
     assert _features(crm, pairs)["account_contacts"].item() == 0
 
-    edited = {**crm, "accounts": [{**DEFAULT_ACCOUNTS[0], "employee_count": 9}, DEFAULT_ACCOUNTS[1]],
-              "leads": [lead(1, account_id=10, budget_range=">250k")]}
+    edited = {
+        **crm,
+        "accounts": [{**DEFAULT_ACCOUNTS[0], "employee_count": 9}, DEFAULT_ACCOUNTS[1]],
+        "leads": [lead(1, account_id=10, budget_range=">250k")],
+    }
     opted_in = params(chunk_leads=2, current_value_fields=ALL_CURRENT_VALUES)
     pd.testing.assert_frame_equal(_features(crm, pairs), _features(edited, pairs))  # the leak-safe default
     assert not _features(crm, pairs, opted_in).equals(_features(edited, pairs, opted_in))

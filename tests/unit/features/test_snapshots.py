@@ -50,8 +50,7 @@ def test_an_event_stamped_exactly_at_t_is_known_at_t_and_one_at_t_plus_horizon_c
     at_horizon_end = build_crm([lead(1)], stages=[(1, 37, "SQL")])
 
     assert grid_days(snapshot_grid(on_snapshot, params(), end=at(200))) == {0: 1, 7: 1}
-    assert grid_days(snapshot_grid(at_horizon_end, params(), end=at(200))) == {0: 0, 7: 1, 14: 1, 21: 1, 28: 1,
-                                                                              35: 1}
+    assert grid_days(snapshot_grid(at_horizon_end, params(), end=at(200))) == {0: 0, 7: 1, 14: 1, 21: 1, 28: 1, 35: 1}
 
 
 def test_snapshots_whose_horizon_runs_past_history_end_are_dropped_not_labelled_negative() -> None:
@@ -63,8 +62,16 @@ def test_snapshots_whose_horizon_runs_past_history_end_are_dropped_not_labelled_
 
 
 def test_default_history_end_is_the_latest_event_and_ignores_planned_campaign_dates() -> None:
-    campaigns = [{"campaign_id": 1, "name": "Next year", "channel": "email", "region": "NA",
-                  "start_date": at(500), "end_date": at(600)}]
+    campaigns = [
+        {
+            "campaign_id": 1,
+            "name": "Next year",
+            "channel": "email",
+            "region": "NA",
+            "start_date": at(500),
+            "end_date": at(600),
+        }
+    ]
     tables = build_crm([lead(1)], activities=[(1, 45.25, "web_visit")], campaigns=campaigns)
 
     assert history_end(tables) == at(45.25)
@@ -78,8 +85,9 @@ def test_disqualified_leads_are_closed_until_they_re_enter_the_funnel() -> None:
 
 
 def test_nurture_and_mql_keep_a_lead_open_won_and_lost_close_it() -> None:
-    tables = build_crm([lead(1), lead(2), lead(3)],
-                       stages=[(1, 3, "MQL"), (1, 9, "Nurture"), (2, 10, "Lost"), (3, 10, "Won")])
+    tables = build_crm(
+        [lead(1), lead(2), lead(3)], stages=[(1, 3, "MQL"), (1, 9, "Nurture"), (2, 10, "Lost"), (3, 10, "Won")]
+    )
 
     grid = snapshot_grid(tables, params(), end=at(80))
 
@@ -98,9 +106,10 @@ def test_target_sal_closes_at_sal_and_counts_a_lead_that_skips_straight_to_sql()
 
 
 def test_target_won_keeps_sql_leads_open_and_lost_closes_them() -> None:
-    tables = build_crm([lead(1), lead(2)],
-                       stages=[(1, 5, "SQL"), (1, 20, "Opportunity"), (1, 40, "Won"),
-                               (2, 5, "SQL"), (2, 16, "Lost")])
+    tables = build_crm(
+        [lead(1), lead(2)],
+        stages=[(1, 5, "SQL"), (1, 20, "Opportunity"), (1, 40, "Won"), (2, 5, "SQL"), (2, 16, "Lost")],
+    )
 
     grid = snapshot_grid(tables, params(target_stage="Won"), end=at(80))
 
@@ -145,8 +154,9 @@ def test_the_fast_grid_agrees_with_the_general_point_in_time_definition() -> Non
 
     rng = np.random.default_rng(3)
     leads = [lead(i, created=float(rng.uniform(0, 200))) for i in range(1, 121)]
-    stages = [(int(rng.integers(1, 121)), float(rng.uniform(0, 400)), str(rng.choice(vocab.STAGES)))
-              for _ in range(260)]
+    stages = [
+        (int(rng.integers(1, 121)), float(rng.uniform(0, 400)), str(rng.choice(vocab.STAGES))) for _ in range(260)
+    ]
     tables = build_crm(leads, stages=stages)
     for target in ("SAL", "SQL", "Won"):
         p = params(target_stage=target, max_lead_age_days=120)
@@ -161,14 +171,17 @@ def test_the_fast_grid_agrees_with_the_general_point_in_time_definition() -> Non
         age_ok = seconds - tl.query_seconds(tables["leads"]["created_at"])[owner] <= 120 * 86_400
         uncensored = seconds + 30 * 86_400 <= tl.query_seconds(pd.Series([at(330)]))[0]
         keep = open_mask(index, created, owner, seconds, target) & age_ok & uncensored
-        expected = pd.DataFrame({
-            "lead_id": lead_ids[owner[keep]],
-            "snapshot_at": tl.from_seconds(seconds[keep]),
-            "label": labels(index, owner[keep], seconds[keep], target, 30),
-        })
+        expected = pd.DataFrame(
+            {
+                "lead_id": lead_ids[owner[keep]],
+                "snapshot_at": tl.from_seconds(seconds[keep]),
+                "label": labels(index, owner[keep], seconds[keep], target, 30),
+            }
+        )
         assert (grid.pop("weight") == 1).all()  # old_lead_keep_one_in 1: no sampling
-        pd.testing.assert_frame_equal(grid[list(expected.columns)].reset_index(drop=True),
-                                      expected.reset_index(drop=True))
+        pd.testing.assert_frame_equal(
+            grid[list(expected.columns)].reset_index(drop=True), expected.reset_index(drop=True)
+        )
         for column, stages in STAGE_OUTCOMES.items():  # each stage's outcome by the general definition too
             reached = index.count_in(stages, owner[keep], seconds[keep], seconds[keep] + 30 * 86_400) > 0
             assert (grid[column].to_numpy() == reached).all(), column
@@ -183,8 +196,11 @@ def test_sample_leads_keeps_every_row_of_a_fixed_subset_of_leads() -> None:
     from pipelines.features.snapshots import snapshot_grid
 
     params = load_params(Path(__file__).resolve().parents[3] / "params.yaml")
-    tables = generate(params.demo_crm.model_copy(update={"leads": 1500, "seed": 3, "end_date": date(2026, 11, 20),
-                                                          "history_days": 300})).tables
+    tables = generate(
+        params.demo_crm.model_copy(
+            update={"leads": 1500, "seed": 3, "end_date": date(2026, 11, 20), "history_days": 300}
+        )
+    ).tables
     full = snapshot_grid(tables, params.features)
     sampled = snapshot_grid(tables, params.features.model_copy(update={"sample_leads": 300}))
     again = snapshot_grid(tables, params.features.model_copy(update={"sample_leads": 300}))
@@ -228,6 +244,8 @@ def test_long_open_rows_are_sampled_by_lead_and_weighted_back() -> None:
     assert len(old) == int(((full_age > 60) & full["lead_id"].isin(kept)).sum())
     # the weights stand for the whole population of open-lead weeks
     assert sampled["weight"].sum() == pytest.approx(len(full), rel=0.1)
+
+
 def test_each_stage_outcome_is_entering_it_or_a_later_stage_within_the_horizon() -> None:
     tables = build_crm([lead(1), lead(2)], stages=[(1, 5, "MQL"), (1, 20, "SAL"), (1, 40, "SQL"), (2, 3, "Nurture")])
 

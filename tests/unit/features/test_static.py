@@ -30,7 +30,12 @@ def test_fit_comes_from_the_account_and_the_icp_from_params() -> None:
     frame = features_of(lead(1, account_id=10), lead(2, account_id=11, country=None), lead(3, country="DE"))
 
     assert frame.loc[1, ["icp_industry", "icp_size", "icp_region", "icp_fit_count", "icp_match"]].tolist() == [
-        1, 1, 1, 3, 1]
+        1,
+        1,
+        1,
+        3,
+        1,
+    ]
     assert frame.loc[1, "industry"] == "Software" and frame.loc[1, "employee_count"] == 250
     assert frame.loc[2, "region"] == "LATAM"  # no country on the lead: the account's region
     assert frame.loc[2, "icp_fit_count"] == 0
@@ -39,20 +44,32 @@ def test_fit_comes_from_the_account_and_the_icp_from_params() -> None:
 
 
 def test_the_icp_is_configurable() -> None:
-    icp = params().icp.model_copy(update={"industries": ("Retail",), "employees_min": 10, "employees_max": 50,
-                                          "regions": ("LATAM",)})
+    icp = params().icp.model_copy(
+        update={"industries": ("Retail",), "employees_min": 10, "employees_max": 50, "regions": ("LATAM",)}
+    )
     frame = features_of(lead(1, account_id=11, country=None), icp=icp)
 
     assert frame.loc[1, "icp_match"] == 1
 
 
 def test_unknown_industries_fall_into_other_and_unknown_countries_too() -> None:
-    accounts = [{"account_id": 10, "company_name": "X", "domain": "x.io", "industry": "Space Mining",
-                 "employee_count": 5, "annual_revenue": None, "country": "NO", "region": "EMEA"}]
+    accounts = [
+        {
+            "account_id": 10,
+            "company_name": "X",
+            "domain": "x.io",
+            "industry": "Space Mining",
+            "employee_count": 5,
+            "annual_revenue": None,
+            "country": "NO",
+            "region": "EMEA",
+        }
+    ]
     tables = build_crm([lead(1, account_id=10, country="NO")], accounts=accounts)
     p = params()
-    frame = pd.DataFrame(static_features(tables["leads"], Reference.from_tables(tables), p,
-                                         Categories.from_tables(tables, p)))
+    frame = pd.DataFrame(
+        static_features(tables["leads"], Reference.from_tables(tables), p, Categories.from_tables(tables, p))
+    )
 
     assert frame.loc[0, "industry"] == "Other" and frame.loc[0, "country"] == "Other"
     assert frame.loc[0, "region"] == "EMEA"
@@ -74,11 +91,17 @@ def test_titles_are_parsed_by_the_shared_parser() -> None:
 
 
 def test_source_campaign_and_self_reported_answers() -> None:
-    frame = features_of(lead(1, campaign_id=2, lead_source="trade_show", budget_range="50k-250k",
-                             purchase_timeframe="0-3 months"), lead(2))
+    frame = features_of(
+        lead(1, campaign_id=2, lead_source="trade_show", budget_range="50k-250k", purchase_timeframe="0-3 months"),
+        lead(2),
+    )
 
     assert frame.loc[1, ["lead_source", "campaign_id", "campaign_channel", "campaign_region"]].tolist() == [
-        "trade_show", "2", "trade_show", "EMEA"]
+        "trade_show",
+        "2",
+        "trade_show",
+        "EMEA",
+    ]
     assert frame.loc[1, "budget_range"] == "50k-250k" and frame.loc[1, "purchase_timeframe"] == "0-3 months"
     assert frame.loc[2, ["campaign_id", "campaign_channel", "budget_range"]].isna().all()
 

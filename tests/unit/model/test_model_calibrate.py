@@ -96,13 +96,23 @@ def test_volume_and_precision_thresholds() -> None:
 
 
 def _params(volume: str = "standing", **thresholds: dict[str, object]) -> CalibrateParams:
-    default = {"MQL": {"policy": "match_rules"}, "SAL": {"policy": "capacity", "leads_per_week": 10},
-               "SQL": {"policy": "precision", "min_precision": 0.5}}
-    return CalibrateParams.model_validate({
-        "method": "isotonic", "thresholds": {**default, **thresholds}, "volume": volume, "precision_min_rows": 1,
-        "segment_column": None, "segment_k": 50,
-        "bootstrap": 20, "ci_level": 0.9,
-    })
+    default = {
+        "MQL": {"policy": "match_rules"},
+        "SAL": {"policy": "capacity", "leads_per_week": 10},
+        "SQL": {"policy": "precision", "min_precision": 0.5},
+    }
+    return CalibrateParams.model_validate(
+        {
+            "method": "isotonic",
+            "thresholds": {**default, **thresholds},
+            "volume": volume,
+            "precision_min_rows": 1,
+            "segment_column": None,
+            "segment_k": 50,
+            "bootstrap": 20,
+            "ci_level": 0.9,
+        }
+    )
 
 
 @pytest.fixture
@@ -112,17 +122,29 @@ def slice_rows() -> dict[str, object]:
     n_weeks, n_leads = 10, 200
     prob = rng.beta(1, 8, size=n_weeks * n_leads)
     return {
-        "prob": prob, "y": (rng.random(len(prob)) < prob).astype(int),
+        "prob": prob,
+        "y": (rng.random(len(prob)) < prob).astype(int),
         "lead_id": np.tile(np.arange(n_leads), n_weeks),
-        "snapshot_at": pd.Series(np.repeat(pd.date_range("2026-01-05", periods=n_weeks, freq="7D", tz="UTC"),
-                                           n_leads)),
+        "snapshot_at": pd.Series(np.repeat(pd.date_range("2026-01-05", periods=n_weeks, freq="7D", tz="UTC"), n_leads)),
         "rule_mql": np.tile(np.arange(n_leads) < 30, n_weeks),
     }
 
 
 def _fit(rows: dict[str, object], params: CalibrateParams, segments: pd.Series | None = None) -> Thresholds:
-    return fit_thresholds(rows["prob"], rows["y"], rows["lead_id"], rows["snapshot_at"], rows["rule_mql"],  # type: ignore[arg-type]
-                          segments, params, "SQL", 30, 7, 1.0, 0)
+    return fit_thresholds(
+        rows["prob"],
+        rows["y"],
+        rows["lead_id"],
+        rows["snapshot_at"],
+        rows["rule_mql"],  # type: ignore[arg-type]
+        segments,
+        params,
+        "SQL",
+        30,
+        7,
+        1.0,
+        0,
+    )
 
 
 def test_each_policy_gives_what_it_promises(slice_rows: dict[str, object]) -> None:
@@ -195,6 +217,7 @@ def test_a_slice_where_nothing_converts_cannot_meet_a_precision(slice_rows: dict
 # What a stage's team receives: new hand-offs, reachable policies, a ranked top
 # ----------------------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def sticky_rows() -> dict[str, object]:
     """Twelve weekly snapshots of 400 leads whose probability persists week to week (a standing list forms), 60
@@ -208,8 +231,11 @@ def sticky_rows() -> dict[str, object]:
     lead, week, prob = lead[keep], week[keep], prob[keep]
     dates = pd.date_range("2026-01-05", periods=12, freq="7D", tz="UTC")
     return {
-        "prob": prob, "y": (rng.random(len(prob)) < prob).astype(int), "lead_id": lead,
-        "snapshot_at": pd.Series(dates[week]), "rule_mql": (lead < 40) | (rng.random(len(prob)) < 0.02),
+        "prob": prob,
+        "y": (rng.random(len(prob)) < prob).astype(int),
+        "lead_id": lead,
+        "snapshot_at": pd.Series(dates[week]),
+        "rule_mql": (lead < 40) | (rng.random(len(prob)) < 0.02),
     }
 
 
@@ -274,25 +300,38 @@ def test_match_rules_under_new_matches_the_rules_new_mqls(sticky_rows: dict[str,
     assert stats["target_per_week"] < np.asarray(rows["rule_mql"]).sum() / 12 / 2  # most rule MQLs are standing
 
 
-def test_context_rows_give_the_first_weeks_previous_state_without_being_counted(sticky_rows: dict[str, object]
-                                                                                ) -> None:
+def test_context_rows_give_the_first_weeks_previous_state_without_being_counted(sticky_rows: dict[str, object]) -> None:
     rows = sticky_rows
     first = pd.Series(rows["snapshot_at"]) == pd.Series(rows["snapshot_at"]).min()
     cap = {"policy": "capacity", "leads_per_week": 10}
     params = _params("new", MQL=cap, SAL=cap, SQL=cap)
-    with_context = fit_thresholds(rows["prob"], rows["y"], rows["lead_id"], rows["snapshot_at"],  # type: ignore[arg-type]
-                                  rows["rule_mql"], None, params, "SQL", 30, 7, 1.0, 0,  # type: ignore[arg-type]
-                                  counted=~first.to_numpy())
+    with_context = fit_thresholds(
+        rows["prob"],
+        rows["y"],
+        rows["lead_id"],
+        rows["snapshot_at"],  # type: ignore[arg-type]
+        rows["rule_mql"],
+        None,
+        params,
+        "SQL",
+        30,
+        7,
+        1.0,
+        0,  # type: ignore[arg-type]
+        counted=~first.to_numpy(),
+    )
     stats = with_context.report["calibration_slice"]["SAL"]
 
     weeks = 11  # the first week only says who was on the list before the second
     assert stats["new_per_week"] == pytest.approx(10, abs=0.5)
     assert stats["leads_per_week"] * weeks == pytest.approx(
-        (np.asarray(rows["prob"])[~first.to_numpy()] >= stats["threshold"]).sum())
+        (np.asarray(rows["prob"])[~first.to_numpy()] >= stats["threshold"]).sum()
+    )
 
 
 def test_an_unreachable_precision_is_an_error_naming_stage_policy_and_the_reachable_range(
-        slice_rows: dict[str, object]) -> None:
+    slice_rows: dict[str, object],
+) -> None:
     params = _params(SQL={"policy": "precision", "min_precision": 0.9}).model_copy(update={"precision_min_rows": 50})
 
     with pytest.raises(UnreachablePolicyError) as caught:
@@ -304,8 +343,16 @@ def test_an_unreachable_precision_is_an_error_naming_stage_policy_and_the_reacha
     assert "at least 50 lead-weeks" in message and "policy capacity" in message
     reachable = float(re.search(r"choose min_precision <= ([0-9.]+)", message)[1])  # type: ignore[index]
     assert 0 < reachable < 0.9
-    ok = _fit(slice_rows, params.model_copy(update={"thresholds": params.thresholds.model_copy(
-        update={"SQL": StagePolicy(policy="precision", min_precision=reachable)})}))
+    ok = _fit(
+        slice_rows,
+        params.model_copy(
+            update={
+                "thresholds": params.thresholds.model_copy(
+                    update={"SQL": StagePolicy(policy="precision", min_precision=reachable)}
+                )
+            }
+        ),
+    )
     assert np.isfinite(ok.global_thresholds["SQL"]) and ok.report["calibration_slice"]["SQL"]["precision"] >= reachable
 
 
@@ -323,8 +370,11 @@ def test_the_precision_of_a_handful_of_top_rows_does_not_count_as_reachable() ->
 def test_an_unreachable_capacity_is_an_error_with_the_range(sticky_rows: dict[str, object]) -> None:
     cap = {"policy": "capacity", "leads_per_week": 5000}
 
-    with pytest.raises(UnreachablePolicyError, match=r"^MQL: capacity 5000 new hand-offs per week cannot be met.*"
-                                                     r"at most [0-9.]+ new hand-offs per week.*volume standing"):
+    with pytest.raises(
+        UnreachablePolicyError,
+        match=r"^MQL: capacity 5000 new hand-offs per week cannot be met.*"
+        r"at most [0-9.]+ new hand-offs per week.*volume standing",
+    ):
         _fit(sticky_rows, _params("new", MQL=cap))
 
 
@@ -345,7 +395,8 @@ def _flat_top(calibrator: Calibrator) -> Calibrator:
 
 
 def test_the_highest_raw_scores_keep_their_order_and_calibration_holds(
-        overconfident: tuple[np.ndarray, np.ndarray]) -> None:
+    overconfident: tuple[np.ndarray, np.ndarray],
+) -> None:
     raw, y = overconfident
     calibrator = fit_calibrator(raw, y, "isotonic")
     flat = _flat_top(calibrator)

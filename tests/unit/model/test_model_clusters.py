@@ -30,7 +30,7 @@ def test_cluster_bootstrap_draws_every_row_of_an_account_together() -> None:
 def test_account_intervals_are_wider_when_leads_of_an_account_share_its_state() -> None:
     rng = np.random.default_rng(0)
     account_of_lead = np.repeat(np.arange(40), 5)  # 40 accounts of 5 leads
-    rate = rng.beta(1, 4, 40)[account_of_lead]     # the account's state drives all its leads
+    rate = rng.beta(1, 4, 40)[account_of_lead]  # the account's state drives all its leads
     y = (rng.random(len(rate)) < rate).astype(float)
 
     def width(ids: np.ndarray) -> float:

@@ -10,8 +10,9 @@ from pipelines.calibrate import Thresholds, previous_values
 from pipelines.config import EvaluateParams
 from pipelines.evaluate import PLOT_FILES, ScoredRows, capture_at_rule_volume, evaluate_scores
 
-PARAMS = EvaluateParams(ece_bins=10, ece_strategy="quantile", top_deciles=(1, 2), bootstrap=10, ci_level=0.9,
-                        curve_points=20)
+PARAMS = EvaluateParams(
+    ece_bins=10, ece_strategy="quantile", top_deciles=(1, 2), bootstrap=10, ci_level=0.9, curve_points=20
+)
 
 
 def test_capture_ratio_compares_conversions_at_the_rule_volume_per_snapshot() -> None:
@@ -40,8 +41,17 @@ def rows() -> ScoredRows:
     y = (rng.random(len(lead)) < truth).astype(int)
     prob = np.clip(truth * rng.lognormal(0, 0.3, len(lead)), 0, 1)
     at = pd.Series(np.repeat(pd.date_range("2026-06-01", periods=n_weeks, freq="7D", tz="UTC"), n_leads))
-    return ScoredRows(lead_id=lead, snapshot_at=at, y=y, prob=prob, raw=prob, logreg=np.sqrt(prob),
-                      rule_score=rng.random(len(lead)) + truth, rule_mql=rng.random(len(lead)) < 0.1, oracle=truth)
+    return ScoredRows(
+        lead_id=lead,
+        snapshot_at=at,
+        y=y,
+        prob=prob,
+        raw=prob,
+        logreg=np.sqrt(prob),
+        rule_score=rng.random(len(lead)) + truth,
+        rule_mql=rng.random(len(lead)) < 0.1,
+        oracle=truth,
+    )
 
 
 def test_headline_keys_and_intervals(rows: ScoredRows) -> None:
@@ -49,8 +59,17 @@ def test_headline_keys_and_intervals(rows: ScoredRows) -> None:
     result = evaluate_scores(rows, thresholds, PARAMS, cadence_days=7, snapshot_share=1.0, seed=0)
     m = result.metrics
 
-    for key in ("roc_auc", "oracle_roc_auc", "ece", "brier", "oracle_brier", "sql_capture_ratio_vs_rules",
-                "pr_auc", "log_loss", "roc_auc_vs_oracle"):
+    for key in (
+        "roc_auc",
+        "oracle_roc_auc",
+        "ece",
+        "brier",
+        "oracle_brier",
+        "sql_capture_ratio_vs_rules",
+        "pr_auc",
+        "log_loss",
+        "roc_auc_vs_oracle",
+    ):
         assert isinstance(m[key], float), key
     assert m["roc_auc_ci_low"] <= m["roc_auc"] <= m["roc_auc_ci_high"]
     assert m["oracle_roc_auc"] > m["rules"]["roc_auc"]
@@ -77,11 +96,11 @@ def test_observed_vs_expected_per_week_and_metrics_by_lead_age(rows: ScoredRows)
     # the model under-predicts the oldest leads by half: observed / expected 2 there
     prob = np.where(ages > 365, rows.prob / 2, rows.prob)
     scored = ScoredRows(**{**rows.__dict__, "prob": prob, "lead_age_days": ages})
-    m = evaluate_scores(scored, Thresholds("SQL", 30, {"MQL": 0.05, "SAL": 0.1, "SQL": 0.3}), PARAMS, 7, 1.0,
-                        0).metrics
+    m = evaluate_scores(scored, Thresholds("SQL", 30, {"MQL": 0.05, "SAL": 0.1, "SQL": 0.3}), PARAMS, 7, 1.0, 0).metrics
 
-    weekly = evaluate_scores(scored, Thresholds("SQL", 30, {"MQL": 0.05, "SAL": 0.1, "SQL": 0.3}), PARAMS, 7, 1.0,
-                             0).plots["observed_expected.csv"]
+    weekly = evaluate_scores(
+        scored, Thresholds("SQL", 30, {"MQL": 0.05, "SAL": 0.1, "SQL": 0.3}), PARAMS, 7, 1.0, 0
+    ).plots["observed_expected.csv"]
     assert len(weekly) == 8
     assert m["obs_exp_ratio_min"] == pytest.approx(weekly["obs_exp_ratio"].min())
     assert m["obs_exp_ratio_max"] == pytest.approx(weekly["obs_exp_ratio"].max())
@@ -99,9 +118,15 @@ def test_weights_make_the_figures_those_of_the_repeated_rows(rows: ScoredRows) -
     repeat = np.repeat(np.arange(len(rows.y)), weight.astype(int))
     repeated = ScoredRows(
         lead_id=rows.lead_id[repeat] * 10 + np.concatenate([np.arange(int(k)) for k in weight]),
-        snapshot_at=rows.snapshot_at.iloc[repeat].reset_index(drop=True), y=rows.y[repeat], prob=rows.prob[repeat],
-        raw=rows.raw[repeat], logreg=rows.logreg[repeat], rule_score=rows.rule_score[repeat],
-        rule_mql=rows.rule_mql[repeat], oracle=rows.oracle[repeat] if rows.oracle is not None else None)
+        snapshot_at=rows.snapshot_at.iloc[repeat].reset_index(drop=True),
+        y=rows.y[repeat],
+        prob=rows.prob[repeat],
+        raw=rows.raw[repeat],
+        logreg=rows.logreg[repeat],
+        rule_score=rows.rule_score[repeat],
+        rule_mql=rows.rule_mql[repeat],
+        oracle=rows.oracle[repeat] if rows.oracle is not None else None,
+    )
     thresholds = Thresholds("SQL", 30, {"MQL": 0.05, "SAL": 0.1, "SQL": 0.3})
     a = evaluate_scores(weighted, thresholds, PARAMS, 7, 1.0, 0).metrics
     b = evaluate_scores(repeated, thresholds, PARAMS, 7, 1.0, 0).metrics
@@ -110,6 +135,8 @@ def test_weights_make_the_figures_those_of_the_repeated_rows(rows: ScoredRows) -
         assert a[key] == pytest.approx(b[key], abs=1e-9), key
     assert a["sql_capture_ratio_vs_rules"] == pytest.approx(b["sql_capture_ratio_vs_rules"], rel=0.05)
     assert a["test"]["lead_weeks"] == pytest.approx(b["test"]["rows"])
+
+
 def test_each_stage_is_judged_on_its_own_outcome_and_on_what_it_delivers(rows: ScoredRows) -> None:
     rng = np.random.default_rng(3)
     y = np.asarray(rows.y)
@@ -117,12 +144,22 @@ def test_each_stage_is_judged_on_its_own_outcome_and_on_what_it_delivers(rows: S
     reached_mql = np.maximum(reached_sal, rng.random(len(y)) < 0.2).astype(np.int8)
     prev_prob = previous_values(rows.lead_id, rows.snapshot_at, rows.prob, 7)
     prev_rule = previous_values(rows.lead_id, rows.snapshot_at, rows.rule_mql, 7)
-    policies = {"MQL": {"policy": "match_rules"}, "SAL": {"policy": "capacity", "leads_per_week": 40},
-                "SQL": {"policy": "precision", "min_precision": 0.2}}
-    thresholds = Thresholds("SQL", 30, {"MQL": 0.05, "SAL": 0.1, "SQL": 0.3},
-                            report={"policies": policies, "volume": "new"})
-    scored = ScoredRows(**{**rows.__dict__, "prev_prob": prev_prob, "prev_rule_mql": prev_rule,
-                           "outcomes": {"reached_MQL": reached_mql, "reached_SAL": reached_sal, "reached_SQL": y}})
+    policies = {
+        "MQL": {"policy": "match_rules"},
+        "SAL": {"policy": "capacity", "leads_per_week": 40},
+        "SQL": {"policy": "precision", "min_precision": 0.2},
+    }
+    thresholds = Thresholds(
+        "SQL", 30, {"MQL": 0.05, "SAL": 0.1, "SQL": 0.3}, report={"policies": policies, "volume": "new"}
+    )
+    scored = ScoredRows(
+        **{
+            **rows.__dict__,
+            "prev_prob": prev_prob,
+            "prev_rule_mql": prev_rule,
+            "outcomes": {"reached_MQL": reached_mql, "reached_SAL": reached_sal, "reached_SQL": y},
+        }
+    )
 
     stages = evaluate_scores(scored, thresholds, PARAMS, 7, 1.0, 0).metrics["stages"]
 
@@ -146,8 +183,9 @@ def test_row_weights_weigh_the_stage_figures(rows: ScoredRows) -> None:
     thresholds = Thresholds("SQL", 30, {"MQL": 0.05, "SAL": 0.1, "SQL": 0.3})
     weight = np.where(np.asarray(rows.lead_id) % 2 == 0, 3.0, 1.0)
     plain = evaluate_scores(rows, thresholds, PARAMS, 7, 1.0, 0).metrics["stages"]["SAL"]
-    weighted = evaluate_scores(ScoredRows(**{**rows.__dict__, "weight": weight}), thresholds, PARAMS, 7, 1.0,
-                               0).metrics["stages"]["SAL"]
+    weighted = evaluate_scores(
+        ScoredRows(**{**rows.__dict__, "weight": weight}), thresholds, PARAMS, 7, 1.0, 0
+    ).metrics["stages"]["SAL"]
 
     picked = rows.prob >= 0.1
     assert weighted["leads_per_week"] == pytest.approx(weight[picked].sum() / 8)

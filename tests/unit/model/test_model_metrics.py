@@ -41,8 +41,9 @@ def test_rank_auc_and_average_precision_equal_sklearn_with_ties(scored: tuple[np
 
 
 @pytest.mark.parametrize("strategy", ["quantile", "uniform"])
-def test_reliability_table_matches_sklearn_calibration_curve(scored: tuple[np.ndarray, np.ndarray],
-                                                             strategy: str) -> None:
+def test_reliability_table_matches_sklearn_calibration_curve(
+    scored: tuple[np.ndarray, np.ndarray], strategy: str
+) -> None:
     y, p = scored
     table = reliability_table(y, p, 10, strategy)
     prob_true, prob_pred = calibration_curve(y, p, n_bins=10, strategy=strategy)
@@ -128,7 +129,8 @@ def test_weighted_metrics_equal_the_metrics_of_the_rows_repeated(scored: tuple[n
     assert roc_auc(y, p, w) == pytest.approx(roc_auc_score(y, p, sample_weight=w), abs=1e-12)
     assert average_precision(y, p, w) == pytest.approx(average_precision(y_rep, p_rep), abs=1e-12)
     assert expected_calibration_error(y, p, 10, "uniform", w) == pytest.approx(
-        expected_calibration_error(y_rep, p_rep, 10, "uniform"), abs=1e-12)
+        expected_calibration_error(y_rep, p_rep, 10, "uniform"), abs=1e-12
+    )
     assert reliability_table(y, p, 10, "quantile", w)["rows"].sum() == pytest.approx(w.sum())
     picked = p > 0.05
     assert precision_recall(y, picked, w) == pytest.approx(precision_recall(y_rep, np.repeat(picked, w)))

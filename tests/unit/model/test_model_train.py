@@ -36,13 +36,16 @@ def test_cold_start_refuses_and_says_how_many_there_are_and_are_needed() -> None
 
 
 def test_monotone_directions_follow_the_declared_business_directions_recency_and_velocity() -> None:
-    infos = [*FEATURES, FeatureSpec("distinct_content_all", "numeric", "content"),
-             FeatureSpec("n_email_bounce_7d", "numeric", "engagement"),
-             FeatureSpec("days_since_email_click", "numeric", "recency"),
-             FeatureSpec("days_since_stage_change", "numeric", "stage"),
-             FeatureSpec("n_activities_last_14d", "numeric", "velocity"),
-             FeatureSpec("n_activities_prior_14d", "numeric", "velocity"),
-             FeatureSpec("activity_velocity_14d", "numeric", "velocity")]
+    infos = [
+        *FEATURES,
+        FeatureSpec("distinct_content_all", "numeric", "content"),
+        FeatureSpec("n_email_bounce_7d", "numeric", "engagement"),
+        FeatureSpec("days_since_email_click", "numeric", "recency"),
+        FeatureSpec("days_since_stage_change", "numeric", "stage"),
+        FeatureSpec("n_activities_last_14d", "numeric", "velocity"),
+        FeatureSpec("n_activities_prior_14d", "numeric", "velocity"),
+        FeatureSpec("activity_velocity_14d", "numeric", "velocity"),
+    ]
 
     # fit, clicks, unsubscribes (never up), region, content, bounces (never up), days since a click (fewer: better),
     # days in the stage, recent activity, the activity before it, velocity

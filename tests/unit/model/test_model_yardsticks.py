@@ -20,8 +20,9 @@ from pipelines.evaluate import (
     rule_baseline,
 )
 
-PARAMS = EvaluateParams(ece_bins=10, ece_strategy="quantile", top_deciles=(1,), bootstrap=30, ci_level=0.9,
-                        curve_points=20)
+PARAMS = EvaluateParams(
+    ece_bins=10, ece_strategy="quantile", top_deciles=(1,), bootstrap=30, ci_level=0.9, curve_points=20
+)
 THRESHOLDS = Thresholds("SQL", 30, {"MQL": 0.05, "SAL": 0.1, "SQL": 0.3})
 
 
@@ -41,19 +42,34 @@ def test_match_volume_threshold_comes_from_the_calibration_rows_and_keeps_the_ga
     cal = (cal_score, np.zeros(10, dtype=bool), np.ones(10, dtype=bool))
     test_score = np.array([9.5, 7.0, 6.9, 8.0])
     test_gates = np.array([True, True, True, False])
-    v = rule_baseline("match_volume", "derived", cal, np.r_[np.zeros(7), np.ones(3)], None, 3.0,
-                      (test_score, np.zeros(4, dtype=bool), test_gates))
+    v = rule_baseline(
+        "match_volume",
+        "derived",
+        cal,
+        np.r_[np.zeros(7), np.ones(3)],
+        None,
+        3.0,
+        (test_score, np.zeros(4, dtype=bool), test_gates),
+    )
     assert v.threshold == 7.0  # the top 3 calibration rows: 9, 8, 7
     assert v.mql.tolist() == [True, True, False, False]  # 8.0 fails its gate
     assert v.calibration_roc_auc == pytest.approx(1.0)
-    own = rule_baseline("own", "file", cal, np.r_[np.zeros(7), np.ones(3)], None, 3.0,
-                        (test_score, np.array([False, False, True, True]), test_gates))
+    own = rule_baseline(
+        "own",
+        "file",
+        cal,
+        np.r_[np.zeros(7), np.ones(3)],
+        None,
+        3.0,
+        (test_score, np.array([False, False, True, True]), test_gates),
+    )
     assert own.threshold is None and own.mql.tolist() == [False, False, True, True]
 
 
 def _baseline(score: np.ndarray, mql: np.ndarray, cal_auc: float) -> RuleBaseline:
-    return RuleBaseline(score=score, mql=mql, source="x", threshold_policy="own", threshold=None,
-                        calibration_roc_auc=cal_auc)
+    return RuleBaseline(
+        score=score, mql=mql, source="x", threshold_policy="own", threshold=None, calibration_roc_auc=cal_auc
+    )
 
 
 @pytest.fixture
@@ -69,17 +85,28 @@ def rows() -> ScoredRows:
     y = (rng.random(len(lead)) < truth).astype(int)
     prob = np.clip(truth * rng.lognormal(0, 0.3, len(lead)), 0, 1)
     at = pd.Series(np.repeat(pd.date_range("2026-06-01", periods=n_weeks, freq="7D", tz="UTC"), n_leads))
-    good = truth + rng.normal(0, 0.02, len(lead))   # a strong rule on the test rows
-    weak = rng.random(len(lead))                     # a useless one
+    good = truth + rng.normal(0, 0.02, len(lead))  # a strong rule on the test rows
+    weak = rng.random(len(lead))  # a useless one
     variants = {
         "history": _baseline(rng.random(len(lead)), rng.random(len(lead)) < 0.1, 0.60),
         # "weak" looked best on the calibration slice; "good" is better on the test rows: the pick must be "weak"
         "weak": _baseline(weak, weak > 0.9, 0.80),
         "good": _baseline(good, good > np.quantile(good, 0.9), 0.70),
     }
-    return ScoredRows(lead_id=lead, snapshot_at=at, y=y, prob=prob, raw=prob, logreg=np.sqrt(prob),
-                      rule_score=variants["history"].score, rule_mql=variants["history"].mql, oracle=truth,
-                      cluster=account_of_lead[lead], rule_variants=variants, observable=np.sqrt(truth) * 0.3)
+    return ScoredRows(
+        lead_id=lead,
+        snapshot_at=at,
+        y=y,
+        prob=prob,
+        raw=prob,
+        logreg=np.sqrt(prob),
+        rule_score=variants["history"].score,
+        rule_mql=variants["history"].mql,
+        oracle=truth,
+        cluster=account_of_lead[lead],
+        rule_variants=variants,
+        observable=np.sqrt(truth) * 0.3,
+    )
 
 
 def test_best_rule_is_picked_on_the_calibration_slice_not_on_the_test_labels(rows: ScoredRows) -> None:
@@ -96,8 +123,12 @@ def test_best_rule_is_picked_on_the_calibration_slice_not_on_the_test_labels(row
     assert m["sql_capture_ratio_vs_best_rule_ci_low"] <= m["sql_capture_ratio_vs_best_rule"]
     for name, v in rows.rule_variants.items():  # MQL volume: lead-weeks per week
         assert table[name]["mql_leads_per_week"] == pytest.approx(v.mql.sum() / 8)
-    assert {"model_sql_capture_ratio", "logreg_sql_capture_ratio", "oracle_sql_capture_ratio",
-            "observable_ceiling_sql_capture_ratio"} <= set(table["good"])
+    assert {
+        "model_sql_capture_ratio",
+        "logreg_sql_capture_ratio",
+        "oracle_sql_capture_ratio",
+        "observable_ceiling_sql_capture_ratio",
+    } <= set(table["good"])
 
 
 def test_observable_ceiling_figures(rows: ScoredRows) -> None:
@@ -106,8 +137,9 @@ def test_observable_ceiling_figures(rows: ScoredRows) -> None:
     assert m["roc_auc_vs_observable_ceiling"] == pytest.approx(m["roc_auc"] / m["observable_ceiling_roc_auc"])
     assert isinstance(m["observable_ceiling_pr_auc"], float)
     assert "roc_auc_vs_observable_ceiling_ci_low" in m
-    without = evaluate_scores(ScoredRows(**{**rows.__dict__, "observable": None}), THRESHOLDS, PARAMS, 7, 1.0,
-                              0).metrics
+    without = evaluate_scores(
+        ScoredRows(**{**rows.__dict__, "observable": None}), THRESHOLDS, PARAMS, 7, 1.0, 0
+    ).metrics
     assert "observable_ceiling_roc_auc" not in without
 
 
@@ -119,7 +151,6 @@ def test_intervals_resample_accounts_and_are_wider_than_lead_intervals(rows: Sco
     assert widths["rows"] < widths["leads"] < widths["accounts"]
     assert m["roc_auc_ci_high"] - m["roc_auc_ci_low"] == pytest.approx(widths["accounts"])
     assert m["test"]["accounts"] == len(np.unique(rows.cluster))
-    by_lead = evaluate_scores(ScoredRows(**{**rows.__dict__, "cluster": None}), THRESHOLDS, PARAMS, 7, 1.0,
-                              0).metrics
+    by_lead = evaluate_scores(ScoredRows(**{**rows.__dict__, "cluster": None}), THRESHOLDS, PARAMS, 7, 1.0, 0).metrics
     assert by_lead["bootstrap"]["unit"] == "leads"
     assert by_lead["roc_auc_ci_high"] - by_lead["roc_auc_ci_low"] == pytest.approx(widths["leads"])

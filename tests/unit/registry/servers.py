@@ -42,14 +42,19 @@ def wait_until_up(url: str, process: subprocess.Popen, timeout: float, log: Path
 
 
 @contextmanager
-def running(args: Sequence[str], ready_url: str, log: Path, env: dict[str, str], timeout: float = 180
-            ) -> Iterator[subprocess.Popen]:
+def running(
+    args: Sequence[str], ready_url: str, log: Path, env: dict[str, str], timeout: float = 180
+) -> Iterator[subprocess.Popen]:
     """Run `args` in its own process group until the block ends; only that group is signalled."""
     with log.open("w") as out:
         path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"  # the server spawns uvicorn from the venv
-        process = subprocess.Popen(list(args), stdout=out, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "PATH": path, **env},
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            list(args),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PATH": path, **env},
+            start_new_session=True,
+        )
     try:
         wait_until_up(ready_url, process, timeout, log)
         yield process

@@ -48,7 +48,8 @@ def champion(client: MlflowClient) -> str:
 
 
 def test_a_registration_inside_dvc_exp_run_stays_challenger_even_when_the_gate_passes(
-        store: dict[str, Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    store: dict[str, Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("DVC_EXP_BASELINE_REV", "f5a7a257db3bf7c19049f91b98d8b789dd9a901d")
     monkeypatch.setenv("DVC_EXP_NAME", "shock-kind")
     caplog.set_level("WARNING", logger="pipelines.registry.tracking")
@@ -94,15 +95,28 @@ def test_what_dvc_repro_writes_keeps_the_registration_clean_and_the_gate_decides
 
 
 def test_promote_is_the_deliberate_way_to_make_an_experiment_champion(
-        store: dict[str, Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    store: dict[str, Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("DVC_EXP_NAME", "shock-kind")
     register_tiny(store["root"], store["uri"], seed=0, params_path=store["params"])
     monkeypatch.delenv("DVC_EXP_NAME")
     run0 = store["root"] / "run0"
     caplog.set_level("WARNING", logger="pipelines.registry.tracking")
 
-    result = runner.invoke(app, ["promote", "--version", "2", "--features", str(run0 / "features"), "--models",
-                                 str(run0 / "models"), "--params", str(store["params"])])
+    result = runner.invoke(
+        app,
+        [
+            "promote",
+            "--version",
+            "2",
+            "--features",
+            str(run0 / "features"),
+            "--models",
+            str(run0 / "models"),
+            "--params",
+            str(store["params"]),
+        ],
+    )
 
     assert result.exit_code == 0, result.output
     assert champion(store["client"]) == "2"
@@ -113,9 +127,11 @@ def test_promote_is_the_deliberate_way_to_make_an_experiment_champion(
 # A copied project
 # ----------------------------------------------------------------------------------------------------------------
 
+
 def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in folder.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
+    }
 
 
 def test_a_copied_project_never_writes_into_the_original(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -168,10 +184,26 @@ def test_the_cli_refuses_a_copied_store_with_exit_2(tmp_path: Path, monkeypatch:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     before = _snapshot(original)
 
-    result = runner.invoke(app, ["register", "--features", str(run0 / "features"), "--models", str(run0 / "models"),
-                                 "--metrics", str(run0 / "metrics"), "--plots", str(run0 / "plots"),
-                                 "--out", str(copy / "registered.json"), "--params", str(original / "params.yaml"),
-                                 "--lock", str(original / "project" / "dvc.lock")])
+    result = runner.invoke(
+        app,
+        [
+            "register",
+            "--features",
+            str(run0 / "features"),
+            "--models",
+            str(run0 / "models"),
+            "--metrics",
+            str(run0 / "metrics"),
+            "--plots",
+            str(run0 / "plots"),
+            "--out",
+            str(copy / "registered.json"),
+            "--params",
+            str(original / "params.yaml"),
+            "--lock",
+            str(original / "project" / "dvc.lock"),
+        ],
+    )
 
     assert result.exit_code == EXIT_BAD_INPUT, result.output
     assert "outside this project" in result.output and "Traceback" not in result.output

@@ -8,12 +8,14 @@ from tiny_model import REPO, git
 
 from pipelines.registry.lineage import dvc_experiment, git_commit, input_hashes, pipeline_outputs, registration_kind
 
-LOCK = {"stages": {
-    "features": {"outs": [{"path": "data/features", "md5": "aaa.dir"}]},
-    "train": {"outs": [{"path": "models/booster.txt", "md5": "bbb"}, {"path": "models/baselines", "md5": "c.dir"}]},
-    "rules": {"outs": [{"path": "data/rules/rule_scores.parquet", "md5": "ddd"}]},
-    "register": {"outs": [{"path": "models/registered.json", "md5": "eee"}]},
-}}
+LOCK = {
+    "stages": {
+        "features": {"outs": [{"path": "data/features", "md5": "aaa.dir"}]},
+        "train": {"outs": [{"path": "models/booster.txt", "md5": "bbb"}, {"path": "models/baselines", "md5": "c.dir"}]},
+        "rules": {"outs": [{"path": "data/rules/rule_scores.parquet", "md5": "ddd"}]},
+        "register": {"outs": [{"path": "models/registered.json", "md5": "eee"}]},
+    }
+}
 
 
 def test_hashes_of_outputs_inside_or_equal_to_the_inputs() -> None:
@@ -36,6 +38,7 @@ def test_git_commit_outside_a_repository_is_unknown(tmp_path: Path) -> None:
 # dvc exp run and dirty trees
 # ----------------------------------------------------------------------------------------------------------------
 
+
 def test_a_dvc_experiment_is_recognised_by_the_variables_dvc_sets_for_its_stage_commands() -> None:
     # what `dvc repro` and `dvc exp run` put into a stage's environment (DVC 3.67, checked by running both)
     repro = {"DVC_ROOT": "/srv/lead-scoring", "DVC_STAGE": "register", "PATH": "/usr/bin"}
@@ -50,9 +53,19 @@ def test_a_dvc_experiment_is_recognised_by_the_variables_dvc_sets_for_its_stage_
 def test_the_pipeline_outputs_are_dvc_lock_and_every_declared_output() -> None:
     outputs = pipeline_outputs(REPO, REPO / "dvc.lock")
 
-    assert {"dvc.lock", "metrics/evaluate.json", "metrics/train.json", "plots/roc.csv", "models/registered.json",
-            "models/model_card.md", "data/scores.db", "data/features", "reports/mql_comparison.html",
-            "data/.gitignore", "models/.gitignore"} <= set(outputs)
+    assert {
+        "dvc.lock",
+        "metrics/evaluate.json",
+        "metrics/train.json",
+        "plots/roc.csv",
+        "models/registered.json",
+        "models/model_card.md",
+        "data/scores.db",
+        "data/features",
+        "reports/mql_comparison.html",
+        "data/.gitignore",
+        "models/.gitignore",
+    } <= set(outputs)
     assert not {"params.yaml", "dvc.yaml", "pipelines"} & set(outputs)
 
 
@@ -62,7 +75,8 @@ def _project(tmp_path: Path) -> Path:
     (repo / "metrics").mkdir()
     (repo / "dvc.yaml").write_text(
         "stages:\n  train:\n    cmd: train\n    outs:\n      - models/booster.txt\n    metrics:\n"
-        "      - metrics/train.json:\n          cache: false\n")
+        "      - metrics/train.json:\n          cache: false\n"
+    )
     (repo / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
     (repo / "params.yaml").write_text("train:\n  learning_rate: 0.05\n")
     (repo / "metrics" / "train.json").write_text("{}")
@@ -99,6 +113,8 @@ def test_what_dvc_repro_writes_does_not_make_the_tree_dirty_but_source_and_param
 
 def test_an_experiment_outranks_a_dirty_tree_and_outside_git_nothing_is_dirty(tmp_path: Path) -> None:
     assert registration_kind({"commit": "a" * 40, "dirty": "true", "changed": "params.yaml"}, "shock-kind") == (
-        "experiment", "registered from dvc exp run (shock-kind)")
+        "experiment",
+        "registered from dvc exp run (shock-kind)",
+    )
     outside = git_commit(tmp_path)
     assert outside["dirty"] == "unknown" and registration_kind(outside, None)[0] == "clean"

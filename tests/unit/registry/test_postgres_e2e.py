@@ -33,13 +33,25 @@ def throwaway_pg_database(pg_url: str) -> Iterator[str]:
 
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_register_promote_and_score_through_an_mlflow_server_on_postgres(throwaway_pg_database: str,
-                                                                        tmp_path: Path) -> None:
+def test_register_promote_and_score_through_an_mlflow_server_on_postgres(
+    throwaway_pg_database: str, tmp_path: Path
+) -> None:
     port = free_port()
     server = f"http://127.0.0.1:{port}"
-    args = [str(BIN / "mlflow"), "server", "--backend-store-uri", throwaway_pg_database,
-            "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-            "--workers", "1"]
+    args = [
+        str(BIN / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        throwaway_pg_database,
+        "--artifacts-destination",
+        str(tmp_path / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     params = tiny_params(tmp_path)
 
     with running(args, f"{server}/health", tmp_path / "server.log", {}, timeout=240):
@@ -51,8 +63,9 @@ def test_register_promote_and_score_through_an_mlflow_server_on_postgres(throwaw
             frame = pd.read_parquet(tmp_path / "run0" / "features" / "snapshots.parquet").head(5)
             scored = model.predict(conform(frame, model.metadata.get_input_schema()))
             client = mlflow.MlflowClient(server, server)
-            aliases = {a: str(client.get_model_version_by_alias("lead-scoring", a).version)
-                       for a in ("champion", "challenger")}
+            aliases = {
+                a: str(client.get_model_version_by_alias("lead-scoring", a).version) for a in ("champion", "challenger")
+            }
             card = mlflow.artifacts.load_text(f"runs:/{second['run_id']}/model_card.md")
         finally:
             mlflow.set_tracking_uri(None)

@@ -23,7 +23,8 @@ def test_feature_values_read_as_business_words() -> None:
     assert describe("days_since_pricing_page_visit", math.nan) == "no pricing page visits yet"
     assert describe("days_since_pricing_page_visit", 1.1) == "last pricing page visit 1 day ago"
     assert describe("account_other_high_intent_30d", 0) == (
-        "no pricing visits or demo requests by colleagues at the company in the last 30 days")
+        "no pricing visits or demo requests by colleagues at the company in the last 30 days"
+    )
     assert describe("bogus_signal_count", 2.0) == "contact details look fake or incomplete (2 warning signs)"
     assert describe("budget_range", None) == "no budget stated"
     assert describe("activity_velocity_14d", 0.4) == "activity rising over the last 14 days"
@@ -40,27 +41,40 @@ def test_engagement_and_recency_of_one_activity_form_one_group_other_features_th
 
 
 def test_top_reasons_sum_groups_and_describe_the_strongest_feature() -> None:
-    features = reason_features([
-        {"name": "n_pricing_page_visit_30d", "kind": "numeric", "family": "engagement"},
-        {"name": "n_pricing_page_visit_all", "kind": "numeric", "family": "engagement"},
-        {"name": "seniority", "kind": "categorical", "family": "title"},
-        {"name": "icp_match", "kind": "numeric", "family": "fit"},
-        {"name": "bogus_signal_count", "kind": "numeric", "family": "bogus"},
-    ])
-    frame = pd.DataFrame({"n_pricing_page_visit_30d": [3.0, 0.0], "n_pricing_page_visit_all": [5.0, 0.0],
-                          "seniority": ["vp", "individual"], "icp_match": [0.0, 1.0], "bogus_signal_count": [0.0, 2.0]})
-    contrib = np.array([
-        [0.6, 0.3, 0.4, -0.5, 0.05, -2.0],    # last column: bias, ignored
-        [-0.2, -0.1, -0.3, 0.2, -0.9, -2.0],
-    ])
+    features = reason_features(
+        [
+            {"name": "n_pricing_page_visit_30d", "kind": "numeric", "family": "engagement"},
+            {"name": "n_pricing_page_visit_all", "kind": "numeric", "family": "engagement"},
+            {"name": "seniority", "kind": "categorical", "family": "title"},
+            {"name": "icp_match", "kind": "numeric", "family": "fit"},
+            {"name": "bogus_signal_count", "kind": "numeric", "family": "bogus"},
+        ]
+    )
+    frame = pd.DataFrame(
+        {
+            "n_pricing_page_visit_30d": [3.0, 0.0],
+            "n_pricing_page_visit_all": [5.0, 0.0],
+            "seniority": ["vp", "individual"],
+            "icp_match": [0.0, 1.0],
+            "bogus_signal_count": [0.0, 2.0],
+        }
+    )
+    contrib = np.array(
+        [
+            [0.6, 0.3, 0.4, -0.5, 0.05, -2.0],  # last column: bias, ignored
+            [-0.2, -0.1, -0.3, 0.2, -0.9, -2.0],
+        ]
+    )
 
     positive, negative = top_reasons(contrib, frame, features, k=2)
 
     assert positive[0] == ["visited the pricing page 3 times in the last 30 days", "VP-level title"]
     assert negative[0] == ["company outside the ideal profile"]
     assert positive[1] == ["company in the ideal profile"]
-    assert negative[1] == ["contact details look fake or incomplete (2 warning signs)",
-                           "no pricing page visits in the last 30 days"]
+    assert negative[1] == [
+        "contact details look fake or incomplete (2 warning signs)",
+        "no pricing page visits in the last 30 days",
+    ]
 
 
 def test_counts_agree_in_number_and_sources_read_as_sentences() -> None:
@@ -70,7 +84,8 @@ def test_counts_agree_in_number_and_sources_read_as_sentences() -> None:
     assert describe("n_activities_last_14d", 1) == "1 activity in the last 14 days"
     assert describe("account_other_activities_7d", 1) == "1 activity by colleagues at the company in the last 7 days"
     assert describe("account_other_high_intent_all", 1) == (
-        "1 pricing visit or demo request by colleagues at the company in total")
+        "1 pricing visit or demo request by colleagues at the company in total"
+    )
     assert describe("account_other_mql", 1) == "1 other contact at the company is an MQL"
     assert describe("account_other_mql", 3) == "3 other contacts at the company are MQLs"
     assert describe("account_contacts", 1) == "1 other contact at the company"
@@ -93,23 +108,31 @@ def test_counts_agree_in_number_and_sources_read_as_sentences() -> None:
     assert describe("department", "it") == "works in IT"
 
 
-def _reasons_of(rows: dict[str, list[object]], contributions: list[list[float]], k: int = 3
-                ) -> tuple[list[list[str]], list[list[str]]]:
-    features = reason_features([
-        {"name": "n_unsubscribe_all", "kind": "numeric", "family": "engagement"},
-        {"name": "n_demo_request_30d", "kind": "numeric", "family": "engagement"},
-        {"name": "seniority", "kind": "categorical", "family": "title"},
-        {"name": "employee_count", "kind": "numeric", "family": "fit"},
-        {"name": "email_invalid", "kind": "numeric", "family": "bogus"},
-    ])
+def _reasons_of(
+    rows: dict[str, list[object]], contributions: list[list[float]], k: int = 3
+) -> tuple[list[list[str]], list[list[str]]]:
+    features = reason_features(
+        [
+            {"name": "n_unsubscribe_all", "kind": "numeric", "family": "engagement"},
+            {"name": "n_demo_request_30d", "kind": "numeric", "family": "engagement"},
+            {"name": "seniority", "kind": "categorical", "family": "title"},
+            {"name": "employee_count", "kind": "numeric", "family": "fit"},
+            {"name": "email_invalid", "kind": "numeric", "family": "bogus"},
+        ]
+    )
     frame = pd.DataFrame(rows).astype({"seniority": "category"})
     contrib = np.array([[*row, -2.0] for row in contributions])
     return top_reasons(contrib, frame, features, k)
 
 
 def test_a_reason_contradicting_its_declared_direction_is_left_out() -> None:
-    rows = {"n_unsubscribe_all": [1.0, 0.0], "n_demo_request_30d": [0.0, 2.0], "seniority": ["vp", "vp"],
-            "employee_count": [300.0, 300.0], "email_invalid": [1.0, 0.0]}
+    rows = {
+        "n_unsubscribe_all": [1.0, 0.0],
+        "n_demo_request_30d": [0.0, 2.0],
+        "seniority": ["vp", "vp"],
+        "employee_count": [300.0, 300.0],
+        "email_invalid": [1.0, 0.0],
+    }
     # row 0: one unsubscribe and no demo request pushed UP, an invalid address UP: all three contradict.
     # row 1: no unsubscribes pushed DOWN, two demo requests DOWN, a valid address DOWN: all three contradict.
     positive, negative = _reasons_of(rows, [[0.4, 0.3, 0.2, -0.1, 0.5], [-0.4, -0.3, 0.2, 0.1, -0.5]])
@@ -119,8 +142,13 @@ def test_a_reason_contradicting_its_declared_direction_is_left_out() -> None:
 
 
 def test_consistent_reasons_are_kept_on_both_sides() -> None:
-    rows = {"n_unsubscribe_all": [2.0, 0.0], "n_demo_request_30d": [0.0, 1.0], "seniority": ["vp", "vp"],
-            "employee_count": [300.0, 300.0], "email_invalid": [0.0, 0.0]}
+    rows = {
+        "n_unsubscribe_all": [2.0, 0.0],
+        "n_demo_request_30d": [0.0, 1.0],
+        "seniority": ["vp", "vp"],
+        "employee_count": [300.0, 300.0],
+        "email_invalid": [0.0, 0.0],
+    }
     positive, negative = _reasons_of(rows, [[-0.4, -0.3, 0.0, 0.0, 0.1], [0.1, 0.6, 0.0, 0.0, 0.0]])
 
     assert negative[0] == ["unsubscribed from e-mails twice in total", "no demo requests in the last 30 days"]
@@ -129,8 +157,13 @@ def test_consistent_reasons_are_kept_on_both_sides() -> None:
 
 
 def test_missing_or_unknown_values_are_never_reasons_in_favour() -> None:
-    rows = {"n_unsubscribe_all": [0.0, 0.0], "n_demo_request_30d": [0.0, 0.0], "seniority": ["unknown", None],
-            "employee_count": [np.nan, 250.0], "email_invalid": [0.0, 0.0]}
+    rows = {
+        "n_unsubscribe_all": [0.0, 0.0],
+        "n_demo_request_30d": [0.0, 0.0],
+        "seniority": ["unknown", None],
+        "employee_count": [np.nan, 250.0],
+        "email_invalid": [0.0, 0.0],
+    }
     positive, negative = _reasons_of(rows, [[0.0, 0.0, 0.7, 0.5, 0.0], [0.0, 0.0, 0.7, -0.5, 0.0]])
 
     assert positive == [[], []]
@@ -141,12 +174,17 @@ def test_missing_or_unknown_values_are_never_reasons_in_favour() -> None:
 
 
 def test_explain_names_the_feature_behind_each_reason() -> None:
-    features = reason_features([{"name": "n_demo_request_30d", "kind": "numeric", "family": "engagement"},
-                                {"name": "n_demo_request_all", "kind": "numeric", "family": "engagement"}])
+    features = reason_features(
+        [
+            {"name": "n_demo_request_30d", "kind": "numeric", "family": "engagement"},
+            {"name": "n_demo_request_all", "kind": "numeric", "family": "engagement"},
+        ]
+    )
     frame = pd.DataFrame({"n_demo_request_30d": [0.0], "n_demo_request_all": [3.0]})
     # the group pushed up, its strongest feature (30d: none) would contradict: the next one carries the reason
     positive, negative = explain(np.array([[0.5, 0.2, -2.0]]), frame, features, k=2)
 
     assert [(r.feature, r.sign, r.text) for r in positive[0]] == [
-        ("n_demo_request_all", 1, "requested a demo 3 times in total")]
+        ("n_demo_request_all", 1, "requested a demo 3 times in total")
+    ]
     assert negative == [[]]

@@ -52,8 +52,9 @@ def features(registry: dict[str, Any], rows: int = 20) -> pd.DataFrame:
     return pd.read_parquet(registry["root"] / "run1" / "features" / "snapshots.parquet").head(rows)
 
 
-def test_first_version_becomes_champion_and_writes_registered_json(registry: dict[str, Any],
-                                                                   client: MlflowClient) -> None:
+def test_first_version_becomes_champion_and_writes_registered_json(
+    registry: dict[str, Any], client: MlflowClient
+) -> None:
     first = registry["first"]
     written = json.loads((registry["root"] / "run0" / "registered.json").read_text())
 
@@ -66,8 +67,9 @@ def test_first_version_becomes_champion_and_writes_registered_json(registry: dic
     assert tags["run_id"] == first["run_id"]
 
 
-def test_the_run_logs_params_metrics_with_cis_features_lineage_plots_and_the_card(registry: dict[str, Any],
-                                                                                 client: MlflowClient) -> None:
+def test_the_run_logs_params_metrics_with_cis_features_lineage_plots_and_the_card(
+    registry: dict[str, Any], client: MlflowClient
+) -> None:
     run = client.get_run(registry["first"]["run_id"])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     artifacts |= {a.path for d in ("plots", "features") for a in client.list_artifacts(run.info.run_id, d)}
@@ -78,8 +80,14 @@ def test_the_run_logs_params_metrics_with_cis_features_lineage_plots_and_the_car
     assert run.data.metrics["roc_auc"] == 0.8 and run.data.metrics["roc_auc_ci_low"] == 0.77
     assert run.data.metrics["stages.SQL.precision_ci_high"] == 0.6
     assert run.data.tags["git.commit"] and run.data.tags["feature_list_version"].startswith("fl-")
-    assert {"model_card.md", "lineage.json", "features/feature_list.json", "plots/roc.png", "plots/roc.csv",
-            "plots/calibration.png"} <= artifacts
+    assert {
+        "model_card.md",
+        "lineage.json",
+        "features/feature_list.json",
+        "plots/roc.png",
+        "plots/roc.csv",
+        "plots/calibration.png",
+    } <= artifacts
     card = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/model_card.md")
     # the tiny model's data is one snapshot date: the card must say its test is not out-of-time
     assert "## Data (leads-only" in card and "NOT an out-of-time test" in card
@@ -96,15 +104,17 @@ def test_the_champion_scores_by_name_alone(registry: dict[str, Any], client: Mlf
     assert list(scored.columns) == list(OUTPUT_COLUMNS) and len(scored) == len(frame)
     assert scored["probability"].between(0, 1).all()
     assert set(scored["grade"]) <= {"A", "B", "C", "D"} and set(scored["stage"]) <= {"MQL", "SAL", "SQL", "none"}
-    reasons = [r for rs in scored["reasons_positive"] for r in rs] + [r for rs in scored["reasons_negative"]
-                                                                      for r in rs]
+    reasons = [r for rs in scored["reasons_positive"] for r in rs] + [
+        r for rs in scored["reasons_negative"] for r in rs
+    ]
     assert all(isinstance(r, str) and r for r in reasons)
     assert any("pricing page" in r for r in reasons) and any("-level title" in r for r in reasons)
     assert all(len(rs) <= 3 for rs in scored["reasons_positive"])
 
 
 def test_the_registered_model_is_the_production_refit_and_carries_the_evaluation_model(
-        registry: dict[str, Any], client: MlflowClient) -> None:
+    registry: dict[str, Any], client: MlflowClient
+) -> None:
     """Production scores come from models/production/ (refitted on newer rows); `variant: evaluation` gives the
     out-of-time model the gate compares, as the production one has seen the test rows."""
     import lightgbm as lgb
@@ -128,8 +138,9 @@ def test_the_registered_model_is_the_production_refit_and_carries_the_evaluation
     assert abs(production - evaluation.to_numpy()).max() > 1e-6  # two different models
 
 
-def test_input_that_breaks_the_signature_is_refused_naming_the_column(registry: dict[str, Any],
-                                                                      client: MlflowClient) -> None:
+def test_input_that_breaks_the_signature_is_refused_naming_the_column(
+    registry: dict[str, Any], client: MlflowClient
+) -> None:
     model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
     good = conform(features(registry, 3), model.metadata.get_input_schema())
 
@@ -141,8 +152,7 @@ def test_input_that_breaks_the_signature_is_refused_naming_the_column(registry: 
         model.predict(good.assign(seniority=3.0))
 
 
-def test_signature_and_input_example_hold_feature_columns_only(registry: dict[str, Any],
-                                                               client: MlflowClient) -> None:
+def test_signature_and_input_example_hold_feature_columns_only(registry: dict[str, Any], client: MlflowClient) -> None:
     info = mlflow.models.get_model_info(f"models:/{NAME}@champion")
     local = mlflow.artifacts.download_artifacts(f"models:/{NAME}@champion")
     example = json.loads((Path(local) / "input_example.json").read_text())
@@ -164,13 +174,13 @@ def test_a_version_that_fails_the_gate_stays_challenger(registry: dict[str, Any]
     assert client.get_model_version(NAME, "2").tags["gate.passed"] == "false"
 
 
-def test_promote_and_rollback_by_hand_refuse_a_failed_gate_unless_forced(registry: dict[str, Any],
-                                                                        client: MlflowClient) -> None:
+def test_promote_and_rollback_by_hand_refuse_a_failed_gate_unless_forced(
+    registry: dict[str, Any], client: MlflowClient
+) -> None:
     run1 = registry["root"] / "run1"
     where = ["--features", str(run1 / "features"), "--models", str(run1 / "models")]
     strict = ["--params", str(registry["strict"])]
-    loose = ["--params", str(tiny_params(registry["root"] / "run1", max_ece=0.5, max_ece_increase=0.5,
-                                         auc_margin=0.2))]
+    loose = ["--params", str(tiny_params(registry["root"] / "run1", max_ece=0.5, max_ece_increase=0.5, auc_margin=0.2))]
 
     def champion() -> str:
         return str(client.get_model_version_by_alias(NAME, "champion").version)

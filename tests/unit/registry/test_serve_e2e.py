@@ -19,8 +19,9 @@ from pipelines.registry.model import OUTPUT_COLUMNS, conform
 def invocation(port: int, rows: pd.DataFrame) -> urllib.request.Request:
     """A POST /invocations request with the rows in pandas split orientation."""
     body = json.dumps({"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}).encode()
-    return urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                  headers={"Content-Type": "application/json"})
+    return urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+    )
 
 
 @pytest.mark.slow
@@ -34,11 +35,25 @@ def test_models_serve_scores_one_lead_by_alias(tmp_path: Path) -> None:
         mlflow.set_tracking_uri(None)
     lead = conform(pd.read_parquet(tmp_path / "run0" / "features" / "snapshots.parquet").head(1), schema)
     port = free_port()
-    args = [str(BIN / "mlflow"), "models", "serve", "-m", "models:/lead-scoring@champion", "--env-manager", "local",
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    args = [
+        str(BIN / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        "models:/lead-scoring@champion",
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
 
-    with running(args, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log", {"MLFLOW_TRACKING_URI": uri},
-                 timeout=180):
+    with running(
+        args, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log", {"MLFLOW_TRACKING_URI": uri}, timeout=180
+    ):
         with urllib.request.urlopen(invocation(port, lead), timeout=60) as response:
             answer = json.loads(response.read())
         with pytest.raises(urllib.error.HTTPError) as refused:

@@ -16,7 +16,8 @@ from pipelines.registry.tracking import (
 
 
 def test_the_tracking_uri_comes_from_the_argument_then_the_environment_then_the_embedded_default(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert resolve_tracking_uri() == DEFAULT_TRACKING_URI == "sqlite:///mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
@@ -32,20 +33,42 @@ def test_passwords_in_uris_are_masked() -> None:
 
 
 def test_metrics_flatten_to_dotted_keys_with_ci_bounds_and_skip_non_numbers() -> None:
-    flat = flatten_metrics({"roc_auc": 0.9, "roc_auc_ci_low": 0.88, "stages": {"SQL": {"precision": 0.5,
-                           "precision_ci": [0.4, 0.6], "policy": "precision"}}, "ok": True, "nan": float("nan"),
-                            "missing": None})
+    flat = flatten_metrics(
+        {
+            "roc_auc": 0.9,
+            "roc_auc_ci_low": 0.88,
+            "stages": {"SQL": {"precision": 0.5, "precision_ci": [0.4, 0.6], "policy": "precision"}},
+            "ok": True,
+            "nan": float("nan"),
+            "missing": None,
+        }
+    )
 
-    assert flat == {"roc_auc": 0.9, "roc_auc_ci_low": 0.88, "stages.SQL.precision": 0.5,
-                    "stages.SQL.precision_ci_low": 0.4, "stages.SQL.precision_ci_high": 0.6}
+    assert flat == {
+        "roc_auc": 0.9,
+        "roc_auc_ci_low": 0.88,
+        "stages.SQL.precision": 0.5,
+        "stages.SQL.precision_ci_low": 0.4,
+        "stages.SQL.precision_ci_high": 0.6,
+    }
 
 
 def test_data_window_tags_name_each_slice() -> None:
-    tags = data_window({"kind": "time", "boundaries": {"fit": ["2024-11-25T00:00:00+00:00", "2025-10-27T00:00:00"],
-                                                        "test": ["2026-06-22", "2026-10-12"]}})
+    tags = data_window(
+        {
+            "kind": "time",
+            "boundaries": {
+                "fit": ["2024-11-25T00:00:00+00:00", "2025-10-27T00:00:00"],
+                "test": ["2026-06-22", "2026-10-12"],
+            },
+        }
+    )
 
-    assert tags == {"data_window.kind": "time", "data_window.fit": "2024-11-25..2025-10-27",
-                    "data_window.test": "2026-06-22..2026-10-12"}
+    assert tags == {
+        "data_window.kind": "time",
+        "data_window.fit": "2024-11-25..2025-10-27",
+        "data_window.test": "2026-06-22..2026-10-12",
+    }
 
 
 def test_a_new_feature_list_passes_on_its_own_calibration_since_the_champion_cannot_score_it() -> None:

@@ -45,19 +45,21 @@ def synthetic_frame(n: int, seed: int) -> pd.DataFrame:
     logit = -2.0 + 0.8 * pricing + 1.0 * (np.isin(seniority, ["c_level", "vp"])) + 0.8 * icp - 1.2 * bogus
     label = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int8)
     days = np.where(pricing > 0, rng.integers(0, 30, n), np.nan).astype(float)
-    return pd.DataFrame({
-        "lead_id": np.arange(1, n + 1, dtype=np.int64),
-        "snapshot_at": pd.Timestamp("2026-06-01", tz="UTC"),
-        "label": label,
-        "n_pricing_page_visit_30d": pricing,
-        "n_pricing_page_visit_all": pricing + rng.poisson(0.5, n),
-        "n_email_open_30d": rng.poisson(2.0, n).astype(float),
-        "days_since_pricing_page_visit": days,
-        "seniority": pd.Categorical(seniority, categories=SENIORITIES),
-        "region": pd.Categorical(rng.choice(REGIONS, n), categories=REGIONS),
-        "icp_region": icp,
-        "bogus_signal_count": bogus,
-    })
+    return pd.DataFrame(
+        {
+            "lead_id": np.arange(1, n + 1, dtype=np.int64),
+            "snapshot_at": pd.Timestamp("2026-06-01", tz="UTC"),
+            "label": label,
+            "n_pricing_page_visit_30d": pricing,
+            "n_pricing_page_visit_all": pricing + rng.poisson(0.5, n),
+            "n_email_open_30d": rng.poisson(2.0, n).astype(float),
+            "days_since_pricing_page_visit": days,
+            "seniority": pd.Categorical(seniority, categories=SENIORITIES),
+            "region": pd.Categorical(rng.choice(REGIONS, n), categories=REGIONS),
+            "icp_region": icp,
+            "bogus_signal_count": bogus,
+        }
+    )
 
 
 def build_tiny(root: Path, seed: int = 0, rounds: int = 30, n: int = 1500) -> dict[str, Path]:
@@ -73,9 +75,17 @@ def build_tiny(root: Path, seed: int = 0, rounds: int = 30, n: int = 1500) -> di
     slices = assign_slices(frame, plan)
     names = [f["name"] for f in FEATURE_LIST]
     fit = slices != "test"
-    config = {"objective": "binary", "learning_rate": 0.1, "num_leaves": 7, "min_child_samples": 20,
-              "verbosity": -1, "seed": seed, "deterministic": True, "num_threads": 1,
-              "feature_fraction": 0.9 if seed else 1.0}
+    config = {
+        "objective": "binary",
+        "learning_rate": 0.1,
+        "num_leaves": 7,
+        "min_child_samples": 20,
+        "verbosity": -1,
+        "seed": seed,
+        "deterministic": True,
+        "num_threads": 1,
+        "feature_fraction": 0.9 if seed else 1.0,
+    }
     write_json(dirs["models"] / "split.json", plan.to_dict())
     cal = slices == "calibration"
     cut: dict[str, float] = {}
@@ -89,22 +99,55 @@ def build_tiny(root: Path, seed: int = 0, rounds: int = 30, n: int = 1500) -> di
         save_calibrator(calibrator, folder / "calibrator.json")
         prob = calibrator.apply(raw)
         cut = {s: float(np.quantile(prob, q)) for s, q in (("MQL", 0.5), ("SAL", 0.75), ("SQL", 0.9))}
-        save_thresholds(Thresholds(target_stage="SQL", horizon_days=30, global_thresholds=cut,
-                                   report={"policies": {"MQL": {"policy": "match_rules"},
-                                                        "SAL": {"policy": "capacity", "leads_per_week": 150},
-                                                        "SQL": {"policy": "precision", "min_precision": 0.3}}}),
-                        folder / "thresholds.json")
-    write_json(dirs["metrics"] / "evaluate.json", {
-        "roc_auc": 0.8, "roc_auc_ci_low": 0.77, "roc_auc_ci_high": 0.83, "ece": 0.02, "ece_ci_low": 0.01,
-        "ece_ci_high": 0.03, "pr_auc": 0.6, "brier": 0.15, "sql_capture_ratio_vs_rules": 1.4,
-        "stages": {"SQL": {"threshold": cut["SQL"], "precision": 0.5, "precision_ci": [0.4, 0.6]}},
-        "test": {"rows": int((slices == "test").sum()), "positives": int(frame.loc[slices == "test", "label"].sum())},
-    })
+        save_thresholds(
+            Thresholds(
+                target_stage="SQL",
+                horizon_days=30,
+                global_thresholds=cut,
+                report={
+                    "policies": {
+                        "MQL": {"policy": "match_rules"},
+                        "SAL": {"policy": "capacity", "leads_per_week": 150},
+                        "SQL": {"policy": "precision", "min_precision": 0.3},
+                    }
+                },
+            ),
+            folder / "thresholds.json",
+        )
+    write_json(
+        dirs["metrics"] / "evaluate.json",
+        {
+            "roc_auc": 0.8,
+            "roc_auc_ci_low": 0.77,
+            "roc_auc_ci_high": 0.83,
+            "ece": 0.02,
+            "ece_ci_low": 0.01,
+            "ece_ci_high": 0.03,
+            "pr_auc": 0.6,
+            "brier": 0.15,
+            "sql_capture_ratio_vs_rules": 1.4,
+            "stages": {"SQL": {"threshold": cut["SQL"], "precision": 0.5, "precision_ci": [0.4, 0.6]}},
+            "test": {
+                "rows": int((slices == "test").sum()),
+                "positives": int(frame.loc[slices == "test", "label"].sum()),
+            },
+        },
+    )
     write_json(dirs["metrics"] / "train.json", {"valid_roc_auc": 0.8, "best_iteration": rounds})
     write_csv(dirs["plots"] / "roc.csv", pd.DataFrame({"fpr": [0.0, 0.5, 1.0], "model": [0.0, 0.8, 1.0]}))
-    write_csv(dirs["plots"] / "calibration.csv", pd.DataFrame(
-        {"bin": [0, 1], "rows": [10, 10], "mean_predicted": [0.1, 0.6], "fraction_positive": [0.12, 0.55],
-         "score": ["calibrated", "calibrated"], "perfect": [0.1, 0.6]}))
+    write_csv(
+        dirs["plots"] / "calibration.csv",
+        pd.DataFrame(
+            {
+                "bin": [0, 1],
+                "rows": [10, 10],
+                "mean_predicted": [0.1, 0.6],
+                "fraction_positive": [0.12, 0.55],
+                "score": ["calibrated", "calibrated"],
+                "perfect": [0.1, 0.6],
+            }
+        ),
+    )
     return dirs
 
 
@@ -127,8 +170,13 @@ def git(repo: Path, *args: str) -> str:
     """Run git in `repo` with a throwaway identity (the tests' own repositories)."""
     import subprocess
 
-    return subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", *args], cwd=repo,
-                          check=True, capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
 
 
 def clean_project(root: Path) -> Path:
@@ -155,5 +203,11 @@ def register_tiny(root: Path, uri: str, seed: int, params_path: Path, repo: Path
     repo = repo or clean_project(root)
     dirs = build_tiny(root / f"run{seed}", seed=seed)
     inputs = RegisterInputs(dirs["features"], dirs["models"], dirs["metrics"], dirs["plots"], repo / "dvc.lock")
-    return run_register(load_params(params_path), inputs, root / f"run{seed}" / "registered.json",
-                        root / f"run{seed}" / "model_card.md", uri, repo=repo)
+    return run_register(
+        load_params(params_path),
+        inputs,
+        root / f"run{seed}" / "registered.json",
+        root / f"run{seed}" / "model_card.md",
+        uri,
+        repo=repo,
+    )

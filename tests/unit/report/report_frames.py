@@ -17,28 +17,55 @@ WEEKS = [pd.Timestamp("2026-07-06", tz="UTC"), pd.Timestamp("2026-07-13", tz="UT
 
 def report_params(**overrides: object) -> ReportParams:
     """Small, fast report params."""
-    values: dict[str, object] = {"bootstrap": 50, "ci_level": 0.95, "curve_points": 11, "examples": 3,
-                                 "leakage": {"min_mqls": 3, "too_loose_below": 0.2, "too_narrow_above": 0.6}}
+    values: dict[str, object] = {
+        "bootstrap": 50,
+        "ci_level": 0.95,
+        "curve_points": 11,
+        "examples": 3,
+        "leakage": {"min_mqls": 3, "too_loose_below": 0.2, "too_narrow_above": 0.6},
+    }
     values.update(overrides)
     return ReportParams.model_validate(values)
 
 
 def thresholds(sql: float = float("inf")) -> Thresholds:
     """MQL 0.3, SAL 0.5 and SQL `sql` (inf: unreachable, as thresholds.json's null)."""
-    return Thresholds(target_stage="SQL", horizon_days=30, global_thresholds={"MQL": 0.3, "SAL": 0.5, "SQL": sql},
-                      report={"policies": {"MQL": {"policy": "match_rules"},
-                                           "SAL": {"policy": "capacity", "leads_per_week": 150.0},
-                                           "SQL": {"policy": "precision", "min_precision": 0.3}}})
+    return Thresholds(
+        target_stage="SQL",
+        horizon_days=30,
+        global_thresholds={"MQL": 0.3, "SAL": 0.5, "SQL": sql},
+        report={
+            "policies": {
+                "MQL": {"policy": "match_rules"},
+                "SAL": {"policy": "capacity", "leads_per_week": 150.0},
+                "SQL": {"policy": "precision", "min_precision": 0.3},
+            }
+        },
+    )
 
 
-def row(lead: int, week: int, label: int, prob: float, rule_score: float, rule_mql: bool, **attrs: object
-        ) -> dict[str, object]:
+def row(
+    lead: int, week: int, label: int, prob: float, rule_score: float, rule_mql: bool, **attrs: object
+) -> dict[str, object]:
     """One test row; the stage and grade follow `thresholds()` (no SQL)."""
     stage = "SAL" if prob >= 0.5 else "MQL" if prob >= 0.3 else "none"
     grade = {"SAL": "B", "MQL": "C", "none": "D"}[stage]
-    base = {"lead_id": lead, "snapshot_at": WEEKS[week], "label": label, "probability": prob, "stage": stage,
-            "grade": grade, "rule_score": rule_score, "rule_mql": rule_mql, "fit": True, "seniority": "vp",
-            "department": "it", "lead_source": "webinar", "campaign": "Spring webinar", "region": "NA"}
+    base = {
+        "lead_id": lead,
+        "snapshot_at": WEEKS[week],
+        "label": label,
+        "probability": prob,
+        "stage": stage,
+        "grade": grade,
+        "rule_score": rule_score,
+        "rule_mql": rule_mql,
+        "fit": True,
+        "seniority": "vp",
+        "department": "it",
+        "lead_source": "webinar",
+        "campaign": "Spring webinar",
+        "region": "NA",
+    }
     base.update(attrs)
     return base
 
@@ -55,10 +82,31 @@ def two_by_two_rows() -> pd.DataFrame:
     for week in (0, 1):
         rows += [
             row(1, week, week, 0.6, 70, True),
-            row(2, week, 0, 0.1, 80 + week, True, seniority="intern_student", department="marketing", fit=False,
-                campaign="Spring webinar"),
-            row(3, week, 1, 0.4, 10, False, seniority="c_level", department="executive", region="EMEA",
-                campaign="(no campaign)", lead_source="organic_search"),
+            row(
+                2,
+                week,
+                0,
+                0.1,
+                80 + week,
+                True,
+                seniority="intern_student",
+                department="marketing",
+                fit=False,
+                campaign="Spring webinar",
+            ),
+            row(
+                3,
+                week,
+                1,
+                0.4,
+                10,
+                False,
+                seniority="c_level",
+                department="executive",
+                region="EMEA",
+                campaign="(no campaign)",
+                lead_source="organic_search",
+            ),
             row(4, week, 0, 0.05, 0, False, fit=False, region="EMEA"),
         ]
     return pd.DataFrame(rows)
@@ -72,9 +120,19 @@ def many_leads_rows(n_leads: int = 200, seed: int = 0) -> pd.DataFrame:
         prob = float(rng.beta(1, 6))
         rule_score = float(rng.integers(0, 100))
         for week in (0, 1):
-            out.append(row(lead, week, int(rng.random() < prob), prob, rule_score, rule_score >= 60,
-                           campaign=f"campaign {lead % 3}", region=["NA", "EMEA", "APAC"][lead % 3],
-                           fit=bool(lead % 2)))
+            out.append(
+                row(
+                    lead,
+                    week,
+                    int(rng.random() < prob),
+                    prob,
+                    rule_score,
+                    rule_score >= 60,
+                    campaign=f"campaign {lead % 3}",
+                    region=["NA", "EMEA", "APAC"][lead % 3],
+                    fit=bool(lead % 2),
+                )
+            )
     return pd.DataFrame(out)
 
 
@@ -89,6 +147,7 @@ def tiny_page(nightly: object = None, rows: pd.DataFrame | None = None) -> str:
     def explain(features: pd.DataFrame) -> tuple[list[list[str]], list[list[str]]]:
         return ([["VP-level title"]] * len(features), [["no pricing page visits yet"]] * len(features))
 
-    holdout = Holdout(rows=rows, weeks=2.0, thresholds=thresholds(), features=rows[["lead_id", "snapshot_at"]],
-                      explain=explain)
+    holdout = Holdout(
+        rows=rows, weeks=2.0, thresholds=thresholds(), features=rows[["lead_id", "snapshot_at"]], explain=explain
+    )
     return build_page(params, holdout, nightly, "sqlite:///data/scores.db")  # type: ignore[arg-type]

@@ -22,8 +22,9 @@ def test_two_by_two_counts_each_cell_its_rows_leads_sqls_and_conversion() -> Non
     assert table["leads"].to_dict() == {"both": 1, "rule_only": 1, "model_only": 1, "neither": 1}
     assert table["sqls"].to_dict() == {"both": 1, "rule_only": 0, "model_only": 2, "neither": 0}
     assert table.loc["both", "conversion"] == 0.5 and table.loc["model_only", "conversion"] == 1.0
-    assert table["share_of_sqls"].to_dict() == pytest.approx({"both": 1 / 3, "rule_only": 0, "model_only": 2 / 3,
-                                                              "neither": 0})
+    assert table["share_of_sqls"].to_dict() == pytest.approx(
+        {"both": 1 / 3, "rule_only": 0, "model_only": 2 / 3, "neither": 0}
+    )
     assert table["per_week"].to_dict() == {"both": 1.0, "rule_only": 1.0, "model_only": 1.0, "neither": 1.0}
     assert table["ci_low"].isna().all()  # bootstrap 0: no intervals, not fake ones
 
@@ -137,8 +138,10 @@ def test_threshold_notes_say_plainly_that_an_unreachable_sql_threshold_leaves_gr
 def test_threshold_notes_say_when_volumes_count_new_hand_offs() -> None:
     standing = {n.stage: n.note for n in core.threshold_notes(thresholds(sql=0.7))}
     fitted = thresholds(sql=0.7)
-    new = {n.stage: n.note for n in core.threshold_notes(
-        type(fitted)(**{**fitted.__dict__, "report": {**fitted.report, "volume": "new"}}))}
+    new = {
+        n.stage: n.note
+        for n in core.threshold_notes(type(fitted)(**{**fitted.__dict__, "report": {**fitted.report, "volume": "new"}}))
+    }
 
     assert "150.0 leads per week" in standing["SAL"] and "as many leads as the rule MQLs" in standing["MQL"]
     assert "150.0 new hand-offs per week" in new["SAL"] and "the rule's new MQLs" in new["MQL"]
@@ -181,17 +184,26 @@ def test_missing_columns_and_empty_rows_are_clear_errors() -> None:
 
 
 def _nightly_rows() -> pd.DataFrame:
-    base = two_by_two_rows().loc[lambda f: f["snapshot_at"] == f["snapshot_at"].max()].drop(
-        columns=["snapshot_at", "label"])
-    return base.assign(reasons_positive=["VP-level title", "", "C-level title", ""],
-                       reasons_negative=["", "intern or student title", "", ""])
+    base = (
+        two_by_two_rows()
+        .loc[lambda f: f["snapshot_at"] == f["snapshot_at"].max()]
+        .drop(columns=["snapshot_at", "label"])
+    )
+    return base.assign(
+        reasons_positive=["VP-level title", "", "C-level title", ""],
+        reasons_negative=["", "intern or student title", "", ""],
+    )
 
 
 def test_nightly_section_counts_the_run_without_outcomes() -> None:
     section = core.nightly_section(_nightly_rows(), {"run_id": "r1"}, report_params())
 
-    assert section.agreement.set_index("key")["leads"].to_dict() == {"both": 1, "rule_only": 1, "model_only": 1,
-                                                                     "neither": 1}
+    assert section.agreement.set_index("key")["leads"].to_dict() == {
+        "both": 1,
+        "rule_only": 1,
+        "model_only": 1,
+        "neither": 1,
+    }
     assert "conversion" not in section.grades.columns and "conversion" not in section.fit_ready.columns
     assert section.rule_only["lead_id"].tolist() == [2] and section.model_only["lead_id"].tolist() == [3]
     assert section.by_region.set_index("region")["model_mqls"].to_dict() == {"EMEA": 1, "NA": 1}

@@ -19,19 +19,59 @@ REPO = Path(__file__).resolve().parents[3]
 TABLES = ScoreTables(scores="lead_scores", runs="scoring_runs", latest="lead_scores_latest")
 
 
-def _score_row(run: str, lead: int, as_of: str, prob: float, stage: str, grade: str, rule_mql: bool,
-               positive: list[str], negative: list[str]) -> dict[str, object]:
-    return {"run_id": run, "lead_id": lead, "as_of": as_of, "scored_at": as_of, "model_name": "lead-scoring",
-            "model_version": "3", "probability": prob, "stage": stage, "grade": grade, "rule_score": 70.0 * rule_mql,
-            "rule_mql": rule_mql, "reasons_positive": json.dumps(positive), "reasons_negative": json.dumps(negative)}
+def _score_row(
+    run: str,
+    lead: int,
+    as_of: str,
+    prob: float,
+    stage: str,
+    grade: str,
+    rule_mql: bool,
+    positive: list[str],
+    negative: list[str],
+) -> dict[str, object]:
+    return {
+        "run_id": run,
+        "lead_id": lead,
+        "as_of": as_of,
+        "scored_at": as_of,
+        "model_name": "lead-scoring",
+        "model_version": "3",
+        "probability": prob,
+        "stage": stage,
+        "grade": grade,
+        "rule_score": 70.0 * rule_mql,
+        "rule_mql": rule_mql,
+        "reasons_positive": json.dumps(positive),
+        "reasons_negative": json.dumps(negative),
+    }
 
 
 def _run_row(run: str, as_of: str, finished: str) -> dict[str, object]:
-    return {"run_id": run, "as_of": as_of, "started_at": as_of, "finished_at": finished,
-            "model_name": "lead-scoring", "model_version": "3", "model_uri": "models:/lead-scoring@champion",
-            "engine": "pandas", "status": "drift_warning", "leads_read": 3, "leads_scored": 3, "n_mql": 1, "n_sal": 0,
-            "n_sql": 0, "n_rule_mql": 1, "mean_probability": 0.1, "seconds_total": 1.5, "rows_per_second": 2.0,
-            "psi_score": 0.3, "psi_max": 0.31, "psi_max_feature": "n_web_visit_30d", "drift": "{}"}
+    return {
+        "run_id": run,
+        "as_of": as_of,
+        "started_at": as_of,
+        "finished_at": finished,
+        "model_name": "lead-scoring",
+        "model_version": "3",
+        "model_uri": "models:/lead-scoring@champion",
+        "engine": "pandas",
+        "status": "drift_warning",
+        "leads_read": 3,
+        "leads_scored": 3,
+        "n_mql": 1,
+        "n_sal": 0,
+        "n_sql": 0,
+        "n_rule_mql": 1,
+        "mean_probability": 0.1,
+        "seconds_total": 1.5,
+        "rows_per_second": 2.0,
+        "psi_score": 0.3,
+        "psi_max": 0.31,
+        "psi_max_feature": "n_web_visit_30d",
+        "drift": "{}",
+    }
 
 
 def _write_scores(url: str) -> None:
@@ -43,18 +83,38 @@ def _write_scores(url: str) -> None:
     engine = make_engine(url, create_dirs=True)
     for run, as_of, rows in (
         ("r1", old, [_score_row("r1", 1, old, 0.5, "SAL", "B", True, [], [])]),
-        ("r2", new, [_score_row("r2", 1, new, 0.02, "none", "D", True, ["requested a demo 1 times in total"],
-                                ["intern or student title"]),
-                     _score_row("r2", 2, new, 0.2, "SAL", "B", False,
-                                ["VP-level title", "company in the ideal profile"], []),
-                     _score_row("r2", 3, new, 0.01, "none", "D", False, [], [])]),
+        (
+            "r2",
+            new,
+            [
+                _score_row(
+                    "r2",
+                    1,
+                    new,
+                    0.02,
+                    "none",
+                    "D",
+                    True,
+                    ["requested a demo 1 times in total"],
+                    ["intern or student title"],
+                ),
+                _score_row(
+                    "r2", 2, new, 0.2, "SAL", "B", False, ["VP-level title", "company in the ideal profile"], []
+                ),
+                _score_row("r2", 3, new, 0.01, "none", "D", False, [], []),
+            ],
+        ),
     ):
         frame = pd.DataFrame(rows)
         for col in ("as_of", "scored_at"):
             frame[col] = pd.to_datetime(frame[col], utc=True)
         meta = _run_row(run, as_of, as_of.replace("02:00", "02:05"))
-        publish_run(engine, TABLES, {**meta, **{k: pd.Timestamp(meta[k], tz="UTC")
-                                                for k in ("as_of", "started_at", "finished_at")}}, [frame])
+        publish_run(
+            engine,
+            TABLES,
+            {**meta, **{k: pd.Timestamp(meta[k], tz="UTC") for k in ("as_of", "started_at", "finished_at")}},
+            [frame],
+        )
     engine.dispose()
 
 
@@ -100,9 +160,16 @@ def test_table_names_are_checked_before_any_sql() -> None:
         read_latest_run("sqlite://", ScoreTables.model_construct(scores="s", runs="runs; drop", latest="v"))
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ('["a", "b"]', "a; b"), ("[]", ""), (None, ""), ("not json", "not json"), (["x"], "x"),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('["a", "b"]', "a; b"),
+        ("[]", ""),
+        (None, ""),
+        ("not json", "not json"),
+        (["x"], "x"),
+    ],
+)
 def test_reasons_json_becomes_one_line(value: object, expected: str) -> None:
     assert parse_reasons(value) == expected
 
@@ -134,5 +201,8 @@ def test_the_nightly_section_of_a_hand_made_run_with_the_crm_joined(tmp_path: Pa
     assert section.rule_only["lead_id"].tolist() == [1] and section.model_only["lead_id"].tolist() == [2]
     assert section.rule_only["reasons_negative"].iloc[0] == "intern or student title"
     assert section.by_campaign.set_index("campaign")["leads"].to_dict() == {
-        "(no campaign)": 1, "Spring webinar": 1, "Trade show Berlin": 1}
+        "(no campaign)": 1,
+        "Spring webinar": 1,
+        "Trade show Berlin": 1,
+    }
     assert section.grades.set_index("grade")["rows"].to_dict() == {"A": 0, "B": 1, "C": 0, "D": 2}

@@ -54,10 +54,21 @@ def test_examples_show_codes_and_reasons_in_words() -> None:
 
 
 def test_the_nightly_section_renders_a_run() -> None:
-    latest = two_by_two_rows().loc[lambda f: f["snapshot_at"] == f["snapshot_at"].max()].drop(
-        columns=["snapshot_at", "label"]).assign(reasons_positive="VP-level title", reasons_negative="")
-    run = {"run_id": "r7", "as_of": pd.Timestamp("2026-11-20 02:00", tz="UTC"), "model_name": "lead-scoring",
-           "model_version": "3", "status": "drift_warning", "psi_max": 0.31, "psi_max_feature": "n_web_visit_30d"}
+    latest = (
+        two_by_two_rows()
+        .loc[lambda f: f["snapshot_at"] == f["snapshot_at"].max()]
+        .drop(columns=["snapshot_at", "label"])
+        .assign(reasons_positive="VP-level title", reasons_negative="")
+    )
+    run = {
+        "run_id": "r7",
+        "as_of": pd.Timestamp("2026-11-20 02:00", tz="UTC"),
+        "model_name": "lead-scoring",
+        "model_version": "3",
+        "status": "drift_warning",
+        "psi_max": 0.31,
+        "psi_max_feature": "n_web_visit_30d",
+    }
 
     page = tiny_page(nightly=core.nightly_section(latest, run, report_params()))
 
@@ -67,8 +78,9 @@ def test_the_nightly_section_renders_a_run() -> None:
 
 
 def test_numbers_carry_a_sort_value_and_missing_ones_show_a_dash() -> None:
-    html = render.table(pd.DataFrame({"a": [1234.5, float("nan")], "b": ["x", None]}),
-                        [("a", "A", render.num), ("b", "B", None)])
+    html = render.table(
+        pd.DataFrame({"a": [1234.5, float("nan")], "b": ["x", None]}), [("a", "A", render.num), ("b", "B", None)]
+    )
 
     assert 'data-value="1234.5">1,234<' in html or 'data-value="1234.5">1,235<' in html
     assert 'data-value="nan">—<' in html and "<td></td>" in html

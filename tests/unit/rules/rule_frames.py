@@ -35,21 +35,38 @@ def canonical(table: str, frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def make_crm(leads: Sequence[dict[str, Any]], activities: Sequence[tuple[int, str, pd.Timestamp]] = (),
-             accounts: Sequence[dict[str, Any]] = ACCOUNTS,
-             campaigns: Sequence[dict[str, Any]] = CAMPAIGNS) -> dict[str, pd.DataFrame]:
+def make_crm(
+    leads: Sequence[dict[str, Any]],
+    activities: Sequence[tuple[int, str, pd.Timestamp]] = (),
+    accounts: Sequence[dict[str, Any]] = ACCOUNTS,
+    campaigns: Sequence[dict[str, Any]] = CAMPAIGNS,
+) -> dict[str, pd.DataFrame]:
     """The four tables the rules read, canonical dtypes; leads default to an anonymous organic lead at T0."""
-    lead_defaults = {"account_id": None, "created_at": T0, "first_name": None, "last_name": None, "email": None,
-                     "phone": None, "job_title": None, "lead_source": "organic_search", "campaign_id": None,
-                     "country": None, "budget_range": None, "purchase_timeframe": None, "status": "Open"}
+    lead_defaults = {
+        "account_id": None,
+        "created_at": T0,
+        "first_name": None,
+        "last_name": None,
+        "email": None,
+        "phone": None,
+        "job_title": None,
+        "lead_source": "organic_search",
+        "campaign_id": None,
+        "country": None,
+        "budget_range": None,
+        "purchase_timeframe": None,
+        "status": "Open",
+    }
     lead_rows = [{**lead_defaults, **lead} for lead in leads]
     for row in lead_rows:
         row.setdefault("updated_at", row["created_at"])
     account_defaults = {"company_name": None, "domain": None, "annual_revenue": None}
     campaign_defaults = {"name": "c", "start_date": T0 - pd.Timedelta(days=365), "end_date": T0}
     acts = pd.DataFrame(
-        [{"activity_id": i + 1, "lead_id": lead, "activity_type": kind, "occurred_at": when, "detail": None}
-         for i, (lead, kind, when) in enumerate(activities)],
+        [
+            {"activity_id": i + 1, "lead_id": lead, "activity_type": kind, "occurred_at": when, "detail": None}
+            for i, (lead, kind, when) in enumerate(activities)
+        ],
         columns=["activity_id", "lead_id", "occurred_at", "activity_type", "detail"],
     )
     return {
@@ -60,8 +77,9 @@ def make_crm(leads: Sequence[dict[str, Any]], activities: Sequence[tuple[int, st
     }
 
 
-def score(raw_rules: dict[str, Any], crm: dict[str, pd.DataFrame],
-          snapshots: Sequence[tuple[int, pd.Timestamp]]) -> pd.DataFrame:
+def score(
+    raw_rules: dict[str, Any], crm: dict[str, pd.DataFrame], snapshots: Sequence[tuple[int, pd.Timestamp]]
+) -> pd.DataFrame:
     """Evaluate rules given as a dict on (lead_id, snapshot_at) pairs."""
     keys = pd.DataFrame(list(snapshots), columns=["lead_id", "snapshot_at"])
     return rules.evaluate_rules(rules.parse_rules(raw_rules), keys, crm)

@@ -27,11 +27,15 @@ def fit(**rule: Any) -> dict[str, Any]:
         ({"threshold": 60, "treshold": 50}, "top level, key treshold: unknown key"),
         (fit(pionts=5), "rule 'icp' (fit[0]), key pionts: unknown key"),
         (fit(when={**ICP, "op": "equals"}), "rule 'icp' (fit[0]), key when.op: Input should be 'eq', 'ne'"),
-        (fit(when={"all_of": [ICP, {"not": {"field": "region", "op": "like", "value": "NA"}}]}),
-         "rule 'icp' (fit[0]), key when.all_of[1].not.op: Input should be 'eq'"),
+        (
+            fit(when={"all_of": [ICP, {"not": {"field": "region", "op": "like", "value": "NA"}}]}),
+            "rule 'icp' (fit[0]), key when.all_of[1].not.op: Input should be 'eq'",
+        ),
         (fit(when={**ICP, "op": "gt"}), "op 'gt' does not apply to field 'industry' (category)"),
-        (fit(when={"field": "job_title", "op": "eq", "value": "CEO"}),
-         "rule 'icp' (fit[0]), key when.field: unknown field 'job_title'"),
+        (
+            fit(when={"field": "job_title", "op": "eq", "value": "CEO"}),
+            "rule 'icp' (fit[0]), key when.field: unknown field 'job_title'",
+        ),
         (fit(when={"feild": "industry"}), "key when: a condition is a mapping with one of the keys field, activity"),
         (fit(when={"field": "employee_count", "op": "between", "value": [5000, 200]}), "low <= high"),
         (fit(when={"field": "employee_count", "op": "between", "value": 200}), "must be [low, high]"),
@@ -45,23 +49,41 @@ def fit(**rule: Any) -> dict[str, Any]:
         ({"threshold": "60"}, "top level, key threshold: Input should be a valid number"),
         ({"fit": []}, "top level, key threshold: Field required"),
         ({"threshold": None}, "threshold is null and there are no gates"),
-        ({"threshold": 60, "engagement": [{"name": "demo", "activity": "demo_requested", "points": 30}]},
-         "rule 'demo' (engagement[0]), key activity: unknown activity type(s) ['demo_requested']"),
-        ({"threshold": None, "gates": [{"name": "meet", "when": {"activity": ["demo_request", "call"]}}]},
-         "rule 'meet' (gates[0]), key when.activity: unknown activity type(s) ['call']"),
-        ({"threshold": 60, "engagement": [{"name": "demo", "activity": "demo_request", "points": 30,
-                                           "half_life_days": 0}]},
-         "rule 'demo' (engagement[0]), key half_life_days: Input should be greater than 0"),
-        ({"threshold": 60, "overrides": {"regions": {"APJ": {"threshold": 50}}}},
-         "key overrides.regions: unknown region(s) ['APJ']"),
-        ({"threshold": 60, "overrides": {"regions": {"APAC": {"treshold": 50}}}},
-         "key overrides.regions.APAC.treshold: unknown key"),
-        ({"threshold": 60, "overrides": {"campaigns": {"spring": {"threshold": 50}}}},
-         "campaign keys must be integer campaign ids, got ['spring']"),
-        ({**fit(), "overrides": {"campaigns": {1: {"points": {"icp_industry": 5}}}}},
-         "overrides.campaigns.1.points: unknown rule(s) ['icp_industry']"),
-        ({**fit(), "engagement": [{"name": "icp", "activity": "web_visit", "points": 1}]},
-         "rule names must be unique; repeated: ['icp']"),
+        (
+            {"threshold": 60, "engagement": [{"name": "demo", "activity": "demo_requested", "points": 30}]},
+            "rule 'demo' (engagement[0]), key activity: unknown activity type(s) ['demo_requested']",
+        ),
+        (
+            {"threshold": None, "gates": [{"name": "meet", "when": {"activity": ["demo_request", "call"]}}]},
+            "rule 'meet' (gates[0]), key when.activity: unknown activity type(s) ['call']",
+        ),
+        (
+            {
+                "threshold": 60,
+                "engagement": [{"name": "demo", "activity": "demo_request", "points": 30, "half_life_days": 0}],
+            },
+            "rule 'demo' (engagement[0]), key half_life_days: Input should be greater than 0",
+        ),
+        (
+            {"threshold": 60, "overrides": {"regions": {"APJ": {"threshold": 50}}}},
+            "key overrides.regions: unknown region(s) ['APJ']",
+        ),
+        (
+            {"threshold": 60, "overrides": {"regions": {"APAC": {"treshold": 50}}}},
+            "key overrides.regions.APAC.treshold: unknown key",
+        ),
+        (
+            {"threshold": 60, "overrides": {"campaigns": {"spring": {"threshold": 50}}}},
+            "campaign keys must be integer campaign ids, got ['spring']",
+        ),
+        (
+            {**fit(), "overrides": {"campaigns": {1: {"points": {"icp_industry": 5}}}}},
+            "overrides.campaigns.1.points: unknown rule(s) ['icp_industry']",
+        ),
+        (
+            {**fit(), "engagement": [{"name": "icp", "activity": "web_visit", "points": 1}]},
+            "rule names must be unique; repeated: ['icp']",
+        ),
     ],
 )
 def test_a_bad_rules_file_is_named_by_rule_and_key(raw: dict[str, Any], expected: str) -> None:
@@ -73,8 +95,10 @@ def test_a_bad_rules_file_is_named_by_rule_and_key(raw: dict[str, Any], expected
 
 
 def test_every_problem_is_reported_at_once() -> None:
-    raw = {"threshold": 60, "fit": [{"name": "a", "when": {**ICP, "op": "like"}, "points": 1},
-                                    {"name": "b", "when": ICP, "points": "x"}]}
+    raw = {
+        "threshold": 60,
+        "fit": [{"name": "a", "when": {**ICP, "op": "like"}, "points": 1}, {"name": "b", "when": ICP, "points": "x"}],
+    }
     with pytest.raises(RulesError, match=r"2 problem\(s\)") as caught:
         parse_rules(raw)
     assert "rule 'a' (fit[0]), key when.op" in str(caught.value)

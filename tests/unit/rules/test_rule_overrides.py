@@ -12,23 +12,26 @@ from pipelines import rules
 RULES: dict[str, Any] = {
     "threshold": 60,
     "fit": [{"name": "icp", "when": {"field": "industry", "op": "eq", "value": "Software"}, "points": 10}],
-    "engagement": [{"name": "demo", "activity": "demo_request", "points": 30},
-                   {"name": "visit", "activity": "web_visit", "points": 2}],
+    "engagement": [
+        {"name": "demo", "activity": "demo_request", "points": 30},
+        {"name": "visit", "activity": "web_visit", "points": 2},
+    ],
     "overrides": {
-        "regions": {"APAC": {"threshold": 50, "points": {"visit": 5}},
-                    "EMEA": {"points": {"demo": 40}}},
-        "campaigns": {1: {"points": {"demo": 50}},          # changes points only: the region's threshold stays
-                      2: {"threshold": 35, "points": {"visit": 1}}},
+        "regions": {"APAC": {"threshold": 50, "points": {"visit": 5}}, "EMEA": {"points": {"demo": 40}}},
+        "campaigns": {
+            1: {"points": {"demo": 50}},  # changes points only: the region's threshold stays
+            2: {"threshold": 35, "points": {"visit": 1}},
+        },
     },
 }
 LEADS = [
-    {"lead_id": 1, "country": "US"},                     # default
-    {"lead_id": 2, "country": "JP"},                     # region APAC
-    {"lead_id": 3, "country": "JP", "campaign_id": 1},   # campaign 1 in APAC
-    {"lead_id": 4, "country": "JP", "campaign_id": 2},   # campaign 2 in APAC: both keys from the campaign
-    {"lead_id": 5, "country": "DE", "campaign_id": 2},   # campaign 2 in EMEA
-    {"lead_id": 6, "country": "DE"},                     # region EMEA (no threshold of its own)
-    {"lead_id": 7},                                      # no region at all
+    {"lead_id": 1, "country": "US"},  # default
+    {"lead_id": 2, "country": "JP"},  # region APAC
+    {"lead_id": 3, "country": "JP", "campaign_id": 1},  # campaign 1 in APAC
+    {"lead_id": 4, "country": "JP", "campaign_id": 2},  # campaign 2 in APAC: both keys from the campaign
+    {"lead_id": 5, "country": "DE", "campaign_id": 2},  # campaign 2 in EMEA
+    {"lead_id": 6, "country": "DE"},  # region EMEA (no threshold of its own)
+    {"lead_id": 7},  # no region at all
 ]
 ACTS = [(lead, kind, days(1)) for lead in range(1, 8) for kind in ("demo_request", "web_visit")]
 
@@ -40,8 +43,13 @@ def scored() -> pd.DataFrame:
 def test_each_lead_gets_the_most_specific_setting_of_each_key() -> None:
     out = scored()
     assert out["rule_set"].to_dict() == {
-        1: "default", 2: "region:APAC", 3: "campaign:1+region:APAC", 4: "campaign:2+region:APAC",
-        5: "campaign:2+region:EMEA", 6: "region:EMEA", 7: "default",
+        1: "default",
+        2: "region:APAC",
+        3: "campaign:1+region:APAC",
+        4: "campaign:2+region:APAC",
+        5: "campaign:2+region:EMEA",
+        6: "region:EMEA",
+        7: "default",
     }
     assert out["rule_threshold"].to_dict() == {1: 60, 2: 50, 3: 50, 4: 35, 5: 35, 6: 60, 7: 60}
     # demo + visit points: default 30 + 2; APAC visit 5; campaign 1 demo 50 (APAC visit 5 kept); campaign 2
@@ -77,8 +85,10 @@ def test_the_default_rules_file_lowers_the_bar_in_apac_only() -> None:
     acts = [(lead, "demo_request", days(1)) for lead in (1, 2)] + [(lead, "form_submit", days(1)) for lead in (1, 2)]
     # 30 + 10 + region 5 (NA) = 45 < 60; APAC: 30 + 10 = 40 < 50; one more form fill: 55 (no) and 50 (yes)
     acts += [(lead, "form_submit", days(3)) for lead in (1, 2)]
-    out = score(ruleset.model_dump(by_alias=True), make_crm([{"lead_id": 1, "country": "US"},
-                                                             {"lead_id": 2, "country": "JP"}], acts),
-                [(1, days(4)), (2, days(2)), (2, days(4))])
+    out = score(
+        ruleset.model_dump(by_alias=True),
+        make_crm([{"lead_id": 1, "country": "US"}, {"lead_id": 2, "country": "JP"}], acts),
+        [(1, days(4)), (2, days(2)), (2, days(4))],
+    )
     assert out["rule_score"].tolist() == [55.0, 40.0, 50.0]
     assert out["rule_mql"].tolist() == [False, False, True]

@@ -33,8 +33,16 @@ def engagement(rule: dict[str, Any], threshold: float | None = 1000) -> dict[str
 
 LEADS = [
     # 1: ideal account, US, VP marketing, company mail, webinar campaign, budget given
-    {"lead_id": 1, "account_id": 10, "country": "US", "job_title": "VP Mktg", "email": "ada@acme.com",
-     "campaign_id": 1, "lead_source": "webinar", "budget_range": "50k-250k"},
+    {
+        "lead_id": 1,
+        "account_id": 10,
+        "country": "US",
+        "job_title": "VP Mktg",
+        "email": "ada@acme.com",
+        "campaign_id": 1,
+        "lead_source": "webinar",
+        "budget_range": "50k-250k",
+    },
     # 2: APAC account, no own country, intern, free mail
     {"lead_id": 2, "account_id": 11, "job_title": "Marketing intern", "email": "zoe@Gmail.com"},
     # 3: account with nothing known, own country DE, no title, no email
@@ -86,20 +94,30 @@ def test_field_conditions_select_the_expected_leads(cond: dict[str, Any], expect
 
 
 def test_all_of_any_of_and_not_combine_conditions() -> None:
-    cond = {"any_of": [
-        {"all_of": [{"field": "region", "op": "eq", "value": "NA"}, {"field": "seniority", "op": "eq", "value": "vp"}]},
-        {"not": {"field": "industry", "op": "not_null"}},
-    ]}
+    cond = {
+        "any_of": [
+            {
+                "all_of": [
+                    {"field": "region", "op": "eq", "value": "NA"},
+                    {"field": "seniority", "op": "eq", "value": "vp"},
+                ]
+            },
+            {"not": {"field": "industry", "op": "not_null"}},
+        ]
+    }
     out = score(fit_rule(cond), make_crm(LEADS), [(lead, days(1)) for lead in (1, 2, 3, 4)])
     assert out.loc[out["rule_score"] == 10, "lead_id"].tolist() == [1, 3, 4]
 
 
 def test_negative_points_count_against_the_score() -> None:
-    raw = {"threshold": 5, "fit": [
-        {"name": "icp", "when": {"field": "industry", "op": "eq", "value": "Software"}, "points": 10},
-        {"name": "free_mail", "when": {"field": "free_mail_domain", "op": "eq", "value": True}, "points": -10},
-        {"name": "student", "when": {"field": "seniority", "op": "eq", "value": "intern_student"}, "points": -20},
-    ]}
+    raw = {
+        "threshold": 5,
+        "fit": [
+            {"name": "icp", "when": {"field": "industry", "op": "eq", "value": "Software"}, "points": 10},
+            {"name": "free_mail", "when": {"field": "free_mail_domain", "op": "eq", "value": True}, "points": -10},
+            {"name": "student", "when": {"field": "seniority", "op": "eq", "value": "intern_student"}, "points": -20},
+        ],
+    }
     out = score(raw, make_crm(LEADS[:2]), [(1, days(1)), (2, days(1))])
     assert out["rule_score"].tolist() == [10.0, -30.0]
     assert out["rule_mql"].tolist() == [True, False]
@@ -109,24 +127,39 @@ def test_negative_points_count_against_the_score() -> None:
 # Engagement: counts, windows, decay, caps
 # ------------------------------------------------------------------------------------------------------------
 
+
 def test_points_per_activity_of_the_listed_types() -> None:
-    acts = [(1, "email_open", days(1)), (1, "email_open", days(2)), (1, "email_click", days(3)),
-            (1, "web_visit", days(4)), (2, "email_open", days(1))]
-    raw = {"threshold": 1000, "engagement": [
-        {"name": "opens", "activity": "email_open", "points": 1},
-        {"name": "clicks_and_visits", "activity": ["email_click", "web_visit"], "points": 3},
-        {"name": "bounce", "activity": "email_bounce", "points": -30},
-    ]}
+    acts = [
+        (1, "email_open", days(1)),
+        (1, "email_open", days(2)),
+        (1, "email_click", days(3)),
+        (1, "web_visit", days(4)),
+        (2, "email_open", days(1)),
+    ]
+    raw = {
+        "threshold": 1000,
+        "engagement": [
+            {"name": "opens", "activity": "email_open", "points": 1},
+            {"name": "clicks_and_visits", "activity": ["email_click", "web_visit"], "points": 3},
+            {"name": "bounce", "activity": "email_bounce", "points": -30},
+        ],
+    }
     out = score(raw, make_crm([{"lead_id": 1}, {"lead_id": 2}], acts), [(1, days(10)), (2, days(10))])
     assert out["rule_score"].tolist() == [8.0, 1.0]
-    assert out["rules_fired"].tolist() == ["2 e-mail opens (+2); 2 e-mail clicks or website visits (+6)",
-                                         "1 e-mail open (+1)"]
+    assert out["rules_fired"].tolist() == [
+        "2 e-mail opens (+2); 2 e-mail clicks or website visits (+6)",
+        "1 e-mail open (+1)",
+    ]
 
 
 def test_events_after_the_snapshot_never_count_and_an_event_at_the_snapshot_does() -> None:
     at = days(5)
-    acts = [(1, "demo_request", at), (1, "demo_request", at + pd.Timedelta(1, "ns")),
-            (1, "demo_request", days(30)), (2, "demo_request", days(1))]
+    acts = [
+        (1, "demo_request", at),
+        (1, "demo_request", at + pd.Timedelta(1, "ns")),
+        (1, "demo_request", days(30)),
+        (2, "demo_request", days(1)),
+    ]
     raw = engagement({"activity": "demo_request", "points": 30})
     snapshots = [(1, at - pd.Timedelta(1, "ns")), (1, at), (1, days(6)), (1, days(40)), (2, days(0))]
     out = score(raw, make_crm([{"lead_id": 1}, {"lead_id": 2}], acts), snapshots)
@@ -135,19 +168,27 @@ def test_events_after_the_snapshot_never_count_and_an_event_at_the_snapshot_does
 
 def test_a_window_counts_activities_in_the_last_n_days_only() -> None:
     at = days(100)
-    acts = [(1, "webinar_attend", at - pd.Timedelta(days=30)),  # exactly 30 days before: outside (t - 30d, t]
-            (1, "webinar_attend", at - pd.Timedelta(days=30) + pd.Timedelta(1, "s")),
-            (1, "webinar_attend", at),
-            (1, "webinar_attend", at + pd.Timedelta(1, "s"))]
-    out = score(engagement({"activity": "webinar_attend", "within_days": 30}), make_crm([{"lead_id": 1}], acts),
-                [(1, at), (1, at + pd.Timedelta(days=30))])
+    acts = [
+        (1, "webinar_attend", at - pd.Timedelta(days=30)),  # exactly 30 days before: outside (t - 30d, t]
+        (1, "webinar_attend", at - pd.Timedelta(days=30) + pd.Timedelta(1, "s")),
+        (1, "webinar_attend", at),
+        (1, "webinar_attend", at + pd.Timedelta(1, "s")),
+    ]
+    out = score(
+        engagement({"activity": "webinar_attend", "within_days": 30}),
+        make_crm([{"lead_id": 1}], acts),
+        [(1, at), (1, at + pd.Timedelta(days=30))],
+    )
     assert out["rule_score"].tolist() == [2.0, 1.0]
 
 
 def test_half_life_decay_halves_points_every_half_life() -> None:
     at = days(200)
-    acts = [(1, "content_download", at - pd.Timedelta(days=30)), (1, "content_download", at - pd.Timedelta(days=60)),
-            (1, "content_download", at)]
+    acts = [
+        (1, "content_download", at - pd.Timedelta(days=30)),
+        (1, "content_download", at - pd.Timedelta(days=60)),
+        (1, "content_download", at),
+    ]
     raw = engagement({"activity": "content_download", "points": 8, "half_life_days": 30})
     out = score(raw, make_crm([{"lead_id": 1}], acts), [(1, at), (1, at - pd.Timedelta(days=30))])
     assert out["rule_score"].to_numpy() == pytest.approx([8 * (1 + 0.5 + 0.25), 8 * (1 + 0.5)])
@@ -185,23 +226,31 @@ def test_decay_stays_exact_over_many_half_lives_and_long_histories() -> None:
 
 def test_max_points_caps_a_rule_in_either_direction() -> None:
     acts = [(1, "web_visit", days(i)) for i in range(1, 9)] + [(2, "unsubscribe", days(1)), (2, "unsubscribe", days(2))]
-    raw = {"threshold": 1000, "engagement": [
-        {"name": "visits", "activity": "web_visit", "points": 2, "max_points": 10},
-        {"name": "unsub", "activity": "unsubscribe", "points": -20, "max_points": 25},
-    ]}
+    raw = {
+        "threshold": 1000,
+        "engagement": [
+            {"name": "visits", "activity": "web_visit", "points": 2, "max_points": 10},
+            {"name": "unsub", "activity": "unsubscribe", "points": -20, "max_points": 25},
+        ],
+    }
     out = score(raw, make_crm([{"lead_id": 1}, {"lead_id": 2}], acts), [(1, days(20)), (1, days(3)), (2, days(20))])
     assert out["rule_score"].tolist() == [10.0, 6.0, -25.0]
-    assert out["rules_fired"].tolist() == ["8 website visits (+10)", "3 website visits (+6)",
-                                         "2 unsubscribes (-25)"]
+    assert out["rules_fired"].tolist() == ["8 website visits (+10)", "3 website visits (+6)", "2 unsubscribes (-25)"]
 
 
 def test_an_activity_condition_gives_points_once_and_honours_min_count_and_window() -> None:
     acts = [(1, "webinar_attend", days(1)), (1, "webinar_attend", days(50)), (1, "webinar_attend", days(55))]
-    raw = {"threshold": 1000, "fit": [
-        {"name": "attended", "when": {"activity": "webinar_attend"}, "points": 20},
-        {"name": "twice_recently", "when": {"activity": ["webinar_attend"], "within_days": 30, "min_count": 2},
-         "points": 5},
-    ]}
+    raw = {
+        "threshold": 1000,
+        "fit": [
+            {"name": "attended", "when": {"activity": "webinar_attend"}, "points": 20},
+            {
+                "name": "twice_recently",
+                "when": {"activity": ["webinar_attend"], "within_days": 30, "min_count": 2},
+                "points": 5,
+            },
+        ],
+    }
     out = score(raw, make_crm([{"lead_id": 1}], acts), [(1, days(0)), (1, days(2)), (1, days(56)), (1, days(90))])
     assert out["rule_score"].tolist() == [0.0, 20.0, 25.0, 20.0]
 
@@ -209,6 +258,7 @@ def test_an_activity_condition_gives_points_once_and_honours_min_count_and_windo
 # ------------------------------------------------------------------------------------------------------------
 # Thresholds, gates and the four-part definition
 # ------------------------------------------------------------------------------------------------------------
+
 
 def test_threshold_is_inclusive() -> None:
     raw = engagement({"activity": "pricing_page_visit", "points": 10}, threshold=20)
@@ -249,21 +299,30 @@ def test_four_part_definition_needs_every_part() -> None:
     assert "confirmed problem: not met" in fired[4]
     assert "director-level title or above (+15)" in fired[0]  # the rule's description, not its code
     # Before the demo request lead 1 was not willing to meet yet; 40 days later its intent is stale again.
-    later = rules.evaluate_rules(ruleset, pd.DataFrame({"lead_id": [1, 1], "snapshot_at": [
-        AT - pd.Timedelta(days=3), AT + pd.Timedelta(days=40)]}), make_crm(FOUR_PART_LEADS, FOUR_PART_ACTS))
+    later = rules.evaluate_rules(
+        ruleset,
+        pd.DataFrame({"lead_id": [1, 1], "snapshot_at": [AT - pd.Timedelta(days=3), AT + pd.Timedelta(days=40)]}),
+        make_crm(FOUR_PART_LEADS, FOUR_PART_ACTS),
+    )
     assert later["rule_mql"].tolist() == [False, False]
     assert later["rule_mql_since"].isna().iloc[0]
     assert later["rule_mql_since"].iloc[1] == AT - pd.Timedelta(days=2)
 
 
 def test_gates_and_a_threshold_must_both_hold() -> None:
-    raw = {"threshold": 30,
-           "engagement": [{"name": "demo", "activity": "demo_request", "points": 30}],
-           "gates": [{"name": "icp", "when": {"field": "industry", "op": "eq", "value": "Software"}}]}
+    raw = {
+        "threshold": 30,
+        "engagement": [{"name": "demo", "activity": "demo_request", "points": 30}],
+        "gates": [{"name": "icp", "when": {"field": "industry", "op": "eq", "value": "Software"}}],
+    }
     acts = [(1, "demo_request", days(1)), (2, "demo_request", days(1))]
-    out = score(raw, make_crm([{"lead_id": 1, "account_id": 10}, {"lead_id": 2, "account_id": 11},
-                               {"lead_id": 3, "account_id": 10}], acts),
-                [(1, days(2)), (2, days(2)), (3, days(2))])
+    out = score(
+        raw,
+        make_crm(
+            [{"lead_id": 1, "account_id": 10}, {"lead_id": 2, "account_id": 11}, {"lead_id": 3, "account_id": 10}], acts
+        ),
+        [(1, days(2)), (2, days(2)), (3, days(2))],
+    )
     assert out["rule_mql"].tolist() == [True, False, False]
 
 
@@ -271,17 +330,26 @@ def test_gates_and_a_threshold_must_both_hold() -> None:
 # The output: explanation, "ever MQL", order
 # ------------------------------------------------------------------------------------------------------------
 
+
 def test_fired_rules_name_each_contribution_in_file_order() -> None:
-    raw = {"threshold": 40,
-           "fit": [{"name": "industry_icp", "when": {"field": "industry", "op": "eq", "value": "Software"},
-                    "points": 10},
-                   {"name": "never", "when": {"field": "industry", "op": "eq", "value": "Retail"}, "points": 99}],
-           "engagement": [{"name": "demo_request", "activity": "demo_request", "points": 30},
-                          {"name": "email_open", "activity": "email_open", "points": 1},
-                          {"name": "unsubscribe", "activity": "unsubscribe", "points": -20}]}
+    raw = {
+        "threshold": 40,
+        "fit": [
+            {"name": "industry_icp", "when": {"field": "industry", "op": "eq", "value": "Software"}, "points": 10},
+            {"name": "never", "when": {"field": "industry", "op": "eq", "value": "Retail"}, "points": 99},
+        ],
+        "engagement": [
+            {"name": "demo_request", "activity": "demo_request", "points": 30},
+            {"name": "email_open", "activity": "email_open", "points": 1},
+            {"name": "unsubscribe", "activity": "unsubscribe", "points": -20},
+        ],
+    }
     acts = [(1, "demo_request", days(1)), (1, "unsubscribe", days(2))]
-    out = score(raw, make_crm([{"lead_id": 1, "account_id": 10}, {"lead_id": 2}], acts),
-                [(1, days(1)), (1, days(3)), (2, days(3))])
+    out = score(
+        raw,
+        make_crm([{"lead_id": 1, "account_id": 10}, {"lead_id": 2}], acts),
+        [(1, days(1)), (1, days(3)), (2, days(3))],
+    )
     assert out["rules_fired"].tolist() == [
         "industry icp (+10); 1 demo request (+30)",  # no description: the name in words
         "industry icp (+10); 1 demo request (+30); 1 unsubscribe (-20)",
@@ -290,8 +358,13 @@ def test_fired_rules_name_each_contribution_in_file_order() -> None:
 
 
 def test_mql_since_keeps_the_first_crossing_after_the_score_falls_back() -> None:
-    raw = {"threshold": 30, "engagement": [{"name": "demo", "activity": "demo_request", "points": 30},
-                                           {"name": "unsub", "activity": "unsubscribe", "points": -20}]}
+    raw = {
+        "threshold": 30,
+        "engagement": [
+            {"name": "demo", "activity": "demo_request", "points": 30},
+            {"name": "unsub", "activity": "unsubscribe", "points": -20},
+        ],
+    }
     crossing = days(3) + pd.Timedelta(minutes=7)
     acts = [(1, "demo_request", crossing), (1, "unsubscribe", days(5))]
     out = score(raw, make_crm([{"lead_id": 1}], acts), [(1, days(2)), (1, days(4)), (1, days(6))])
@@ -301,8 +374,10 @@ def test_mql_since_keeps_the_first_crossing_after_the_score_falls_back() -> None
 
 
 def test_mql_since_is_the_creation_time_when_fit_alone_suffices() -> None:
-    raw = {"threshold": 10, "fit": [{"name": "icp", "when": {"field": "industry", "op": "eq", "value": "Software"},
-                                     "points": 10}]}
+    raw = {
+        "threshold": 10,
+        "fit": [{"name": "icp", "when": {"field": "industry", "op": "eq", "value": "Software"}, "points": 10}],
+    }
     created = T0 + pd.Timedelta(hours=5)
     out = score(raw, make_crm([{"lead_id": 1, "account_id": 10, "created_at": created}]), [(1, days(9))])
     assert out["rule_mql_since"].iloc[0] == created
@@ -331,17 +406,22 @@ def test_vectorised_scores_match_a_direct_loop_on_random_data() -> None:
     n_leads = 40
     leads = [{"lead_id": i, "account_id": int(rng.choice([10, 11, 12]))} for i in range(1, n_leads + 1)]
     types = ["email_open", "web_visit", "demo_request", "unsubscribe"]
-    acts = [(int(rng.integers(1, n_leads + 1)), str(rng.choice(types)), days(float(rng.uniform(0, 60))))
-            for _ in range(600)]
+    acts = [
+        (int(rng.integers(1, n_leads + 1)), str(rng.choice(types)), days(float(rng.uniform(0, 60)))) for _ in range(600)
+    ]
     acts += [(lead, kind, when) for lead, kind, when in acts[:30]]  # same-instant duplicates
     snapshots = [(int(rng.integers(1, n_leads + 1)), days(float(rng.uniform(0, 70)))) for _ in range(300)]
     snapshots += [(lead, when) for lead, _, when in acts[:50]]  # exactly at an activity
-    raw = {"threshold": 25,
-           "fit": [{"name": "icp", "when": {"field": "industry", "op": "eq", "value": "Software"}, "points": 10}],
-           "engagement": [{"name": "opens", "activity": "email_open", "points": 1},
-                          {"name": "visits", "activity": "web_visit", "points": 2, "within_days": 14},
-                          {"name": "demo", "activity": "demo_request", "points": 30, "half_life_days": 7},
-                          {"name": "unsub", "activity": "unsubscribe", "points": -20, "max_points": 30}]}
+    raw = {
+        "threshold": 25,
+        "fit": [{"name": "icp", "when": {"field": "industry", "op": "eq", "value": "Software"}, "points": 10}],
+        "engagement": [
+            {"name": "opens", "activity": "email_open", "points": 1},
+            {"name": "visits", "activity": "web_visit", "points": 2, "within_days": 14},
+            {"name": "demo", "activity": "demo_request", "points": 30, "half_life_days": 7},
+            {"name": "unsub", "activity": "unsubscribe", "points": -20, "max_points": 30},
+        ],
+    }
     out = score(raw, make_crm(leads, acts), snapshots)
     industry = {10: "Software", 11: "Retail", 12: None}
     expected = []

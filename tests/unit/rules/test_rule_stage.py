@@ -22,11 +22,13 @@ def stage_inputs(tmp_path: Path, tiny_crm: dict[str, pd.DataFrame]) -> dict[str,
     write_snapshot(validate_crm(tiny_crm), tmp_path / "raw", source="test")
     snapshots = tmp_path / "features" / "snapshots.parquet"
     snapshots.parent.mkdir()
-    pd.DataFrame({
-        "lead_id": [1, 1, 2, 3],
-        "snapshot_at": pd.to_datetime(["2025-03-03", "2025-03-10", "2025-05-12", "2025-06-02"], utc=True),
-        "some_feature": [0.1, 0.2, 0.3, 0.4],
-    }).to_parquet(snapshots)
+    pd.DataFrame(
+        {
+            "lead_id": [1, 1, 2, 3],
+            "snapshot_at": pd.to_datetime(["2025-03-03", "2025-03-10", "2025-05-12", "2025-06-02"], utc=True),
+            "some_feature": [0.1, 0.2, 0.3, 0.4],
+        }
+    ).to_parquet(snapshots)
     params = tmp_path / "params.yaml"
     text = Path("params.yaml").read_text()
     params.write_text(text.replace("file: config/mql_rules.yaml", f"file: {Path('config/mql_rules.yaml').resolve()}"))
@@ -34,8 +36,21 @@ def stage_inputs(tmp_path: Path, tiny_crm: dict[str, pd.DataFrame]) -> dict[str,
 
 
 def invoke(paths: dict[str, Path], *extra: str) -> object:
-    return runner.invoke(app, ["rules", "--params", str(paths["params"]), "--raw", str(paths["raw"]),
-                               "--snapshots", str(paths["snapshots"]), "--out", str(paths["out"]), *extra])
+    return runner.invoke(
+        app,
+        [
+            "rules",
+            "--params",
+            str(paths["params"]),
+            "--raw",
+            str(paths["raw"]),
+            "--snapshots",
+            str(paths["snapshots"]),
+            "--out",
+            str(paths["out"]),
+            *extra,
+        ],
+    )
 
 
 def test_the_stage_scores_every_snapshot_row(stage_inputs: dict[str, Path]) -> None:
@@ -50,15 +65,17 @@ def test_the_stage_scores_every_snapshot_row(stage_inputs: dict[str, Path]) -> N
     assert out["rules_fired"].iloc[1] == (
         "account industry in the ideal customer profile (+10); ideal company size (200 to 5,000 employees) (+10); "
         "based in an ideal-profile region (North America or EMEA) (+5); C-level or VP title (+15); "
-        "works in marketing, sales or IT (+5); 1 e-mail open (+1); 1 pricing page visit (+10)")
+        "works in marketing, sales or IT (+5); 1 e-mail open (+1); 1 pricing page visit (+10)"
+    )
     # Lead 2: Manufacturing, size unknown, DE, marketing intern, gmail: 10 + 5 - 20 + 5 - 10 + trade show 5
     assert out["rule_score"].iloc[2] == -5.0
     assert not list(stage_inputs["out"].parent.glob(".*tmp"))  # no temp file left behind
     assert "4 rows" in result.stdout
 
 
-def test_a_bad_rules_file_exits_2_naming_rule_and_key_and_writes_nothing(stage_inputs: dict[str, Path],
-                                                                         tmp_path: Path) -> None:
+def test_a_bad_rules_file_exits_2_naming_rule_and_key_and_writes_nothing(
+    stage_inputs: dict[str, Path], tmp_path: Path
+) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("threshold: 60\nengagement:\n  - {name: demo, activity: demo_request, points: 30, windw: 9}\n")
     result = invoke(stage_inputs, "--rules", str(bad))
@@ -68,8 +85,9 @@ def test_a_bad_rules_file_exits_2_naming_rule_and_key_and_writes_nothing(stage_i
     assert not stage_inputs["out"].parent.exists()
 
 
-def test_an_unknown_campaign_exits_2_and_leaves_the_previous_output_alone(stage_inputs: dict[str, Path],
-                                                                          tmp_path: Path) -> None:
+def test_an_unknown_campaign_exits_2_and_leaves_the_previous_output_alone(
+    stage_inputs: dict[str, Path], tmp_path: Path
+) -> None:
     assert invoke(stage_inputs).exit_code == 0
     before = stage_inputs["out"].read_bytes()
     bad = tmp_path / "campaign.yaml"
@@ -113,16 +131,20 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path: Path, monkeypatch: pyt
 
 def test_the_stage_scores_the_params_variants_beside_the_history_rule(stage_inputs: dict[str, Path]) -> None:
     params = stage_inputs["params"]
-    params.write_text(params.read_text().replace(
-        "four_part: {file: config/mql_rules_four_part.yaml}",
-        f"four_part: {{file: {Path('config/mql_rules_four_part.yaml').resolve()}}}"))
+    params.write_text(
+        params.read_text().replace(
+            "four_part: {file: config/mql_rules_four_part.yaml}",
+            f"four_part: {{file: {Path('config/mql_rules_four_part.yaml').resolve()}}}",
+        )
+    )
     variants = stage_inputs["out"].parent / "variants.parquet"
     result = invoke(stage_inputs, "--variants-out", str(variants))
     assert result.exit_code == 0, result.output
     history, out = pd.read_parquet(stage_inputs["out"]), pd.read_parquet(variants)
     assert out["lead_id"].tolist() == history["lead_id"].tolist()
-    assert list(out.columns[2:]) == [f"{name}{suffix}" for name in ("decayed_30d", "window_30d", "four_part")
-                                     for suffix in rules.VARIANT_SUFFIXES]
+    assert list(out.columns[2:]) == [
+        f"{name}{suffix}" for name in ("decayed_30d", "window_30d", "four_part") for suffix in rules.VARIANT_SUFFIXES
+    ]
     # lead 1's activities are days old at its second snapshot: decay and window lower only the engagement part
     assert 45.0 < out["decayed_30d_score"].iloc[1] < history["rule_score"].iloc[1]
     assert out["window_30d_score"].iloc[1] == history["rule_score"].iloc[1]

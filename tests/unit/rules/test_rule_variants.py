@@ -14,14 +14,16 @@ from rule_frames import days, make_crm
 from pipelines import rules
 from pipelines.config import RulesParams, RuleVariant
 
-BASE = rules.parse_rules({
-    "threshold": 20,
-    "fit": [{"name": "icp", "when": {"field": "industry", "op": "eq", "value": "Software"}, "points": 5}],
-    "engagement": [
-        {"name": "demo", "activity": "demo_request", "points": 30},
-        {"name": "visit", "activity": "web_visit", "points": 2, "within_days": 7},  # keeps its own window
-    ],
-})
+BASE = rules.parse_rules(
+    {
+        "threshold": 20,
+        "fit": [{"name": "icp", "when": {"field": "industry", "op": "eq", "value": "Software"}, "points": 5}],
+        "engagement": [
+            {"name": "demo", "activity": "demo_request", "points": 30},
+            {"name": "visit", "activity": "web_visit", "points": 2, "within_days": 7},  # keeps its own window
+        ],
+    }
+)
 
 
 def test_derive_rules_decays_or_windows_every_engagement_rule_that_has_neither() -> None:
@@ -35,14 +37,28 @@ def test_derive_rules_decays_or_windows_every_engagement_rule_that_has_neither()
 
 
 def test_score_variants_scores_each_variant_on_the_same_rows() -> None:
-    crm = make_crm([{"lead_id": 1, "account_id": 10}, {"lead_id": 2, "account_id": 11}],
-                   [(1, "demo_request", days(1)), (2, "demo_request", days(50))])
+    crm = make_crm(
+        [{"lead_id": 1, "account_id": 10}, {"lead_id": 2, "account_id": 11}],
+        [(1, "demo_request", days(1)), (2, "demo_request", days(50))],
+    )
     snapshots = pd.DataFrame({"lead_id": [1, 2, 1], "snapshot_at": [days(31), days(61), days(61)]})
-    gated = rules.parse_rules({"threshold": None, "gates": [
-        {"name": "icp", "when": {"field": "industry", "op": "eq", "value": "Software"}}],
-        "engagement": [{"name": "demo", "activity": "demo_request", "points": 30}]})
-    out = rules.score_variants({"history": BASE, "decayed": rules.derive_rules(BASE, half_life_days=30),
-                                "window": rules.derive_rules(BASE, within_days=30), "gated": gated}, snapshots, crm)
+    gated = rules.parse_rules(
+        {
+            "threshold": None,
+            "gates": [{"name": "icp", "when": {"field": "industry", "op": "eq", "value": "Software"}}],
+            "engagement": [{"name": "demo", "activity": "demo_request", "points": 30}],
+        }
+    )
+    out = rules.score_variants(
+        {
+            "history": BASE,
+            "decayed": rules.derive_rules(BASE, half_life_days=30),
+            "window": rules.derive_rules(BASE, within_days=30),
+            "gated": gated,
+        },
+        snapshots,
+        crm,
+    )
     assert out["lead_id"].tolist() == [1, 2, 1]
     np.testing.assert_allclose(out["history_score"], [35, 30, 35])
     # lead 1's demo is 30 and 60 days old at its snapshots; lead 2's 11 days
@@ -57,8 +73,9 @@ def test_score_variants_scores_each_variant_on_the_same_rows() -> None:
 def test_load_variants_reads_files_and_derives_from_rules_file(tmp_path: Path) -> None:
     base = tmp_path / "base.yaml"
     base.write_text("threshold: 10\nengagement:\n  - {name: demo, activity: demo_request, points: 30}\n")
-    params = RulesParams(file=base, variants={"decayed_7d": RuleVariant(half_life_days=7),
-                                              "other": RuleVariant(file=base)})
+    params = RulesParams(
+        file=base, variants={"decayed_7d": RuleVariant(half_life_days=7), "other": RuleVariant(file=base)}
+    )
     loaded = rules.load_variants(params)
     assert loaded["decayed_7d"].engagement[0].half_life_days == 7
     assert loaded["other"].engagement[0].half_life_days is None
@@ -68,8 +85,13 @@ def test_variant_params_are_typed_and_refuse_ambiguity() -> None:
     assert RuleVariant(half_life_days=30).threshold_policy == "match_volume"
     assert RuleVariant(file=Path("x.yaml")).threshold_policy == "own"
     assert RuleVariant(file=Path("x.yaml"), threshold="match_volume").threshold_policy == "match_volume"
-    for bad in ({}, {"file": "x.yaml", "within_days": 30}, {"half_life_days": 30, "decay": 1},
-                {"within_days": 0}, {"half_life_days": 30, "threshold": "best"}):
+    for bad in (
+        {},
+        {"file": "x.yaml", "within_days": 30},
+        {"half_life_days": 30, "decay": 1},
+        {"within_days": 0},
+        {"half_life_days": 30, "threshold": "best"},
+    ):
         with pytest.raises(ValidationError):
             RuleVariant(**bad)
     with pytest.raises(ValidationError, match="history"):

@@ -46,8 +46,9 @@ def test_categorical_bins_count_unseen_levels_and_missing_apart() -> None:
 
 def test_counter_adds_chunks_and_reports_psi_per_column_against_the_reference() -> None:
     rng = np.random.default_rng(0)
-    train = pd.DataFrame({"visits": rng.poisson(2, 5000).astype(float),
-                          "region": rng.choice(["NA", "EMEA", "APAC"], 5000)})
+    train = pd.DataFrame(
+        {"visits": rng.poisson(2, 5000).astype(float), "region": rng.choice(["NA", "EMEA", "APAC"], 5000)}
+    )
     score = rng.beta(2, 8, 5000)
     reference = build_reference(train, score, {"visits": "numeric", "region": "categorical"}, 10, "test rows")
     same = DriftCounter(reference)
@@ -56,8 +57,9 @@ def test_counter_adds_chunks_and_reports_psi_per_column_against_the_reference() 
     assert max(same.psi().values()) < 1e-9
 
     shifted = DriftCounter(reference)
-    shifted.add(pd.DataFrame({"visits": rng.poisson(6, 3000).astype(float), "region": ["LATAM"] * 3000}),
-                rng.beta(2, 8, 3000))
+    shifted.add(
+        pd.DataFrame({"visits": rng.poisson(6, 3000).astype(float), "region": ["LATAM"] * 3000}), rng.beta(2, 8, 3000)
+    )
     result = shifted.psi()
     assert result["visits"] > 0.25 and result["region"] > 0.25 and result[SCORE] < 0.1
 

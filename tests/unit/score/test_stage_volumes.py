@@ -10,8 +10,11 @@ from pipelines.calibrate import Thresholds
 from pipelines.config import CalibrateParams, StagePolicy
 from pipelines.score.core import ScoringModel, count_lists, off_target, stage_volumes, volume_policies
 
-POLICIES = {"MQL": StagePolicy(policy="match_rules"), "SAL": StagePolicy(policy="capacity", leads_per_week=2),
-            "SQL": StagePolicy(policy="precision", min_precision=0.3)}
+POLICIES = {
+    "MQL": StagePolicy(policy="match_rules"),
+    "SAL": StagePolicy(policy="capacity", leads_per_week=2),
+    "SQL": StagePolicy(policy="precision", min_precision=0.3),
+}
 
 
 def _previous(rows: list[tuple[int, str, bool]]) -> pd.DataFrame:
@@ -37,14 +40,28 @@ def test_new_hand_offs_are_the_leads_not_on_the_list_a_cadence_earlier() -> None
 
 
 def test_volumes_per_week_follow_the_volume_definition() -> None:
-    counts = {"MQL_list": 70, "MQL_new": 14, "SAL_list": 28, "SAL_new": 4, "SQL_list": 7, "SQL_new": 2,
-              "rule_list": 140, "rule_new": 7}
+    counts = {
+        "MQL_list": 70,
+        "MQL_new": 14,
+        "SAL_list": 28,
+        "SAL_new": 4,
+        "SQL_list": 7,
+        "SQL_new": 2,
+        "rule_list": 140,
+        "rule_new": 7,
+    }
 
     new = stage_volumes(counts, POLICIES, "new", 14)  # a fortnightly cadence: counts x 7 / 14 a week
     standing = stage_volumes(counts, POLICIES, "standing", 14)
 
-    assert new["MQL"] == {"policy": "match_rules", "volume": "new", "target_per_week": 3.5,
-                          "delivered_per_week": 7.0, "list_size": 70, "new": 14}
+    assert new["MQL"] == {
+        "policy": "match_rules",
+        "volume": "new",
+        "target_per_week": 3.5,
+        "delivered_per_week": 7.0,
+        "list_size": 70,
+        "new": 14,
+    }
     assert new["SAL"]["target_per_week"] == 2 and new["SAL"]["delivered_per_week"] == 2.0
     assert new["SQL"]["target_per_week"] is None and new["SQL"]["delivered_per_week"] == 1.0
     assert standing["MQL"]["target_per_week"] == 70 and standing["MQL"]["delivered_per_week"] == 35
@@ -56,24 +73,49 @@ def test_only_stages_more_than_a_quarter_off_target_are_reported() -> None:
 
     assert off_target(stage_volumes(on_target, POLICIES, "new", 7)) == []
     lines = off_target(stage_volumes({**on_target, "MQL_new": 10, "SAL_new": 1}, POLICIES, "new", 7))
-    assert lines == ["MQL (match_rules, new) delivers 10 a week against a target of 7",
-                     "SAL (capacity, new) delivers 1 a week against a target of 2"]
+    assert lines == [
+        "MQL (match_rules, new) delivers 10 a week against a target of 7",
+        "SAL (capacity, new) delivers 1 a week against a target of 2",
+    ]
 
 
 def _model(thresholds: Thresholds | None) -> ScoringModel:
-    return ScoringModel(uri="u", pinned_uri="p", name="n", version="1", pyfunc=None, schema=None, reference=None,
-                        feature_list_version=None, thresholds=thresholds)
+    return ScoringModel(
+        uri="u",
+        pinned_uri="p",
+        name="n",
+        version="1",
+        pyfunc=None,
+        schema=None,
+        reference=None,
+        feature_list_version=None,
+        thresholds=thresholds,
+    )
 
 
 def test_policies_come_from_the_models_thresholds_else_from_the_params() -> None:
-    params = CalibrateParams.model_validate({
-        "method": "isotonic", "thresholds": {"MQL": {"policy": "match_rules"},
-                                             "SAL": {"policy": "capacity", "leads_per_week": 9},
-                                             "SQL": {"policy": "capacity", "leads_per_week": 3}},
-        "volume": "new", "precision_min_rows": 1, "segment_column": None, "segment_k": 1, "bootstrap": 0,
-        "ci_level": 0.9})
-    stored = Thresholds("SQL", 30, {"MQL": 0.1, "SAL": 0.2, "SQL": 0.3}, report={
-        "policies": {s: p.model_dump(exclude_none=True) for s, p in POLICIES.items()}, "volume": "standing"})
+    params = CalibrateParams.model_validate(
+        {
+            "method": "isotonic",
+            "thresholds": {
+                "MQL": {"policy": "match_rules"},
+                "SAL": {"policy": "capacity", "leads_per_week": 9},
+                "SQL": {"policy": "capacity", "leads_per_week": 3},
+            },
+            "volume": "new",
+            "precision_min_rows": 1,
+            "segment_column": None,
+            "segment_k": 1,
+            "bootstrap": 0,
+            "ci_level": 0.9,
+        }
+    )
+    stored = Thresholds(
+        "SQL",
+        30,
+        {"MQL": 0.1, "SAL": 0.2, "SQL": 0.3},
+        report={"policies": {s: p.model_dump(exclude_none=True) for s, p in POLICIES.items()}, "volume": "standing"},
+    )
 
     assert volume_policies(_model(stored), params) == (POLICIES, "standing")
     fallback, volume = volume_policies(_model(None), params)

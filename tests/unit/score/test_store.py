@@ -15,8 +15,10 @@ from pipelines.score import store
 
 TABLES = ScoreTables(scores="lead_scores", runs="scoring_runs", latest="lead_scores_latest")
 #: The latest view exactly as the version before `scoring_runs.production` created it.
-OLD_VIEW = ('CREATE VIEW lead_scores_latest AS SELECT s.* FROM lead_scores s WHERE s.run_id = '
-            '(SELECT r.run_id FROM scoring_runs r ORDER BY r.as_of DESC, r.finished_at DESC LIMIT 1)')
+OLD_VIEW = (
+    "CREATE VIEW lead_scores_latest AS SELECT s.* FROM lead_scores s WHERE s.run_id = "
+    "(SELECT r.run_id FROM scoring_runs r ORDER BY r.as_of DESC, r.finished_at DESC LIMIT 1)"
+)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -29,20 +31,41 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def rows(run_id: str, as_of: str, version: str, leads: range) -> pd.DataFrame:
     stamp = pd.Timestamp(as_of, tz="UTC")
     n = len(leads)
-    return pd.DataFrame({
-        "run_id": [run_id] * n, "lead_id": list(leads), "as_of": [stamp] * n, "scored_at": [stamp] * n,
-        "model_name": ["lead-scoring"] * n, "model_version": [version] * n, "probability": [0.1] * n,
-        "stage": ["none"] * n, "grade": ["D"] * n, "rule_score": [1.0] * n, "rule_mql": [False] * n,
-        "reasons_positive": ["[]"] * n, "reasons_negative": ["[]"] * n,
-    }).astype({"as_of": "datetime64[ns, UTC]", "scored_at": "datetime64[ns, UTC]"})
+    return pd.DataFrame(
+        {
+            "run_id": [run_id] * n,
+            "lead_id": list(leads),
+            "as_of": [stamp] * n,
+            "scored_at": [stamp] * n,
+            "model_name": ["lead-scoring"] * n,
+            "model_version": [version] * n,
+            "probability": [0.1] * n,
+            "stage": ["none"] * n,
+            "grade": ["D"] * n,
+            "rule_score": [1.0] * n,
+            "rule_mql": [False] * n,
+            "reasons_positive": ["[]"] * n,
+            "reasons_negative": ["[]"] * n,
+        }
+    ).astype({"as_of": "datetime64[ns, UTC]", "scored_at": "datetime64[ns, UTC]"})
 
 
-def publish(url: str, run_id: str, as_of: str, version: str, production: bool | None, finished: str,
-            leads: range = range(1, 4)) -> list[str]:
-    run = {"run_id": run_id, "as_of": pd.Timestamp(as_of, tz="UTC"), "started_at": pd.Timestamp(finished, tz="UTC"),
-           "finished_at": pd.Timestamp(finished, tz="UTC"), "model_name": "lead-scoring", "model_version": version,
-           "model_uri": f"models:/lead-scoring/{version}", "engine": "pandas", "status": "ok", "leads_read": 3,
-           "leads_scored": len(leads)}
+def publish(
+    url: str, run_id: str, as_of: str, version: str, production: bool | None, finished: str, leads: range = range(1, 4)
+) -> list[str]:
+    run = {
+        "run_id": run_id,
+        "as_of": pd.Timestamp(as_of, tz="UTC"),
+        "started_at": pd.Timestamp(finished, tz="UTC"),
+        "finished_at": pd.Timestamp(finished, tz="UTC"),
+        "model_name": "lead-scoring",
+        "model_version": version,
+        "model_uri": f"models:/lead-scoring/{version}",
+        "engine": "pandas",
+        "status": "ok",
+        "leads_read": 3,
+        "leads_scored": len(leads),
+    }
     if production is not None:
         run["production"] = production
     return store.publish_run(make_engine(url, create_dirs=True), TABLES, run, [rows(run_id, as_of, version, leads)])
@@ -121,8 +144,9 @@ def test_the_view_is_re_created_only_when_its_definition_changed(url: str, caplo
     assert caplog.text.count("re-created view") == 1 and latest_runs(url) == {"d"}
 
 
-def test_any_column_added_to_the_schema_later_is_migrated_generically(url: str,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_any_column_added_to_the_schema_later_is_migrated_generically(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     publish(url, "before", "2026-11-20", "1", True, "2026-11-20 02:00")
     monkeypatch.setitem(store.RUN_COLUMNS, "stage_volumes", sa.Text())  # e.g. a JSON column of a later version
     monkeypatch.setitem(store.RUN_COLUMNS, "n_new_handoffs", sa.BigInteger())
@@ -140,8 +164,13 @@ def test_a_failed_publish_rolls_the_migration_back(url: str) -> None:
     _make_old(url, drop_runs=("production",))
     bad = rows("broken", "2026-11-21", "1", range(1, 3)).assign(lead_id=[7, 7])  # duplicate primary key
 
-    run = {"run_id": "broken", "as_of": pd.Timestamp("2026-11-21", tz="UTC"), "model_name": "lead-scoring",
-           "model_version": "1", "production": True}
+    run = {
+        "run_id": "broken",
+        "as_of": pd.Timestamp("2026-11-21", tz="UTC"),
+        "model_name": "lead-scoring",
+        "model_version": "1",
+        "production": True,
+    }
     with pytest.raises(Exception, match=r"(?i)unique|duplicate"):  # the driver's own error (raw cursor, COPY)
         store.publish_run(make_engine(url), TABLES, run, [bad])
 
