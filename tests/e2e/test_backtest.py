@@ -4,6 +4,7 @@ the same rows written independently here (pandas and scikit-learn, not the proje
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -36,7 +37,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScoreEnv]:
 
 
 def cli(env: ScoreEnv, *args: str, params: Path | None = None) -> tuple[int, str]:
-    result = runner.invoke(app, [*args, "--params", str(params or env.params_path), "--tracking-uri", env.tracking_uri])
+    tracking = [] if args[0] == "plan" else ["--tracking-uri", env.tracking_uri]  # plan never reads MLflow
+    result = runner.invoke(app, [*args, "--params", str(params or env.params_path), *tracking])
     shown = "" if result.exception is None or isinstance(result.exception, SystemExit) else repr(result.exception)
     return result.exit_code, result.output + shown
 
@@ -195,3 +197,60 @@ def test_no_run_past_its_horizon_is_bad_input_and_writes_nothing(env: ScoreEnv, 
     with sqlite3.connect(db) as conn:
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
     assert "score_backtests" not in names
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# leadscore plan
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_plan_answers_per_campaign_and_its_expected_sqls_are_the_probabilities_it_used(
+    env: ScoreEnv, scored: tuple[Path, str]
+) -> None:
+    db, url = scored
+    code, out = cli(env, "plan", "--url", url, "--target-sql", "12", "--per", "week", "--json")
+    assert code == 0, out
+    plan = json.loads(out)
+    latest = read(db, "SELECT run_id, as_of FROM scoring_runs ORDER BY as_of DESC").iloc[0]
+    assert plan["run_id"] == latest["run_id"]  # the latest production run
+    as_of = pd.to_datetime(latest["as_of"], utc=True)
+    # independently: the run's probabilities of each campaign's leads created in the 90 days before it
+    leads = read(
+        db,
+        "SELECT l.lead_id, l.created_at, COALESCE(c.name, '(no campaign)') AS campaign FROM leads l "
+        "LEFT JOIN campaigns c ON c.campaign_id = l.campaign_id",
+    )
+    created = pd.to_datetime(leads["created_at"], utc=True, format="ISO8601")
+    recent = leads.loc[(created > as_of - pd.Timedelta(days=90)) & (created <= as_of)]
+    probs = read(db, f"SELECT lead_id, probability FROM lead_scores WHERE run_id = '{latest['run_id']}'")
+    used = recent.merge(probs, on="lead_id")
+    want = used.groupby("campaign")["probability"].sum()
+    got = {c["campaign"]: c for c in plan["campaigns"]}
+    assert set(got) == set(recent["campaign"])
+    for name, row in got.items():
+        assert row["expected_sql_open"] == pytest.approx(want.get(name, 0.0), rel=1e-9, abs=1e-12), name
+        assert row["recent_leads"] == int((recent["campaign"] == name).sum())
+        assert row["new_leads_needed_ci_low"] <= row["new_leads_needed"] <= row["new_leads_needed_ci_high"]
+    assert sum(c["target_sql"] for c in plan["campaigns"]) == pytest.approx(12)
+    assert plan["total"]["expected_sql_open"] == pytest.approx(used["probability"].sum())
+
+    code, out = cli(env, "plan", "--url", url, "--target-sql", "12", "--per", "week")
+    assert code == 0, out
+    assert "SQLs a week need about" in out and "new leads per week (95% CI)" in out and "total" in out
+
+
+def test_plan_refuses_an_unknown_campaign_and_a_crm_without_runs(env: ScoreEnv, scored: tuple[Path, str]) -> None:
+    _, url = scored
+    code, out = cli(env, "plan", "--url", url, "--target-sql", "5", "--campaign", "No Such Campaign")
+    assert code == EXIT_BAD_INPUT and "--campaign ['No Such Campaign'] not found" in out, out
+    assert "Traceback" not in out
+    code, out = cli(env, "plan", "--url", url, "--target-sql", "5", "--target-wins", "2")
+    assert code == EXIT_BAD_INPUT and "exactly one of" in out, out
+    code, out = cli(env, "plan", "--url", url, "--target-sql", "5", "--per", "day")
+    assert code == EXIT_BAD_INPUT and "--per" in out, out
+
+
+def test_plan_without_a_scoring_run_is_bad_input(env: ScoreEnv, tmp_path: Path) -> None:
+    _, url = copy_crm(env, tmp_path)
+    code, out = cli(env, "plan", "--url", url, "--target-wins", "3")
+    assert code == EXIT_BAD_INPUT and "leadscore score" in out, out
