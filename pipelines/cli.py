@@ -715,9 +715,7 @@ def plan(
         loaded = load_params(params)
         result = run_plan(url or loaded.base.crm_url, scores_url, loaded, goal, names, region or [], mix)
     if as_json:
-        from pipelines.modeling import clean_json
-
-        typer.echo(json.dumps(clean_json(result.to_dict()), indent=2))
+        typer.echo(json.dumps(result.to_dict(), indent=2))
         return
     section = plan_section(result)
     widths = [max(len(c), *(len(r[i]) for r in section.rows)) for i, c in enumerate(section.columns)]

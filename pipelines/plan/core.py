@@ -32,7 +32,7 @@ from pipelines.config import FeaturesParams, PlanParams
 from pipelines.errors import BadInputError
 from pipelines.features import timeline as tl
 from pipelines.features.snapshots import TARGET_STAGES, StageIndex, first_entry_seconds
-from pipelines.modeling import ClusterBootstrap, cluster_ids
+from pipelines.modeling import ClusterBootstrap, clean_json, cluster_ids
 
 Per = Literal["week", "month", "quarter"]
 #: Days in each planning period (a month and a quarter of the average year).
@@ -78,14 +78,14 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (`--json`)."""
-        rows = self.table.replace({np.nan: None}).to_dict(orient="records")
+        rows = clean_json(self.table.to_dict(orient="records"))  # NaN (no figure) as null
         return {
             "target": {"kind": self.target.kind, "value": self.target.value, "per": self.target.per},
             "as_of": self.as_of.isoformat(),
             "run_id": self.run_id,
             "ci_level": self.ci_level,
             "campaigns": rows,
-            "total": {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in self.total.items()},
+            "total": clean_json(self.total),
             "notes": self.notes,
         }
 
