@@ -3,16 +3,19 @@
 The funnel practice sets MQL targets backwards from the sales target; calibrated probabilities make that
 arithmetic honest. Per campaign (its leads as the CRM knows them at the latest nightly run's as-of time t):
 
-- *SQLs per new lead*: over its recent leads (created in the `recent_days` before t), the ones that already reached
-  SQL (or later) count 1, the open ones the latest run's calibrated probability (of reaching SQL within the horizon),
-  the closed or disqualified ones 0; divided by the recent leads. Conversions after the horizon are not counted, so
-  the plan errs toward more leads, never fewer.
+- *SQLs it brings now*: the sum of the latest run's calibrated probabilities over the campaign's open leads, of
+  every age (the expected SQLs within `features.horizon_days`), per period = sum x period / horizon. Most SQLs come
+  from leads months old (on the demo, 31% of SQL entries are from leads over a year old), so the pipeline of every
+  age is what today's lead flow yields, not its newest leads alone.
+- *new leads it gets now*: its leads created in the `recent_days` before t, per period.
+- *SQLs per new lead* = SQLs now / new leads now: the yield of its lead flow in steady state (a new lead brings, over
+  its life, what the flow's older leads bring now).
 - *funnel rates* from its leads created `history_days` to `features.horizon_days` before t: lead -> MQL (reached MQL
   or later by t) and SQL -> Won (won by t, among those that reached SQL); a campaign without such leads (a new one)
   takes the rates of all the campaigns planned, and the plan's notes say so.
-- the target's share of each campaign: the `mix` given, else in proportion to the SQLs (or wins) its recent leads
-  are expected to bring; SQLs it must deliver = target x share (wins: / its SQL -> Won rate); new leads needed =
-  SQLs / SQLs per new lead; MQLs needed = new leads x lead -> MQL rate.
+- the target's share of each campaign: the `mix` given, else in proportion to the SQLs (or wins) it brings now;
+  SQLs it must deliver = target x share (wins: / its SQL -> Won rate); new leads needed = SQLs / SQLs per new lead;
+  MQLs needed = new leads x lead -> MQL rate.
 
 Intervals resample accounts (`modeling.ClusterBootstrap`; a lead without an account is its own cluster), the whole
 plan recomputed on each resample. No I/O here.
@@ -153,6 +156,15 @@ def _select(rows: pd.DataFrame, campaigns: Sequence[str], regions: Sequence[str]
     return rows.loc[keep].reset_index(drop=True)
 
 
+@dataclass(frozen=True)
+class _Window:
+    """The plan's time scales: the target's period, the probabilities' horizon, the recent-inflow window (days)."""
+
+    period: float
+    horizon: int
+    recent: int
+
+
 def _figures(
     rows: pd.DataFrame,
     code: np.ndarray,
@@ -161,30 +173,31 @@ def _figures(
     history: np.ndarray,
     target: Target,
     mix: np.ndarray | None,
+    window: _Window,
 ) -> dict[str, np.ndarray]:
     """The plan's per-campaign arrays on `rows` (the full rows, or one resample of them)."""
 
-    def per_group(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def per_group(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        mask = np.ones(len(values), dtype=bool) if mask is None else mask
         return np.bincount(code[mask], weights=values[mask].astype(float), minlength=n_groups)
 
     prob = rows["probability"].to_numpy(dtype=float)
     sql = rows["sql"].to_numpy(dtype=bool)
-    scored = ~np.isnan(prob) & ~sql
-    ones = np.ones(len(rows))
-    n_recent = per_group(ones, recent)
-    converted = per_group(sql.astype(float), recent)
-    expected_open = per_group(np.where(scored, prob, 0.0), recent)
-    expected = converted + expected_open
+    open_leads = per_group((~np.isnan(prob)).astype(float))
+    expected = per_group(np.nan_to_num(prob, nan=0.0))  # the run's open leads of every age: the pipeline
+    n_recent = per_group(np.ones(len(rows)), recent)
     with np.errstate(divide="ignore", invalid="ignore"):
-        sql_per_lead = expected / n_recent
-        n_hist = per_group(ones, history)
+        sql_now = expected * window.period / window.horizon
+        leads_now = n_recent * window.period / window.recent
+        sql_per_lead = sql_now / leads_now
+        n_hist = per_group(np.ones(len(rows)), history)
         hist_mql = per_group(rows["mql"].to_numpy(dtype=float), history)
         hist_sql = per_group(sql.astype(float), history)
         hist_won = per_group((rows["won"].to_numpy(dtype=bool) & sql).astype(float), history)
         # a campaign too young for funnel rates of its own takes those of every campaign planned
         mql_rate = np.where(n_hist > 0, hist_mql / n_hist, hist_mql.sum() / n_hist.sum())
         win_rate = np.where(hist_sql > 0, hist_won / hist_sql, hist_won.sum() / hist_sql.sum())
-        weight = expected if target.kind == "sql" else expected * np.nan_to_num(win_rate)
+        weight = sql_now if target.kind == "sql" else sql_now * np.nan_to_num(win_rate)
         usable = (n_recent > 0) & (sql_per_lead > 0)
         base = np.where(usable, mix if mix is not None else weight, 0.0)
         share = base / base.sum() if base.sum() > 0 else np.full(n_groups, np.nan)
@@ -192,10 +205,11 @@ def _figures(
         leads_needed = np.where(share > 0, target_sql / sql_per_lead, 0.0)
         mqls_needed = leads_needed * mql_rate
     return {
+        "open_leads": open_leads,
+        "expected_sql_open": expected,
+        "sql_now": sql_now,
         "recent_leads": n_recent,
-        "converted": converted,
-        "expected_sql_open": expected_open,
-        "expected_sql": expected,
+        "new_leads_now": leads_now,
         "sql_per_lead": sql_per_lead,
         "historical_leads": n_hist,
         "mql_rate": mql_rate,
@@ -237,7 +251,8 @@ def plan_target(
     names, code = np.unique(rows["campaign"].astype(str).to_numpy(), return_inverse=True)
     keep_groups = np.bincount(code[recent], minlength=len(names)) > 0
     notes = []
-    young = [str(n) for n, h in zip(names, np.bincount(code[history], minlength=len(names)), strict=True) if h == 0]
+    has_history = np.bincount(code[history], minlength=len(names)) > 0
+    young = [str(n) for n, h, k in zip(names, has_history, keep_groups, strict=True) if k and not h]
     if young:
         notes.append(
             f"{len(young)} campaign(s) have no lead created {features.horizon_days}-{params.history_days} days "
@@ -255,16 +270,15 @@ def plan_target(
     mix_array = None
     if mix is not None:
         mix_array = np.array([float(mix.get(str(n), 0.0)) for n in names])
-    figures = _figures(rows, code, len(names), recent, history, target, mix_array)
-    period = PERIOD_DAYS[target.per]
+    window = _Window(PERIOD_DAYS[target.per], features.horizon_days, params.recent_days)
+    figures = _figures(rows, code, len(names), recent, history, target, mix_array, window)
     table = pd.DataFrame({"campaign": names, **figures})
-    table["new_leads_now"] = table["recent_leads"] * period / params.recent_days
     with np.errstate(divide="ignore", invalid="ignore"):
         table["needed_vs_now"] = table["new_leads_needed"] / table["new_leads_now"]
 
     def statistic(idx: np.ndarray) -> dict[str, float]:
         sample = rows.iloc[idx].reset_index(drop=True)
-        got = _figures(sample, code[idx], len(names), recent[idx], history[idx], target, mix_array)
+        got = _figures(sample, code[idx], len(names), recent[idx], history[idx], target, mix_array, window)
         out = {f"{name}|{j}": float(got[name][j]) for name in _WITH_CI for j in range(len(names))}
         out["total|new_leads_needed"] = float(np.nansum(got["new_leads_needed"]))
         out["total|mqls_needed"] = float(np.nansum(got["mqls_needed"]))
@@ -280,8 +294,9 @@ def plan_target(
     total = {
         "target_sql": float(np.nansum(table["target_sql"])),
         "recent_leads": float(table["recent_leads"].sum()),
+        "open_leads": float(table["open_leads"].sum()),
         "expected_sql_open": float(table["expected_sql_open"].sum()),
-        "expected_sql": float(table["expected_sql"].sum()),
+        "sql_now": float(table["sql_now"].sum()),
         "new_leads_needed": float(np.nansum(table["new_leads_needed"])),
         "mqls_needed": float(np.nansum(table["mqls_needed"])),
         "new_leads_now": float(table["new_leads_now"].sum()),
@@ -317,46 +332,39 @@ def _range(low: Any, high: Any, digits: int = 0) -> str:
 
 
 def plan_section(plan: Plan) -> PlanSection:
-    """The plan as a table a marketer reads: per campaign the target's share, new leads and MQLs needed per period
-    with their interval, against today's volume."""
+    """The plan as a table a marketer reads: per campaign the SQLs it must deliver and brings now, the new leads and
+    MQLs needed per period with their interval, against the new leads it gets now."""
     per = plan.target.per
     what = "SQLs" if plan.target.kind == "sql" else "wins"
     level = f"{100 * plan.ci_level:.0f}%"
     columns = (
         "campaign",
-        f"SQLs per {per}",
+        f"SQLs per {per} needed",
+        f"SQLs per {per} now",
         "SQLs per new lead",
         f"new leads per {per} ({level} CI)",
         f"MQLs per {per} ({level} CI)",
         f"new leads per {per} now",
     )
-    rows = [
-        (
-            str(r["campaign"]),
+
+    def cells(r: Any, yield_text: str) -> tuple[str, ...]:  # a table row or the total
+        return (
             _n(r["target_sql"], 1),
-            _n(r["sql_per_lead"], 3),
+            _n(r["sql_now"], 1),
+            yield_text,
             f"{_n(r['new_leads_needed'])} ({_range(r['new_leads_needed_ci_low'], r['new_leads_needed_ci_high'])})",
             f"{_n(r['mqls_needed'])} ({_range(r['mqls_needed_ci_low'], r['mqls_needed_ci_high'])})",
             _n(r["new_leads_now"]),
         )
-        for _, r in plan.table.iterrows()
-    ]
+
+    rows = [(str(r["campaign"]), *cells(r, _n(r["sql_per_lead"], 3))) for _, r in plan.table.iterrows()]
     t = plan.total
-    rows.append(
-        (
-            "total",
-            _n(t["target_sql"], 1),
-            "",
-            f"{_n(t['new_leads_needed'])} ({_range(t['new_leads_needed_ci_low'], t['new_leads_needed_ci_high'])})",
-            f"{_n(t['mqls_needed'])} ({_range(t['mqls_needed_ci_low'], t['mqls_needed_ci_high'])})",
-            _n(t["new_leads_now"]),
-        )
-    )
+    rows.append(("total", *cells(t, "")))
     headline = (
         f"{_n(plan.target.value)} {what} a {per} need about {_n(t['new_leads_needed'])} new leads "
         f"({_range(t['new_leads_needed_ci_low'], t['new_leads_needed_ci_high'])}) and {_n(t['mqls_needed'])} MQLs "
-        f"a {per} across {len(plan.table)} campaign group(s); today they bring {_n(t['new_leads_now'])} new leads "
-        f"a {per}."
+        f"a {per} across {len(plan.table)} campaign group(s); today they get {_n(t['new_leads_now'])} new leads "
+        f"and their open leads are expected to bring {_n(t['sql_now'])} SQLs a {per}."
     )
     return PlanSection(headline, columns, tuple(rows), tuple(plan.notes))
 

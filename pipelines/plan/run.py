@@ -71,10 +71,10 @@ def run_plan(
         mix,
     )
     log.info(
-        "plan from run %s (as of %s): %d campaign group(s), expected SQLs of their recent leads %.1f",
+        "plan from run %s (as of %s): %d campaign group(s), expected SQLs of their open leads within the horizon %.1f",
         run["run_id"],
         f"{run['as_of']:%Y-%m-%d}",
         len(plan.table),
-        plan.total["expected_sql"],
+        plan.total["expected_sql_open"],
     )
     return plan

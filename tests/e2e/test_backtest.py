@@ -214,7 +214,7 @@ def test_plan_answers_per_campaign_and_its_expected_sqls_are_the_probabilities_i
     latest = read(db, "SELECT run_id, as_of FROM scoring_runs ORDER BY as_of DESC").iloc[0]
     assert plan["run_id"] == latest["run_id"]  # the latest production run
     as_of = pd.to_datetime(latest["as_of"], utc=True)
-    # independently: the run's probabilities of each campaign's leads created in the 90 days before it
+    # independently: the run's probabilities summed per campaign; the leads each campaign got in the 90 days before
     leads = read(
         db,
         "SELECT l.lead_id, l.created_at, COALESCE(c.name, '(no campaign)') AS campaign FROM leads l "
@@ -223,16 +223,18 @@ def test_plan_answers_per_campaign_and_its_expected_sqls_are_the_probabilities_i
     created = pd.to_datetime(leads["created_at"], utc=True, format="ISO8601")
     recent = leads.loc[(created > as_of - pd.Timedelta(days=90)) & (created <= as_of)]
     probs = read(db, f"SELECT lead_id, probability FROM lead_scores WHERE run_id = '{latest['run_id']}'")
-    used = recent.merge(probs, on="lead_id")
+    used = leads.merge(probs, on="lead_id")
     want = used.groupby("campaign")["probability"].sum()
     got = {c["campaign"]: c for c in plan["campaigns"]}
     assert set(got) == set(recent["campaign"])
     for name, row in got.items():
         assert row["expected_sql_open"] == pytest.approx(want.get(name, 0.0), rel=1e-9, abs=1e-12), name
+        assert row["sql_now"] == pytest.approx(want.get(name, 0.0) * 7 / 30, rel=1e-9, abs=1e-12), name
         assert row["recent_leads"] == int((recent["campaign"] == name).sum())
         assert row["new_leads_needed_ci_low"] <= row["new_leads_needed"] <= row["new_leads_needed_ci_high"]
     assert sum(c["target_sql"] for c in plan["campaigns"]) == pytest.approx(12)
-    assert plan["total"]["expected_sql_open"] == pytest.approx(used["probability"].sum())
+    planned = used.loc[used["campaign"].isin(list(got)), "probability"].sum()
+    assert plan["total"]["expected_sql_open"] == pytest.approx(planned)
 
     code, out = cli(env, "plan", "--url", url, "--target-sql", "12", "--per", "week")
     assert code == 0, out

@@ -52,26 +52,28 @@ def crm(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     return leads, scores, stages
 
 
-def test_expected_sqls_are_the_sum_of_the_probabilities_it_used_plus_the_converted() -> None:
+def test_expected_sqls_are_the_sum_of_the_probabilities_it_used() -> None:
     leads, scores, stages = crm()
     outcomes = core.lead_outcomes(leads, scores, stages, AS_OF)
     plan = core.plan_target(outcomes, AS_OF, "run", core.Target("sql", 20, "week"), PARAMS, FEATURES, seed=1)
     recent = leads.loc[leads["created_at"] > AS_OF - pd.Timedelta(days=PARAMS.recent_days)]
-    sql_ids = set(stages.loc[stages["stage"].isin(["SQL", "Won"]) & (stages["entered_at"] <= AS_OF), "lead_id"])
     for _, row in plan.table.iterrows():
-        mine = recent.loc[recent["campaign"] == row["campaign"]]
-        used = scores.loc[scores["lead_id"].isin(mine["lead_id"])]
-        assert row["expected_sql_open"] == pytest.approx(used["probability"].sum())
-        converted = int(mine["lead_id"].isin(sql_ids).sum())
-        assert row["converted"] == converted
-        assert row["sql_per_lead"] == pytest.approx((converted + used["probability"].sum()) / len(mine))
+        mine = leads.loc[leads["campaign"] == row["campaign"], "lead_id"]
+        used = scores.loc[scores["lead_id"].isin(mine), "probability"]  # its open leads of every age
+        assert row["expected_sql_open"] == pytest.approx(used.sum())
+        assert row["open_leads"] == len(used)
+        assert row["sql_now"] == pytest.approx(used.sum() * 7 / FEATURES.horizon_days)
+        n_recent = int((recent["campaign"] == row["campaign"]).sum())
+        assert row["recent_leads"] == n_recent
+        assert row["new_leads_now"] == pytest.approx(n_recent * 7 / PARAMS.recent_days)
+        assert row["sql_per_lead"] == pytest.approx(row["sql_now"] / row["new_leads_now"])
         assert row["new_leads_needed"] == pytest.approx(row["target_sql"] / row["sql_per_lead"])
         assert row["mqls_needed"] == pytest.approx(row["new_leads_needed"] * row["mql_rate"])
         assert row["new_leads_needed_ci_low"] <= row["new_leads_needed"] <= row["new_leads_needed_ci_high"]
     assert plan.table["target_sql"].sum() == pytest.approx(20)
-    # shares follow each campaign's expected SQLs
-    shares = plan.table["expected_sql"] / plan.table["expected_sql"].sum()
-    np.testing.assert_allclose(plan.table["share"], shares)
+    assert plan.total["expected_sql_open"] == pytest.approx(scores["probability"].sum())
+    # shares follow the SQLs each campaign's open leads are expected to bring
+    np.testing.assert_allclose(plan.table["share"], plan.table["sql_now"] / plan.table["sql_now"].sum())
 
 
 def test_a_mix_sets_the_shares_and_wins_go_through_the_sql_to_won_rate() -> None:
