@@ -19,7 +19,7 @@ from pipelines.backtest import core
 from pipelines.config import Params
 from pipelines.crm.db import display_url, make_engine, read_table
 from pipelines.crm.schema import validate_table
-from pipelines.extract import history_end
+from pipelines.extract import check_no_future_events, history_end
 from pipelines.features.snapshots import outcomes_as_of
 from pipelines.score import store
 
@@ -105,6 +105,8 @@ def run_backtest(
                 f"no scoring run in table '{tables.runs}' of {display_url(out_url)}: run `leadscore score` first"
             )
         crm = read_crm_outcome_tables(crm_url)
+        # events past the clock would move the end of the data, and with it which runs look fully observed
+        check_no_future_events(crm, params.base.future_tolerance_minutes)
         end = history_end(crm)
         horizon = params.features.horizon_days
         due = core.due_runs(runs, end, horizon)
