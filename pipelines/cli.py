@@ -602,6 +602,132 @@ def score(
         raise typer.Exit(EXIT_DRIFT)
 
 
+EXIT_DEGRADED = 4
+
+
+@app.command("backtest")
+def backtest(
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            envvar="LEADSCORE_DB_URL",
+            help="CRM database holding the outcomes (default: base.crm_url of the params; or env LEADSCORE_DB_URL).",
+        ),
+    ] = None,
+    scores_url: Annotated[
+        str | None,
+        typer.Option(
+            "--scores-url",
+            envvar="LEADSCORE_SCORES_URL",
+            help="Database holding lead_scores and scoring_runs; the backtests table is written there too "
+            "(default: the CRM database).",
+        ),
+    ] = None,
+    rerun_all: Annotated[
+        bool, typer.Option("--all", help="Judge every due run again, replacing its row (default: new ones only).")
+    ] = False,
+    fail_on_degradation: Annotated[
+        bool,
+        typer.Option(
+            "--fail-on-degradation", help="Exit 4 (after writing) when a judged run leaves the observed/expected band."
+        ),
+    ] = False,
+    no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="Do not log the figures to MLflow.")] = False,
+    params: ParamsOption = Path("params.yaml"),
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Judge every stored nightly run whose horizon has passed against the outcomes the CRM now holds.
+
+    Exit codes: 0 done, 2 bad input or no run past its horizon (nothing written), 4 done but a run is flagged
+    (only with --fail-on-degradation), 1 anything unexpected.
+    """
+    from pipelines.backtest.run import run_backtest
+    from pipelines.config import load_params
+
+    with bad_input_exits():
+        loaded = load_params(params)
+        result = run_backtest(
+            url or loaded.base.crm_url, scores_url, loaded, tracking_uri, rerun_all=rerun_all, mlflow=not no_mlflow
+        )
+    for _, row in result.rows.iterrows():
+        typer.echo(
+            f"run {row['run_id']} as of {row['as_of']:%Y-%m-%d} ({row['model_name']} v{row['model_version']}, "
+            f"{row['leads']:,} leads): ROC-AUC {row['roc_auc']:.3f} ({row['roc_auc_ci_low']:.3f}-"
+            f"{row['roc_auc_ci_high']:.3f}), observed/expected {row['obs_exp']:.2f} ({row['obs_exp_ci_low']:.2f}-"
+            f"{row['obs_exp_ci_high']:.2f}); MQL list precision {row['mql_precision']:.3f} vs rule "
+            f"{row['mql_rule_precision']:.3f} at equal volume; {row['status']}"
+            + (f": {row['recommendation']}" if row["recommendation"] else "")
+        )
+    typer.echo(
+        f"backtested {len(result.rows)} run(s) into {loaded.backtest.table}; {result.skipped} already done "
+        f"(--all redoes them), {len(result.waiting)} waiting for their horizon; CRM data ends "
+        f"{result.history_end:%Y-%m-%d %H:%M}Z"
+    )
+    if fail_on_degradation and len(result.degraded):
+        raise typer.Exit(EXIT_DEGRADED)
+
+
+@app.command("plan")
+def plan(
+    target_sql: Annotated[float | None, typer.Option("--target-sql", help="SQLs sales needs per period.")] = None,
+    target_wins: Annotated[float | None, typer.Option("--target-wins", help="Won deals needed per period.")] = None,
+    per: Annotated[str, typer.Option("--per", help="The target's period: week, month or quarter.")] = "month",
+    campaign: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--campaign",
+            help="Plan for this campaign (repeat for several; '(no campaign)' for leads without one); "
+            "NAME=SHARE sets the mix (a share for every campaign).",
+        ),
+    ] = None,
+    region: Annotated[
+        list[str] | None, typer.Option("--region", help="Only leads of accounts in this region (repeatable).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON instead of a table.")] = False,
+    url: Annotated[
+        str | None,
+        typer.Option("--url", envvar="LEADSCORE_DB_URL", help="CRM database (default: base.crm_url of the params)."),
+    ] = None,
+    scores_url: Annotated[
+        str | None,
+        typer.Option(
+            "--scores-url",
+            envvar="LEADSCORE_SCORES_URL",
+            help="Database holding lead_scores and scoring_runs (default: the CRM database).",
+        ),
+    ] = None,
+    params: ParamsOption = Path("params.yaml"),
+) -> None:
+    """New leads and MQLs each campaign needs for a sales target, from the latest run's calibrated probabilities."""
+    import json
+
+    from pipelines.config import load_params
+    from pipelines.plan.core import PlanInputError, Target, parse_mix, plan_section
+    from pipelines.plan.run import run_plan
+
+    with bad_input_exits():
+        if (target_sql is None) == (target_wins is None):
+            raise PlanInputError("give exactly one of --target-sql N or --target-wins N")
+        names, mix = parse_mix(campaign or [])
+        kind = "sql" if target_sql is not None else "wins"
+        goal = Target(kind, float(target_sql if target_sql is not None else target_wins), per)  # type: ignore[arg-type]
+        loaded = load_params(params)
+        result = run_plan(url or loaded.base.crm_url, scores_url, loaded, goal, names, region or [], mix)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    section = plan_section(result)
+    widths = [max(len(c), *(len(r[i]) for r in section.rows)) for i, c in enumerate(section.columns)]
+    typer.echo(section.headline)
+    typer.echo(f"(from run {result.run_id}, as of {result.as_of:%Y-%m-%d})")
+    typer.echo("  ".join(c.ljust(w) for c, w in zip(section.columns, widths, strict=True)))
+    for row in section.rows:
+        typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    for note in section.notes:
+        typer.echo(f"note: {note}")
+
+
 @app.command("export")
 def export(
     out: Annotated[Path, typer.Option("--out", help="File to write: .csv or .parquet (or set --format).")],

@@ -372,6 +372,32 @@ class ReportParams(StrictModel):
     leakage: LeakageParams
 
 
+class BacktestParams(StrictModel):
+    """`leadscore backtest`: stored nightly runs against the outcomes the CRM now holds (docs/backtest.md)."""
+
+    table: str = Field(description="Table of one row per backtested run (a plain SQL identifier, quoted)")
+    obs_exp_low: float = Field(gt=0, lt=1, description="Observed / expected conversions below this: flagged")
+    obs_exp_high: float = Field(gt=1, description="Observed / expected conversions above this: flagged")
+    min_roc_auc: float = Field(
+        gt=0.5, lt=1, description="A flagged run with ROC-AUC below this needs a retrain, else a recalibration"
+    )
+    bootstrap: int = Field(ge=0, description="Resamples of accounts for the intervals (0: none)")
+    ci_level: float = Field(gt=0, lt=1)
+
+
+class PlanParams(StrictModel):
+    """`leadscore plan`: new leads and MQLs per campaign for a sales target (docs/backtest.md)."""
+
+    recent_days: int = Field(
+        gt=0, le=365, description="A campaign's recent leads: created this many days before the latest run"
+    )
+    history_days: int = Field(
+        gt=0, le=3650, description="Funnel rates from the campaign's leads created this many days before the run"
+    )
+    bootstrap: int = Field(ge=0, description="Resamples of accounts for the intervals (0: none)")
+    ci_level: float = Field(gt=0, lt=1)
+
+
 class MappingParams(StrictModel):
     """Bring your own CRM: the column mapping `leadscore import` reads (format: docs/mapping.md)."""
 
@@ -391,6 +417,8 @@ class Params(StrictModel):
     registry: RegisterParams = Field(alias="register")  # `register` would shadow pydantic's ABC classmethod
     score: ScoreParams
     report: ReportParams
+    backtest: BacktestParams
+    plan: PlanParams
     mapping: MappingParams
 
 

@@ -375,3 +375,24 @@ def dated_flag_grid(
         end,
     )
     return grid, censored
+
+
+def outcomes_as_of(
+    stage_history: pd.DataFrame, lead_ids: np.ndarray, as_of: pd.Timestamp, params: FeaturesParams
+) -> pd.DataFrame:
+    """Per lead scored at `as_of`: the training label (`label`: entered the target stage or later within
+    (as_of, as_of + horizon]) and each predicted stage's own outcome (`reached_<stage>`), from the same code that
+    labels the snapshot grid, so a backtest judges a nightly run exactly as training judged its rows."""
+    as_of = pd.Timestamp(as_of)
+    as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
+    ids = np.asarray(lead_ids, dtype=np.int64)
+    stage_index = StageIndex.build(stage_history, ids)
+    owner = np.arange(len(ids), dtype=np.int64)
+    seconds = np.full(len(ids), int(as_of.value // 1_000_000_000), dtype=np.int64)
+    return pd.DataFrame(
+        {
+            "lead_id": ids,
+            "label": labels(stage_index, owner, seconds, params.target_stage, params.horizon_days),
+            **stage_outcomes(stage_index, owner, seconds, params.horizon_days),
+        }
+    )

@@ -490,3 +490,89 @@ def _locked_file(path: Path, engine: Engine) -> int:
         if same:
             return fd
         os.close(fd)  # the holder removed the file between our open and our lock: lock the new one
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Backtests: one row per judged run (`leadscore backtest`, pipelines/backtest/)
+# ----------------------------------------------------------------------------------------------------------------
+
+#: SQL type of each kind of backtest field (`pipelines.backtest.core.FIELDS`).
+_KIND_TYPES: Final[dict[str, sa.types.TypeEngine]] = {
+    "text": sa.Text(),
+    "timestamp": sa.DateTime(timezone=True),
+    "bool": sa.Boolean(),
+    "int": sa.BigInteger(),
+    "float": sa.Float(),
+}
+
+
+def check_backtest_name(tables: ScoreTables, name: str) -> str:
+    """The backtests table name (from params) if it is a plain identifier and none of the scores or CRM tables."""
+    from pipelines.crm.attributes import ATTRIBUTES_TABLE
+    from pipelines.crm.schema import TABLES
+
+    try:
+        check_identifier(name)
+    except ValueError as exc:
+        raise ScoresTableError(f"backtest.table: {exc}") from None
+    taken = {n.lower() for n in (*TABLES, ATTRIBUTES_TABLE, tables.scores, tables.runs, tables.latest)}
+    if name.lower() in taken:
+        raise ScoresTableError(f"backtest.table: '{name}' is already a CRM or scores table; choose another name")
+    return name
+
+
+def _backtests_table(name: str, fields: Mapping[str, str]) -> sa.Table:
+    return sa.Table(
+        check_identifier(name),
+        sa.MetaData(),
+        *(sa.Column(field, _KIND_TYPES[kind], primary_key=field == "run_id") for field, kind in fields.items()),
+    )
+
+
+def write_backtests(
+    engine: Engine, name: str, fields: Mapping[str, str], frame: pd.DataFrame, drop_run_ids: Iterable[str] = ()
+) -> list[str]:
+    """Replace the backtest rows of `frame`'s runs (and delete those of `drop_run_ids`: runs no longer stored) in
+    one transaction: all or nothing. Creates the table, or adds columns an older one lacks. Returns the run ids
+    whose earlier row was replaced."""
+    table = _backtests_table(name, fields)
+    run_ids = [str(r) for r in frame["run_id"]]
+    with engine.begin() as conn:
+        _add_missing_columns(conn, table)
+        table.create(conn, checkfirst=True)
+        replaced = [r for (r,) in conn.execute(sa.select(table.c.run_id).where(table.c.run_id.in_(run_ids)))]
+        gone = [str(r) for r in drop_run_ids]
+        conn.execute(table.delete().where(table.c.run_id.in_([*run_ids, *gone])))
+        if len(frame):
+            insert_frame(conn, table, frame.reindex(columns=list(fields)))
+    if gone:
+        log.info("removed the backtests of %d run(s) no longer in the runs log: %s", len(gone), ", ".join(gone))
+    log.info("wrote %d backtest row(s) to %s (%d replaced)", len(frame), name, len(replaced))
+    return replaced
+
+
+def read_backtests(engine: Engine, name: str, fields: Mapping[str, str]) -> pd.DataFrame:
+    """The backtests table (empty with `fields`' columns when absent), timestamps as UTC."""
+    check_identifier(name)
+    if not sa.inspect(engine).has_table(name):
+        return pd.DataFrame(columns=list(fields))
+    have = {c["name"] for c in sa.inspect(engine).get_columns(name)}
+    table = _backtests_table(name, fields)
+    with engine.connect() as conn:
+        frame = pd.read_sql_query(sa.select(*(c for c in table.columns if c.name in have)), conn)
+    frame = frame.reindex(columns=list(fields))
+    for field, kind in fields.items():
+        if kind == "timestamp":
+            frame[field] = pd.to_datetime(frame[field], utc=True, format="ISO8601")
+    return frame
+
+
+def read_run_scores(engine: Engine, tables: ScoreTables, run_id: str, columns: Iterable[str]) -> pd.DataFrame:
+    """The named `lead_scores` columns of one run's rows (one run at a time: memory bounded by a night's list)."""
+    wanted = [c for c in columns if c in SCORE_COLUMNS]
+    scores = sa.table(check_identifier(tables.scores), *(sa.column(c) for c in dict.fromkeys(["run_id", *wanted])))
+    with engine.connect() as conn:
+        frame = pd.read_sql_query(sa.select(*(scores.c[c] for c in wanted)).where(scores.c.run_id == run_id), conn)
+    if "rule_mql" in frame.columns:
+        frame["rule_mql"] = frame["rule_mql"].astype(bool)
+    return frame
