@@ -15,7 +15,7 @@ import sqlalchemy as sa
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipelines.errors import ParamsError
+from pipelines.errors import BadInputError, ParamsError
 
 
 class StrictModel(BaseModel):
@@ -435,7 +435,7 @@ def format_validation_errors(
     return "\n".join(lines)
 
 
-def read_yaml(path: Path, what: str, error: type[ParamsError] = ParamsError) -> object:
+def read_yaml(path: Path, what: str, error: type[BadInputError] = ParamsError) -> object:
     """The parsed YAML at `path`; `error` says clearly when the file is missing or is not YAML."""
     try:
         return yaml.safe_load(path.read_text())

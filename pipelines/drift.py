@@ -59,13 +59,13 @@ class Bins:
             missing = np.isnan(x)
             index = np.searchsorted(np.asarray(self.edges, dtype=float), x[~missing], side="left")
             counts = np.bincount(index, weights=w[~missing], minlength=len(self.edges) + 1)
-            return np.r_[counts, w[missing].sum()]
+            return np.concatenate([counts, [w[missing].sum()]])
         text = series.astype(object)
         missing = text.isna().to_numpy()
-        codes = pd.Index(list(self.levels)).get_indexer(text[~missing].astype(str))
+        codes = pd.Index(list(self.levels)).get_indexer(pd.Index(text[~missing].astype(str)))
         present = w[~missing]
         known = np.bincount(codes[codes >= 0], weights=present[codes >= 0], minlength=len(self.levels))
-        return np.r_[known, present[codes < 0].sum(), w[missing].sum()]
+        return np.concatenate([known, [present[codes < 0].sum(), w[missing].sum()]])
 
 
 def psi(expected: Sequence[float] | np.ndarray, actual_counts: Sequence[float] | np.ndarray) -> float:

@@ -151,7 +151,7 @@ def read_manifest(raw: Path) -> dict[str, Any]:
     if not path.exists():
         raise CrmDataError(f"{path} not found: {raw} is not a CRM snapshot (run `leadscore extract` first)")
     try:
-        manifest = json.loads(path.read_text())
+        manifest: dict[str, Any] = json.loads(path.read_text())
         manifest["history_end"] = pd.Timestamp(manifest["history_end"]).tz_convert("UTC")
         manifest["tables"] = {
             name: dict(manifest["tables"][name])

@@ -433,7 +433,9 @@ def join_key(name: str, index: int) -> str:
 
 def read_sources(mapping: CrmMapping) -> dict[str, pd.DataFrame]:
     """The raw rows of every mapped table and of every joined source."""
-    raw = {name: read_source(table.source, f"tables.{name}.source") for name, table in mapping.tables.items()}
+    raw: dict[str, pd.DataFrame] = {
+        name: read_source(table.source, f"tables.{name}.source") for name, table in mapping.tables.items()
+    }
     for name, table in mapping.tables.items():
         for i, join in enumerate(table.joins):
             raw[join_key(name, i)] = read_source(join.source, f"tables.{name}.joins[{i}].source")
@@ -916,7 +918,7 @@ def _flag_labels(
 
 def apply_mapping(raw: Mapping[str, pd.DataFrame], mapping: CrmMapping) -> MappedCrm:
     """The pure core: raw source frames (one per mapped table and joined source) -> the validated CRM tables."""
-    missing = [name for name in mapping.tables if name not in raw]
+    missing: list[str] = [name for name in mapping.tables if name not in raw]
     missing += [
         join_key(name, i)
         for name, t in mapping.tables.items()
@@ -968,10 +970,10 @@ def apply_mapping(raw: Mapping[str, pd.DataFrame], mapping: CrmMapping) -> Mappe
     else:
         leads = _complete("leads", leads)
     leads_only = label["label"] == LABEL_LEADS_ONLY
-    for name in TABLES:
-        if name == "leads":
+    for other in TABLES:
+        if other == "leads":
             continue
-        tables[name] = _complete(name, tables[name]) if name in tables else _empty(name)
+        tables[other] = _complete(other, tables[other]) if other in tables else _empty(other)
     if mapping.target is None:
         latest_stage, latest_time = _latest_events(leads, tables)
         if leads["status"].isna().all():

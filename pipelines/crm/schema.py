@@ -23,8 +23,8 @@ __all__ = ["CrmDataError", "validate_crm", "validate_table"]
 UTC_NS: Final = pd.DatetimeTZDtype("ns", "UTC")
 
 
-def _ts(**kwargs: object) -> pa.Column:
-    return pa.Column(UTC_NS, coerce=True, **kwargs)
+def _ts() -> pa.Column:
+    return pa.Column(UTC_NS, coerce=True)
 
 
 def _text(*checks: pa.Check, nullable: bool = True) -> pa.Column:
@@ -144,9 +144,11 @@ _MAX_EXAMPLES: Final = 5
 def to_utc(values: pd.Series) -> pd.Series:
     """Timestamps as tz-aware UTC with nanosecond unit: naive values are taken to be UTC already."""
     if isinstance(values.dtype, pd.DatetimeTZDtype):
-        return values.dt.tz_convert("UTC").astype(UTC_NS)
+        converted: pd.Series = values.dt.tz_convert("UTC").astype(UTC_NS)
+        return converted
     if pd.api.types.is_datetime64_dtype(values.dtype):
-        return values.dt.tz_localize("UTC").astype(UTC_NS)
+        localized: pd.Series = values.dt.tz_localize("UTC").astype(UTC_NS)
+        return localized
     try:  # the fast vectorised parser first; per-value inference only for other spellings
         return pd.to_datetime(values, utc=True, format="ISO8601").astype(UTC_NS)
     except (ValueError, TypeError):

@@ -24,7 +24,7 @@ from typing import Any, Final
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from mlflow.pyfunc import PythonModel
+from mlflow.pyfunc.model import PythonModel
 
 from pipelines.calibrate import Calibrator, Thresholds, load_calibrator, load_thresholds
 from pipelines.errors import BadInputError
@@ -122,7 +122,7 @@ def model_frame(frame: pd.DataFrame, spec: ScoringSpec, levels: dict[str, list[A
     missing = [n for n in spec.names if n not in frame.columns]
     if missing:
         raise ScoringInputError(f"input lacks feature column(s) {missing[:10]}{' ...' if len(missing) > 10 else ''}")
-    out = {}
+    out: dict[str, pd.Series | pd.Categorical] = {}
     for f in spec.features:
         col = frame[f.name]
         if f.kind == "categorical":
@@ -224,7 +224,7 @@ def conform(frame: pd.DataFrame, schema: Any) -> pd.DataFrame:
     missing = [n for n in names if n not in frame.columns]
     if missing:
         raise ScoringInputError(f"input lacks feature column(s) {missing[:10]}{' ...' if len(missing) > 10 else ''}")
-    out = {}
+    out: dict[str, pd.Series | pd.Categorical] = {}
     for spec in schema.inputs:
         col = frame[spec.name]
         if spec.type == DataType.string:
