@@ -284,7 +284,7 @@ def variant_realistic(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     meta = {"run_id": "bench", "as_of": as_of, "scored_at": as_of, "model_name": model.name}
     frame = score_rows(features, rules, scored, {**meta, "model_version": model.version})
-    frame.to_sql("lead_scores", make_engine(f"sqlite:///{out}"), index=False, chunksize=50_000)
+    frame.to_sql("lead_scores", make_engine(f"sqlite:///{out}", create_dirs=True), index=False, chunksize=50_000)
     write_s = time.perf_counter() - t0
     explained_n = int((pd.Series(scored["reasons_positive"]).map(len) > 0).sum())
     return {
