@@ -175,7 +175,7 @@ def rule_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
                 "rule": str(name),
                 "source": str(row["source"]),
                 "threshold": (
-                    f"matched to the history's rule MQL volume: {float(threshold):g} points or more"
+                    f"matched to the history's rule MQL volume: {float(threshold):.1f} points or more"
                     if row.get("threshold_policy") == "match_volume" and threshold is not None
                     else "its own threshold"
                 ),

@@ -164,7 +164,7 @@ def evaluate_metrics(test_rows: int, best: str | None = "decayed_30d") -> dict[s
             "rule_variants": {
                 "history": {
                     **variant,
-                    "source": "rules.file (config/mql_rules.yaml)",
+                    "source": "config/mql_rules_with_a_long_unbroken_file_name.yaml",  # must wrap on a phone
                     "calibration_roc_auc": 0.702,
                     "roc_auc": 0.694,
                     "mql_leads_per_week": 6735.0,

@@ -44,7 +44,7 @@ def test_the_rule_table_has_one_row_per_variant_and_the_models_capture_at_its_vo
     assert list(table.index) == ["history", "decayed_30d"] and list(table["best"]) == [False, True]
     assert table.loc["decayed_30d", "model_sql_capture_ratio"] == 1.13
     assert table.loc["decayed_30d", "model_mql_recall"] == pytest.approx(0.788 * 1.13)
-    assert table.loc["decayed_30d", "threshold"] == "matched to the history's rule MQL volume: 29.14 points or more"
+    assert table.loc["decayed_30d", "threshold"] == "matched to the history's rule MQL volume: 29.1 points or more"
     assert table.loc["history", "threshold"] == "its own threshold"
     assert hl.rule_table(evaluate_metrics(10, best=None)).empty
 
