@@ -160,7 +160,8 @@ def test_the_same_inputs_give_the_same_bytes() -> None:
 
 def test_the_backtest_and_plan_sections_appear_only_when_given_after_the_headline() -> None:
     rows = two_by_two_rows()
-    assert 'id="backtest"' not in tiny_page(rows=rows) and 'id="plan"' not in tiny_page(rows=rows)
+    plain = tiny_page(rows=rows)
+    assert 'id="backtest"' not in plain and 'id="plan"' not in plain
     trend = render.ExtraSection(
         title="Did the scores come true?",
         summary="The last 2 runs <b>converted</b> as predicted.",
