@@ -771,6 +771,12 @@ def report(
     rules: Annotated[Path, typer.Option("--rules", help="Rule scores Parquet of the same snapshots.")],
     raw: Annotated[Path, typer.Option("--raw", help="The CRM snapshot folder (campaign names).")],
     out: Annotated[Path, typer.Option("--out", help="The HTML page to write.")] = Path("reports/mql_comparison.html"),
+    metrics: Annotated[
+        Path,
+        typer.Option(
+            "--metrics", help="The evaluate stage's metrics of the same test slice (the headline and the rule table)."
+        ),
+    ] = Path("metrics/evaluate.json"),
     url: Annotated[
         str | None,
         typer.Option(
@@ -796,7 +802,7 @@ def report(
     with bad_input_exits():
         loaded = load_params(params)
         crm_url = url or loaded.base.crm_url
-        summary = run_report(loaded, features, models, rules, raw, scores_url or crm_url, crm_url, out)
+        summary = run_report(loaded, features, models, rules, raw, scores_url or crm_url, crm_url, out, metrics)
         nightly = summary["nightly_run"] or "no nightly run yet"
         typer.echo(f"report in {out}: {summary['test_rows']:,} test rows; latest nightly run: {nightly}")
 

@@ -365,8 +365,8 @@ class LeakageParams(StrictModel):
 class ReportParams(StrictModel):
     """The marketers' report (predicted vs rule MQLs): intervals, curve resolution, examples and leakage flags."""
 
-    bootstrap: int = Field(ge=0, description="Resamples of leads for the conversion intervals (0: none)")
-    ci_level: float = Field(gt=0, lt=1)
+    bootstrap: int = Field(ge=0, description="Resamples of whole accounts for the conversion intervals (0: none)")
+    ci_level: float = Field(gt=0, lt=1, description="Level of the conversion intervals (the page's wording follows)")
     curve_points: int = Field(ge=10, le=2000, description="Points per lift, capture and trade-off curve")
     examples: int = Field(ge=1, le=50, description="Disagreement examples shown per side")
     leakage: LeakageParams

@@ -80,3 +80,21 @@ def activity_count(activity: str, count: float) -> str:
     """ "1 e-mail open", "2 e-mail opens" (unknown types: their code in words)."""
     _, many, one = ACTIVITY_WORDS.get(activity, ("", activity.replace("_", " ") + "s", activity.replace("_", " ")))
     return plural(count, one, many)
+
+
+def snapshots(count: int, days: int) -> str:
+    """A count of snapshots at a cadence: "11 weekly snapshots", "1 daily snapshot", "5 snapshots, one every 3 days"."""
+    adjective = {1: "daily", 7: "weekly", 14: "fortnightly"}.get(days)
+    if adjective:
+        return plural(count, f"{adjective} snapshot")
+    return f"{plural(count, 'snapshot')}, one every {plural(days, 'day')}"
+
+
+def snapshot_rows(days: int) -> str:
+    """The unit of one open lead at one snapshot: "lead-weeks" at a weekly cadence, else "lead-snapshots"."""
+    return {1: "lead-days", 7: "lead-weeks"}.get(days, "lead-snapshots")
+
+
+def percent_level(level: float) -> str:
+    """An interval's confidence level as people write it: 0.95 -> "95%", 0.9 -> "90%", 0.975 -> "97.5%"."""
+    return f"{100 * level:.1f}".rstrip("0").rstrip(".") + "%"

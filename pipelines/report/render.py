@@ -1,74 +1,34 @@
-"""Render the report's sections as one self-contained HTML page: inline SVG charts, plain tables, tiny sort script.
+"""Render the report as one self-contained HTML page from the Jinja2 templates in `pipelines/report/templates/`.
 
-Nothing is fetched: charts are matplotlib SVG inlined into the page (stripped of the XML prologue, DOCTYPE,
-metadata and namespace declarations, which name URLs a browser never loads but a reader cannot tell apart), the
-CSS and the sort script are inline. Every value is HTML-escaped. Tables wrap their text so the page reads without
-scrolling sideways.
+The templates hold the layout and the prose; this module turns the core's tables into display rows (text plus a
+sort value), the params into words (the interval level, the snapshot cadence and its row unit, the horizon and
+target stage) and draws the charts (`charts`). Autoescape is on, so every value is HTML-escaped; only the charts'
+SVG, drawn by matplotlib here, is marked safe. Nothing is fetched: CSS, the sort script and the charts are inline.
+No wall-clock time enters the page: it names the data's as-of dates and the run ids, so DVC sees a new page only
+when the figures change.
 """
 
 from __future__ import annotations
 
-import html
-import io
 import math
-import re
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
 from typing import Any, Final
 
 import numpy as np
 import pandas as pd
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
 
-from pipelines.report.core import HoldoutSection, NightlySection, OperatingPoint, ThresholdNote
+from pipelines import words
+from pipelines.config import HISTORY_RULE
+from pipelines.report import charts
+from pipelines.report.charts import Chart
+from pipelines.report.core import HoldoutSection, NightlySection, ThresholdNote
+from pipelines.report.headline import Headline
 
-_SVG_HEAD: Final = re.compile(r"^.*?(?=<svg)", re.S)
-_METADATA: Final = re.compile(r"<metadata>.*?</metadata>\s*", re.S)
-_XMLNS: Final = re.compile(r'\s+xmlns(?::\w+)?="[^"]*"')
-MODEL_COLOUR: Final = "#1f6fb4"
-RULES_COLOUR: Final = "#d9822b"
-GREY: Final = "#888888"
-
-CSS: Final = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1100px;
-padding:1rem 1.5rem;color:#222;line-height:1.45}
-h1{font-size:1.6rem;margin-bottom:.2rem}h2{margin-top:2.2rem;border-bottom:2px solid #ddd;padding-bottom:.2rem}
-h3{margin-top:1.6rem}.muted{color:#666}.note{background:#fff6e0;border-left:4px solid #e0a800;padding:.5rem .8rem}
-table{border-collapse:collapse;width:100%;table-layout:auto;font-size:.86rem;margin:.6rem 0 1rem}
-th,td{border-bottom:1px solid #e3e3e3;padding:.3rem .45rem;text-align:left;vertical-align:top;
-overflow-wrap:break-word}
-th{background:#f4f6f8;cursor:pointer;user-select:none}th.sorted-asc::after{content:" \\25B2"}
-th.sorted-desc::after{content:" \\25BC"}td.num{text-align:right;white-space:nowrap}
-tr.flagged td{background:#fdecea}figure{margin:1rem 0}figure svg{max-width:100%;height:auto;display:block}
-figcaption{font-size:.85rem;color:#555}.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));
-gap:1rem}
-"""
-#: Click a header to sort its table by that column (numbers by their data-value); click again to reverse.
-SORT_JS: Final = """
-document.querySelectorAll("table.sortable").forEach(function (table) {
-  table.querySelectorAll("th").forEach(function (th, col) {
-    th.addEventListener("click", function () {
-      var body = table.tBodies[0];
-      var asc = !th.classList.contains("sorted-asc");
-      table.querySelectorAll("th").forEach(function (h) { h.classList.remove("sorted-asc", "sorted-desc"); });
-      th.classList.add(asc ? "sorted-asc" : "sorted-desc");
-      var rows = Array.prototype.slice.call(body.rows);
-      function key(row) {
-        var cell = row.cells[col];
-        var v = cell.getAttribute("data-value");
-        return v === null ? cell.textContent.trim().toLowerCase() : parseFloat(v);
-      }
-      rows.sort(function (a, b) {
-        var x = key(a), y = key(b);
-        if (typeof x === "number" && isNaN(x)) { return 1; }
-        if (typeof y === "number" && isNaN(y)) { return -1; }
-        return (x < y ? -1 : x > y ? 1 : 0) * (asc ? 1 : -1);
-      });
-      rows.forEach(function (r) { body.appendChild(r); });
-    });
-  });
-});
-"""
-
+TEMPLATE: Final = "report.html.j2"
 
 # ----------------------------------------------------------------------------------------------------------------
 # Formatting
@@ -92,216 +52,200 @@ def num(value: Any, digits: int = 0) -> str:
     return f"{float(value):,.{digits}f}" if _finite(value) else "—"
 
 
-def interval(low: Any, high: Any) -> str:
+def ratio(value: Any) -> str:
+    """1.1297 -> '1.13x'; '—' when missing."""
+    return f"{float(value):.2f}x" if _finite(value) else "—"
+
+
+def interval(low: Any, high: Any, fmt: Callable[[Any], str] = pct) -> str:
     """'[1.2%, 3.4%]' or '' when the bootstrap was off."""
-    return f"[{pct(low)}, {pct(high)}]" if _finite(low) and _finite(high) else ""
+    return f"[{fmt(low)}, {fmt(high)}]" if _finite(low) and _finite(high) else ""
 
 
-def esc(value: Any) -> str:
-    """HTML-escaped text of a value ('' for missing)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+def text(value: Any) -> str:
+    """A value as display text ('' for missing)."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return ""
-    return html.escape(str(value))
+    return str(value)
 
 
-Cell = tuple[str, float | None]  # (display text, sort value or None for text sorting)
+# ----------------------------------------------------------------------------------------------------------------
+# Tables
+# ----------------------------------------------------------------------------------------------------------------
+
 Formatter = Callable[[Any], str]
+#: (frame column, header, formatter or None for text); a formatted column is numeric (sorted by value).
+ColumnSpec = tuple[str, str, Formatter | None]
 
 
-def table(
+@dataclass(frozen=True)
+class TableCell:
+    """One cell: its text, its sort value (numeric columns; 'nan' when missing) and its column (key and header,
+    which labels the cell when a narrow screen stacks each row into a card)."""
+
+    text: str
+    sort: str | None
+    key: str
+    label: str
+
+
+@dataclass(frozen=True)
+class TableRow:
+    cells: tuple[TableCell, ...]
+    css_class: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    """A sortable table ready for the `sortable` macro of templates/_table.html.j2."""
+
+    columns: tuple[tuple[str, str], ...]  # (key, header)
+    rows: tuple[TableRow, ...]
+    caption: str = ""
+    id: str = ""
+
+
+def table_view(
     frame: pd.DataFrame,
-    columns: Sequence[tuple[str, str, Formatter | None]],
+    columns: Sequence[ColumnSpec],
     flag_column: str | None = None,
     caption: str = "",
-) -> str:
-    """A sortable HTML table of `frame`'s columns: (column, header, formatter or None for text). Numeric columns get
-    a data-value for sorting and right alignment; rows with a non-empty `flag_column` are highlighted."""
-    head = "".join(f"<th>{esc(header)}</th>" for _, header, _ in columns)
-    body = []
-    for _, row in frame.iterrows():
+    id: str = "",
+    row_class: Callable[[Mapping[str, Any]], str] | None = None,
+) -> Table:
+    """`frame`'s columns as display rows. Numeric columns carry their value for sorting; rows with a non-empty
+    `flag_column` get the class 'flagged' (or whatever `row_class` says of the row)."""
+    rows = []
+    for record in frame.to_dict("records"):
+        row: dict[str, Any] = {str(k): v for k, v in record.items()}
         cells = []
-        for column, _, fmt in columns:
-            value = row.get(column)
+        for column, header, fmt in columns:
+            value: Any = row.get(column)
             if fmt is None:
-                cells.append(f"<td>{esc(value)}</td>")
+                cells.append(TableCell(text(value), None, column, header))
             else:
-                sort = float(value) if _finite(value) else float("nan")
-                cells.append(f'<td class="num" data-value="{sort!r}">{esc(fmt(value))}</td>')
-        flagged = flag_column is not None and bool(row.get(flag_column))
-        row_class = ' class="flagged"' if flagged else ""
-        body.append(f"<tr{row_class}>{''.join(cells)}</tr>")
-    cap = f'<caption class="muted">{esc(caption)}</caption>' if caption else ""
-    return f'<table class="sortable">{cap}<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+                sort = repr(float(value)) if _finite(value) else "nan"
+                cells.append(TableCell(fmt(value), sort, column, header))
+        css = row_class(row) if row_class else ("flagged" if flag_column and bool(row.get(flag_column)) else "")
+        rows.append(TableRow(tuple(cells), css))
+    return Table(tuple((c, h) for c, h, _ in columns), tuple(rows), caption, id)
+
+
+def table(frame: pd.DataFrame, columns: Sequence[ColumnSpec], flag_column: str | None = None, caption: str = "") -> str:
+    """One sortable table as HTML (the page's own macro), e.g. for a section built outside this module."""
+    macro = _environment().get_template("_table.html.j2").module.sortable  # type: ignore[attr-defined]
+    return str(macro(table_view(frame, columns, flag_column, caption)))
+
+
+@dataclass(frozen=True)
+class ExtraSection:
+    """An optional section of the page (the backtest trend of recent runs, the plan), rendered only when given.
+
+    `summary` is its one-sentence answer, shown first; the tables (`table_view`) and charts (`charts.Chart`) follow.
+    """
+
+    title: str
+    summary: str
+    paragraphs: Sequence[str] = ()
+    tables: Sequence[Table] = ()
+    charts: Sequence[Chart] = ()
+    notes: Sequence[str] = ()  # warnings, shown highlighted
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Charts
+# Words from params
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def svg_of(fig: Any) -> str:
-    """A matplotlib figure as inline SVG without prologue, metadata or namespace URLs."""
-    buffer = io.StringIO()
-    fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
-    text = _METADATA.sub("", _SVG_HEAD.sub("", buffer.getvalue(), count=1))
-    return _XMLNS.sub("", text)
+@dataclass(frozen=True)
+class Wording:
+    """What the prose depends on: the report's interval level, the snapshot cadence, horizon and target stage."""
 
+    ci_level: float  # report.ci_level (the report's own conversion intervals)
+    cadence_days: int  # features.cadence_days
+    horizon_days: int  # features.horizon_days
+    target: str  # features.target_stage
+    rules_file: str  # rules.file: the history's rule, the report's "rule MQL"
 
-def _figure(width: float = 6.0, height: float = 3.8) -> tuple[Any, Any]:
-    from matplotlib.figure import Figure
+    @property
+    def level(self) -> str:
+        return words.percent_level(self.ci_level)
 
-    fig = Figure(figsize=(width, height), layout="constrained")
-    return fig, fig.add_subplot()
+    @property
+    def unit(self) -> str:
+        return words.snapshot_rows(self.cadence_days)
 
-
-def _chart(fig: Any, name: str, caption: str) -> str:
-    return (
-        f'<figure class="chart" data-chart="{esc(name)}">{svg_of(fig)}<figcaption>{esc(caption)}</figcaption></figure>'
-    )
-
-
-def chart_agreement(agreement: pd.DataFrame) -> str:
-    """SQL conversion of each 2x2 cell with its interval."""
-    fig, ax = _figure(6.0, 3.2)
-    labels = [k.replace("_", " ") for k in agreement["key"]]
-    rate = 100 * agreement["conversion"].to_numpy(dtype=float)
-    lo = 100 * agreement["ci_low"].to_numpy(dtype=float)
-    hi = 100 * agreement["ci_high"].to_numpy(dtype=float)
-    colours = ["#4a7c59", RULES_COLOUR, MODEL_COLOUR, GREY]
-    ax.barh(labels[::-1], np.nan_to_num(rate[::-1]), color=colours[::-1])
-    has_ci = np.isfinite(lo) & np.isfinite(hi)
-    if has_ci.any():
-        err = np.vstack([np.where(has_ci, rate - lo, 0), np.where(has_ci, hi - rate, 0)])[:, ::-1]
-        ax.errorbar(
-            np.nan_to_num(rate[::-1]),
-            labels[::-1],
-            xerr=np.clip(np.nan_to_num(err), 0, None),
-            fmt="none",
-            ecolor="#222",
-            capsize=3,
-        )
-    ax.set_xlabel("SQL conversion within the horizon (%)")
-    ax.grid(axis="x", alpha=0.3)
-    return _chart(fig, "agreement", "SQL conversion of each cell of the 2x2, with its 95% interval (leads resampled).")
-
-
-def chart_capture(gains: pd.DataFrame, rule_share: float) -> str:
-    """Cumulative capture of SQLs by the model and by the rule score."""
-    fig, ax = _figure()
-    share = 100 * gains["share_of_leads"]
-    ax.plot(share, 100 * gains["model"], color=MODEL_COLOUR, label="model (probability)")
-    ax.plot(share, 100 * gains["rules"], color=RULES_COLOUR, label="rules (points)")
-    ax.plot(share, 100 * gains["random"], color=GREY, linestyle=":", label="random")
-    if _finite(rule_share):
-        ax.axvline(100 * rule_share, color=RULES_COLOUR, linestyle="--", linewidth=1, label="rule MQL volume")
-    ax.set_xlabel("share of open leads handed over, best first (%)")
-    ax.set_ylabel("share of SQLs captured (%)")
-    ax.legend(loc="lower right", fontsize=8)
-    ax.grid(alpha=0.3)
-    return _chart(fig, "capture", "Capture: the share of all SQLs found in the top x% of leads by each score.")
-
-
-def chart_lift(gains: pd.DataFrame) -> str:
-    """Lift (capture / share) of the model and the rule score."""
-    fig, ax = _figure()
-    keep = gains["share_of_leads"] >= 0.01
-    share = 100 * gains.loc[keep, "share_of_leads"]
-    ax.plot(share, gains.loc[keep, "model_lift"], color=MODEL_COLOUR, label="model")
-    ax.plot(share, gains.loc[keep, "rules_lift"], color=RULES_COLOUR, label="rules")
-    ax.axhline(1.0, color=GREY, linestyle=":", label="random")
-    ax.set_xscale("log")
-    ax.set_xlabel("share of open leads handed over, best first (%, log scale)")
-    ax.set_ylabel("lift (x the average conversion)")
-    ax.legend(loc="upper right", fontsize=8)
-    ax.grid(alpha=0.3)
-    return _chart(fig, "lift", "Lift: how many times the average SQL rate the top x% of leads convert at.")
-
-
-def chart_tradeoff(tradeoff: pd.DataFrame, points: Sequence[OperatingPoint]) -> str:
-    """Leads per week handed to sales vs SQLs per week, with the current lists marked."""
-    fig, ax = _figure()
-    ax.plot(
-        tradeoff["leads_per_week"],
-        tradeoff["expected_sqls_per_week"],
-        color=MODEL_COLOUR,
-        label="expected SQLs (model probabilities)",
-    )
-    ax.plot(
-        tradeoff["leads_per_week"],
-        tradeoff["observed_sqls_per_week"],
-        color=MODEL_COLOUR,
-        linestyle="--",
-        alpha=0.6,
-        label="observed SQLs",
-    )
-    for point in points:
-        if point.leads_per_week <= 0:
-            continue
-        colour = RULES_COLOUR if point.name.startswith("rule") else "#222"
-        ax.scatter([point.leads_per_week], [point.observed_sqls_per_week], color=colour, zorder=3, s=25)
-        ax.annotate(
-            point.name,
-            (point.leads_per_week, point.observed_sqls_per_week),
-            fontsize=7,
-            xytext=(4, -10),
-            textcoords="offset points",
-        )
-    ax.set_xscale("symlog", linthresh=10)
-    ax.set_xlabel("leads handed to sales per week (at or above a threshold)")
-    ax.set_ylabel("SQLs per week")
-    ax.legend(loc="upper left", fontsize=8)
-    ax.grid(alpha=0.3)
-    return _chart(
-        fig,
-        "tradeoff",
-        "Threshold trade-off: a lower threshold hands more leads to sales for more SQLs; "
-        "dots are today's lists (observed SQLs).",
-    )
-
-
-def chart_grades(grades: pd.DataFrame, title: str) -> str:
-    """Leads per grade."""
-    fig, ax = _figure(5.0, 2.8)
-    ax.bar(grades["grade"], grades["share"] * 100, color=["#4a7c59", MODEL_COLOUR, "#7fb0dc", GREY])
-    ax.set_ylabel("share of leads (%)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(axis="y", alpha=0.3)
-    return _chart(fig, "grades", f"{title}: share of leads per grade.")
+    def snapshots(self, count: int) -> str:
+        return words.snapshots(count, self.cadence_days)
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Sections
+# Views of the sections (what the template shows)
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _threshold_list(notes: Sequence[ThresholdNote]) -> str:
-    items = "".join(f"<li><b>{esc(n.stage)}</b> (grade {esc(n.grade)}): {esc(n.note)}</li>" for n in notes)
-    unreachable = [n for n in notes if not math.isfinite(n.threshold)]
-    warn = ""
-    if unreachable:
-        names = ", ".join(f"{n.stage} (grade {n.grade})" for n in unreachable)
-        warn = (
-            f'<p class="note">No lead is predicted {esc(names)}: the threshold is unreachable under its '
-            f"policy. The grades in use are {esc(_grades_in_use(notes))} only.</p>"
-        )
-    return f"<ul>{items}</ul>{warn}"
+def rule_name(name: str) -> str:
+    """A rule variant's name as the page says it."""
+    return "the history's rule" if name == HISTORY_RULE else name
 
 
-def _grades_in_use(notes: Sequence[ThresholdNote]) -> str:
-    empty = {n.grade for n in notes if not math.isfinite(n.threshold)}
-    return "-".join(g for g in "ABCD" if g not in empty) if len(empty) < 3 else "D"
+@dataclass(frozen=True)
+class HeadlineView:
+    headline: Headline
+    rule: str
+    ratio: str
+    interval: str
+    level: str
+    history_ratio: str
+    history_interval: str
+    rules: Table | None
 
 
-AGREEMENT_COLUMNS: Final = (
-    ("cell", "cell", None),
-    ("rows", "lead-weeks", num),
-    ("leads", "leads", num),
-    ("per_week", "per week", num),
-    ("sqls", "SQLs", num),
-    ("conversion", "SQL conversion", pct),
-    ("ci", "95% interval", None),
-    ("share_of_sqls", "share of all SQLs", pct),
+RULE_COLUMNS: Final[tuple[ColumnSpec, ...]] = (
+    ("name", "rule", None),
+    ("source", "points from", None),
+    ("threshold", "MQL threshold", None),
+    ("calibration_roc_auc", "ROC-AUC, calibration slice (picks the best)", lambda v: num(v, 3)),
+    ("roc_auc", "ROC-AUC, test slice", lambda v: num(v, 3)),
+    ("mql_leads_per_week", "rule MQLs / week", num),
+    ("mql_precision", "rule MQL → SQL", pct),
+    ("mql_recall", "share of SQLs the rule MQLs capture", pct),
+    ("model_mql_recall", "model at that volume: share of SQLs", pct),
+    ("model_sql_capture_ratio", "model vs the rule: SQLs at equal volume", ratio),
 )
+
+
+def headline_view(headline: Headline, rules: pd.DataFrame) -> HeadlineView:
+    """The headline's numbers as text, and the standard-rule table with the best rule highlighted."""
+    shown = rules.assign(
+        name=[rule_name(n) + (" (best)" if best else "") for n, best in zip(rules["rule"], rules["best"], strict=True)]
+    )
+    return HeadlineView(
+        headline=headline,
+        rule=rule_name(headline.rule),
+        ratio=ratio(headline.ratio),
+        interval=interval(headline.ci_low, headline.ci_high, ratio),
+        level=words.percent_level(headline.ci_level) if _finite(headline.ci_level) else "",
+        history_ratio=ratio(headline.history_ratio) if _finite(headline.history_ratio) else "",
+        history_interval=interval(headline.history_ci_low, headline.history_ci_high, ratio),
+        rules=(
+            table_view(shown, RULE_COLUMNS, id="rule-variants", row_class=lambda r: "best" if r["best"] else "")
+            if len(rules)
+            else None
+        ),
+    )
+
+
+def threshold_view(notes: Sequence[ThresholdNote]) -> dict[str, Any]:
+    """Each stage's threshold in words, and which grades are in use when some threshold is unreachable."""
+    unreachable = [n for n in notes if not math.isfinite(n.threshold)]
+    empty = {n.grade for n in unreachable}
+    in_use = "-".join(g for g in "ABCD" if g not in empty) if len(empty) < 3 else "D"
+    return {
+        "notes": list(notes),
+        "unreachable": ", ".join(f"{n.stage} (grade {n.grade})" for n in unreachable),
+        "grades_in_use": in_use,
+    }
 
 
 def _with_ci(frame: pd.DataFrame) -> pd.DataFrame:
@@ -321,10 +265,11 @@ def _joined(frame: pd.DataFrame, columns: Sequence[str]) -> list[str]:
     )
 
 
-def _example_table(frame: pd.DataFrame, nightly: bool) -> str:
-    """Disagreement examples: who (codes and flags only), where from, both scores, the model's reasons, outcome."""
+def example_table(frame: pd.DataFrame, nightly: bool, id: str = "") -> Table | None:
+    """Disagreement examples: who (codes and flags only), where from, both scores, the model's reasons, outcome;
+    None when there is no such lead."""
     if frame.empty:
-        return '<p class="muted">No such lead.</p>'
+        return None
     fit = frame["fit"].map(
         lambda v: "" if v is None or pd.isna(v) else "ideal profile" if bool(v) else "outside the ideal profile"
     )
@@ -340,7 +285,7 @@ def _example_table(frame: pd.DataFrame, nightly: bool) -> str:
         lead=_joined(shown, ["lead_id", "week"]),
         model=_joined(shown.assign(p=shown["probability"].map(pct)), ["p", "stage", "grade"]),
     )
-    columns: list[tuple[str, str, Formatter | None]] = [
+    columns: list[ColumnSpec] = [
         ("lead", "lead", None),
         ("who", "seniority · department · company fit", None),
         ("origin", "source · campaign · region", None),
@@ -351,48 +296,68 @@ def _example_table(frame: pd.DataFrame, nightly: bool) -> str:
         ("rules_fired", "rules that fired", None),
         ("outcome", "outcome", None),
     ]
-    return table(shown, [c for c in columns if c[0] in shown.columns])
+    return table_view(shown, [c for c in columns if c[0] in shown.columns], id=id)
 
 
-LEAKAGE_COLUMNS: Final = (
-    ("leads", "leads", num),
-    ("rule_mqls_per_week", "rule MQLs / week", lambda v: num(v, 1)),
-    ("mql_to_sql", "rule MQL → SQL", pct),
-    ("ci", "95% interval", None),
-    ("leakage", "leakage", pct),
-    ("sqls", "SQLs", num),
-    ("sqls_missed_by_rules", "SQLs never MQL", pct),
-    ("model_mqls_per_week", "model MQLs / week", lambda v: num(v, 1)),
-    ("model_mql_to_sql", "model MQL → SQL", pct),
-    ("flag", "flag", None),
-)
+def _leakage_columns(level: str) -> tuple[ColumnSpec, ...]:
+    return (
+        ("leads", "leads", num),
+        ("rule_mqls_per_week", "rule MQLs / week", lambda v: num(v, 1)),
+        ("mql_to_sql", "rule MQL → SQL", pct),
+        ("ci", f"{level} interval", None),
+        ("leakage", "leakage", pct),
+        ("sqls", "SQLs", num),
+        ("sqls_missed_by_rules", "SQLs never MQL", pct),
+        ("model_mqls_per_week", "model MQLs / week", lambda v: num(v, 1)),
+        ("model_mql_to_sql", "model MQL → SQL", pct),
+        ("flag", "flag", None),
+    )
 
 
-def holdout_html(section: HoldoutSection, notes: Sequence[ThresholdNote], horizon_days: int, target: str) -> str:
-    """The out-of-time test slice section."""
-    agreement = _with_ci(section.agreement)
+def mix_view(grades: pd.DataFrame, fit_ready: pd.DataFrame, per_week: bool, conversion: bool) -> dict[str, Any]:
+    """The grade table, the fit x readiness table and the nurture group's size in words."""
+    volume: ColumnSpec = ("per_week", "per week", lambda v: num(v, 1)) if per_week else ("rows", "leads", num)
+    extra: list[ColumnSpec] = [("conversion", "SQL conversion", pct)] if conversion else []
+    nurture = fit_ready.loc[fit_ready["key"] == "nurture"].iloc[0]
+    size = f"{num(nurture['per_week'], 1)} leads per week" if per_week else f"{num(nurture['rows'])} leads"
+    return {
+        "grades": table_view(
+            grades, [("grade", "grade", None), ("meaning", "meaning", None), volume, ("share", "share", pct), *extra]
+        ),
+        "fit_ready": table_view(fit_ready, [("group", "group", None), volume, ("share", "share", pct), *extra]),
+        "nurture_size": size,
+        "nurture_share": pct(nurture["share"]),
+    }
+
+
+def holdout_view(section: HoldoutSection, notes: Sequence[ThresholdNote], wording: Wording) -> dict[str, Any]:
+    """The out-of-time test slice section: numbers as text, tables as display rows, charts as SVG."""
     rule_share = next((p.share_of_rows for p in section.points if p.name == "rule MQLs"), float("nan"))
     points = pd.DataFrame([p.__dict__ for p in section.points])
-    parts = [
-        "<h2>Out-of-time test period</h2>",
-        f"<p>{esc(section.period[0])} to {esc(section.period[1])}: {section.snapshots} weekly snapshots, "
-        f"{num(section.rows)} lead-weeks of {num(section.leads)} open leads, {num(section.sqls)} of which reached "
-        f"{esc(target)} within {horizon_days} days. The model never saw this period. A <i>rule MQL</i> is a lead the "
-        "marketing points rule marks as MQL that week; a <i>predicted MQL</i> is a lead whose probability reaches "
-        "the model's MQL threshold.</p>",
-        "<h3>Thresholds</h3>",
-        _threshold_list(notes),
-        "<h3>Rule MQL vs predicted MQL</h3>",
-        table(agreement, AGREEMENT_COLUMNS),
-        chart_agreement(section.agreement),
-        "<h3>Lift and capture</h3>",
-        '<div class="grid">',
-        chart_capture(section.gains, rule_share),
-        chart_lift(section.gains),
-        "</div>",
-        "<h3>Threshold trade-off</h3>",
-        chart_tradeoff(section.tradeoff, section.points),
-        table(
+    agreement_columns: list[ColumnSpec] = [
+        ("cell", "cell", None),
+        ("rows", wording.unit, num),
+        ("leads", "leads", num),
+        ("per_week", "per week", num),
+        ("sqls", "SQLs", num),
+        ("conversion", "SQL conversion", pct),
+        ("ci", f"{wording.level} interval", None),
+        ("share_of_sqls", "share of all SQLs", pct),
+    ]
+    leakage = _leakage_columns(wording.level)
+    return {
+        "period": section.period,
+        "snapshots": wording.snapshots(section.snapshots),
+        "rows": num(section.rows),
+        "leads": num(section.leads),
+        "sqls": num(section.sqls),
+        "thresholds": threshold_view(notes),
+        "agreement": table_view(_with_ci(section.agreement), agreement_columns, id="agreement"),
+        "agreement_chart": charts.chart_agreement(section.agreement, wording.level),
+        "capture_chart": charts.chart_capture(section.gains, rule_share),
+        "lift_chart": charts.chart_lift(section.gains),
+        "tradeoff_chart": charts.chart_tradeoff(section.tradeoff, section.points),
+        "points": table_view(
             points,
             [
                 ("name", "list", None),
@@ -402,111 +367,112 @@ def holdout_html(section: HoldoutSection, notes: Sequence[ThresholdNote], horizo
                 ("share_of_rows", "share of open leads", pct),
             ],
         ),
-        "<h3>MQL → SQL leakage per campaign</h3>",
-        "<p>Leakage = rule MQLs that do not reach SQL within the horizon. <b>Too loose</b>: so few MQLs convert "
-        "that sales wastes time; <b>too narrow</b>: almost every MQL converts, so the rule only catches the sure "
-        "things (look at <i>SQLs never MQL</i> for what it misses).</p>",
-        table(_with_ci(section.leakage_campaign), [("campaign", "campaign", None), *LEAKAGE_COLUMNS], "flag"),
-        "<h3>MQL → SQL leakage per region</h3>",
-        table(_with_ci(section.leakage_region), [("region", "region", None), *LEAKAGE_COLUMNS], "flag"),
-        "<h3>Where they disagree</h3>",
-        "<p><b>Rule MQLs the model rejects</b> (highest rule scores first: typically the engaged junior). "
-        "No names, e-mails, phones or titles: seniority and department are codes parsed from the title.</p>",
-        _example_table(section.rule_only, nightly=False),
-        "<p><b>Leads the model picks that the rules missed</b> (highest probabilities first: typically the quiet "
-        "senior buyer).</p>",
-        _example_table(section.model_only, nightly=False),
-        "<h3>Grades and fit vs readiness</h3>",
-        _mix_html(section.grades, section.fit_ready, per_week=True, conversion=True),
-        chart_grades(section.grades, "Test period"),
-    ]
-    return "\n".join(parts)
+        "leakage_campaign": table_view(
+            _with_ci(section.leakage_campaign), [("campaign", "campaign", None), *leakage], "flag"
+        ),
+        "leakage_region": table_view(_with_ci(section.leakage_region), [("region", "region", None), *leakage], "flag"),
+        "rule_only": example_table(section.rule_only, nightly=False),
+        "model_only": example_table(section.model_only, nightly=False),
+        "mix": mix_view(section.grades, section.fit_ready, per_week=True, conversion=True),
+        "grades_chart": charts.chart_grades(section.grades, "Test period"),
+    }
 
 
-def _mix_html(grades: pd.DataFrame, fit_ready: pd.DataFrame, per_week: bool, conversion: bool) -> str:
-    volume: tuple[str, str, Formatter | None] = (
-        ("per_week", "per week", lambda v: num(v, 1)) if per_week else ("rows", "leads", num)
-    )
-    extra: list[tuple[str, str, Formatter | None]] = [("conversion", "SQL conversion", pct)] if conversion else []
-    nurture = fit_ready.loc[fit_ready["key"] == "nurture"].iloc[0]
-    size = f"{num(nurture['per_week'], 1)} leads per week" if per_week else f"{num(nurture['rows'])} leads"
-    return "\n".join(
-        [
-            table(
-                grades,
-                [("grade", "grade", None), ("meaning", "meaning", None), volume, ("share", "share", pct), *extra],
-            ),
-            "<p>Fit = the company matches the ideal customer profile (industry, size and region); ready = the model "
-            f"predicts MQL or higher. <b>Nurture group (fit, not yet ready): {esc(size)}, {pct(nurture['share'])} of "
-            "open leads.</b></p>",
-            table(fit_ready, [("group", "group", None), volume, ("share", "share", pct), *extra]),
-        ]
-    )
+NIGHTLY_VOLUME_COLUMNS: Final[tuple[ColumnSpec, ...]] = (
+    ("leads", "leads", num),
+    ("rule_mqls", "rule MQLs", num),
+    ("model_mqls", "predicted MQLs", num),
+    ("both", "both", num),
+    ("rule_only", "rule only", num),
+    ("model_only", "model only", num),
+)
 
 
-def nightly_html(section: NightlySection | None, where: str) -> str:
-    """The latest nightly run section, or a plain sentence when there is none yet."""
-    if section is None:
-        return (
-            "<h2>Latest nightly run</h2>"
-            f'<p class="note" id="no-nightly-run">No nightly scoring run yet in {esc(where)}: run '
-            "<code>leadscore score</code> (the DVC stage <code>score</code>) and rebuild this report.</p>"
-        )
+def as_of_text(value: Any) -> str:
+    """A run's as-of time as the page says it."""
+    if isinstance(value, pd.Timestamp):
+        stamp = value.tz_localize("UTC") if value.tzinfo is None else value.tz_convert("UTC")
+        return stamp.strftime("%Y-%m-%d %H:%M UTC")
+    return text(value)
+
+
+def nightly_view(section: NightlySection) -> dict[str, Any]:
+    """The latest nightly run section."""
     run = section.run
-    as_of = run.get("as_of")
-    as_of_text = as_of.strftime("%Y-%m-%d %H:%M UTC") if isinstance(as_of, pd.Timestamp) else esc(as_of)
-    drift = ""
-    if run.get("status") == "drift_warning":
-        drift = (
-            f'<p class="note">The run warned of drift: PSI up to {num(run.get("psi_max"), 2)} '
-            f"({esc(run.get('psi_max_feature'))}).</p>"
-        )
-    meta = (
-        f"<p>Run <code>{esc(run.get('run_id'))}</code> as of {esc(as_of_text)}, model "
-        f"{esc(run.get('model_name'))} version {esc(run.get('model_version'))}: {num(section.leads)} open leads "
-        "scored. Outcomes are not known yet, so this section shows volumes only.</p>"
-    )
-    notes = "".join(f'<p class="note">{esc(n)}</p>' for n in section.notes)
-    volume_columns: list[tuple[str, str, Formatter | None]] = [
-        ("leads", "leads", num),
-        ("rule_mqls", "rule MQLs", num),
-        ("model_mqls", "predicted MQLs", num),
-        ("both", "both", num),
-        ("rule_only", "rule only", num),
-        ("model_only", "model only", num),
-    ]
-    return "\n".join(
-        [
-            "<h2>Latest nightly run</h2>",
-            meta,
-            drift,
-            notes,
-            "<h3>Rule MQL vs predicted MQL</h3>",
-            table(section.agreement, [("cell", "cell", None), ("leads", "leads", num), ("share", "share", pct)]),
-            "<h3>Per campaign</h3>",
-            table(section.by_campaign, [("campaign", "campaign", None), *volume_columns]),
-            "<h3>Per region</h3>",
-            table(section.by_region, [("region", "region", None), *volume_columns]),
-            "<h3>Where they disagree</h3>",
-            "<p><b>Rule MQLs the model rejects</b> (lowest probabilities first).</p>",
-            _example_table(section.rule_only, nightly=True),
-            "<p><b>Leads the model picks that the rules missed</b> (highest probabilities first).</p>",
-            _example_table(section.model_only, nightly=True),
-            "<h3>Grades and fit vs readiness</h3>",
-            _mix_html(section.grades, section.fit_ready, per_week=False, conversion=False),
-            chart_grades(section.grades, "Latest nightly run"),
-        ]
-    )
+    return {
+        "run_id": text(run.get("run_id")),
+        "as_of": as_of_text(run.get("as_of")),
+        "model_name": text(run.get("model_name")),
+        "model_version": text(run.get("model_version")),
+        "leads": num(section.leads),
+        "drift": run.get("status") == "drift_warning",
+        "psi_max": num(run.get("psi_max"), 2),
+        "psi_max_feature": text(run.get("psi_max_feature")),
+        "notes": list(section.notes),
+        "agreement": table_view(
+            section.agreement, [("cell", "cell", None), ("leads", "leads", num), ("share", "share", pct)]
+        ),
+        "by_campaign": table_view(section.by_campaign, [("campaign", "campaign", None), *NIGHTLY_VOLUME_COLUMNS]),
+        "by_region": table_view(section.by_region, [("region", "region", None), *NIGHTLY_VOLUME_COLUMNS]),
+        "rule_only": example_table(section.rule_only, nightly=True),
+        "model_only": example_table(section.model_only, nightly=True),
+        "mix": mix_view(section.grades, section.fit_ready, per_week=False, conversion=False),
+        "grades_chart": charts.chart_grades(section.grades, "Latest nightly run"),
+    }
 
 
-def page(title: str, holdout: str, nightly: str, generated_at: datetime | None = None) -> str:
+# ----------------------------------------------------------------------------------------------------------------
+# The page
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@cache
+def _environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("pipelines.report", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["svg"] = lambda chart: Markup(chart.svg)  # drawn by matplotlib in `charts`, not user text
+    return env
+
+
+@dataclass(frozen=True)
+class PageInputs:
+    """Everything the page shows, already computed."""
+
+    title: str
+    data_as_of: str  # the CRM snapshot's history end (never the time the page was built)
+    wording: Wording
+    headline: Headline
+    rules: pd.DataFrame  # `headline.rule_table`
+    holdout: HoldoutSection
+    thresholds: Sequence[ThresholdNote]
+    nightly: NightlySection | None
+    scores_where: str  # where the nightly run was looked for (display URL)
+    backtest: ExtraSection | None = None  # the trend of recent runs' backtests, when computed
+    plan: ExtraSection | None = None  # leads and MQLs a sales target needs, when computed
+
+
+def page(inputs: PageInputs) -> str:
     """The whole self-contained page."""
-    stamp = (generated_at or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
     return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
-        f'<h1>{esc(title)}</h1><p class="muted">Generated {esc(stamp)} by <code>leadscore report</code>. '
-        "Click a column header to sort a table.</p>"
-        f"{holdout}\n{nightly}<script>{SORT_JS}</script></body></html>\n"
+        _environment()
+        .get_template(TEMPLATE)
+        .render(
+            title=inputs.title,
+            data_as_of=inputs.data_as_of,
+            w=inputs.wording,
+            h=headline_view(inputs.headline, inputs.rules),
+            holdout=holdout_view(inputs.holdout, inputs.thresholds, inputs.wording),
+            nightly=None if inputs.nightly is None else nightly_view(inputs.nightly),
+            scores_where=inputs.scores_where,
+            backtest=inputs.backtest,
+            plan=inputs.plan,
+            pct=pct,
+            num=num,
+        )
     )

@@ -1,4 +1,5 @@
-"""The report stage's entry point: load the test slice and the latest nightly run, build the sections, write HTML.
+"""The report stage's entry point: load the test slice, the evaluate stage's metrics and the latest nightly run,
+build the sections, write HTML.
 
 Everything the evaluate stage reads is read the same way (features, split, booster, calibrator, thresholds, rule
 scores aligned on (lead_id, snapshot_at)); probabilities, predicted stages and grades come from the registered
@@ -9,6 +10,7 @@ examples. The page is written atomically.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ from pipelines.modeling import (
     read_json,
     row_weights,
 )
-from pipelines.report import core, render
+from pipelines.report import core, headline, render
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,7 @@ def _icp_fit(test: pd.DataFrame, raw_dir: Path, params: Params) -> np.ndarray:
     snapshot's current values, which describe the lead to marketers and are never a model input.
     """
     if "icp_match" in test.columns:
-        return test["icp_match"].to_numpy() == 1
+        return np.asarray(test["icp_match"].to_numpy() == 1, dtype=bool)
     from pipelines.extract import read_snapshot
     from pipelines.features.columns import INPUT_COLUMNS
     from pipelines.report.nightly import attributes_of
@@ -184,8 +186,19 @@ def add_reasons(examples: pd.DataFrame, holdout: Holdout) -> pd.DataFrame:
     return out
 
 
-def build_page(params: Params, holdout: Holdout, nightly: core.NightlySection | None, scores_where: str) -> str:
-    """The whole HTML page from the loaded inputs."""
+def build_page(
+    params: Params,
+    holdout: Holdout,
+    nightly: core.NightlySection | None,
+    scores_where: str,
+    metrics: Mapping[str, Any],
+    data_as_of: str,
+    backtest: render.ExtraSection | None = None,
+    plan: render.ExtraSection | None = None,
+) -> str:
+    """The whole HTML page from the loaded inputs; `metrics` is the evaluate stage's metrics/evaluate.json of the
+    same test rows (the headline and the standard-rule table); `backtest` and `plan` are optional sections."""
+    headline.check_test_rows(metrics, len(holdout.rows))
     test = core.HoldoutRows.from_rows(holdout.rows, holdout.weeks)
     section = core.holdout_section(test, params.report, params.base.seed)
     section = core.HoldoutSection(
@@ -195,9 +208,36 @@ def build_page(params: Params, holdout: Holdout, nightly: core.NightlySection | 
             "model_only": add_reasons(section.model_only, holdout),
         }
     )
-    notes = core.threshold_notes(holdout.thresholds)
-    body = render.holdout_html(section, notes, params.features.horizon_days, params.features.target_stage)
-    return render.page(TITLE, body, render.nightly_html(nightly, scores_where))
+    wording = render.Wording(
+        ci_level=params.report.ci_level,
+        cadence_days=params.features.cadence_days,
+        horizon_days=params.features.horizon_days,
+        target=params.features.target_stage,
+        rules_file=str(params.rules.file),
+    )
+    return render.page(
+        render.PageInputs(
+            title=TITLE,
+            data_as_of=data_as_of,
+            wording=wording,
+            headline=headline.headline(metrics),
+            rules=headline.rule_table(metrics),
+            holdout=section,
+            thresholds=core.threshold_notes(holdout.thresholds),
+            nightly=nightly,
+            scores_where=scores_where,
+            backtest=backtest,
+            plan=plan,
+        )
+    )
+
+
+def data_as_of(raw_dir: Path) -> str:
+    """The CRM snapshot's history end (its latest event), as the page says when its data stops."""
+    from pipelines.extract import read_manifest
+
+    end = pd.Timestamp(read_manifest(Path(raw_dir))["history_end"])
+    return end.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def load_nightly(params: Params, scores_url: str, crm_url: str) -> core.NightlySection | None:
@@ -220,13 +260,15 @@ def run_report(
     scores_url: str,
     crm_url: str,
     out: Path,
+    metrics_path: Path,
 ) -> dict[str, Any]:
     """Entry point of the report stage: write the HTML page atomically; returns a small summary for the log."""
     from pipelines.crm.db import display_url
 
+    metrics = read_json(Path(metrics_path), "evaluate metrics")
     holdout = load_holdout(params, features_dir, model_dir, rules_path, raw_dir)
     nightly = load_nightly(params, scores_url, crm_url)
-    html = build_page(params, holdout, nightly, display_url(scores_url))
+    html = build_page(params, holdout, nightly, display_url(scores_url), metrics, data_as_of(raw_dir))
     with atomic_path(Path(out)) as tmp:
         tmp.write_text(html, encoding="utf-8")
     summary = {

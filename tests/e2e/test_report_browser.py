@@ -1,5 +1,6 @@
-"""The report in a real browser: headless Chromium (Debian's `chromium`) opens the page from a file, logs no console
-error, renders every chart with a non-zero size, needs no sideways scrolling, and saves a screenshot.
+"""The report in a real browser: headless Chromium (Debian's `chromium`) opens the page from a file at a desktop
+(1400 px) and a phone (400 px) width, logs no console error, renders every chart with a non-zero size, shows the
+headline first, needs no sideways scrolling, keeps the SQL-conversion column on screen, and saves a screenshot.
 
 The browser is driven over the DevTools protocol on a pipe (--remote-debugging-pipe: JSON messages separated by
 NUL bytes on file descriptors 3 and 4), so no websocket client is needed and no port is opened.
@@ -125,15 +126,26 @@ class DevTools:
         os.close(self._read)
 
 
-CHECK_JS = """JSON.stringify({
+CHECK_JS = """(function () {
+function top(e) { return e ? e.getBoundingClientRect().top : null; }
+return JSON.stringify({
   charts: Array.from(document.querySelectorAll("figure.chart")).map(function (f) {
     var g = f.querySelector("svg, img"); var r = g ? g.getBoundingClientRect() : {width: 0, height: 0};
     return {name: f.dataset.chart, width: r.width, height: r.height,
             marks: g ? g.querySelectorAll("path, rect, line, polyline").length : 0};
   }),
+  conversion: Array.from(document.querySelectorAll("#agreement td[data-col=conversion]")).map(function (td) {
+    var r = td.getBoundingClientRect();
+    return {text: td.textContent.trim(), left: r.left, right: r.right, width: r.width, height: r.height,
+            display: getComputedStyle(td).display, visibility: getComputedStyle(td).visibility};
+  }),
+  headlineTop: top(document.getElementById("headline")),
+  firstTableTop: top(document.querySelector("table")),
   scrollWidth: document.documentElement.scrollWidth, clientWidth: document.documentElement.clientWidth,
+  innerWidth: window.innerWidth,
   tables: document.querySelectorAll("table").length
-})"""
+});
+})()"""
 
 
 def _errors(events: list[dict[str, Any]]) -> list[str]:
@@ -150,8 +162,9 @@ def _errors(events: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def open_in_browser(page: Path, tmp_path: Path) -> tuple[dict[str, Any], list[str], list[str]]:
-    """Load the page; return the chart check, the console errors and the resources it requested."""
+def open_in_browser(page: Path, tmp_path: Path, width: int = 1280) -> tuple[dict[str, Any], list[str], list[str]]:
+    """Load the page `width` CSS pixels wide (below 600: as a phone); return the layout check, the console errors
+    and the resources it requested; the screenshot goes to tmp_path/report-<width>.png."""
     tools = DevTools(tmp_path / "chromium-profile")
     try:
         target = tools.call("Target.createTarget", {"url": "about:blank"})["targetId"]
@@ -160,7 +173,7 @@ def open_in_browser(page: Path, tmp_path: Path) -> tuple[dict[str, Any], list[st
             tools.call(f"{domain}.enable", session=session)
         tools.call(
             "Emulation.setDeviceMetricsOverride",
-            {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+            {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 600},
             session=session,
         )
         tools.call("Page.navigate", {"url": page.resolve().as_uri()}, session=session)
@@ -168,7 +181,7 @@ def open_in_browser(page: Path, tmp_path: Path) -> tuple[dict[str, Any], list[st
         checked = tools.call("Runtime.evaluate", {"expression": CHECK_JS, "returnByValue": True}, session=session)
         result = json.loads(checked["result"]["value"])
         shot = tools.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session=session)
-        (tmp_path / "report.png").write_bytes(base64.b64decode(shot["data"]))
+        (tmp_path / f"report-{width}.png").write_bytes(base64.b64decode(shot["data"]))
         requested = [
             e["params"]["request"]["url"] for e in tools.events if e.get("method") == "Network.requestWillBeSent"
         ]
@@ -177,24 +190,51 @@ def open_in_browser(page: Path, tmp_path: Path) -> tuple[dict[str, Any], list[st
         tools.close()
 
 
-@pytest.mark.slow
-def test_the_report_renders_in_headless_chromium_without_errors(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from report_frames import tiny_page
 
-    page = tmp_path / "mql_comparison.html"
+    page = tmp_path_factory.mktemp("report") / "mql_comparison.html"
     page.write_text(tiny_page(), encoding="utf-8")
+    return page
 
-    result, errors, requested = open_in_browser(page, tmp_path)
+
+@pytest.mark.slow
+@pytest.mark.parametrize("width", [1400, 400])
+def test_the_report_renders_in_headless_chromium_without_errors(tiny_report: Path, tmp_path: Path, width: int) -> None:
+    result, errors, requested = open_in_browser(tiny_report, tmp_path, width)
 
     assert errors == []
-    assert [u for u in requested if u != page.resolve().as_uri()] == []  # nothing fetched but the page itself
+    assert [u for u in requested if u != tiny_report.resolve().as_uri()] == []  # nothing fetched but the page itself
     assert sorted(c["name"] for c in result["charts"]) == ["agreement", "capture", "grades", "lift", "tradeoff"]
     for chart in result["charts"]:
         assert chart["width"] > 100 and chart["height"] > 100 and chart["marks"] > 10, chart
-    assert result["scrollWidth"] <= result["clientWidth"], "the page scrolls sideways"
+    assert result["innerWidth"] == width
+    assert result["scrollWidth"] <= result["innerWidth"], "the page scrolls sideways"
+    assert result["headlineTop"] < result["firstTableTop"], "the headline comes before any table"
+    assert len(result["conversion"]) == 4  # the 2x2's SQL-conversion column: one cell per cell of the 2x2
+    for cell in result["conversion"]:
+        assert cell["text"].endswith("%") and cell["display"] != "none" and cell["visibility"] == "visible", cell
+        assert cell["width"] > 0 and cell["height"] > 0 and cell["left"] >= 0 and cell["right"] <= width, cell
     assert result["tables"] >= 6
-    shot = tmp_path / "report.png"
+    shot = tmp_path / f"report-{width}.png"
     assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_a_too_wide_table_would_be_caught(tmp_path: Path) -> None:
+    """The width check above can fail: a page wider than a phone is reported."""
+    page = tmp_path / "wide.html"
+    page.write_text(
+        '<!DOCTYPE html><html><head><meta name="viewport" content="width=device-width, initial-scale=1"></head>'
+        '<body><p id="headline">x</p><table id="agreement"><tr><td data-col="conversion" style="min-width:900px">'
+        "1%</td></tr></table></body></html>"
+    )
+
+    result, _, _ = open_in_browser(page, tmp_path, 400)
+
+    # a phone's browser widens its layout viewport to the content: the page is wider than the 400 px screen
+    assert result["scrollWidth"] > 400 and result["conversion"][0]["right"] > 400
 
 
 def test_a_script_error_would_be_caught(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ DVC_OUTPUTS = [
         "models/calibrator.json",
         "models/thresholds.json",
         "models/split.json",
+        "metrics/evaluate.json",
     )
 ]
 
@@ -47,12 +49,14 @@ def test_missing_inputs_exit_2_with_one_message(tmp_path: Path) -> None:
         f"sqlite:///{tmp_path}/s.db",
         "--url",
         f"sqlite:///{tmp_path}/crm.db",
+        "--metrics",
+        tmp_path / "evaluate.json",
         "--out",
         tmp_path / "r.html",
     )
 
     assert run.returncode == 2, run.stderr
-    assert "feature list" in run.stderr and "Traceback" not in run.stderr
+    assert "evaluate metrics" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "r.html").exists()
 
 
@@ -77,6 +81,8 @@ def test_the_report_on_the_demo_pipeline_outputs(tmp_path: Path) -> None:
         "sqlite:///data/crm.db",
         "--scores-url",
         f"sqlite:///{tmp_path / 'no_scores.db'}",
+        "--metrics",
+        "metrics/evaluate.json",
         "--out",
         out,
     )
@@ -84,6 +90,17 @@ def test_the_report_on_the_demo_pipeline_outputs(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr[-3000:]
     page = out.read_text(encoding="utf-8")
     assert "No nightly scoring run yet" in page
+    # the answer first: the headline names the best standard rule and its interval, as metrics/evaluate.json does
+    metrics = json.loads((REPO / "metrics/evaluate.json").read_text())
+    headline = page[page.index('id="headline"') : page.index('id="headline-detail"')]
+    assert f"({metrics['best_rule']}:" in headline
+    assert f"{metrics['sql_capture_ratio_vs_best_rule']:.2f}x as many" in headline
+    low, high = metrics["sql_capture_ratio_vs_best_rule_ci_low"], metrics["sql_capture_ratio_vs_best_rule_ci_high"]
+    assert f"[{low:.2f}x, {high:.2f}x]" in headline
+    assert page.count('<tr class="best">') == 1 and 'id="rule-variants"' in page
+    assert "Generated" not in page  # no wall-clock time: the data's as-of instead
+    manifest = json.loads((REPO / "data/raw/manifest.json").read_text())
+    assert f"CRM data as of {manifest['history_end'][:10]}" in page
     assert re.search(r"https?:", page) is None
     assert page.count('<figure class="chart"') == 5 == page.count("<svg")
     for cell in (
