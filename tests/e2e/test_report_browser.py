@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ pytestmark = pytest.mark.skipif(
     reason="needs Debian's chromium at /usr/bin/chromium: `apt-get install chromium` "
     "(.ci/run installs it on CI; no browser is ever downloaded)",
 )
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "report"))
 
 
 class DevTools:
@@ -179,7 +177,7 @@ def open_in_browser(page: Path, tmp_path: Path) -> tuple[dict[str, Any], list[st
 
 @pytest.mark.slow
 def test_the_report_renders_in_headless_chromium_without_errors(tmp_path: Path) -> None:
-    from report_frames import tiny_page
+    from tests.unit.report.report_frames import tiny_page
 
     page = tmp_path / "mql_comparison.html"
     page.write_text(tiny_page(), encoding="utf-8")
