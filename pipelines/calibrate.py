@@ -51,7 +51,8 @@ log = logging.getLogger(__name__)
 
 CALIBRATOR_FILE: Final = "calibrator.json"
 THRESHOLDS_FILE: Final = "thresholds.json"
-STAGES: Final[tuple[str, ...]] = ("MQL", "SAL", "SQL")
+#: The funnel stages that get a probability threshold (a subset of `vocab.STAGES`, the CRM's funnel stages).
+THRESHOLD_STAGES: Final[tuple[str, ...]] = ("MQL", "SAL", "SQL")
 NO_STAGE: Final = "none"
 #: Grade -> the stage whose threshold the probability must reach (D: none of them).
 GRADES: Final[dict[str, str | None]] = {"A": "SQL", "B": "SAL", "C": "MQL", "D": None}
@@ -185,13 +186,13 @@ class Thresholds:
 
     def matrix(self, n: int, segments: np.ndarray | pd.Series | None = None) -> np.ndarray:
         """(n, 3) thresholds for MQL, SAL, SQL of each row (its segment's when known, else the global ones)."""
-        out = np.tile(np.array([self.global_thresholds[s] for s in STAGES], dtype=float), (n, 1))
+        out = np.tile(np.array([self.global_thresholds[s] for s in THRESHOLD_STAGES], dtype=float), (n, 1))
         if self.segment_column and self.segment_thresholds and segments is not None:
             values = pd.Series(np.asarray(segments, dtype=object)).astype("string").fillna("")
             for value, per_stage in self.segment_thresholds.items():
                 rows = (values == value).to_numpy()
                 if rows.any():
-                    out[rows] = [per_stage[s] for s in STAGES]
+                    out[rows] = [per_stage[s] for s in THRESHOLD_STAGES]
         return out
 
     def stage_of(self, prob: np.ndarray, segments: np.ndarray | pd.Series | None = None) -> np.ndarray:
@@ -199,7 +200,7 @@ class Thresholds:
         prob = np.asarray(prob, dtype=float)
         reached = prob[:, None] >= self.matrix(len(prob), segments)
         level = reached.sum(axis=1)  # thresholds are ordered, so reached stages form a prefix
-        names = np.array([NO_STAGE, *STAGES], dtype=object)
+        names = np.array([NO_STAGE, *THRESHOLD_STAGES], dtype=object)
         return names[level]
 
     def grade_of(self, prob: np.ndarray, segments: np.ndarray | pd.Series | None = None) -> np.ndarray:
@@ -214,7 +215,7 @@ class Thresholds:
             "score": f"calibrated probability of reaching {self.target_stage} within {self.horizon_days} days",
             "target_stage": self.target_stage,
             "horizon_days": self.horizon_days,
-            "stages": list(STAGES),
+            "stages": list(THRESHOLD_STAGES),
             "rule": "predicted stage = the highest stage whose threshold the probability reaches, else 'none'",
             "grades": {
                 g: (f"probability >= the {s} threshold" if s else "below the MQL threshold (nurture)")
@@ -233,10 +234,11 @@ class Thresholds:
         return cls(
             target_stage=data["target_stage"],
             horizon_days=int(data["horizon_days"]),
-            global_thresholds={s: _from_json(data["thresholds"][s]) for s in STAGES},
+            global_thresholds={s: _from_json(data["thresholds"][s]) for s in THRESHOLD_STAGES},
             segment_column=data.get("segment_column"),
             segment_thresholds={
-                v: {s: _from_json(t[s]) for s in STAGES} for v, t in (data.get("segment_thresholds") or {}).items()
+                v: {s: _from_json(t[s]) for s in THRESHOLD_STAGES}
+                for v, t in (data.get("segment_thresholds") or {}).items()
             },
             report={k: v for k, v in data.items() if k in report_keys},
         )
@@ -446,7 +448,7 @@ def unreachable_message(
 def _ordered(thresholds: dict[str, float], where: str) -> dict[str, float]:
     """Make MQL <= SAL <= SQL (a higher stage can never be easier to reach), warning when a policy is overruled."""
     out, floor = {}, -np.inf
-    for stage in STAGES:
+    for stage in THRESHOLD_STAGES:
         value = thresholds[stage]
         if value < floor:
             log.warning(
@@ -506,7 +508,7 @@ def fit_thresholds(
     volume, min_rows = params.volume, params.precision_min_rows
     n_snapshots = pd.to_datetime(snapshot_at, utc=True).nunique() * snapshot_share
     weeks = n_snapshots * cadence_days / 7
-    policies = {s: getattr(params.thresholds, s) for s in STAGES}
+    policies = {s: getattr(params.thresholds, s) for s in THRESHOLD_STAGES}
 
     def threshold(p: StagePolicy, rows: np.ndarray | slice, share: float) -> float:
         return policy_threshold(
@@ -547,7 +549,7 @@ def fit_thresholds(
             own = {s: threshold(p, in_segment, share) for s, p in policies.items()}
             shrunk = {
                 s: (seg_weight * own[s] + (1 - seg_weight) * global_t[s]) if np.isfinite(own[s]) else global_t[s]
-                for s in STAGES
+                for s in THRESHOLD_STAGES
             }
             segment_t[value] = _ordered(shrunk, f"segment {value}")
             segment_report[value] = {
@@ -634,7 +636,7 @@ def stage_statistics(
     per_week: Callable[[float], float] = lambda total: float(total / weeks) if weeks else float("nan")  # noqa: E731
     boot = ClusterBootstrap(np.asarray(cluster_id), seed)
     out: dict[str, dict[str, Any]] = {}
-    for j, stage in enumerate(STAGES):
+    for j, stage in enumerate(THRESHOLD_STAGES):
         picked = prob >= limits[:, j]
         own = None if outcomes is None else outcomes.get(f"reached_{stage}")
         own_y = None if own is None else np.asarray(own, dtype=float)

@@ -11,7 +11,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Annotated
 
@@ -126,12 +126,16 @@ def demo_crm(
             help="SQLAlchemy URL to write the five tables to (--format db; or env LEADSCORE_DB_URL).",
         ),
     ] = None,
-    leads: Annotated[int, typer.Option(min=1, help="Number of leads.")] = 25_000,
-    seed: Annotated[int, typer.Option(help="Seed; the same seed gives an identical database.")] = 42,
-    end_date: Annotated[
-        str | None, typer.Option(help="'Today' of the history, YYYY-MM-DD (default: today, UTC).")
+    leads: Annotated[int | None, typer.Option(min=1, help="Number of leads (default: demo_crm.leads).")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed; the same seed gives an identical database (default: demo_crm.seed).")
     ] = None,
-    history_days: Annotated[int, typer.Option(min=120, help="Days of history before end-date.")] = 730,
+    end_date: Annotated[
+        str | None, typer.Option(help="'Today' of the history, YYYY-MM-DD (default: demo_crm.end_date).")
+    ] = None,
+    history_days: Annotated[
+        int | None, typer.Option(min=120, help="Days of history before end-date (default: demo_crm.history_days).")
+    ] = None,
     truth: Annotated[
         Path | None, typer.Option(help="Ground-truth Parquet (default: beside a SQLite file, or in --out).")
     ] = None,
@@ -144,9 +148,12 @@ def demo_crm(
         ),
     ] = "db",
     out: Annotated[Path | None, typer.Option("--out", help="Folder for --format salesforce|hubspot.")] = None,
+    params_path: Annotated[
+        Path, typer.Option("--params", help="The params.yaml whose demo_crm block gives what is not passed.")
+    ] = Path("params.yaml"),
 ) -> None:
     """Generate the synthetic CRM (five tables, or a vendor's export files) and its ground-truth file."""
-    from pipelines.config import DemoCrmParams
+    from pipelines.config import DemoCrmParams, load_params
     from pipelines.crm import demo, vendor
     from pipelines.crm import truth as ground_truth
     from pipelines.crm.db import display_url, make_engine, write_crm
@@ -159,10 +166,14 @@ def demo_crm(
         if fmt != "db" and out is None:
             raise typer.BadParameter(f"--format {fmt} needs --out DIR")
         try:
-            end = date.fromisoformat(end_date) if end_date else datetime.now(UTC).date()
+            end = date.fromisoformat(end_date) if end_date else None
         except ValueError:
             raise typer.BadParameter(f"--end-date {end_date!r} is not YYYY-MM-DD") from None
-        params = DemoCrmParams(leads=leads, seed=seed, end_date=end, history_days=history_days)
+        given = {"leads": leads, "seed": seed, "end_date": end, "history_days": history_days}
+        given = {key: value for key, value in given.items() if value is not None}
+        # The params' demo_crm block is the one place the defaults live (read only when something is not passed).
+        defaults = {} if len(given) == 4 else load_params(params_path).demo_crm.model_dump()
+        params = DemoCrmParams(**{**defaults, **given})
         result = demo.generate(params)
         if fmt == "db":
             assert url is not None

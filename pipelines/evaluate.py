@@ -36,7 +36,7 @@ from sklearn.metrics import brier_score_loss, log_loss, roc_curve
 
 from pipelines.calibrate import (
     CALIBRATOR_FILE,
-    STAGES,
+    THRESHOLD_STAGES,
     THRESHOLDS_FILE,
     Thresholds,
     add_delivery,
@@ -89,7 +89,7 @@ PLOT_FILES: Final[tuple[str, ...]] = (
 
 
 #: Each stage's own outcome column in the feature rows (pipelines.features.snapshots.STAGE_OUTCOMES).
-OUTCOME_COLUMNS: Final[tuple[str, ...]] = tuple(f"reached_{stage}" for stage in STAGES)
+OUTCOME_COLUMNS: Final[tuple[str, ...]] = tuple(f"reached_{stage}" for stage in THRESHOLD_STAGES)
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ def rule_baseline(
         source=source,
         threshold_policy=policy,
         threshold=threshold,
-        calibration_roc_auc=_auc(np.asarray(cal_y), cal_score, cal_w),
+        calibration_roc_auc=roc_auc(np.asarray(cal_y), cal_score, cal_w),
     )
 
 
@@ -199,10 +199,6 @@ class Evaluation:
     plots: dict[str, pd.DataFrame]
 
 
-def _auc(y: np.ndarray, s: np.ndarray, w: np.ndarray | None = None) -> float:
-    return roc_auc(y, s, w)
-
-
 def _ap(y: np.ndarray, s: np.ndarray, w: np.ndarray | None = None) -> float:
     return average_precision(y, s, w) if 0 < np.sum(y) < len(y) else float("nan")
 
@@ -213,7 +209,7 @@ def probability_metrics(
     """ROC-AUC, PR-AUC, log loss, Brier and ECE of probabilities (rows weighted by open-lead weeks)."""
     p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
     return {
-        "roc_auc": _auc(y, p, w),
+        "roc_auc": roc_auc(y, p, w),
         "pr_auc": _ap(y, p, w),
         "log_loss": float(log_loss(y, np.clip(p, 1e-15, 1 - 1e-15), labels=[0, 1], sample_weight=w)),
         "brier": float(brier_score_loss(y, p, sample_weight=w)),
@@ -361,7 +357,7 @@ def metrics_by_age(
             "lead_weeks": float(wi.sum()),
             "positive_lead_weeks": float((yi * wi).sum()),
             "share_of_lead_weeks": float(wi.sum() / w.sum()),
-            "roc_auc": _auc(yi, pi, wi) if 0 < yi.sum() < len(yi) else float("nan"),
+            "roc_auc": roc_auc(yi, pi, wi) if 0 < yi.sum() < len(yi) else float("nan"),
             "ece": expected_calibration_error(yi, pi, params.ece_bins, params.ece_strategy, wi),
             "obs_exp_ratio": float((yi * wi).sum()) / expected if expected > 0 else float("nan"),
         }
@@ -386,7 +382,7 @@ def rule_variant_table(
             "threshold_policy": v.threshold_policy,
             "threshold": v.threshold,
             "calibration_roc_auc": v.calibration_roc_auc,
-            "roc_auc": _auc(y, v.score, w),
+            "roc_auc": roc_auc(y, v.score, w),
             "pr_auc": _ap(y, v.score, w),
             "mql_leads_per_week": float((v.mql * w).sum() / weeks) if weeks else float("nan"),
             "mql_precision": precision,
@@ -422,14 +418,14 @@ def evaluate_scores(
     weekly = observed_expected_by_week(y, rows.prob, rows.snapshot_at, w)
     metrics: dict[str, Any] = {
         **model,
-        "roc_auc_raw": _auc(y, rows.raw, w),
+        "roc_auc_raw": roc_auc(y, rows.raw, w),
         "sql_capture_ratio_vs_rules": equal_volume["sql_capture_ratio_vs_rules"],
         "obs_exp_ratio": float((y * w).sum() / (rows.prob * w).sum()),
         "obs_exp_ratio_min": float(weekly["obs_exp_ratio"].min()),
         "obs_exp_ratio_max": float(weekly["obs_exp_ratio"].max()),
     }
     if oracle is not None:
-        metrics["oracle_roc_auc"] = _auc(y, oracle, w)
+        metrics["oracle_roc_auc"] = roc_auc(y, oracle, w)
         metrics["oracle_brier"] = float(brier_score_loss(y, oracle, sample_weight=w))
         metrics["oracle_pr_auc"] = _ap(y, oracle, w)
         metrics["roc_auc_vs_oracle"] = metrics["roc_auc"] / metrics["oracle_roc_auc"]
@@ -438,7 +434,7 @@ def evaluate_scores(
         ]
     observable = rows.observable
     if observable is not None:
-        metrics["observable_ceiling_roc_auc"] = _auc(y, observable, w)
+        metrics["observable_ceiling_roc_auc"] = roc_auc(y, observable, w)
         metrics["observable_ceiling_pr_auc"] = _ap(y, observable, w)
         metrics["observable_ceiling_brier"] = float(brier_score_loss(y, observable, sample_weight=w))
         metrics["roc_auc_vs_observable_ceiling"] = metrics["roc_auc"] / metrics["observable_ceiling_roc_auc"]
@@ -451,7 +447,7 @@ def evaluate_scores(
     if best is not None:
         metrics["best_rule"] = best
         metrics["best_rule_selected_by"] = BEST_RULE_NOTE
-        metrics["best_rule_roc_auc"] = _auc(y, variants[best].score, w)
+        metrics["best_rule_roc_auc"] = roc_auc(y, variants[best].score, w)
         metrics["sql_capture_ratio_vs_best_rule"] = capture_at_rule_volume(y, rows.prob, best_mql, snapshot, w)[
             "sql_capture_ratio_vs_rules"
         ]
@@ -472,7 +468,7 @@ def evaluate_scores(
     def statistic(idx: np.ndarray) -> dict[str, float]:
         yi, wi = y[idx], w[idx]
         out = {
-            "roc_auc": _auc(yi, rows.prob[idx], wi),
+            "roc_auc": roc_auc(yi, rows.prob[idx], wi),
             "pr_auc": _ap(yi, rows.prob[idx], wi),
             "brier": float(brier_score_loss(yi, rows.prob[idx], sample_weight=wi)),
             "ece": expected_calibration_error(yi, rows.prob[idx], params.ece_bins, params.ece_strategy, wi),
@@ -481,9 +477,9 @@ def evaluate_scores(
             )["sql_capture_ratio_vs_rules"],
         }
         if oracle is not None:
-            out["roc_auc_vs_oracle"] = out["roc_auc"] / _auc(yi, oracle[idx], wi)
+            out["roc_auc_vs_oracle"] = out["roc_auc"] / roc_auc(yi, oracle[idx], wi)
         if observable is not None:
-            out["roc_auc_vs_observable_ceiling"] = out["roc_auc"] / _auc(yi, observable[idx], wi)
+            out["roc_auc_vs_observable_ceiling"] = out["roc_auc"] / roc_auc(yi, observable[idx], wi)
         if best_mql is not None:
             out["sql_capture_ratio_vs_best_rule"] = capture_at_rule_volume(
                 yi, rows.prob[idx], best_mql[idx], snapshot[idx], wi
@@ -504,7 +500,7 @@ def evaluate_scores(
         widths = {}
         for unit, ids in (("rows", np.arange(len(y))), ("leads", rows.lead_id), ("accounts", clusters)):
             lo, hi = ClusterBootstrap(ids, seed).intervals(
-                lambda idx: {"auc": _auc(y[idx], rows.prob[idx], w[idx])}, params.bootstrap, params.ci_level
+                lambda idx: {"auc": roc_auc(y[idx], rows.prob[idx], w[idx])}, params.bootstrap, params.ci_level
             )["auc"]
             widths[unit] = hi - lo
         metrics["bootstrap"]["roc_auc_ci_width"] = widths
@@ -521,7 +517,7 @@ def evaluate_scores(
         ],
     }
     metrics["rules"] = {
-        "roc_auc": _auc(y, rows.rule_score, w),
+        "roc_auc": roc_auc(y, rows.rule_score, w),
         "pr_auc": _ap(y, rows.rule_score, w),
         "mql_leads_per_week": float((rows.rule_mql * w).sum() / weeks),
     }
@@ -545,7 +541,7 @@ def evaluate_scores(
     )
     add_delivery(metrics["stages"], stage_targets(thresholds, rows, weeks), _volume(thresholds, rows))
     limits = thresholds.matrix(len(y), rows.segments)
-    for j, stage in enumerate(STAGES):  # the rule score at the same volume, snapshot by snapshot
+    for j, stage in enumerate(THRESHOLD_STAGES):  # the rule score at the same volume, snapshot by snapshot
         picked = rows.prob >= limits[:, j]
         k = np.bincount(snapshot, weights=picked * w, minlength=len(dates))
         rule_p, rule_r = precision_recall(y, top_k_per_group(rows.rule_score, snapshot, k, w), w)
@@ -596,7 +592,7 @@ def stage_targets(thresholds: Thresholds, rows: ScoredRows, weeks: float) -> dic
         )
         if stage in policies
         else None
-        for stage in STAGES
+        for stage in THRESHOLD_STAGES
     }
 
 
@@ -823,7 +819,7 @@ def _log_headline(m: dict[str, Any]) -> None:
             v["mql_leads_per_week"],
             v["model_sql_capture_ratio"],
         )
-    for stage in STAGES:
+    for stage in THRESHOLD_STAGES:
         s = m["stages"][stage]
         log.info(
             "%s: %.0f leads/week on the list, %s new a week (target %s), precision %.3f (own outcome %s), recall %.3f",

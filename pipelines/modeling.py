@@ -26,12 +26,10 @@ import pandas as pd
 from pipelines.config import TrainParams
 from pipelines.errors import BadInputError
 from pipelines.features.directions import monotone_direction
-from pipelines.features.spec import ACCOUNT, WEIGHT, FeatureSpec
+from pipelines.features.spec import ACCOUNT, FEATURE_LIST_FILE, SNAPSHOTS_FILE, WEIGHT, FeatureSpec
 
 log = logging.getLogger(__name__)
 
-SNAPSHOTS_FILE: Final = "snapshots.parquet"
-FEATURE_LIST_FILE: Final = "feature_list.json"
 KEY_COLUMNS: Final[tuple[str, str]] = ("lead_id", "snapshot_at")
 LABEL: Final = "label"
 SliceName = Literal["fit", "valid", "calibration", "test", "gap"]

@@ -11,6 +11,9 @@ WEIGHT: Final = "weight"
 #: Key column of the feature snapshots (never a feature): the lead's account, empty without one. It defines the
 #: clusters of every bootstrap interval (`pipelines.modeling.cluster_ids`): leads of one account share its state.
 ACCOUNT: Final = "account_id"
+#: The features stage's output files (in its --out folder), read by every model stage.
+SNAPSHOTS_FILE: Final = "snapshots.parquet"
+FEATURE_LIST_FILE: Final = "feature_list.json"
 
 
 @dataclass(frozen=True)

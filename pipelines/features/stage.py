@@ -29,12 +29,10 @@ from pipelines.features.attributes import attribute_specs
 from pipelines.features.build import feature_specs, iter_feature_chunks, personal_columns
 from pipelines.features.columns import INPUT_COLUMNS
 from pipelines.features.snapshots import dated_flag_grid, is_single_snapshot, single_snapshot_grid, snapshot_grid
-from pipelines.features.spec import ACCOUNT, WEIGHT
+from pipelines.features.spec import ACCOUNT, FEATURE_LIST_FILE, SNAPSHOTS_FILE, WEIGHT
 
 log = logging.getLogger(__name__)
 
-SNAPSHOTS_FILE: Final = "snapshots.parquet"
-FEATURE_LIST_FILE: Final = "feature_list.json"
 SUMMARY_FILE: Final = "summary.json"
 #: Only the columns the features read (the one list, shared with the scoring reader); personal data is read for
 #: derived signals and never written.

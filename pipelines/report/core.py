@@ -26,7 +26,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from pipelines.calibrate import GRADES, NO_STAGE, STAGES, Thresholds
+from pipelines.calibrate import GRADES, NO_STAGE, THRESHOLD_STAGES, Thresholds
 from pipelines.config import LeakageParams, ReportParams
 from pipelines.errors import BadInputError
 from pipelines.evaluate import gains_table, tradeoff_table  # the evaluate stage's curves, so both agree
@@ -100,7 +100,7 @@ def check_columns(frame: pd.DataFrame, needed: Sequence[str], what: str) -> None
 
 def predicted_mql(stage: pd.Series | np.ndarray) -> np.ndarray:
     """True where the predicted stage is MQL or higher."""
-    return np.isin(np.asarray(stage, dtype=object), STAGES)
+    return np.isin(np.asarray(stage, dtype=object), THRESHOLD_STAGES)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -124,7 +124,7 @@ def threshold_notes(thresholds: Thresholds) -> list[ThresholdNote]:
     policies: Mapping[str, Any] = thresholds.report.get("policies", {})
     grade_of_stage = {s: g for g, s in GRADES.items() if s}
     out = []
-    for stage in STAGES:
+    for stage in THRESHOLD_STAGES:
         value = thresholds.global_thresholds[stage]
         policy = dict(policies.get(stage, {}))
         words = _policy_words(policy, str(thresholds.report.get("volume", "standing")))
@@ -283,10 +283,10 @@ class OperatingPoint:
 def operating_points(test: HoldoutRows) -> list[OperatingPoint]:
     """The model's MQL/SAL/SQL lists and the rule MQLs, on the test rows."""
     prob = test.rows["probability"].to_numpy(dtype=float)
-    rank = {s: i for i, s in enumerate([NO_STAGE, *STAGES])}
+    rank = {s: i for i, s in enumerate([NO_STAGE, *THRESHOLD_STAGES])}
     stage_level = test.rows["stage"].map(rank).fillna(0).to_numpy(dtype=int)
     out = []
-    for i, stage in enumerate(STAGES, start=1):
+    for i, stage in enumerate(THRESHOLD_STAGES, start=1):
         picked = stage_level >= i
         out.append(_point(f"model {stage} and above", picked, prob, test))
     out.append(_point("rule MQLs", test.rule, prob, test))

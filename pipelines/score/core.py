@@ -19,7 +19,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from pipelines.calibrate import STAGES, Thresholds
+from pipelines.calibrate import THRESHOLD_STAGES, Thresholds
 from pipelines.config import CalibrateParams, FeaturesParams, StagePolicy
 from pipelines.drift import DriftReference, read_reference
 from pipelines.errors import BadInputError
@@ -252,7 +252,7 @@ def score_rows(
 # What each stage's team receives tonight
 # ----------------------------------------------------------------------------------------------------------------
 
-_STAGE_RANK: Final[dict[str, int]] = {"none": 0, **{stage: i + 1 for i, stage in enumerate(STAGES)}}
+_STAGE_RANK: Final[dict[str, int]] = {"none": 0, **{stage: i + 1 for i, stage in enumerate(THRESHOLD_STAGES)}}
 #: A stage delivering further than this from its target (relative) is logged as a warning.
 VOLUME_TOLERANCE: Final = 0.25
 
@@ -298,7 +298,7 @@ def count_lists(
     prev_rank = pd.Series(lead_id).map(prev["stage"].map(_STAGE_RANK)).fillna(0).to_numpy()
     prev_rule = pd.Series(lead_id).map(prev["rule_mql"].astype(float)).fillna(0.0).to_numpy() > 0
     rank = pd.Series(np.asarray(stage, dtype=object)).map(_STAGE_RANK).to_numpy()
-    for level, name in enumerate(STAGES, start=1):
+    for level, name in enumerate(THRESHOLD_STAGES, start=1):
         on = rank >= level
         counts[f"{name}_list"] = counts.get(f"{name}_list", 0) + int(on.sum())
         counts[f"{name}_new"] = counts.get(f"{name}_new", 0) + int((on & (prev_rank < level)).sum())
@@ -320,7 +320,7 @@ def stage_volumes(
     per_week = 7 / cadence_days
     kind = "new" if volume == "new" else "list"
     out: dict[str, dict[str, Any]] = {}
-    for stage in STAGES:
+    for stage in THRESHOLD_STAGES:
         policy = policies[stage]
         target = (
             policy.leads_per_week
@@ -344,10 +344,10 @@ def volume_policies(model: ScoringModel, params: CalibrateParams) -> tuple[dict[
     """The stage policies and volume the model's thresholds were fitted with (else those of the params)."""
     report = model.thresholds.report if model.thresholds is not None else {}
     stored = report.get("policies") or {}
-    if all(stage in stored for stage in STAGES):
-        policies = {stage: StagePolicy.model_validate(stored[stage]) for stage in STAGES}
+    if all(stage in stored for stage in THRESHOLD_STAGES):
+        policies = {stage: StagePolicy.model_validate(stored[stage]) for stage in THRESHOLD_STAGES}
         return policies, str(report.get("volume", "standing"))
-    return {stage: getattr(params.thresholds, stage) for stage in STAGES}, params.volume
+    return {stage: getattr(params.thresholds, stage) for stage in THRESHOLD_STAGES}, params.volume
 
 
 def off_target(volumes: Mapping[str, Mapping[str, Any]], tolerance: float = VOLUME_TOLERANCE) -> list[str]:

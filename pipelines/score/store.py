@@ -14,20 +14,20 @@ RUN_COLUMNS an existing table lacks, and re-creates the latest view when its def
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import socket
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 import pandas as pd
 import sqlalchemy as sa
+from filelock import FileLock, Timeout
 from sqlalchemy.engine import Connection, Engine
 
 from pipelines.config import ScoreTables
@@ -405,8 +405,8 @@ def _sqlite_lock_path(engine: Engine) -> Path | None:
 def run_lock(engine: Engine, tables: ScoreTables) -> Iterator[None]:
     """Hold the scoring lock of the scores database for the block, or raise ScoringLockedError at once.
 
-    PostgreSQL: a session advisory lock; SQLite: an flock on `<db>.score.lock` beside the file. Both die with the
-    process, so a `kill -9` never leaves a stale lock behind.
+    PostgreSQL: a session advisory lock; SQLite: a `filelock` lock on `<db>.score.lock` beside the file (flock on
+    POSIX, LockFileEx on Windows). Both die with the process, so a `kill -9` never leaves a stale lock behind.
     """
     dialect = engine.dialect.name
     if dialect == "postgresql":
@@ -449,47 +449,32 @@ def run_lock(engine: Engine, tables: ScoreTables) -> Iterator[None]:
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = _locked_file(path, engine)
+    holder = path.with_name(path.name + ".holder")  # beside the lock: a failed attempt may truncate the lock file
+    lock = FileLock(path, timeout=0)
     try:
-        os.ftruncate(fd, 0)
-        os.write(
-            fd,
-            f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC\n".encode(),
-        )
+        lock.acquire()
+    except Timeout:
         try:
-            yield
-        finally:
-            # removed while still held: a run that opened the old file finds it unlinked and tries again
-            path.unlink(missing_ok=True)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
-def _locked_file(path: Path, engine: Engine) -> int:
-    """An open descriptor of `path` holding its flock, or ScoringLockedError; retried while the file is replaced."""
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            try:
-                holder = path.read_text().strip() or "unknown process"
-            except FileNotFoundError:
-                holder = "a run that just finished"
-            raise ScoringLockedError(
-                f"another scoring run is writing to {display_url(engine.url)} ({holder}, lock "
-                f"file {path}); this run stopped without writing anything. Try again when it "
-                "has finished."
-            ) from None
-        try:
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            who = holder.read_text().strip() or "unknown process"
         except FileNotFoundError:
-            same = False
-        if same:
-            return fd
-        os.close(fd)  # the holder removed the file between our open and our lock: lock the new one
+            who = "a run that just finished"
+        raise ScoringLockedError(
+            f"another scoring run is writing to {display_url(engine.url)} ({who}, lock "
+            f"file {path}); this run stopped without writing anything. Try again when it "
+            "has finished."
+        ) from None
+    try:
+        holder.write_text(
+            f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC\n"
+        )
+        yield
+    finally:
+        holder.unlink(missing_ok=True)
+        # removed while still held (a run that opened the old file notices and tries again); Windows refuses to
+        # remove an open file, and filelock removes it there on release
+        with suppress(OSError):
+            path.unlink()
+        lock.release()
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-import sys
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -17,11 +16,9 @@ import yaml
 from pipelines.config import Params, load_params
 from pipelines.crm.db import make_engine, write_crm
 from pipelines.crm.demo import generate
+from tests.support.tiny_model import register_tiny, tiny_params
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "unit" / "registry"))
-
-from tiny_model import register_tiny, tiny_params  # noqa: E402
 
 AS_OF = "2026-11-20T00:00:00Z"
 LATER = "2026-11-21T00:00:00Z"

@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "unit" / "registry"))
+from tests.support.tiny_model import register_tiny, tiny_params
 
-from tiny_model import register_tiny, tiny_params  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,6 @@ pytestmark = pytest.mark.skipif(
     reason="needs Debian's chromium at /usr/bin/chromium: `apt-get install chromium` "
     "(.ci/run installs it on CI; no browser is ever downloaded)",
 )
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "report"))
 
 
 class DevTools:
@@ -192,7 +190,7 @@ def open_in_browser(page: Path, tmp_path: Path, width: int = 1280) -> tuple[dict
 
 @pytest.fixture(scope="module")
 def tiny_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from report_frames import tiny_page
+    from tests.unit.report.report_frames import tiny_page
 
     page = tmp_path_factory.mktemp("report") / "mql_comparison.html"
     page.write_text(tiny_page(), encoding="utf-8")

@@ -23,7 +23,6 @@ import pandas as pd
 import pytest
 import yaml
 from score_env import AS_OF, LATER, ScoreEnv, build_env, count_rows, fresh_crm, sqlite_exec, table_names
-from tiny_model import register_tiny, tiny_params
 from typer.testing import CliRunner
 
 from pipelines.cli import EXIT_BAD_INPUT, EXIT_LOCKED, app
@@ -31,6 +30,7 @@ from pipelines.crm.db import make_engine, write_crm
 from pipelines.features.build import features_as_of
 from pipelines.registry.model import conform
 from pipelines.score import store
+from tests.support.tiny_model import register_tiny, tiny_params
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()

@@ -25,6 +25,10 @@ POSITIVE_ACTIVITIES = (
     "form_submit",
     "demo_request",
 )
+#: The activities whose extra events must raise most ideal buyers' scores. E-mail clicks and web visits are held
+#: only to "never lower": the demo's buyers click and visit whatever their intent, so the model may read more of
+#: them as no news (the test this replaces exempted the same two through a vacuous `or`).
+STRONG_SIGNALS = tuple(a for a in POSITIVE_ACTIVITIES if a not in ("email_click", "web_visit"))
 
 
 def _ideal_senior_buyers(model: DemoModel, count: int) -> pd.DataFrame:
@@ -63,18 +67,32 @@ def _with_activities(
     return {**tables, "activities": pd.concat([activities, extra], ignore_index=True)}
 
 
+@pytest.fixture(scope="module")
+def engagement_ladders(demo_model: DemoModel) -> dict[str, np.ndarray]:
+    """Per activity: scores of 20 ideal senior buyers (columns) with 0, 2, 4 and 6 extra events of it (rows)."""
+    rows = _ideal_senior_buyers(demo_model, 20)
+    return {
+        activity: np.stack(
+            [demo_model.score(_with_activities(demo_model.tables, rows, activity, k), rows) for k in range(0, 7, 2)]
+        )
+        for activity in POSITIVE_ACTIVITIES
+    }
+
+
 @pytest.mark.parametrize("activity", POSITIVE_ACTIVITIES)
 def test_more_engagement_from_an_ideal_senior_buyer_never_lowers_the_score(
-    demo_model: DemoModel, activity: str
+    engagement_ladders: dict[str, np.ndarray], activity: str
 ) -> None:
-    rows = _ideal_senior_buyers(demo_model, 20)
-    scores = np.stack(
-        [demo_model.score(_with_activities(demo_model.tables, rows, activity, k), rows) for k in range(0, 7, 2)]
-    )
-
-    drops = np.diff(scores, axis=0)
+    drops = np.diff(engagement_ladders[activity], axis=0)
     assert drops.min() >= -1e-9, f"{activity}: a score fell by {-drops.min():.4g} with more engagement"
-    assert (scores[-1] > scores[0]).mean() >= 0.5 or activity in ("web_visit", "email_click")
+
+
+@pytest.mark.parametrize("activity", STRONG_SIGNALS)
+def test_more_of_a_strong_signal_raises_most_ideal_senior_buyers(
+    engagement_ladders: dict[str, np.ndarray], activity: str
+) -> None:
+    scores = engagement_ladders[activity]
+    assert (scores[-1] > scores[0]).mean() >= 0.5, f"{activity}: six more events raised too few scores"
 
 
 def test_declared_directions_are_monotone_for_every_row(demo_model: DemoModel) -> None:

@@ -18,11 +18,11 @@ import mlflow
 import pytest
 import yaml
 from mlflow import MlflowClient
-from tiny_model import clean_project, register_tiny, tiny_params
 from typer.testing import CliRunner
 
 from pipelines.cli import EXIT_BAD_INPUT, app
 from pipelines.registry.tracking import RegistryError
+from tests.support.tiny_model import clean_project, register_tiny, tiny_params
 
 NAME = "lead-scoring"
 LOOSE = {"auc_margin": 0.2, "max_ece": 0.5, "max_ece_increase": 0.5}

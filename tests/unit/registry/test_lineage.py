@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tiny_model import REPO, git
-
 from pipelines.registry.lineage import dvc_experiment, git_commit, input_hashes, pipeline_outputs, registration_kind
+from tests.support.tiny_model import REPO, git
 
 LOCK = {
     "stages": {

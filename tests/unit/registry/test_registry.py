@@ -16,12 +16,12 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from tiny_model import FEATURE_LIST, REPO, register_tiny, tiny_params
 from typer.testing import CliRunner
 
 from pipelines.cli import EXIT_BAD_INPUT, app
 from pipelines.config import load_params
 from pipelines.registry.model import OUTPUT_COLUMNS, conform
+from tests.support.tiny_model import FEATURE_LIST, REPO, register_tiny, tiny_params
 
 NAME = "lead-scoring"
 runner = CliRunner()

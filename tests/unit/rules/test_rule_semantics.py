@@ -204,18 +204,21 @@ def test_decay_with_a_window_drops_old_activities_entirely() -> None:
     assert out["rules_fired"].iloc[0] == "1 website visit in the last 30 days (+2)"
 
 
+SECONDS_PER_DAY = 86_400
+
+
 def test_decay_stays_exact_over_many_half_lives_and_long_histories() -> None:
     """A half-life of a few hours over three years of activity: the epoch bookkeeping must neither overflow nor
     lose recent activity; compared with a direct sum."""
     rng = np.random.default_rng(5)
-    when = np.sort(rng.uniform(0, 3 * 365, 400))
-    acts = [(1 + i % 2, "email_click", days(float(d))) for i, d in enumerate(when)]
+    when = np.sort(rng.integers(0, 3 * 365 * SECONDS_PER_DAY, 400))  # whole seconds, as CRMs stamp activities
+    acts = [(1 + i % 2, "email_click", T0 + pd.Timedelta(seconds=int(t))) for i, t in enumerate(when)]
     half_life = 0.2
     raw = engagement({"activity": "email_click", "points": 3, "half_life_days": half_life})
-    snap_days = np.concatenate([rng.uniform(0, 3 * 365, 40), when[:10] + 1e-6])
-    snapshots = [(lead, days(float(d))) for d in snap_days for lead in (1, 2)]
+    snap_seconds = np.concatenate([rng.integers(0, 3 * 365 * SECONDS_PER_DAY, 40), when[:10] + 1])  # + just after
+    snapshots = [(lead, T0 + pd.Timedelta(seconds=int(t))) for t in snap_seconds for lead in (1, 2)]
     out = score(raw, make_crm([{"lead_id": 1}, {"lead_id": 2}], acts), snapshots)
-    activity_ns = np.array([days(float(d)).value for d in when])
+    activity_ns = np.array([when.value for _, _, when in acts])
     activity_lead = np.array([1 + i % 2 for i in range(len(when))])
     expected = []
     for lead, at in snapshots:
@@ -406,11 +409,15 @@ def test_vectorised_scores_match_a_direct_loop_on_random_data() -> None:
     n_leads = 40
     leads = [{"lead_id": i, "account_id": int(rng.choice([10, 11, 12]))} for i in range(1, n_leads + 1)]
     types = ["email_open", "web_visit", "demo_request", "unsubscribe"]
-    acts = [
-        (int(rng.integers(1, n_leads + 1)), str(rng.choice(types)), days(float(rng.uniform(0, 60)))) for _ in range(600)
+    acts = [  # whole seconds, as CRMs stamp activities
+        (int(rng.integers(1, n_leads + 1)), str(rng.choice(types)), T0 + pd.Timedelta(seconds=int(t)))
+        for t in rng.integers(0, 60 * SECONDS_PER_DAY, 600)
     ]
     acts += [(lead, kind, when) for lead, kind, when in acts[:30]]  # same-instant duplicates
-    snapshots = [(int(rng.integers(1, n_leads + 1)), days(float(rng.uniform(0, 70)))) for _ in range(300)]
+    snapshots = [
+        (int(rng.integers(1, n_leads + 1)), T0 + pd.Timedelta(seconds=int(t)))
+        for t in rng.integers(0, 70 * SECONDS_PER_DAY, 300)
+    ]
     snapshots += [(lead, when) for lead, _, when in acts[:50]]  # exactly at an activity
     raw = {
         "threshold": 25,
@@ -435,3 +442,15 @@ def test_vectorised_scores_match_a_direct_loop_on_random_data() -> None:
         expected.append(total)
     np.testing.assert_allclose(out["rule_score"].to_numpy(), expected, rtol=1e-9, atol=1e-9)
     np.testing.assert_array_equal(out["rule_mql"].to_numpy(), np.array(expected) >= 25)
+
+
+def test_activities_count_on_the_features_whole_second_clock() -> None:
+    """The rules count as the features do (`features/timeline.py`): an activity is known from the whole second after
+    its stamp, a snapshot sees up to the whole second before it, so a sub-second stamp is never counted early."""
+    activity = T0 + pd.Timedelta(seconds=10.3)
+    raw = engagement({"activity": "demo_request", "points": 30})
+    crm = make_crm([{"lead_id": 1}], [(1, "demo_request", activity)])
+    at = [activity, T0 + pd.Timedelta(seconds=10.7), T0 + pd.Timedelta(seconds=11)]
+    out = score(raw, crm, [(1, t) for t in at])
+    assert out["rule_score"].tolist() == [0.0, 0.0, 30.0]
+    assert out["snapshot_at"].tolist() == at  # the snapshot times themselves are kept as given

@@ -19,7 +19,7 @@ from pipelines.calibrate import Thresholds, fit_calibrator, save_calibrator, sav
 from pipelines.config import load_params
 from pipelines.modeling import assign_slices, plan_split, production_slices, write_csv, write_json
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 
 FEATURE_LIST = [
     {"name": "n_pricing_page_visit_30d", "kind": "numeric", "family": "engagement"},

@@ -10,10 +10,10 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from servers import BIN, free_port, running
-from tiny_model import register_tiny, tiny_params
 
 from pipelines.registry.model import OUTPUT_COLUMNS, conform
+from tests.support.servers import BIN, free_port, running
+from tests.support.tiny_model import register_tiny, tiny_params
 
 
 def invocation(port: int, rows: pd.DataFrame) -> urllib.request.Request:

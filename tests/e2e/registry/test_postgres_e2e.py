@@ -10,10 +10,10 @@ import mlflow
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from servers import BIN, free_port, running
-from tiny_model import register_tiny, tiny_params
 
 from pipelines.registry.model import conform
+from tests.support.servers import BIN, free_port, running
+from tests.support.tiny_model import register_tiny, tiny_params
 
 
 @pytest.fixture

@@ -1,0 +1,86 @@
+"""The rules' files: reading a rules file and the variants of the params, the raw tables and snapshot keys the
+rules stage scores, and writing its Parquet output.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Final
+
+import pandas as pd
+
+from pipelines.config import RulesParams, read_yaml
+from pipelines.crm.schema import CrmDataError
+from pipelines.extract import read_snapshot
+from pipelines.rules.evaluation import INPUT_TABLES
+from pipelines.rules.schema import RulesError, RuleSet, parse_rules
+from pipelines.rules.variants import derive_rules
+
+
+def load_rules(path: str | Path) -> RuleSet:
+    """Read and validate a rules file (static checks; `check_rules_against_crm` does the ones needing data)."""
+    path = Path(path)
+    return parse_rules(read_yaml(path, "rules file", RulesError), str(path))
+
+
+def load_variants(params: RulesParams) -> dict[str, RuleSet]:
+    """The rules of every variant of `params.variants`: its own file, or `params.file` decayed and/or windowed."""
+    base: RuleSet | None = None
+    out: dict[str, RuleSet] = {}
+    for name, variant in params.variants.items():
+        if variant.file is not None:
+            out[name] = load_rules(variant.file)
+            continue
+        base = base or load_rules(params.file)
+        out[name] = derive_rules(base, variant.half_life_days, variant.within_days)
+    return out
+
+
+#: The raw columns the rules read (stage_history only because the snapshot reader wants every table; it is dropped).
+RAW_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
+    "campaigns": ("campaign_id", "channel"),
+    "accounts": ("account_id", "industry", "employee_count", "annual_revenue", "country", "region"),
+    "leads": (
+        "lead_id",
+        "account_id",
+        "created_at",
+        "email",
+        "job_title",
+        "lead_source",
+        "campaign_id",
+        "country",
+        "budget_range",
+        "purchase_timeframe",
+    ),
+    "activities": ("lead_id", "occurred_at", "activity_type"),
+    "stage_history": ("stage_history_id",),
+}
+
+
+def read_raw_tables(raw: Path) -> dict[str, pd.DataFrame]:
+    """The tables the rules need from the extract stage's snapshot folder (validated when it was written)."""
+    tables, _ = read_snapshot(raw, RAW_COLUMNS, {"activities": ("activity_type",)})
+    return {name: tables[name] for name in (*INPUT_TABLES, "lead_attributes") if name in tables}
+
+
+def read_snapshot_keys(path: Path) -> pd.DataFrame:
+    """The (lead_id, snapshot_at) pairs to score from the features stage's Parquet file (no other column is read)."""
+    if not Path(path).exists():
+        raise CrmDataError(f"snapshots file {path} not found (run the features stage first)")
+    try:
+        return pd.read_parquet(path, columns=["lead_id", "snapshot_at"])
+    except (KeyError, ValueError, OSError) as exc:
+        raise CrmDataError(f"snapshots file {path} must be Parquet with lead_id and snapshot_at: {exc}") from None
+
+
+def write_scores(scores: pd.DataFrame, path: Path) -> None:
+    """Write the rule scores atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        scores.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
