@@ -556,6 +556,14 @@ def score(
             "the latest run's (a real shrink, not a broken load).",
         ),
     ] = False,
+    snapshot: Annotated[
+        Path | None,
+        typer.Option(
+            "--snapshot",
+            help="--engine spark: read this Parquet snapshot of the CRM (leadscore extract) instead of the "
+            "database (JDBC); --url still names the CRM for its own lead ids.",
+        ),
+    ] = None,
 ) -> None:
     """Score every open lead with the registered model and write the run back atomically (nightly batch job).
 
@@ -572,6 +580,8 @@ def score(
         chosen = engine or loaded.score.engine
         if chosen not in ("pandas", "spark"):
             raise typer.BadParameter(f"--engine must be pandas or spark, not {chosen!r}")
+        if snapshot is not None and chosen != "spark":
+            raise typer.BadParameter("--snapshot is read by --engine spark only (the pandas engine reads --url)")
         try:
             run = run_score(
                 url or loaded.base.crm_url,
@@ -583,6 +593,7 @@ def score(
                 chosen,
                 staging_root=staging_dir,
                 allow_shrink=allow_shrink,
+                snapshot=snapshot,
             )
         except ScoringLockedError as exc:
             typer.echo(f"error: {exc}", err=True)
