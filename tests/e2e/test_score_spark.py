@@ -8,7 +8,9 @@ error-message tests run everywhere.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -18,7 +20,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from score_env import AS_OF, ScoreEnv, build_env, table_names
+import yaml
+from score_env import AS_OF, ScoreEnv, build_env, fresh_crm, table_names
 from typer.testing import CliRunner
 
 from pipelines.cli import EXIT_BAD_INPUT, app
@@ -174,3 +177,41 @@ def test_without_java_the_spark_engine_is_bad_input_naming_java(
 
 def _tables(db: Path) -> set[str]:
     return table_names(f"sqlite:///{db}")
+
+
+def _jdbc_jar() -> Path | None:
+    """The PostgreSQL JDBC driver: $LEADSCORE_TEST_JDBC_JAR, else the newest in the local Maven repository."""
+    given = os.environ.get("LEADSCORE_TEST_JDBC_JAR")
+    if given:
+        return Path(given)
+    found = sorted(
+        (Path.home() / ".m2" / "repository" / "org" / "postgresql" / "postgresql").glob("*/postgresql-*.jar")
+    )
+    return found[-1] if found else None
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@needs_spark
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_spark_engine_reads_postgresql_by_jdbc_as_the_pandas_engine(
+    backend: str, env: ScoreEnv, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    jar = _jdbc_jar()
+    if jar is None or not jar.exists():
+        pytest.skip("no PostgreSQL JDBC driver jar: set LEADSCORE_TEST_JDBC_JAR or put it in ~/.m2/repository")
+    crm_url = fresh_crm(backend, env, tmp_path, request)
+    raw = yaml.safe_load(env.params_path.read_text())
+    raw["score"]["spark_jars"] = [str(jar)]
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    with_jar = dataclasses.replace(env, params_path=params_path)
+
+    written = {}
+    for engine in ("pandas", "spark"):
+        url = f"sqlite:///{tmp_path / f'scores-{engine}.db'}"
+        code, out = score(with_jar, url, engine, crm_url=crm_url)
+        assert code == 0, out
+        written[engine] = _written(url, engine)
+    _assert_same_scores(written["pandas"][1], written["spark"][1])
+    assert written["spark"][0]["n_mql"] == written["pandas"][0]["n_mql"]
