@@ -132,6 +132,9 @@ def demo_crm(
         str | None, typer.Option(help="'Today' of the history, YYYY-MM-DD (default: today, UTC).")
     ] = None,
     history_days: Annotated[int, typer.Option(min=120, help="Days of history before end-date.")] = 730,
+    batch_leads: Annotated[
+        int, typer.Option(min=1, help="Leads generated at a time (bounds memory; a CRM this small is one batch).")
+    ] = 250_000,
     truth: Annotated[
         Path | None, typer.Option(help="Ground-truth Parquet (default: beside a SQLite file, or in --out).")
     ] = None,
@@ -146,10 +149,12 @@ def demo_crm(
     out: Annotated[Path | None, typer.Option("--out", help="Folder for --format salesforce|hubspot.")] = None,
 ) -> None:
     """Generate the synthetic CRM (five tables, or a vendor's export files) and its ground-truth file."""
+    import pandas as pd
+
     from pipelines.config import DemoCrmParams
     from pipelines.crm import demo, vendor
     from pipelines.crm import truth as ground_truth
-    from pipelines.crm.db import display_url, make_engine, write_crm
+    from pipelines.crm.db import display_url, make_engine, write_crm, write_crm_batches
 
     with bad_input_exits():
         if fmt not in ("db", "salesforce", "hubspot"):
@@ -162,7 +167,28 @@ def demo_crm(
             end = date.fromisoformat(end_date) if end_date else datetime.now(UTC).date()
         except ValueError:
             raise typer.BadParameter(f"--end-date {end_date!r} is not YYYY-MM-DD") from None
-        params = DemoCrmParams(leads=leads, seed=seed, end_date=end, history_days=history_days)
+        params = DemoCrmParams(leads=leads, seed=seed, end_date=end, history_days=history_days, batch_leads=batch_leads)
+        if fmt == "db" and len(demo.batch_sizes(leads, batch_leads)) > 1:  # streamed: one batch in memory
+            assert url is not None
+            truth_path = truth or _default_truth_path(url)
+            with ground_truth.truth_writer(truth_path) as add_truth:
+
+                def batches() -> Iterator[dict[str, pd.DataFrame]]:
+                    for batch in demo.iter_batches(params):
+                        add_truth(batch.truth)
+                        yield batch.tables
+
+                written = write_crm_batches(make_engine(url, create_dirs=True), batches())
+            log.info(
+                "demo CRM written to %s (%s leads, %s activities, %s stage rows, in %d batches); ground truth in %s",
+                display_url(url),
+                f"{written['leads']:,}",
+                f"{written['activities']:,}",
+                f"{written['stage_history']:,}",
+                len(demo.batch_sizes(leads, batch_leads)),
+                truth_path,
+            )
+            return
         result = demo.generate(params)
         if fmt == "db":
             assert url is not None

@@ -63,6 +63,12 @@ class DemoCrmParams(StrictModel):
     seed: int = Field(description="Seed: the same seed gives an identical database")
     end_date: date = Field(description="'Today' of the demo history (UTC midnight)")
     history_days: int = Field(ge=120, le=3650, description="Days of history before end_date")
+    batch_leads: int = Field(
+        default=250_000,
+        gt=0,
+        description="Leads generated at a time (each batch with its own accounts): bounds the generator's memory; "
+        "a CRM of at most this many leads is one batch, the same whatever the value",
+    )
 
 
 class IcpParams(StrictModel):
