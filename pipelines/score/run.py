@@ -292,8 +292,9 @@ def _score_chunks(
     flagged_only: bool = False,
     guard: Callable[[dict[str, int]], None] | None = None,
 ) -> dict[str, Any]:
-    """Every chunk: features and rules here, the model through `predict` (in process, or Spark), rows spilled to
-    staging Parquet files; returns the run's counts and drift."""
+    """Every chunk: features and rules here, the model through `predict` (in process), rows spilled to staging
+    Parquet files; returns the run's counts and drift. (The spark engine runs this core on executors:
+    `_score_spark`.)"""
     counter = DriftCounter(model.reference) if model.reference is not None else None
     crm_ids = _crm_ids(crm_url)  # an imported CRM's own lead ids, kept beside the scores
     totals = {"leads_read": 0, "leads_scored": 0, "n_mql": 0, "n_sal": 0, "n_sql": 0, "n_rule_mql": 0, "chunks": 0}
