@@ -445,6 +445,10 @@ def score_on_spark(
     from pyspark.errors import PySparkException
 
     drift = [(b.name, b.kind) for b in model.reference.bins if b.name != SCORE] if model.reference else []
+    if snapshot is None:
+        jdbc_options(crm_url)  # a CRM Spark cannot read by JDBC is refused before a session starts
+    else:
+        read_manifest(snapshot)  # not a snapshot: names the folder and says to run `leadscore extract`
     with _session(params.score.spark_master, params.score.spark_jars) as spark, _sql_conf(spark, _RUN_CONF):
         t0 = time.perf_counter()
         try:

@@ -149,6 +149,14 @@ def test_snapshot_is_for_the_spark_engine_only(env: ScoreEnv, tmp_path: Path) ->
     assert code == EXIT_BAD_INPUT and "--engine spark only" in out
 
 
+@needs_spark
+def test_spark_says_how_to_score_a_sqlite_crm_or_a_folder_that_is_no_snapshot(env: ScoreEnv, tmp_path: Path) -> None:
+    code, out = score(env, f"sqlite:///{tmp_path / 'scores.db'}", "spark")
+    assert code == EXIT_BAD_INPUT and "leadscore extract" in out and "--snapshot" in out
+    code, out = score(env, f"sqlite:///{tmp_path / 'scores.db'}", "spark", "--snapshot", str(tmp_path))
+    assert code == EXIT_BAD_INPUT and "is not a CRM snapshot" in out and "Traceback" not in out
+
+
 def test_without_pyspark_the_spark_engine_is_bad_input_naming_the_extra(
     env: ScoreEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
