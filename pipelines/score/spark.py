@@ -394,6 +394,12 @@ def group_scorer(
 def _bad_input(exc: Exception) -> BadInputError | None:
     """The CRM error an executor raised (Spark wraps it with the Python traceback), as the driver's own."""
     text = str(exc)
+    if "ClassNotFoundException: org.postgresql.Driver" in text:
+        return BadInputError(
+            "Spark has no PostgreSQL JDBC driver: put its jar in score.spark_jars (e.g. postgresql-42.7.13.jar; it "
+            "is loaded when the JVM starts, so not by a Spark session already running in this process), or score "
+            "the Parquet snapshot with --snapshot"
+        )
     for line in reversed(text.splitlines()):
         match = re.search(r"(?:CrmDataError|BadInputError): (.*)$", line)
         if match:
