@@ -136,6 +136,10 @@ def demo_crm(
     history_days: Annotated[
         int | None, typer.Option(min=120, help="Days of history before end-date (default: demo_crm.history_days).")
     ] = None,
+    batch_leads: Annotated[
+        int | None,
+        typer.Option(min=1, help="Leads generated at a time (bounds memory; default: demo_crm.batch_leads)."),
+    ] = None,
     truth: Annotated[
         Path | None, typer.Option(help="Ground-truth Parquet (default: beside a SQLite file, or in --out).")
     ] = None,
@@ -153,10 +157,12 @@ def demo_crm(
     ] = Path("params.yaml"),
 ) -> None:
     """Generate the synthetic CRM (five tables, or a vendor's export files) and its ground-truth file."""
+    import pandas as pd
+
     from pipelines.config import DemoCrmParams, load_params
     from pipelines.crm import demo, vendor
     from pipelines.crm import truth as ground_truth
-    from pipelines.crm.db import display_url, make_engine, write_crm
+    from pipelines.crm.db import display_url, make_engine, write_crm, write_crm_batches
 
     with bad_input_exits():
         if fmt not in ("db", "salesforce", "hubspot"):
@@ -169,11 +175,38 @@ def demo_crm(
             end = date.fromisoformat(end_date) if end_date else None
         except ValueError:
             raise typer.BadParameter(f"--end-date {end_date!r} is not YYYY-MM-DD") from None
-        given = {"leads": leads, "seed": seed, "end_date": end, "history_days": history_days}
+        given = {
+            "leads": leads,
+            "seed": seed,
+            "end_date": end,
+            "history_days": history_days,
+            "batch_leads": batch_leads,
+        }
         given = {key: value for key, value in given.items() if value is not None}
         # The params' demo_crm block is the one place the defaults live (read only when something is not passed).
-        defaults = {} if len(given) == 4 else load_params(params_path).demo_crm.model_dump()
+        defaults = {} if len(given) == 5 else load_params(params_path).demo_crm.model_dump()
         params = DemoCrmParams(**{**defaults, **given})
+        if fmt == "db" and len(demo.batch_sizes(params.leads, params.batch_leads)) > 1:  # streamed: one batch in memory
+            assert url is not None
+            truth_path = truth or _default_truth_path(url)
+            with ground_truth.truth_writer(truth_path) as add_truth:
+
+                def batches() -> Iterator[dict[str, pd.DataFrame]]:
+                    for batch in demo.iter_batches(params):
+                        add_truth(batch.truth)
+                        yield batch.tables
+
+                written = write_crm_batches(make_engine(url, create_dirs=True), batches())
+            log.info(
+                "demo CRM written to %s (%s leads, %s activities, %s stage rows, in %d batches); ground truth in %s",
+                display_url(url),
+                f"{written['leads']:,}",
+                f"{written['activities']:,}",
+                f"{written['stage_history']:,}",
+                len(demo.batch_sizes(params.leads, params.batch_leads)),
+                truth_path,
+            )
+            return
         result = demo.generate(params)
         if fmt == "db":
             assert url is not None
@@ -567,6 +600,14 @@ def score(
             "the latest run's (a real shrink, not a broken load).",
         ),
     ] = False,
+    snapshot: Annotated[
+        Path | None,
+        typer.Option(
+            "--snapshot",
+            help="--engine spark: read this Parquet snapshot of the CRM (leadscore extract) instead of the "
+            "database (JDBC); --url still names the CRM for its own lead ids.",
+        ),
+    ] = None,
 ) -> None:
     """Score every open lead with the registered model and write the run back atomically (nightly batch job).
 
@@ -583,6 +624,8 @@ def score(
         chosen = engine or loaded.score.engine
         if chosen not in ("pandas", "spark"):
             raise typer.BadParameter(f"--engine must be pandas or spark, not {chosen!r}")
+        if snapshot is not None and chosen != "spark":
+            raise typer.BadParameter("--snapshot is read by --engine spark only (the pandas engine reads --url)")
         try:
             run = run_score(
                 url or loaded.base.crm_url,
@@ -594,6 +637,7 @@ def score(
                 chosen,
                 staging_root=staging_dir,
                 allow_shrink=allow_shrink,
+                snapshot=snapshot,
             )
         except ScoringLockedError as exc:
             typer.echo(f"error: {exc}", err=True)

@@ -63,6 +63,12 @@ class DemoCrmParams(StrictModel):
     seed: int = Field(description="Seed: the same seed gives an identical database")
     end_date: date = Field(description="'Today' of the demo history (UTC midnight)")
     history_days: int = Field(ge=120, le=3650, description="Days of history before end_date")
+    batch_leads: int = Field(
+        default=250_000,
+        gt=0,
+        description="Leads generated at a time (each batch with its own accounts): bounds the generator's memory; "
+        "a CRM of at most this many leads is one batch, the same whatever the value",
+    )
 
 
 class IcpParams(StrictModel):
@@ -330,8 +336,15 @@ class ScoreParams(StrictModel):
 
     model_uri: str = Field(min_length=1, description="Model to score with, e.g. models:/lead-scoring@champion")
     chunk_leads: int = Field(gt=0, description="Leads per chunk (whole accounts kept together): bounds memory")
-    engine: Literal["pandas", "spark"] = Field(description="pandas: in process; spark: mlflow.pyfunc.spark_udf")
+    engine: Literal["pandas", "spark"] = Field(
+        description="pandas: in process; spark: the whole run on Spark executors"
+    )
     spark_master: str = Field(min_length=1, description="Spark master URL for --engine spark (local[N]: local mode)")
+    spark_jars: tuple[str, ...] = Field(
+        default=(),
+        description="Jars put on Spark's classpath for --engine spark, e.g. the PostgreSQL JDBC driver it reads "
+        "the CRM with when no --snapshot is given",
+    )
     tables: ScoreTables
     drift_features: int = Field(ge=0, le=100, description="Most important features whose PSI is tracked per run")
     drift_bins: int = Field(ge=2, le=50, description="Quantile bins of the drift reference (numeric features)")

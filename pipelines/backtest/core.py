@@ -20,7 +20,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from pipelines.calibrate import STAGES
+from pipelines.calibrate import THRESHOLD_STAGES
 from pipelines.config import BacktestParams
 from pipelines.errors import BadInputError
 from pipelines.modeling import ClusterBootstrap, cluster_ids, precision_recall, roc_auc, top_k_per_group
@@ -28,7 +28,7 @@ from pipelines.modeling import ClusterBootstrap, cluster_ids, precision_recall, 
 #: Columns of the scores a backtest needs (a `lead_scores` run's rows).
 SCORE_INPUT: Final[tuple[str, ...]] = ("lead_id", "probability", "stage", "rule_score", "rule_mql")
 #: Columns of the outcomes (`outcomes_as_of`).
-OUTCOME_INPUT: Final[tuple[str, ...]] = ("lead_id", "label", *(f"reached_{s}" for s in STAGES))
+OUTCOME_INPUT: Final[tuple[str, ...]] = ("lead_id", "label", *(f"reached_{s}" for s in THRESHOLD_STAGES))
 OK: Final = "ok"
 DEGRADED: Final = "degraded"
 RETRAIN: Final = "retrain"
@@ -66,7 +66,7 @@ FIELDS: Final[dict[str, str]] = {
     "roc_auc": "float",
     "roc_auc_ci_low": "float",
     "roc_auc_ci_high": "float",
-    **{f"{stage.lower()}_{name}": kind for stage in STAGES for name, kind in _STAGE_FIELDS.items()},
+    **{f"{stage.lower()}_{name}": kind for stage in THRESHOLD_STAGES for name, kind in _STAGE_FIELDS.items()},
     "rule_mql_leads": "int",
     "rule_mql_precision": "float",
     "model_precision_at_rule_volume": "float",
@@ -115,7 +115,7 @@ def join_outcomes(scores: pd.DataFrame, outcomes: pd.DataFrame, accounts: pd.Dat
 
 def on_list(stage: np.ndarray, level: str) -> np.ndarray:
     """Whether each lead is on `level`'s list: its predicted stage is that one or higher (lists are nested)."""
-    rank = {s: i for i, s in enumerate(STAGES)}
+    rank = {s: i for i, s in enumerate(THRESHOLD_STAGES)}
     want = rank[level]
     return np.array([rank.get(str(s), -1) >= want for s in stage], dtype=bool)
 
@@ -181,7 +181,7 @@ def backtest_run(
         "obs_exp": _ratio(float(y.sum()), float(p.sum())),
         "roc_auc": roc_auc(y, p),
     }
-    for level in STAGES:
+    for level in THRESHOLD_STAGES:
         key = level.lower()
         picked = on_list(stage, level)
         n = int(picked.sum())

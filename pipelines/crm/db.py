@@ -13,7 +13,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
@@ -320,3 +320,27 @@ def write_crm(engine: Engine, tables: Mapping[str, pd.DataFrame]) -> None:
     """Validate then atomically replace the five CRM tables."""
     checked = validate_crm(tables)
     replace_tables(engine, checked, PRIMARY_KEYS)
+
+
+def write_crm_batches(engine: Engine, batches: Iterable[Mapping[str, pd.DataFrame]]) -> dict[str, int]:
+    """Replace the five CRM tables with the rows of every batch (each validated on its own; campaigns, shared,
+    from the first), in one transaction: memory holds one batch. Returns the rows written per table."""
+    metadata = sa.MetaData()
+    written: dict[str, int] = {}
+    with engine.begin() as conn:
+        tables: dict[str, sa.Table] = {}
+        for batch in batches:
+            checked = validate_crm(batch)
+            if not tables:
+                tables = {n: table_for_frame(n, f, metadata, PRIMARY_KEYS.get(n)) for n, f in checked.items()}
+                for table in reversed(list(tables.values())):
+                    table.drop(conn, checkfirst=True)
+                for table in tables.values():
+                    table.create(conn)
+            for name, frame in checked.items():
+                if name == "campaigns" and name in written:
+                    continue
+                insert_frame(conn, tables[name], frame)
+                written[name] = written.get(name, 0) + len(frame)
+    log.info("wrote %s", ", ".join(f"{n} {c:,}" for n, c in written.items()))
+    return written

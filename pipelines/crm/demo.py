@@ -26,6 +26,7 @@ oracle) and into the observable ceiling (a filter of the market state from what 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -1289,15 +1290,81 @@ def _self_reports(
 
 
 def generate(params: DemoCrmParams) -> DemoResult:
-    """The five CRM tables and the ground truth for `params` (deterministic in the seed)."""
-    rng = np.random.default_rng(params.seed)
+    """The five CRM tables and the ground truth for `params` (deterministic in the seed), in memory: one batch
+    up to `params.batch_leads` leads, else every batch of `iter_batches` put together."""
+    parts = list(iter_batches(params))
+    if len(parts) == 1:
+        return parts[0]
+    return DemoResult(
+        tables={
+            name: parts[0].tables[name]
+            if name == "campaigns"
+            else pd.concat([p.tables[name] for p in parts], ignore_index=True)
+            for name in parts[0].tables
+        },
+        truth=pd.concat([p.truth for p in parts], ignore_index=True),
+    )
+
+
+def batch_sizes(leads: int, batch_leads: int) -> list[int]:
+    """Leads per batch: as even as possible, none above `batch_leads` (one batch when the CRM fits)."""
+    count = -(-leads // batch_leads)
+    return [leads // count + (1 if i < leads % count else 0) for i in range(count)]
+
+
+def iter_batches(params: DemoCrmParams) -> Iterator[DemoResult]:
+    """The demo CRM in batches of at most `params.batch_leads` leads, so memory is bounded by the batch.
+
+    Each batch is a CRM of its own (accounts, leads, their activities and stage entries) on the one set of
+    campaigns, with ids following on from the batch before (ids are in time order within a batch). The first
+    batch draws from the seed's generator exactly as a CRM of its size does, so a CRM that fits one batch (the
+    default demo) is the same whatever `batch_leads`; batch b > 0 draws from the generator of (seed, b).
+    """
     end = pd.Timestamp(params.end_date, tz="UTC")
     clock = _Clock(start=end - pd.Timedelta(days=params.history_days), horizon=float(params.history_days))
+    sizes = batch_sizes(params.leads, params.batch_leads)
+    campaigns = None
+    offsets = {"lead_id": 0, "account_id": 0, "activity_id": 0, "stage_history_id": 0}
+    for index, size in enumerate(sizes):
+        if len(sizes) > 1:
+            log.info("demo batch %d of %d: %s leads", index + 1, len(sizes), f"{size:,}")
+        rng = np.random.default_rng(params.seed if index == 0 else [params.seed, index])
+        if campaigns is None:
+            campaigns = _campaigns(rng, clock)
+        batch = _generate(params, size, rng, clock, campaigns)
+        if index > 0:
+            batch = _offset(batch, offsets)
+        for table, key in (("leads", "lead_id"), ("accounts", "account_id"), ("activities", "activity_id")):
+            offsets[key] = int(batch.tables[table][key].max() or 0) if len(batch.tables[table]) else offsets[key]
+        history = batch.tables["stage_history"]["stage_history_id"]
+        offsets["stage_history_id"] = int(history.max()) if len(history) else offsets["stage_history_id"]
+        yield batch
+
+
+def _offset(batch: DemoResult, offsets: dict[str, int]) -> DemoResult:
+    """A batch's ids moved past those of the batches before it (campaigns are shared, so theirs stay)."""
+    tables = dict(batch.tables)
+    for table, columns in {
+        "accounts": ("account_id",),
+        "leads": ("lead_id", "account_id"),
+        "activities": ("activity_id", "lead_id"),
+        "stage_history": ("stage_history_id", "lead_id"),
+    }.items():
+        tables[table] = tables[table].assign(**{c: tables[table][c] + offsets[c] for c in columns})
+    truth = batch.truth.assign(
+        lead_id=batch.truth["lead_id"] + offsets["lead_id"],
+        duplicate_of=batch.truth["duplicate_of"] + offsets["lead_id"],
+    )
+    return DemoResult(tables=tables, truth=truth)
+
+
+def _generate(
+    params: DemoCrmParams, n: int, rng: np.random.Generator, clock: _Clock, campaigns: pd.DataFrame
+) -> DemoResult:
+    """One batch: `n` leads with their own accounts on the given campaigns, ids from 1."""
     horizon = clock.horizon
-    n = params.leads
     log.info("generating a demo CRM of %s leads over %d days", f"{n:,}", params.history_days)
 
-    campaigns = _campaigns(rng, clock)
     accounts, account_latent = _accounts(rng, max(20, n // 3))
     obs, latent = _leads(rng, n, accounts, account_latent, campaigns, clock)
     created = obs["created_day"].to_numpy()

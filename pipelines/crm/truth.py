@@ -16,7 +16,8 @@ The evaluate stage imports this module, not the generator.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
@@ -50,6 +51,33 @@ def write_truth(truth: pd.DataFrame, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     truth.to_parquet(tmp, index=False)
     tmp.replace(path)
+
+
+@contextmanager
+def truth_writer(path: Path) -> Iterator[Callable[[pd.DataFrame], None]]:
+    """`add(part)` for the ground truth of a batched demo CRM, part by part into one Parquet file; the file
+    appears (atomically) only when the block ends without error."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    writer: pq.ParquetWriter | None = None
+
+    def add(part: pd.DataFrame) -> None:
+        nonlocal writer
+        table = pa.Table.from_pandas(part, preserve_index=False)
+        if writer is None:
+            writer = pq.ParquetWriter(tmp, table.schema)
+        writer.write_table(table.cast(writer.schema))
+
+    try:
+        yield add
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    if writer is not None:
+        writer.close()
+        tmp.replace(path)
 
 
 def read_truth(path: Path) -> pd.DataFrame:

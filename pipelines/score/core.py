@@ -2,8 +2,8 @@
 
 Features come from `features_as_of`, the very code that built the training rows, at t = the run's as-of time;
 the rule score and MQL flag from the rules stage's `evaluate_rules` at the same t; probability, stage, grade and
-reasons from the registered model. The pandas engine calls the model in process, the Spark engine through
-`mlflow.pyfunc.spark_udf`; everything else is shared.
+reasons from the registered model. The pandas engine calls these functions chunk by chunk in process; the Spark
+engine calls the same ones on its executors, one whole-account group at a time (pipelines.score.groups).
 """
 
 from __future__ import annotations

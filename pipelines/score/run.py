@@ -154,8 +154,12 @@ def run_score(
     progress: bool = True,
     staging_root: Path | None = None,
     allow_shrink: bool = False,
+    snapshot: Path | None = None,
 ) -> dict[str, Any]:
     """Score every open lead of the CRM at `as_of` and publish the run; return the scoring_runs row.
+
+    The spark engine reads the Parquet snapshot at `snapshot` (from `leadscore extract`) when given, else the CRM
+    through JDBC; the pandas engine always reads the CRM database.
 
     Cheap refusals come first (names, as-of, the model's kind from the registry), then the lock, and only then
     the slow model load: a second run is refused at once, and a refused run leaves nothing behind.
@@ -208,14 +212,7 @@ def run_score(
             }
             meta["production"] = production
             if engine == "spark":
-                from pipelines.score.spark import spark_predictor
-
-                if params.score.reasons_for == "flagged":
-                    log.warning("the spark engine explains every lead (score.reasons_for: flagged is pandas-only)")
-                with spark_predictor(model, params.score.spark_master) as predict:
-                    summary = _score_chunks(
-                        crm_url, as_of, params, model, predict, meta, staging, timings, progress, guard=guard
-                    )
+                summary = _score_spark(crm_url, snapshot, as_of, params, model, meta, staging, timings, guard)
             else:
                 summary = _score_chunks(
                     crm_url,
@@ -295,14 +292,11 @@ def _score_chunks(
     flagged_only: bool = False,
     guard: Callable[[dict[str, int]], None] | None = None,
 ) -> dict[str, Any]:
-    """Every chunk: features and rules here, the model through `predict` (in process, or Spark), rows spilled to
-    staging Parquet files; returns the run's counts and drift."""
+    """Every chunk: features and rules here, the model through `predict` (in process), rows spilled to staging
+    Parquet files; returns the run's counts and drift. (The spark engine runs this core on executors:
+    `_score_spark`.)"""
     counter = DriftCounter(model.reference) if model.reference is not None else None
-    crm_engine = make_engine(crm_url)
-    try:
-        crm_ids = read_crm_ids(crm_engine)  # an imported CRM's own lead ids, kept beside the scores
-    finally:
-        crm_engine.dispose()
+    crm_ids = _crm_ids(crm_url)  # an imported CRM's own lead ids, kept beside the scores
     totals = {"leads_read": 0, "leads_scored": 0, "n_mql": 0, "n_sal": 0, "n_sql": 0, "n_rule_mql": 0, "chunks": 0}
     prob_sum = 0.0
     ruleset, lists = load_rules(params.rules.file), {}
@@ -334,12 +328,81 @@ def _score_chunks(
             staging / f"chunk-{chunk.index:06d}.parquet", index=False
         )
         timings.write += time.perf_counter() - t0
+    return _finish_totals(totals, prob_sum, counter, lists, model, params)
+
+
+def _score_spark(
+    crm_url: str,
+    snapshot: Path | None,
+    as_of: pd.Timestamp,
+    params: Params,
+    model: ScoringModel,
+    meta: dict[str, Any],
+    staging: Path,
+    timings: Timings,
+    guard: Callable[[dict[str, int]], None] | None,
+) -> dict[str, Any]:
+    """The whole run on Spark (pipelines.score.spark), then the pandas engine's totals over the rows it wrote,
+    which are staged as the same chunk files (with the CRM's own ids) for the one publishing transaction."""
+    from pipelines.score.groups import SECONDS_FEATURES, SECONDS_PREDICT, drift_frame, extra_columns, previous_of
+    from pipelines.score.spark import score_on_spark
+
+    counter = DriftCounter(model.reference) if model.reference is not None else None
+    crm_ids = _crm_ids(crm_url) if snapshot is None or _is_reachable(crm_url) else None
+    totals = {"leads_read": 0, "leads_scored": 0, "n_mql": 0, "n_sal": 0, "n_sql": 0, "n_rule_mql": 0, "chunks": 0}
+    prob_sum, lists = 0.0, {}
+    with score_on_spark(crm_url, snapshot, as_of, params, model, meta, staging, guard) as scored:
+        totals["leads_read"], totals["chunks"] = scored.counts["leads"], scored.groups
+        timings.read += scored.seconds_read
+        for index, rows in enumerate(scored.batches(params.score.chunk_leads)):
+            timings.features += float(rows[SECONDS_FEATURES].sum())
+            timings.predict += float(rows[SECONDS_PREDICT].sum())
+            prob_sum += _add_totals(totals, drift_frame(rows, scored.drift), rows, rows, counter)
+            lead_id = rows["lead_id"].to_numpy(dtype=np.int64)
+            stage = rows["stage"].astype(str).to_numpy()
+            core.count_lists(lists, lead_id, stage, rows["rule_mql"].to_numpy(dtype=bool), previous_of(rows))
+            t0 = time.perf_counter()
+            rows = rows.drop(columns=extra_columns(scored.drift)).assign(crm_id=core.crm_id_of(lead_id, crm_ids))
+            rows.to_parquet(staging / f"chunk-{index:06d}.parquet", index=False)
+            timings.write += time.perf_counter() - t0
+        shutil.rmtree(scored.folder, ignore_errors=True)
+    return _finish_totals(totals, prob_sum, counter, lists, model, params)
+
+
+def _finish_totals(
+    totals: dict[str, Any],
+    prob_sum: float,
+    counter: DriftCounter | None,
+    lists: dict[str, int],
+    model: ScoringModel,
+    params: Params,
+) -> dict[str, Any]:
+    """The run's totals with the mean probability, the drift and what each stage's team receives."""
     totals["mean_probability"] = prob_sum / totals["leads_scored"] if totals["leads_scored"] else None
     totals["drift"] = counter.psi() if counter is not None else {}
     totals["stage_volumes"] = core.stage_volumes(
         lists, *core.volume_policies(model, params.calibrate), params.features.cadence_days
     )
     return totals
+
+
+def _crm_ids(crm_url: str) -> pd.Series | None:
+    """An imported CRM's own lead ids (kept beside the scores), read from the CRM database."""
+    crm_engine = make_engine(crm_url)
+    try:
+        return read_crm_ids(crm_engine)
+    finally:
+        crm_engine.dispose()
+
+
+def _is_reachable(crm_url: str) -> bool:
+    """Whether the CRM database a snapshot was taken from is there to read its own lead ids from."""
+    try:
+        make_engine(crm_url).dispose()
+    except BadInputError:
+        log.info("scoring the snapshot without %s: crm_id is the lead id", display_url(crm_url))
+        return False
+    return True
 
 
 def score_flagged(model: ScoringModel, features: pd.DataFrame, rule_mql: np.ndarray) -> pd.DataFrame:

@@ -6,6 +6,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -116,3 +117,55 @@ def test_demo_crm_writes_to_postgresql_and_validates(pg_schema_url: str, tmp_pat
         tables["activities"]["occurred_at"], expected["activities"]["occurred_at"], check_names=False
     )
     assert CliRunner().invoke(app, ["validate", "--url", pg_schema_url]).exit_code == 0
+
+
+def test_a_big_demo_streams_in_batches_into_one_crm_that_equals_the_in_memory_one(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    from pipelines.crm.db import make_engine, read_crm
+    from pipelines.crm.schema import validate_crm
+
+    params = DemoCrmParams(leads=900, seed=4, end_date=date(2026, 11, 20), history_days=150, batch_leads=400)
+    assert demo.batch_sizes(900, 400) == [300, 300, 300]
+    db = tmp_path / "crm.db"
+    result = CliRunner().invoke(
+        app,
+        [
+            *("demo-crm", "--url", f"sqlite:///{db}", "--leads", "900", "--seed", "4", "--end-date", "2026-11-20"),
+            *("--history-days", "150", "--batch-leads", "400"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    written = read_crm(make_engine(f"sqlite:///{db}"))
+    expected = demo.generate(params)
+    for name, frame in validate_crm(expected.tables).items():
+        pd.testing.assert_frame_equal(
+            written[name].sort_values(list(frame.columns[:1])).reset_index(drop=True),
+            frame.reset_index(drop=True),
+            check_dtype=False,
+            check_like=True,
+        )
+    truth = ground_truth.read_truth(tmp_path / "crm_truth.parquet")
+    assert truth["lead_id"].tolist() == expected.truth["lead_id"].tolist() == list(range(1, 901))
+    # every batch has its own accounts, ids follow on; the first batch is the 300-lead CRM of the same seed
+    first = demo.generate(params.model_copy(update={"leads": 300}))
+    batches = list(demo.iter_batches(params))
+    assert [len(b.tables["leads"]) for b in batches] == [300, 300, 300]
+    for name in first.tables:
+        pd.testing.assert_frame_equal(batches[0].tables[name], first.tables[name])
+    assert expected.tables["accounts"]["account_id"].is_unique
+    assert expected.tables["activities"]["activity_id"].tolist() == list(
+        range(1, len(expected.tables["activities"]) + 1)
+    )
+    later = expected.tables["leads"].iloc[300:]
+    assert later["account_id"].dropna().min() > first.tables["accounts"]["account_id"].max()
+    assert batches[1].tables["leads"]["created_at"].tolist() != first.tables["leads"]["created_at"].tolist()
+
+
+def test_a_demo_that_fits_one_batch_is_the_same_whatever_the_batch_size() -> None:
+    small = DemoCrmParams(leads=400, seed=9, end_date=date(2026, 11, 20), history_days=150, batch_leads=400)
+    a, b = demo.generate(small), demo.generate(small.model_copy(update={"batch_leads": 10_000}))
+    for name in a.tables:
+        pd.testing.assert_frame_equal(a.tables[name], b.tables[name])
+    pd.testing.assert_frame_equal(a.truth, b.truth)

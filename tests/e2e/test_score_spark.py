@@ -1,5 +1,6 @@
-"""The Spark engine of nightly scoring gives the pandas engine's scores: same leads, probabilities within 1e-9,
-identical stage, grade and reasons, in the input order; and it says clearly what is missing when it cannot run.
+"""The Spark engine of nightly scoring (read, features, rules and model on the executors) gives the pandas engine's
+run: same leads, probabilities within 1e-9, identical stage, grade, reasons, totals and drift; bad input is exit 2
+naming table and rows; and it says clearly what is missing when it cannot run.
 
 The Spark tests need pyspark and Java 17+ (pip install "lead-scoring[spark]") and are skipped without them; the
 error-message tests run everywhere.
@@ -7,7 +8,10 @@ error-message tests run everywhere.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,17 +20,18 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from score_env import AS_OF, ScoreEnv, build_env
+import yaml
+from score_env import AS_OF, ScoreEnv, build_env, fresh_crm, table_names
 from typer.testing import CliRunner
 
 from pipelines.cli import EXIT_BAD_INPUT, app
 from pipelines.config import ScoreTables
 from pipelines.crm.db import make_engine
-from pipelines.features.build import features_as_of
-from pipelines.registry.model import conform
+from pipelines.extract import extract
 from pipelines.score import store
 
 runner = CliRunner()
+LEADSCORE = shutil.which("leadscore", path=str(Path(sys.executable).parent)) or shutil.which("leadscore")
 TABLES = ScoreTables(scores="lead_scores", runs="scoring_runs", latest="lead_scores_latest")
 
 
@@ -53,13 +58,13 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScoreEnv]:
     mlflow.set_registry_uri(None)
 
 
-def score(env: ScoreEnv, scores_url: str, engine: str) -> tuple[int, str]:
+def score(env: ScoreEnv, scores_url: str, engine: str, *extra: str, crm_url: str | None = None) -> tuple[int, str]:
     result = runner.invoke(
         app,
         [
             "score",
             "--url",
-            env.crm_url,
+            crm_url or env.crm_url,
             "--scores-url",
             scores_url,
             "--params",
@@ -70,71 +75,87 @@ def score(env: ScoreEnv, scores_url: str, engine: str) -> tuple[int, str]:
             AS_OF,
             "--engine",
             engine,
+            *extra,
         ],
     )
     return result.exit_code, result.output
 
 
-@pytest.mark.slow
-@needs_spark
-def test_spark_engine_writes_the_scores_of_the_pandas_engine(env: ScoreEnv, tmp_path: Path) -> None:
-    from pyspark.sql import SparkSession
+@pytest.fixture(scope="module")
+def snapshot(env: ScoreEnv) -> Path:
+    """The extract stage's Parquet snapshot of the env's CRM (what the Spark engine reads)."""
+    out = env.root / "raw"
+    extract(env.crm_url, out)
+    return out
 
-    written = {}
-    for engine in ("pandas", "spark"):
-        url = f"sqlite:///{tmp_path / f'scores-{engine}.db'}"
-        code, out = score(env, url, engine)
-        assert code == 0, out
-        runs = store.read_runs(make_engine(url), TABLES)
-        assert len(runs) == 1 and runs.iloc[0]["engine"] == engine
-        assert runs.iloc[0]["chunks"] >= 3  # 900 leads in chunks of >= 300: one UDF, several Spark jobs
-        written[engine] = store.read_scores(make_engine(url), TABLES).set_index("lead_id").sort_index()
-    assert SparkSession.getActiveSession() is None, "the session the run started is stopped"
 
-    pandas_rows, spark_rows = written["pandas"], written["spark"]
+def _written(url: str, engine: str) -> tuple[pd.Series, pd.DataFrame]:
+    runs = store.read_runs(make_engine(url), TABLES)
+    assert len(runs) == 1 and runs.iloc[0]["engine"] == engine
+    return runs.iloc[0], store.read_scores(make_engine(url), TABLES).set_index("lead_id").sort_index()
+
+
+def _assert_same_scores(pandas_rows: pd.DataFrame, spark_rows: pd.DataFrame) -> None:
     assert len(pandas_rows) > 0 and list(spark_rows.index) == list(pandas_rows.index)
     assert np.abs(spark_rows["probability"] - pandas_rows["probability"]).max() <= 1e-9
-    for col in ("stage", "grade", "reasons_positive", "reasons_negative", "rule_score", "rule_mql"):
+    for col in ("stage", "grade", "reasons_positive", "reasons_negative", "rule_score", "rule_mql", "crm_id"):
         assert spark_rows[col].tolist() == pandas_rows[col].tolist(), col
     assert pandas_rows["reasons_positive"].map(len).gt(0).any()  # the reasons are really compared
 
 
 @pytest.mark.slow
 @needs_spark
-def test_spark_predictor_keeps_the_input_order_and_returns_what_the_model_returns(env: ScoreEnv) -> None:
-    from mlflow import MlflowClient
+def test_spark_engine_scores_the_snapshot_on_executors_as_the_pandas_engine(
+    env: ScoreEnv, snapshot: Path, tmp_path: Path
+) -> None:
     from pyspark.sql import SparkSession
 
-    from pipelines.score.core import MODEL_OUTPUT, load_scoring_model
-    from pipelines.score.spark import spark_predictor
+    pandas_url, spark_url = (f"sqlite:///{tmp_path / f'scores-{e}.db'}" for e in ("pandas", "spark"))
+    code, out = score(env, pandas_url, "pandas")
+    assert code == 0, out
+    code, out = score(env, spark_url, "spark", "--snapshot", str(snapshot))
+    assert code == 0, out
+    assert SparkSession.getActiveSession() is None, "the session the run started is stopped"
 
-    mlflow.set_tracking_uri(env.tracking_uri)
-    mlflow.set_registry_uri(env.tracking_uri)
-    model = load_scoring_model(
-        "models:/lead-scoring@champion", MlflowClient(tracking_uri=env.tracking_uri, registry_uri=env.tracking_uri)
-    )
-    features = features_as_of(env.tables, pd.Timestamp(AS_OF), env.params.features)
-    chunk = conform(features, model.schema).sample(frac=1.0, random_state=3).head(400).reset_index(drop=True)
-    strings = [s.name for s in model.schema.inputs if s.type.name == "string"]
-    numbers = [n for n in model.schema.input_names() if n not in strings]
-    chunk.loc[::7, strings[0]] = None  # missing category
-    chunk.loc[::5, numbers[0]] = np.nan  # missing number
-    expected = model.predict(chunk)
+    pandas_run, pandas_rows = _written(pandas_url, "pandas")
+    spark_run, spark_rows = _written(spark_url, "spark")
+    _assert_same_scores(pandas_rows, spark_rows)
+    assert spark_run["chunks"] >= 3  # 900 leads in groups of 300 on average: several groups on the executors
+    assert spark_run["seconds_features"] > 0 and spark_run["seconds_predict"] > 0
+    for col in ("leads_read", "leads_scored", "n_mql", "n_sal", "n_sql", "n_rule_mql", "status", "psi_max_feature"):
+        assert spark_run[col] == pandas_run[col], col
+    assert spark_run["mean_probability"] == pytest.approx(pandas_run["mean_probability"], abs=1e-12)
+    assert json.loads(spark_run["drift"]) == pytest.approx(json.loads(pandas_run["drift"]), abs=1e-12)
+    assert json.loads(spark_run["stage_volumes"]) == json.loads(pandas_run["stage_volumes"])
+    assert not any(tmp_path.glob("leadscore-score-*")), "the staging folder is removed"
 
-    with pytest.raises(KeyError), spark_predictor(model, "local[2]") as predict:
-        got = predict(chunk)
-        again = predict(chunk.iloc[::-1].reset_index(drop=True))
-        empty = predict(chunk.head(0))
-        predict(chunk.drop(columns=numbers[0]))  # a failing chunk ends the run: the session must still stop
-    assert SparkSession.getActiveSession() is None
 
-    assert list(got.columns) == list(MODEL_OUTPUT) and len(got) == len(chunk)
-    np.testing.assert_allclose(got["probability"], expected["probability"], rtol=0, atol=1e-12)
-    for col in ("stage", "grade", "reasons_positive", "reasons_negative"):
-        assert got[col].tolist() == [x if isinstance(x, str) else list(x) for x in expected[col]], col
-    np.testing.assert_allclose(again["probability"], expected["probability"].to_numpy()[::-1], rtol=0, atol=1e-12)
-    assert again["reasons_positive"].tolist() == got["reasons_positive"].tolist()[::-1]
-    assert len(empty) == 0 and list(empty.columns) == list(MODEL_OUTPUT)
+@pytest.mark.slow
+@needs_spark
+def test_a_bad_snapshot_is_bad_input_naming_table_and_rows(env: ScoreEnv, snapshot: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "raw"
+    shutil.copytree(snapshot, broken)
+    activities = pd.read_parquet(broken / "activities.parquet")
+    activities.loc[activities.index[:3], "lead_id"] = 10_000_000  # no such lead
+    activities.to_parquet(broken / "activities.parquet", index=False)
+    url = f"sqlite:///{tmp_path / 'scores.db'}"
+    code, out = score(env, url, "spark", "--snapshot", str(broken))
+    assert code == EXIT_BAD_INPUT, out
+    assert "table 'activities', column 'lead_id': 3 row(s) refer to leads that do not exist" in out
+    assert "Traceback" not in out and "lead_scores" not in table_names(url)
+
+
+def test_snapshot_is_for_the_spark_engine_only(env: ScoreEnv, tmp_path: Path) -> None:
+    code, out = score(env, f"sqlite:///{tmp_path / 'scores.db'}", "pandas", "--snapshot", str(tmp_path))
+    assert code == EXIT_BAD_INPUT and "--engine spark only" in out
+
+
+@needs_spark
+def test_spark_says_how_to_score_a_sqlite_crm_or_a_folder_that_is_no_snapshot(env: ScoreEnv, tmp_path: Path) -> None:
+    code, out = score(env, f"sqlite:///{tmp_path / 'scores.db'}", "spark")
+    assert code == EXIT_BAD_INPUT and "leadscore extract" in out and "--snapshot" in out
+    code, out = score(env, f"sqlite:///{tmp_path / 'scores.db'}", "spark", "--snapshot", str(tmp_path))
+    assert code == EXIT_BAD_INPUT and "is not a CRM snapshot" in out and "Traceback" not in out
 
 
 def test_without_pyspark_the_spark_engine_is_bad_input_naming_the_extra(
@@ -164,6 +185,46 @@ def test_without_java_the_spark_engine_is_bad_input_naming_java(
 
 
 def _tables(db: Path) -> set[str]:
-    from score_env import table_names
-
     return table_names(f"sqlite:///{db}")
+
+
+def _jdbc_jar() -> Path | None:
+    """The PostgreSQL JDBC driver: $LEADSCORE_TEST_JDBC_JAR, else the newest in the local Maven repository."""
+    given = os.environ.get("LEADSCORE_TEST_JDBC_JAR")
+    if given:
+        return Path(given)
+    found = sorted(
+        (Path.home() / ".m2" / "repository" / "org" / "postgresql" / "postgresql").glob("*/postgresql-*.jar")
+    )
+    return found[-1] if found else None
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@needs_spark
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_spark_engine_reads_postgresql_by_jdbc_as_the_pandas_engine(
+    backend: str, env: ScoreEnv, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    jar = _jdbc_jar()
+    if LEADSCORE is None:
+        pytest.skip("the leadscore console script is not installed (pip install -e .)")
+    if jar is None or not jar.exists():
+        pytest.skip("no PostgreSQL JDBC driver jar: set LEADSCORE_TEST_JDBC_JAR or put it in ~/.m2/repository")
+    crm_url = fresh_crm(backend, env, tmp_path, request)
+    raw = yaml.safe_load(env.params_path.read_text())
+    raw["score"]["spark_jars"] = [str(jar)]
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+    written = {}
+    for engine in ("pandas", "spark"):
+        url = f"sqlite:///{tmp_path / f'scores-{engine}.db'}"
+        # the console script: a fresh JVM, whose classpath takes the jar (one started earlier here would not)
+        args = ["score", "--url", crm_url, "--scores-url", url, "--params", str(params_path)]
+        args += ["--tracking-uri", env.tracking_uri, "--as-of", AS_OF, "--engine", engine]
+        run = subprocess.run([LEADSCORE, *args], capture_output=True, text=True, check=False)
+        assert run.returncode == 0, run.stderr[-3000:]
+        written[engine] = _written(url, engine)
+    _assert_same_scores(written["pandas"][1], written["spark"][1])
+    assert written["spark"][0]["n_mql"] == written["pandas"][0]["n_mql"]
