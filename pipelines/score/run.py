@@ -117,7 +117,7 @@ def iter_feature_chunks(
         if guard is not None:
             guard(counts)
         bar = tqdm(total=counts["leads"], desc="scoring", unit="lead", disable=None if progress else True)
-        chunks = reader.iter_chunks(conn, params.score.chunk_leads)
+        chunks = reader.iter_chunks(conn, params.score.chunk_leads, counts=counts)
         while True:
             t0 = time.perf_counter()
             chunk = next(chunks, None)
@@ -210,8 +210,11 @@ def run_score(
             if engine == "spark":
                 from pipelines.score.spark import spark_predictor
 
-                if params.score.reasons_for == "flagged":
-                    log.warning("the spark engine explains every lead (score.reasons_for: flagged is pandas-only)")
+                if params.score.reasons_for != "all":
+                    log.warning(
+                        "the spark engine explains every lead (score.reasons_for: %s is pandas-only)",
+                        params.score.reasons_for,
+                    )
                 with spark_predictor(model, params.score.spark_master) as predict:
                     summary = _score_chunks(
                         crm_url, as_of, params, model, predict, meta, staging, timings, progress, guard=guard
@@ -227,7 +230,7 @@ def run_score(
                     staging,
                     timings,
                     progress,
-                    flagged_only=params.score.reasons_for == "flagged",
+                    reasons_for=params.score.reasons_for,
                     guard=guard,
                 )
             check_volume("scored", summary["leads_scored"], previous, ratio, allow_shrink)
@@ -292,7 +295,7 @@ def _score_chunks(
     staging: Path,
     timings: Timings,
     progress: bool,
-    flagged_only: bool = False,
+    reasons_for: str = "all",
     guard: Callable[[dict[str, int]], None] | None = None,
 ) -> dict[str, Any]:
     """Every chunk: features and rules here, the model through `predict` (in process, or Spark), rows spilled to
@@ -313,8 +316,10 @@ def _score_chunks(
             continue
         t0 = time.perf_counter()
         conformed = conform(features, model.schema)
-        if flagged_only:
+        if reasons_for == "flagged":
             scored = score_flagged(model, conformed, rules["rule_mql"].to_numpy(dtype=bool))
+        elif reasons_for == "handed":
+            scored = score_handed(model, conformed)
         else:
             scored = predict(conformed)
         timings.predict += time.perf_counter() - t0
@@ -348,6 +353,14 @@ def score_flagged(model: ScoringModel, features: pd.DataFrame, rule_mql: np.ndar
     scored = model.pyfunc.predict(features, params={"top_reasons": 0})
     flagged = (scored["stage"].astype(str).to_numpy() != "none") | np.asarray(rule_mql, dtype=bool)
     return _with_reasons(model, features, scored, np.flatnonzero(flagged))
+
+
+def score_handed(model: ScoringModel, features: pd.DataFrame) -> pd.DataFrame:
+    """The model's outputs with reasons only for the leads handed to a team (a predicted stage: MQL or better),
+    the only ones whose reasons anyone reads tonight (score.reasons_for: handed); any other lead's reasons come
+    on demand from the same model (`leadscore explain --lead ID`)."""
+    scored = model.pyfunc.predict(features, params={"top_reasons": 0})
+    return _with_reasons(model, features, scored, np.flatnonzero(scored["stage"].astype(str).to_numpy() != "none"))
 
 
 def _with_reasons(model: ScoringModel, features: pd.DataFrame, scored: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
