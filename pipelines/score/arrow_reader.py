@@ -232,7 +232,8 @@ def plan(adbc: Any, conn: Connection, chunk_leads: int) -> list[tuple[str, int, 
 
 
 def chunk_queries(kind: str, first: int, last: int, columns: dict[str, list[str]]) -> dict[str, str]:
-    """Per table, the SELECT of one chunk's rows (bounds are integers of the plan, formatted as such)."""
+    """Per table, the SELECT of one chunk's rows (bounds are integers of the plan, formatted as such); no
+    `accounts` query for a chunk of leads without an account."""
     lo, hi = int(first), int(last)
     account, lead = _q("account_id"), _q("lead_id")
     if kind == "account":
@@ -249,8 +250,10 @@ def chunk_queries(kind: str, first: int, last: int, columns: dict[str, list[str]
             f"SELECT {cols(table, 'c')} FROM {_q(table, 'table')} c "
             f"JOIN {_q('leads', 'table')} l ON c.{lead} = l.{lead} WHERE {where}"
         )
-    accounts = f"a.{account} BETWEEN {lo} AND {hi}" if kind == "account" else "1 = 0"
-    out["accounts"] = f"SELECT {cols('accounts', 'a')} FROM {_q('accounts', 'table')} a WHERE {accounts}"
+    if kind == "account":  # leads without an account need no account row
+        out["accounts"] = (
+            f"SELECT {cols('accounts', 'a')} FROM {_q('accounts', 'table')} a WHERE a.{account} BETWEEN {lo} AND {hi}"
+        )
     return out
 
 

@@ -321,7 +321,7 @@ def _iter_arrow_chunks(
         chunks = arrow_reader.plan(adbc, conn, chunk_leads)
         log.debug("reading %d chunk(s) as Arrow", len(chunks))
         for index, (kind, first, last) in enumerate(chunks):
-            tables = {"campaigns": campaigns}
+            tables = {"campaigns": campaigns, "accounts": pd.DataFrame(columns=columns["accounts"])}
             for table, sql in arrow_reader.chunk_queries(kind, first, last, columns).items():
                 data = arrow_reader.fetch(adbc, conn, sql, table, columns[table])
                 arrow_reader.check_arrow(table, data, KEY_COLUMNS[table], _not_null(table))
