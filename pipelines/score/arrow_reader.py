@@ -184,7 +184,8 @@ def check_arrow(table: str, data: pa.Table, keys: Sequence[str], not_null: Seque
 
 def to_frame(data: pa.Table) -> pd.DataFrame:
     """The Arrow table as a frame without Python objects per value: integers nullable, text Arrow-backed."""
-    return data.to_pandas(types_mapper=lambda t: pd.Int64Dtype() if pa.types.is_integer(t) else None)
+    frame: pd.DataFrame = data.to_pandas(types_mapper=lambda t: pd.Int64Dtype() if pa.types.is_integer(t) else None)
+    return frame
 
 
 def ranges(batches: Iterable[pa.RecordBatch], at_least: int) -> list[tuple[int, int]]:
