@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 from sqlalchemy.engine import Connection
 
-from pipelines.crm.db import SCORING_INDEXES, check_identifier, index_name, undecodable_text
+from pipelines.crm.db import check_identifier, undecodable_text
 from pipelines.crm.schema import PRIMARY_KEYS, CrmDataError
 
 log = logging.getLogger(__name__)
@@ -61,15 +61,6 @@ def supports(conn: Connection) -> bool:
 def _q(name: str, what: str = "column") -> str:
     """A checked identifier, double-quoted (both dialects): names come from code, never pasted unchecked."""
     return f'"{check_identifier(name, what)}"'
-
-
-def create_indexes(conn: Connection) -> None:
-    """The chunk plan's indexes (`SCORING_INDEXES`) on an existing CRM, in the caller's transaction."""
-    for table, columns in SCORING_INDEXES:
-        conn.exec_driver_sql(
-            f"CREATE INDEX IF NOT EXISTS {_q(index_name(table, columns), 'index')} ON {_q(table, 'table')} "
-            f"({', '.join(_q(c) for c in columns)})"
-        )
 
 
 @contextmanager
@@ -272,7 +263,6 @@ __all__ = [
     "check_arrow",
     "chunk_queries",
     "connect",
-    "create_indexes",
     "fetch",
     "plan",
     "ranges",
