@@ -28,8 +28,9 @@ import pandas as pd
 import pyarrow as pa
 from sqlalchemy.engine import Connection
 
-from pipelines.crm.db import check_identifier, undecodable_text
+from pipelines.crm.db import check_identifier, display_url, undecodable_text
 from pipelines.crm.schema import PRIMARY_KEYS, CrmDataError
+from pipelines.errors import DatabaseUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def connect(conn: Connection, counts: dict[str, int] | None = None) -> Iterator[
         snapshot = str(conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar())
         if not _SNAPSHOT.fullmatch(snapshot):
             raise RuntimeError(f"unexpected snapshot id {snapshot!r} from PostgreSQL")
-        adbc = driver.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
+        adbc = _open(driver, url.set(drivername="postgresql").render_as_string(hide_password=False), url)
         try:
             with adbc.cursor() as cur:
                 cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -85,7 +86,7 @@ def connect(conn: Connection, counts: dict[str, int] | None = None) -> Iterator[
     import adbc_driver_sqlite.dbapi as driver
 
     path = urllib.parse.quote(str(url.database))
-    adbc = driver.connect(f"file:{path}?mode=ro")
+    adbc = _open(driver, f"file:{path}?mode=ro", url)
     try:
         if counts is not None and str(conn.exec_driver_sql("PRAGMA journal_mode").scalar()).lower() == "wal":
             # WAL lets a writer commit between the preflight and this connection's first read: same counts or stop
@@ -100,6 +101,15 @@ def connect(conn: Connection, counts: dict[str, int] | None = None) -> Iterator[
         yield adbc
     finally:
         adbc.close()
+
+
+def _open(driver: Any, uri: str, url: Any) -> Any:
+    """driver.connect(uri); a refusal is one line naming the database (password masked), exit 2."""
+    try:
+        return driver.connect(uri)
+    except Exception as exc:  # the ADBC error classes differ per driver
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DatabaseUnavailableError(f"cannot open an ADBC connection to {display_url(url)}: {reason}") from None
 
 
 def fetch(adbc: Any, conn: Connection, sql: str, table: str, columns: Sequence[str]) -> pa.Table:
