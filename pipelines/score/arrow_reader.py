@@ -233,7 +233,9 @@ def plan(adbc: Any, conn: Connection, chunk_leads: int) -> list[tuple[str, int, 
     return out
 
 
-def chunk_queries(kind: str, first: int, last: int, columns: dict[str, list[str]]) -> dict[str, str]:
+def chunk_queries(
+    kind: str, first: int, last: int, columns: dict[str, list[str]], dialect: str = "sqlite"
+) -> dict[str, str]:
     """Per table, the SELECT of one chunk's rows (bounds are integers of the plan, formatted as such); no
     `accounts` query for a chunk of leads without an account."""
     lo, hi = int(first), int(last)
@@ -248,10 +250,16 @@ def chunk_queries(kind: str, first: int, last: int, columns: dict[str, list[str]
 
     out = {"leads": f"SELECT {cols('leads', 'l')} FROM {_q('leads', 'table')} l WHERE {where}"}
     for table in ("activities", "stage_history"):
-        out[table] = (
-            f"SELECT {cols(table, 'c')} FROM {_q(table, 'table')} c "
-            f"JOIN {_q('leads', 'table')} l ON c.{lead} = l.{lead} WHERE {where}"
-        )
+        if dialect == "postgresql":
+            # an index scan by the chunk's lead ids: a join would be planned as a hash join over a sequential scan
+            # of the whole event table, once per chunk (quadratic in the CRM); the array hides the count
+            ids = f"ARRAY(SELECT l.{lead} FROM {_q('leads', 'table')} l WHERE {where})"
+            out[table] = f"SELECT {cols(table, 'c')} FROM {_q(table, 'table')} c WHERE c.{lead} = ANY({ids})"
+        else:  # SQLite: the leads by the account index, then each lead's events by the lead_id index
+            out[table] = (
+                f"SELECT {cols(table, 'c')} FROM {_q(table, 'table')} c "
+                f"JOIN {_q('leads', 'table')} l ON c.{lead} = l.{lead} WHERE {where}"
+            )
     if kind == "account":  # leads without an account need no account row
         out["accounts"] = (
             f"SELECT {cols('accounts', 'a')} FROM {_q('accounts', 'table')} a WHERE a.{account} BETWEEN {lo} AND {hi}"

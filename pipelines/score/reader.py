@@ -322,7 +322,7 @@ def _iter_arrow_chunks(
         log.debug("reading %d chunk(s) as Arrow", len(chunks))
         for index, (kind, first, last) in enumerate(chunks):
             tables = {"campaigns": campaigns, "accounts": pd.DataFrame(columns=columns["accounts"])}
-            for table, sql in arrow_reader.chunk_queries(kind, first, last, columns).items():
+            for table, sql in arrow_reader.chunk_queries(kind, first, last, columns, conn.dialect.name).items():
                 data = arrow_reader.fetch(adbc, conn, sql, table, columns[table])
                 arrow_reader.check_arrow(table, data, KEY_COLUMNS[table], _not_null(table))
                 tables[table] = arrow_reader.to_frame(arrow_reader.sort_by(data, _ARROW_ORDER[table]))
