@@ -217,33 +217,45 @@ def ranges(batches: Iterable[pa.RecordBatch], at_least: int) -> list[tuple[int, 
     return out
 
 
-def plan(adbc: Any, conn: Connection, chunk_leads: int) -> list[tuple[str, int, int]]:
+def plan(adbc: Any, conn: Connection, chunk_leads: int) -> list[tuple[str, int | None, int | None]]:
     """The chunks: ("account", first, last) account-id ranges, then ("lead", first, last) ranges of the leads
-    without an account, each of at least `chunk_leads` leads (whole accounts)."""
+    without an account, each of at least `chunk_leads` leads (whole accounts). The account ranges are contiguous
+    and open at both ends (None), so every account row is read and checked once, with or without leads; when no
+    lead has an account, the first chunk of leads takes every account ("lead+accounts")."""
     leads, account, lead = _q("leads", "table"), _q("account_id"), _q("lead_id")
-    out: list[tuple[str, int, int]] = []
     with adbc.cursor() as cur:
         cur.execute(
             f"SELECT {account}, COUNT(*) FROM {leads} WHERE {account} IS NOT NULL GROUP BY {account} ORDER BY {account}"
         )
-        out += [("account", a, b) for a, b in ranges(cur.fetch_record_batch(), chunk_leads)]
+        cuts = [last for _, last in ranges(cur.fetch_record_batch(), chunk_leads)]
+    out: list[tuple[str, int | None, int | None]] = [
+        ("account", None if i == 0 else cuts[i - 1] + 1, None if i == len(cuts) - 1 else last)
+        for i, last in enumerate(cuts)
+    ]
     with adbc.cursor() as cur:
         cur.execute(f"SELECT {lead}, 1 FROM {leads} WHERE {account} IS NULL ORDER BY {lead}")
-        out += [("lead", a, b) for a, b in ranges(cur.fetch_record_batch(), chunk_leads)]
+        alone = ranges(cur.fetch_record_batch(), chunk_leads)
+    out += [("lead" if out or i else "lead+accounts", a, b) for i, (a, b) in enumerate(alone)]
     return out
 
 
+def _between(column: str, lo: int | None, hi: int | None) -> list[str]:
+    """SQL conditions `column` >= lo and <= hi (None: no bound); the bounds are integers, formatted as such."""
+    return ([f"{column} >= {int(lo)}"] if lo is not None else []) + (
+        [f"{column} <= {int(hi)}"] if hi is not None else []
+    )
+
+
 def chunk_queries(
-    kind: str, first: int, last: int, columns: dict[str, list[str]], dialect: str = "sqlite"
+    kind: str, first: int | None, last: int | None, columns: dict[str, list[str]], dialect: str = "sqlite"
 ) -> dict[str, str]:
-    """Per table, the SELECT of one chunk's rows (bounds are integers of the plan, formatted as such); no
-    `accounts` query for a chunk of leads without an account."""
-    lo, hi = int(first), int(last)
+    """Per table, the SELECT of one chunk's rows (see `plan`); no `accounts` query for a chunk of leads without
+    an account (unless it is "lead+accounts")."""
     account, lead = _q("account_id"), _q("lead_id")
     if kind == "account":
-        where = f"l.{account} BETWEEN {lo} AND {hi}"
+        where = " AND ".join([f"l.{account} IS NOT NULL", *_between(f"l.{account}", first, last)])
     else:
-        where = f"l.{account} IS NULL AND l.{lead} BETWEEN {lo} AND {hi}"
+        where = " AND ".join([f"l.{account} IS NULL", *_between(f"l.{lead}", first, last)])
 
     def cols(table: str, alias: str) -> str:
         return ", ".join(f"{alias}.{_q(c)}" for c in columns[table])
@@ -260,9 +272,10 @@ def chunk_queries(
                 f"SELECT {cols(table, 'c')} FROM {_q(table, 'table')} c "
                 f"JOIN {_q('leads', 'table')} l ON c.{lead} = l.{lead} WHERE {where}"
             )
-    if kind == "account":  # leads without an account need no account row
-        out["accounts"] = (
-            f"SELECT {cols('accounts', 'a')} FROM {_q('accounts', 'table')} a WHERE a.{account} BETWEEN {lo} AND {hi}"
+    if kind in ("account", "lead+accounts"):
+        bounds = _between(f"a.{account}", first, last) if kind == "account" else []
+        out["accounts"] = f"SELECT {cols('accounts', 'a')} FROM {_q('accounts', 'table')} a" + (
+            f" WHERE {' AND '.join(bounds)}" if bounds else ""
         )
     return out
 

@@ -51,16 +51,10 @@ def _whole(chunks: list[reader.CrmChunk], table: str) -> pd.DataFrame:
 
 
 def _same_rows(arrow: list[reader.CrmChunk], rows: list[reader.CrmChunk]) -> None:
-    """Every table's rows and dtypes alike (accounts: those with leads; the cursors also pass lead-less ones on)."""
-    used = _whole(rows, "leads")["account_id"].dropna()
-    for table in ("campaigns", "accounts", "leads", "activities", "stage_history"):
-        a, r = (_whole(arrow, table), _whole(rows, table)) if table != "campaigns" else (arrow[0], rows[0])
-        if table == "campaigns":
-            a, r = a.tables[table], r.tables[table]
-        if table == "accounts":
-            a = a[a["account_id"].isin(used)].reset_index(drop=True)
-            r = r[r["account_id"].isin(used)].reset_index(drop=True)
-        pd.testing.assert_frame_equal(a, r, obj=table)
+    """Every table's rows and dtypes alike, accounts without leads included (each is checked once)."""
+    pd.testing.assert_frame_equal(arrow[0].tables["campaigns"], rows[0].tables["campaigns"], obj="campaigns")
+    for table in ("accounts", "leads", "activities", "stage_history"):
+        pd.testing.assert_frame_equal(_whole(arrow, table), _whole(rows, table), obj=table)
 
 
 def test_arrow_chunks_hold_the_rows_of_the_cursor_chunks(demo_db: Path) -> None:
