@@ -237,7 +237,7 @@ def main() -> None:
     parser.add_argument("--model-uri", default="models:/lead-scoring@champion")
     parser.add_argument("--tracking-uri", default=f"sqlite:///{REPO / 'mlflow.db'}")
     parser.add_argument("--as-of", default="2026-11-20T00:00:00Z")
-    parser.add_argument("--reasons-for", choices=("all", "flagged"), default="all")
+    parser.add_argument("--reasons-for", choices=("all", "flagged", "handed"), default="all")
     parser.add_argument("--step", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

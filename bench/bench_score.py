@@ -160,7 +160,7 @@ def variant_floor(args: argparse.Namespace, reasons: bool) -> dict[str, Any]:
     """Read the precomputed features and predict in one bulk call (reasons as ours gives them, or none)."""
     import pandas as pd
 
-    from pipelines.score.run import score_flagged
+    from pipelines.score.run import score_flagged, score_handed
 
     started = time.perf_counter()
     model = _model(args)
@@ -170,6 +170,8 @@ def variant_floor(args: argparse.Namespace, reasons: bool) -> dict[str, Any]:
         scored = model.pyfunc.predict(x, params={"top_reasons": 0})
     elif args.reasons_for == "flagged":
         scored = score_flagged(model, x, frame["rule_mql"].to_numpy())
+    elif args.reasons_for == "handed":
+        scored = score_handed(model, x)
     else:
         scored = model.pyfunc.predict(x)
     seconds = time.perf_counter() - started
@@ -207,9 +209,9 @@ def variant_naive(args: argparse.Namespace) -> dict[str, Any]:
     outputs = []
     for i in tqdm(sample, desc="row-wise predict", unit="lead", disable=None):
         one = x.iloc[[i]]
-        if args.reasons_for == "flagged":
+        if args.reasons_for in ("flagged", "handed"):
             out = model.pyfunc.predict(one, params={"top_reasons": 0})
-            if out["stage"].iloc[0] != "none" or rule_mql[i]:
+            if out["stage"].iloc[0] != "none" or (args.reasons_for == "flagged" and rule_mql[i]):
                 out = model.pyfunc.predict(one)
         else:
             out = model.pyfunc.predict(one)
@@ -368,7 +370,7 @@ def main() -> None:
     parser.add_argument("--model-uri", default="models:/lead-scoring@champion")
     parser.add_argument("--tracking-uri", default=f"sqlite:///{REPO / 'mlflow.db'}")
     parser.add_argument("--as-of", default=AS_OF)
-    parser.add_argument("--reasons-for", choices=("all", "flagged"), default="all")
+    parser.add_argument("--reasons-for", choices=("all", "flagged", "handed"), default="all")
     parser.add_argument("--sample", type=int, default=2000, help="Leads for the row-wise loop of the naive one")
     parser.add_argument("--skip", default="", help="Comma-separated variants not to run (e.g. floor_no_reasons)")
     parser.add_argument("--variant", default=None, help=argparse.SUPPRESS)

@@ -783,6 +783,50 @@ def plan(
         typer.echo(f"note: {note}")
 
 
+@app.command("explain")
+def explain(
+    lead: Annotated[str, typer.Option("--lead", help="The lead: its lead_id (or an imported CRM's own id).")],
+    url: Annotated[
+        str | None,
+        typer.Option("--url", envvar="LEADSCORE_DB_URL", help="CRM database (default: base.crm_url of the params)."),
+    ] = None,
+    model_uri: Annotated[
+        str | None, typer.Option("--model-uri", help="Model to explain with (default: score.model_uri, the champion).")
+    ] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Features as of this UTC time, ISO format (default: now).")
+    ] = None,
+    params: ParamsOption = Path("params.yaml"),
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Score one lead with reasons on demand (nightly scoring explains only the leads handed to a team).
+
+    Exit codes: 0 done, 2 bad input (e.g. an unknown lead, or one not open at the as-of time), 1 anything else.
+    """
+    from pipelines.config import load_params
+    from pipelines.score.explain import explain_lead
+    from pipelines.score.run import parse_as_of
+
+    with bad_input_exits():
+        loaded = load_params(params)
+        out = explain_lead(
+            url or loaded.base.crm_url,
+            lead,
+            parse_as_of(as_of),
+            loaded,
+            model_uri or loaded.score.model_uri,
+            tracking_uri,
+        )
+    typer.echo(
+        f"lead {out['lead_id']} as of {out['as_of']:%Y-%m-%d %H:%M:%S}Z with {out['model_uri']}: "
+        f"probability {out['probability']:.3f}, stage {out['stage']}, grade {out['grade']}"
+        + ("; a rule MQL" if out["rule_mql"] else "")
+    )
+    for sign, key in (("+", "reasons_positive"), ("-", "reasons_negative")):
+        for reason in out[key]:
+            typer.echo(f"  {sign} {reason}")
+
+
 @app.command("export")
 def export(
     out: Annotated[Path, typer.Option("--out", help="File to write: .csv or .parquet (or set --format).")],

@@ -349,8 +349,9 @@ class ScoreParams(StrictModel):
     drift_features: int = Field(ge=0, le=100, description="Most important features whose PSI is tracked per run")
     drift_bins: int = Field(ge=2, le=50, description="Quantile bins of the drift reference (numeric features)")
     psi_warning: float = Field(gt=0, description="Warn (status drift_warning) when any tracked PSI exceeds this")
-    reasons_for: Literal["all", "flagged"] = Field(
-        description="Reasons (SHAP, the costly part) for every lead, or only for predicted or rule MQLs"
+    reasons_for: Literal["all", "flagged", "handed"] = Field(
+        description="Reasons (SHAP, the costly part) for every lead (all), for predicted or rule MQLs (flagged), "
+        "or only for leads handed to a team, i.e. with a predicted stage (handed); others: `leadscore explain`"
     )
     min_leads_ratio: float = Field(
         ge=0,

@@ -319,6 +319,55 @@ def _admissible(
     return up, down
 
 
+@dataclass(frozen=True)
+class _Side:
+    """One side's top k per row as arrays (rows x k): which feature carries each reason, whether the slot holds
+    one (a row's reasons fill its first slots), the group's summed contribution and the words."""
+
+    feature: np.ndarray  # int: index into the features
+    filled: np.ndarray  # bool
+    contribution: np.ndarray  # float
+    text: np.ndarray  # object: str where filled, else None
+
+
+def _top_k(contrib: np.ndarray, frame: pd.DataFrame, features: Sequence[ReasonFeature], k: int) -> tuple[_Side, _Side]:
+    """The positive and negative sides of `explain`, computed for all rows at once (no loop over rows).
+
+    The words are made once per distinct (feature, value) among the chosen reasons, not once per reason: values
+    repeat (counts, categories, flags), so a chunk of 50,000 leads needs a few thousand `describe` calls.
+    """
+    n_features = len(features)
+    contrib = np.asarray(contrib, dtype=float)[:, :n_features]
+    groups, member = group_matrix(features)
+    summed = contrib @ member
+    up, down = _admissible(contrib, frame, features)
+    group_cols = [np.flatnonzero(member[:, j]) for j in range(len(groups))]
+    n_rows, k = len(summed), max(0, min(k, len(groups)))
+    sides = []
+    for sign, allowed in ((+1, up), (-1, down)):
+        strength = np.where(allowed, sign * contrib, 0.0)
+        best = np.zeros((n_rows, len(groups)), dtype=np.int64)
+        eligible = np.zeros((n_rows, len(groups)), dtype=bool)
+        for j, cols in enumerate(group_cols):
+            best[:, j] = cols[np.argmax(strength[:, cols], axis=1)] if n_rows else 0
+            eligible[:, j] = (sign * summed[:, j] > 0) & (strength[:, cols].max(axis=1, initial=0.0) > 0)
+        key = np.where(eligible, sign * summed, -np.inf)
+        # ineligible groups sort last (-inf), so a row's reasons are the leading eligible slots
+        order = np.argsort(-key, axis=1, kind="stable")[:, :k]
+        filled = np.take_along_axis(eligible, order, axis=1)
+        feature = np.take_along_axis(best, order, axis=1)
+        text = np.full(feature.shape, None, dtype=object)
+        for f in np.unique(feature[filled]):
+            at = filled & (feature == f)
+            name = features[int(f)].name
+            values = frame[name].iloc[np.nonzero(at)[0]].to_numpy(dtype=object)
+            codes, uniques = pd.factorize(values, use_na_sentinel=False)
+            words = np.array([describe(name, v) for v in uniques], dtype=object)
+            text[at] = words[codes]
+        sides.append(_Side(feature, filled, np.take_along_axis(summed, order, axis=1), text))
+    return sides[0], sides[1]
+
+
 def explain(
     contrib: np.ndarray, frame: pd.DataFrame, features: Sequence[ReasonFeature], k: int
 ) -> tuple[list[list[Reason]], list[list[Reason]]]:
@@ -329,50 +378,38 @@ def explain(
     feature (`_admissible`) described; a group none of whose features may carry it is left out, and the next
     group takes its place.
     """
-    n_features = len(features)
-    contrib = np.asarray(contrib, dtype=float)[:, :n_features]
-    groups, member = group_matrix(features)
-    summed = contrib @ member
     names = [f.name for f in features]
     values = {name: frame[name].to_numpy(dtype=object) for name in names}
-    up, down = _admissible(contrib, frame, features)
-    group_cols = [np.flatnonzero(member[:, j]) for j in range(len(groups))]
-    n_rows = len(summed)
-    sides: list[list[list[Reason]]] = []
-    for sign, allowed in ((+1, up), (-1, down)):
-        strength = np.where(allowed, sign * contrib, 0.0)
-        best = np.zeros((n_rows, len(groups)), dtype=np.int64)
-        eligible = np.zeros((n_rows, len(groups)), dtype=bool)
-        for j, cols in enumerate(group_cols):
-            best[:, j] = cols[np.argmax(strength[:, cols], axis=1)] if n_rows else 0
-            eligible[:, j] = (sign * summed[:, j] > 0) & (strength[:, cols].max(axis=1, initial=0.0) > 0)
-        key = np.where(eligible, sign * summed, -np.inf)
-        order = np.argsort(-key, axis=1, kind="stable")[:, :k]
-        side: list[list[Reason]] = []
-        for i in range(n_rows):
+    out = []
+    for sign, side in zip((+1, -1), _top_k(contrib, frame, features, k), strict=True):
+        rows: list[list[Reason]] = []
+        for i in range(len(side.filled)):
             reasons = []
-            for j in order[i]:
-                if not eligible[i, j]:
-                    break
-                f = int(best[i, j])
-                value = values[names[f]][i]
+            for slot in np.flatnonzero(side.filled[i]):
+                name = names[int(side.feature[i, slot])]
                 reasons.append(
                     Reason(
-                        feature=names[f],
-                        value=value,
+                        feature=name,
+                        value=values[name][i],
                         sign=sign,
-                        contribution=float(summed[i, j]),
-                        text=describe(names[f], value),
+                        contribution=float(side.contribution[i, slot]),
+                        text=str(side.text[i, slot]),
                     )
                 )
-            side.append(reasons)
-        sides.append(side)
-    return sides[0], sides[1]
+            rows.append(reasons)
+        out.append(rows)
+    return out[0], out[1]
 
 
 def top_reasons(
     contrib: np.ndarray, frame: pd.DataFrame, features: Sequence[ReasonFeature], k: int
 ) -> tuple[list[list[str]], list[list[str]]]:
     """`explain`'s reasons in words: per row, the texts of the top k reasons in favour and the top k against."""
-    positive, negative = explain(contrib, frame, features, k)
-    return ([[r.text for r in row] for row in positive], [[r.text for r in row] for row in negative])
+    positive, negative = _top_k(contrib, frame, features, k)
+    return _texts(positive), _texts(negative)
+
+
+def _texts(side: _Side) -> list[list[str]]:
+    """Each row's filled slots (they lead the row) as a list of words."""
+    counts = side.filled.sum(axis=1)
+    return [row[:n] for row, n in zip(side.text.tolist(), counts.tolist(), strict=True)]

@@ -83,10 +83,12 @@ def unpack(group: pa.Table, campaigns: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 def predict(model: ScoringModel, conformed: pd.DataFrame, rule_mql: np.ndarray, reasons_for: str) -> pd.DataFrame:
     """The model's outputs for conformed rows, with reasons as `score.reasons_for` says (as the pandas engine)."""
-    if reasons_for == "flagged":
-        from pipelines.score.run import score_flagged
+    from pipelines.score.run import score_flagged, score_handed
 
+    if reasons_for == "flagged":
         return score_flagged(model, conformed, rule_mql)
+    if reasons_for == "handed":
+        return score_handed(model, conformed)
     return model.predict(conformed)
 
 

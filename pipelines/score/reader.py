@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection
 from pipelines.crm.db import display_url, read_errors
 from pipelines.crm.schema import PERSONAL_COLUMNS, PRIMARY_KEYS, SCHEMAS, CrmDataError, validate_crm
 from pipelines.features.columns import INPUT_COLUMNS
+from pipelines.score import arrow_reader
 
 log = logging.getLogger(__name__)
 
@@ -268,11 +269,68 @@ class CrmChunk:
     tables: dict[str, pd.DataFrame]
 
 
-def iter_chunks(conn: Connection, chunk_leads: int, campaigns: pd.DataFrame | None = None) -> Iterator[CrmChunk]:
+def iter_chunks(
+    conn: Connection,
+    chunk_leads: int,
+    campaigns: pd.DataFrame | None = None,
+    counts: dict[str, int] | None = None,
+    arrow: bool | None = None,
+) -> Iterator[CrmChunk]:
     """The CRM in chunks of whole accounts, each validated with the CRM schemas (errors name table, column, row).
 
-    `conn` should hold a read transaction so that all streams see one state of the database.
+    `conn` should hold a read transaction (the preflight's, whose row `counts` it returned) so that all reads see
+    one state of the database. SQLite and PostgreSQL are read as Arrow through ADBC when its driver is installed
+    (`arrow`: None = whenever possible); other databases through SQLAlchemy's ordered cursors.
     """
+    if arrow or (arrow is None and arrow_reader.supports(conn)):
+        yield from _iter_arrow_chunks(conn, chunk_leads, campaigns, counts)
+        return
+    yield from _iter_row_chunks(conn, chunk_leads, campaigns)
+
+
+#: Per table, the row order of a chunk read as Arrow: leads as the ordered cursors give them, events per lead.
+_ARROW_ORDER: Final[dict[str, tuple[str, ...]]] = {
+    "campaigns": (),
+    "accounts": ("account_id",),
+    "leads": ("account_id", "lead_id"),
+    "activities": ("lead_id", "activity_id"),
+    "stage_history": ("lead_id", "stage_history_id"),
+}
+
+
+def _not_null(table: str) -> list[str]:
+    return [c for c in KEY_COLUMNS[table] if c in (PRIMARY_KEYS[table], "lead_id")]
+
+
+def _iter_arrow_chunks(
+    conn: Connection, chunk_leads: int, campaigns: pd.DataFrame | None, counts: dict[str, int] | None
+) -> Iterator[CrmChunk]:
+    """`iter_chunks` through ADBC: one range query per table and chunk, Arrow tables checked, then frames."""
+    columns = {table: _columns(table) for table in SCHEMAS}
+    with arrow_reader.connect(conn, counts) as adbc:
+        if campaigns is None:
+            data = arrow_reader.fetch(
+                adbc,
+                conn,
+                arrow_reader.whole_table("campaigns", columns["campaigns"]),
+                "campaigns",
+                columns["campaigns"],
+            )
+            arrow_reader.check_arrow("campaigns", data, KEY_COLUMNS["campaigns"], _not_null("campaigns"))
+            campaigns = arrow_reader.to_frame(data)
+        chunks = arrow_reader.plan(adbc, conn, chunk_leads)
+        log.debug("reading %d chunk(s) as Arrow", len(chunks))
+        for index, (kind, first, last) in enumerate(chunks):
+            tables = {"campaigns": campaigns, "accounts": pd.DataFrame(columns=columns["accounts"])}
+            for table, sql in arrow_reader.chunk_queries(kind, first, last, columns, conn.dialect.name).items():
+                data = arrow_reader.fetch(adbc, conn, sql, table, columns[table])
+                arrow_reader.check_arrow(table, data, KEY_COLUMNS[table], _not_null(table))
+                tables[table] = arrow_reader.to_frame(arrow_reader.sort_by(data, _ARROW_ORDER[table]))
+            yield CrmChunk(index=index, tables=validate_crm(tables, columns))
+
+
+def _iter_row_chunks(conn: Connection, chunk_leads: int, campaigns: pd.DataFrame | None) -> Iterator[CrmChunk]:
+    """`iter_chunks` through SQLAlchemy: one ordered cursor per table, rows fetched in batches."""
     leads = _relation("leads")
     g0, g1 = _group_key(leads)
     order = (g0, g1, leads.c.lead_id)
@@ -322,3 +380,37 @@ def iter_chunks(conn: Connection, chunk_leads: int, campaigns: pd.DataFrame | No
     finally:
         for stream in streams:
             stream.close()
+
+
+def read_group(conn: Connection, lead_id: int) -> dict[str, pd.DataFrame] | None:
+    """The CRM rows one lead's features need, validated: its account and all of that account's leads (account
+    features count colleagues), their events, and the campaigns; None when no lead has this id."""
+    leads = _relation("leads")
+    with read_errors(conn, {"leads": ["account_id"]}):
+        found = conn.execute(sa.select(leads.c.account_id).where(leads.c.lead_id == int(lead_id))).first()
+    if found is None:
+        return None
+    account = found[0]
+    mine = leads.c.lead_id == int(lead_id) if account is None else leads.c.account_id == account
+    tables: dict[str, pd.DataFrame] = {}
+    queries: dict[str, sa.Select] = {"leads": sa.select(*(leads.c[c] for c in _columns("leads"))).where(mine)}
+    for table in ("activities", "stage_history"):
+        child = _relation(table)
+        queries[table] = (
+            sa.select(*(child.c[c] for c in _columns(table)))
+            .select_from(child.join(leads, child.c.lead_id == leads.c.lead_id))
+            .where(mine)
+        )
+    accounts = _relation("accounts")
+    queries["accounts"] = sa.select(*(accounts.c[c] for c in _columns("accounts"))).where(
+        accounts.c.account_id == account if account is not None else sa.false()
+    )
+    campaigns = _relation("campaigns")
+    queries["campaigns"] = sa.select(*(campaigns.c[c] for c in _columns("campaigns")))
+    for table, query in queries.items():
+        with read_errors(conn, {table: _columns(table)}):
+            rows = conn.execute(query).all()
+        tables[table] = pd.DataFrame.from_records(
+            [tuple(r) for r in rows], columns=_columns(table), coerce_float=False
+        ).astype(object)
+    return validate_crm(tables, {t: _columns(t) for t in tables})

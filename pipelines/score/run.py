@@ -32,7 +32,7 @@ from pipelines.drift import SCORE, DriftCounter
 from pipelines.errors import BadInputError
 from pipelines.registry.model import conform
 from pipelines.rules import load_rules
-from pipelines.score import core, reader, store
+from pipelines.score import core, groups, reader, store
 from pipelines.score.core import (
     ScoringModel,
     check_compatible,
@@ -117,7 +117,7 @@ def iter_feature_chunks(
         if guard is not None:
             guard(counts)
         bar = tqdm(total=counts["leads"], desc="scoring", unit="lead", disable=None if progress else True)
-        chunks = reader.iter_chunks(conn, params.score.chunk_leads)
+        chunks = reader.iter_chunks(conn, params.score.chunk_leads, counts=counts)
         while True:
             t0 = time.perf_counter()
             chunk = next(chunks, None)
@@ -224,7 +224,7 @@ def run_score(
                     staging,
                     timings,
                     progress,
-                    flagged_only=params.score.reasons_for == "flagged",
+                    reasons_for=params.score.reasons_for,
                     guard=guard,
                 )
             check_volume("scored", summary["leads_scored"], previous, ratio, allow_shrink)
@@ -289,7 +289,7 @@ def _score_chunks(
     staging: Path,
     timings: Timings,
     progress: bool,
-    flagged_only: bool = False,
+    reasons_for: str = "all",
     guard: Callable[[dict[str, int]], None] | None = None,
 ) -> dict[str, Any]:
     """Every chunk: features and rules here, the model through `predict` (in process), rows spilled to staging
@@ -307,10 +307,10 @@ def _score_chunks(
             continue
         t0 = time.perf_counter()
         conformed = conform(features, model.schema)
-        if flagged_only:
-            scored = score_flagged(model, conformed, rules["rule_mql"].to_numpy(dtype=bool))
-        else:
+        if reasons_for == "all":
             scored = predict(conformed)
+        else:  # the same choice of who gets reasons as the spark engine's executors make
+            scored = groups.predict(model, conformed, rules["rule_mql"].to_numpy(dtype=bool), reasons_for)
         timings.predict += time.perf_counter() - t0
         prob_sum += _add_totals(totals, features, rules, scored, counter)
         t0 = time.perf_counter()  # the same leads a cadence earlier: which of tonight's are new on each list
@@ -411,6 +411,14 @@ def score_flagged(model: ScoringModel, features: pd.DataFrame, rule_mql: np.ndar
     scored = model.pyfunc.predict(features, params={"top_reasons": 0})
     flagged = (scored["stage"].astype(str).to_numpy() != "none") | np.asarray(rule_mql, dtype=bool)
     return _with_reasons(model, features, scored, np.flatnonzero(flagged))
+
+
+def score_handed(model: ScoringModel, features: pd.DataFrame) -> pd.DataFrame:
+    """The model's outputs with reasons only for the leads handed to a team (a predicted stage: MQL or better),
+    the only ones whose reasons anyone reads tonight (score.reasons_for: handed); any other lead's reasons come
+    on demand from the same model (`leadscore explain --lead ID`)."""
+    scored = model.pyfunc.predict(features, params={"top_reasons": 0})
+    return _with_reasons(model, features, scored, np.flatnonzero(scored["stage"].astype(str).to_numpy() != "none"))
 
 
 def _with_reasons(model: ScoringModel, features: pd.DataFrame, scored: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:

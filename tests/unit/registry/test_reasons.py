@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from pipelines.registry.reasons import describe, explain, reason_features, reason_group, top_reasons
+from pipelines.registry.reasons import ReasonFeature, describe, explain, reason_features, reason_group, top_reasons
 
 
 def test_feature_values_read_as_business_words() -> None:
@@ -188,3 +188,75 @@ def test_explain_names_the_feature_behind_each_reason() -> None:
         ("n_demo_request_all", 1, "requested a demo 3 times in total")
     ]
     assert negative == [[]]
+
+
+def _row_by_row(
+    contrib: np.ndarray, frame: pd.DataFrame, features: list[ReasonFeature], k: int
+) -> tuple[list[list[str]], list[list[str]]]:
+    """The reasons one row at a time, straight from the rules in `explain`'s docstring (a slow reference)."""
+    from pipelines.registry.reasons import _admissible, group_matrix
+
+    contrib = contrib[:, : len(features)]
+    groups, member = group_matrix(features)
+    up, down = _admissible(contrib, frame, features)
+    out: list[list[list[str]]] = []
+    for sign, allowed in ((+1, up), (-1, down)):
+        side = []
+        for i in range(len(frame)):
+            candidates = []
+            for j in range(len(groups)):
+                cols = np.flatnonzero(member[:, j])
+                total = float(contrib[i, cols].sum())
+                strengths = [sign * contrib[i, c] if allowed[i, c] else 0.0 for c in cols]
+                if sign * total > 0 and max(strengths) > 0:
+                    candidates.append((-sign * total, j, int(cols[int(np.argmax(strengths))])))
+            candidates.sort(key=lambda c: (c[0], c[1]))  # strongest first; ties by group order (a stable sort)
+            side.append(
+                [
+                    describe(features[f].name, frame[features[f].name].to_numpy(dtype=object)[i])
+                    for *_, f in candidates[:k]
+                ]
+            )
+        out.append(side)
+    return out[0], out[1]
+
+
+def test_the_vectorised_top_k_says_what_a_row_by_row_reading_of_the_rules_says() -> None:
+    rng = np.random.default_rng(7)
+    features = reason_features(
+        [
+            {"name": "n_pricing_page_visit_30d", "kind": "numeric", "family": "engagement"},
+            {"name": "n_pricing_page_visit_all", "kind": "numeric", "family": "engagement"},
+            {"name": "days_since_pricing_page_visit", "kind": "numeric", "family": "recency"},
+            {"name": "n_unsubscribe_all", "kind": "numeric", "family": "engagement"},
+            {"name": "n_demo_request_30d", "kind": "numeric", "family": "engagement"},
+            {"name": "seniority", "kind": "categorical", "family": "title"},
+            {"name": "icp_match", "kind": "numeric", "family": "fit"},
+            {"name": "employee_count", "kind": "numeric", "family": "fit"},
+            {"name": "lead_source", "kind": "categorical", "family": "source"},
+            {"name": "bogus_signal_count", "kind": "numeric", "family": "bogus"},
+        ]
+    )
+    n = 400
+    counts = rng.poisson(1.0, size=(n, 2)).astype(float)
+    frame = pd.DataFrame(
+        {
+            "n_pricing_page_visit_30d": counts[:, 0],
+            "n_pricing_page_visit_all": counts[:, 0] + counts[:, 1],
+            "days_since_pricing_page_visit": np.where(rng.random(n) < 0.3, np.nan, rng.integers(0, 90, n)),
+            "n_unsubscribe_all": rng.integers(0, 2, n).astype(float),
+            "n_demo_request_30d": rng.integers(0, 3, n).astype(float),
+            "seniority": pd.Categorical(rng.choice(["vp", "manager", "unknown", None], n)),
+            "icp_match": rng.integers(0, 2, n).astype(float),
+            "employee_count": np.where(rng.random(n) < 0.2, np.nan, rng.integers(1, 5000, n)),
+            "lead_source": pd.Categorical(rng.choice(["referral", "paid_search", "partner"], n)),
+            "bogus_signal_count": rng.integers(0, 3, n).astype(float),
+        }
+    )
+    contrib = rng.normal(size=(n, len(features) + 1))
+    contrib[: n // 4, 5] = 0.0  # ties and zero contributions too
+    for k in (1, 3, 10):
+        assert top_reasons(contrib, frame, features, k) == _row_by_row(contrib, frame, features, k)
+    positive, negative = explain(contrib, frame, features, 3)
+    assert [[r.text for r in row] for row in positive] == top_reasons(contrib, frame, features, 3)[0]
+    assert all(r.sign == -1 and r.contribution < 0 for row in negative for r in row)
