@@ -196,8 +196,9 @@ def backtest_extra(trend: TrendSection | None, params: BacktestParams, horizon_d
     if trend is None or not trend.rows:
         return ExtraSection(
             title,
-            f"No nightly run has been checked against what happened yet: a run can be once its {horizon_days}-day "
-            "horizon has passed in the CRM's data, and the nightly leadscore backtest then fills this section.",
+            "No nightly run has been checked against what happened yet: each run is checked once its "
+            f"{horizon_days}-day horizon has passed in the CRM's data (the nightly leadscore backtest), and its row "
+            "appears here.",
         )
     band = f"{params.obs_exp_low:g} to {params.obs_exp_high:g}"
     verdict = trend.columns[-1]
