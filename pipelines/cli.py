@@ -889,12 +889,13 @@ def report(
         typer.Option(
             "--scores-url",
             envvar="LEADSCORE_SCORES_URL",
-            help="Database holding lead_scores and scoring_runs (default: the CRM database).",
+            help="Database holding lead_scores, scoring_runs and the backtests (default: the CRM database).",
         ),
     ] = None,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Marketers' report: predicted vs rule MQLs on the test period and the latest nightly run, one HTML page."""
+    """Marketers' report: predicted vs rule MQLs on the test period and the latest nightly run, the backtest trend
+    and the plan for report.plan_target_sql, one HTML page."""
     from pipelines.config import load_params
     from pipelines.report.stage import run_report
 

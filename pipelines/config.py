@@ -384,6 +384,12 @@ class ReportParams(StrictModel):
     curve_points: int = Field(ge=10, le=2000, description="Points per lift, capture and trade-off curve")
     examples: int = Field(ge=1, le=50, description="Disagreement examples shown per side")
     leakage: LeakageParams
+    plan_target_sql: float | None = Field(
+        gt=0,
+        description="SQLs per plan_per the page's plan is for; null: the SQL list's weekly capacity "
+        "(calibrate.thresholds.SQL.leads_per_week) over plan_per",
+    )
+    plan_per: Literal["week", "month", "quarter"] = Field(description="The period of the page's plan target")
 
 
 class BacktestParams(StrictModel):
@@ -434,6 +440,15 @@ class Params(StrictModel):
     backtest: BacktestParams
     plan: PlanParams
     mapping: MappingParams
+
+    @model_validator(mode="after")
+    def _plan_target_known(self) -> Params:
+        if self.report.plan_target_sql is None and self.calibrate.thresholds.SQL.policy != "capacity":
+            raise ValueError(
+                "report.plan_target_sql: null means the SQL list's weekly capacity, but calibrate.thresholds.SQL "
+                f"has policy {self.calibrate.thresholds.SQL.policy}; set a number of SQLs"
+            )
+        return self
 
 
 def format_validation_errors(

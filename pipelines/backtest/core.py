@@ -279,7 +279,7 @@ def backtest_trend(backtests: pd.DataFrame, last: int = 12) -> TrendSection:
             f"{_num(r['obs_exp'], '.2f')} ({_num(r['obs_exp_ci_low'], '.2f')}-{_num(r['obs_exp_ci_high'], '.2f')})",
             _pct(r["mql_precision"]),
             _pct(r["mql_rule_precision"]),
-            r["status"] if r["recommendation"] is None else f"{r['status']}: {r['recommendation']}",
+            r["status"] if pd.isna(r["recommendation"]) else f"{r['status']}: {r['recommendation']}",
         )
         for _, r in frame.iterrows()
     )

@@ -27,11 +27,12 @@ import numpy as np
 import pandas as pd
 
 from pipelines.calibrate import GRADES, NO_STAGE, THRESHOLD_STAGES, Thresholds
-from pipelines.config import LeakageParams, ReportParams
+from pipelines.config import LeakageParams, ReportParams, StageThresholds
 from pipelines.errors import BadInputError
 from pipelines.evaluate import gains_table, tradeoff_table  # the evaluate stage's curves, so both agree
 from pipelines.features.spec import WEIGHT
 from pipelines.modeling import ClusterBootstrap
+from pipelines.plan.core import PERIOD_DAYS, Per
 
 #: Optional column of the test rows: the bootstrap cluster of each row (`pipelines.modeling.cluster_ids`).
 CLUSTER: Final = "cluster"
@@ -581,3 +582,31 @@ def _volumes(latest: pd.DataFrame, by: str, rule: np.ndarray, model: np.ndarray)
     )
     table = frame.groupby(by, sort=True).sum().reset_index()
     return table.sort_values(["leads", by], ascending=[False, True], ignore_index=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The plan's target (the page plans for a target from params)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanTarget:
+    """The SQLs per period the page's plan is for, and whether they are the SQL list's capacity (null in params)."""
+
+    sql: float
+    per: Per
+    from_capacity: bool
+    capacity_per_week: float = float("nan")
+
+
+def plan_target(report: ReportParams, thresholds: StageThresholds) -> PlanTarget:
+    """`report.plan_target_sql` per `report.plan_per`; when null, the SQL list's weekly capacity scaled to the
+    period: the leads sales can work as SQLs, which marketing's leads should fill with real ones."""
+    if report.plan_target_sql is not None:
+        return PlanTarget(float(report.plan_target_sql), report.plan_per, False)
+    weekly = thresholds.SQL.leads_per_week
+    if thresholds.SQL.policy != "capacity" or weekly is None:  # Params refuses this; kept for a hand-made params
+        raise ReportInputError(
+            "report.plan_target_sql is null but calibrate.thresholds.SQL has no capacity policy; set a number"
+        )
+    return PlanTarget(float(weekly) * PERIOD_DAYS[report.plan_per] / 7, report.plan_per, True, float(weekly))

@@ -49,7 +49,7 @@ class LatestRun:
     scores: pd.DataFrame
 
 
-def _sqlite_file_missing(url: str) -> bool:
+def sqlite_file_missing(url: str) -> bool:
     parsed = sa.make_url(url)
     return (
         parsed.get_backend_name() == "sqlite"
@@ -63,7 +63,7 @@ def read_latest_run(url: str, tables: ScoreTables) -> LatestRun | None:
     from pipelines.score import store
 
     store.check_names(tables)
-    if _sqlite_file_missing(url):  # never create an empty database file just to find it empty
+    if sqlite_file_missing(url):  # never create an empty database file just to find it empty
         log.info("no scores database at %s: no nightly run yet", display_url(url))
         return None
     engine = make_engine(url)

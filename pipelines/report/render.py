@@ -11,6 +11,7 @@ when the figures change.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -22,10 +23,12 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
 from pipelines import words
-from pipelines.config import HISTORY_RULE
+from pipelines.backtest.core import DEGRADED, TrendSection
+from pipelines.config import HISTORY_RULE, BacktestParams
+from pipelines.plan.core import PlanSection
 from pipelines.report import charts
 from pipelines.report.charts import Chart
-from pipelines.report.core import HoldoutSection, NightlySection, ThresholdNote
+from pipelines.report.core import HoldoutSection, NightlySection, PlanTarget, ThresholdNote
 from pipelines.report.headline import Headline
 
 TEMPLATE: Final = "report.html.j2"
@@ -150,6 +153,117 @@ class ExtraSection:
     tables: Sequence[Table] = ()
     charts: Sequence[Chart] = ()
     notes: Sequence[str] = ()  # warnings, shown highlighted
+
+
+#: A cell's leading number ("0.812 (0.790-0.830)", "1,234", "12.3%", "1.04x"), so a pre-formatted column sorts by
+#: value; a date ("2026-11-01") or a version ("v3") is text.
+_LEADING_NUMBER: Final = re.compile(r"^-?\d[\d,]*(?:\.\d+)?(?=$|[\s%x(])")
+
+
+def _sort_value(cell: str) -> float | None:
+    match = _LEADING_NUMBER.match(cell)
+    return float(match.group(0).replace(",", "")) if match else None
+
+
+def text_table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    id: str = "",
+    row_class: Callable[[Sequence[str]], str] | None = None,
+) -> Table:
+    """A table of already formatted rows (the backtest trend, the plan): a column whose cells all start with a
+    number (or are 'n/a' or empty) sorts by that number, any other as text."""
+    keys = tuple(re.sub(r"[^a-z0-9]+", "-", h.lower()).strip("-") or f"c{i}" for i, h in enumerate(headers))
+    numeric = [
+        all(_sort_value(r[i]) is not None or r[i] in ("", "n/a") for r in rows) and any(_sort_value(r[i]) for r in rows)
+        for i in range(len(headers))
+    ]
+    out = []
+    for r in rows:
+        cells = []
+        for i, (key, header) in enumerate(zip(keys, headers, strict=True)):
+            value = _sort_value(r[i]) if numeric[i] else None
+            sort = (repr(value) if value is not None else "nan") if numeric[i] else None
+            cells.append(TableCell(r[i], sort, key, header))
+        out.append(TableRow(tuple(cells), row_class(r) if row_class else ""))
+    return Table(tuple(zip(keys, headers, strict=True)), tuple(out), "", id)
+
+
+def backtest_extra(trend: TrendSection | None, params: BacktestParams, horizon_days: int) -> ExtraSection:
+    """The backtest trend of the recent runs (`backtest.core.backtest_trend`); `None` or no row: one sentence that
+    no run has been judged yet, so a marketer knows the check exists and when it starts."""
+    title = "Did the scores come true?"
+    if trend is None or not trend.rows:
+        return ExtraSection(
+            title,
+            "No nightly run has been checked against what happened yet: each run is checked once its "
+            f"{horizon_days}-day horizon has passed in the CRM's data (the nightly leadscore backtest), and its row "
+            "appears here.",
+        )
+    band = f"{params.obs_exp_low:g} to {params.obs_exp_high:g}"
+    verdict = trend.columns[-1]
+    flagged = (
+        [f"{trend.flagged} of these runs left the band of {band}: see the {verdict} column (retrain or recalibrate)."]
+        if trend.flagged
+        else []
+    )
+    return ExtraSection(
+        title,
+        trend.headline,
+        paragraphs=(
+            f"One row per nightly run whose {horizon_days}-day horizon has passed, newest first: its scores joined "
+            "with what the leads did next. Observed / expected near 1 means the probabilities came true; outside "
+            f"{band} the run is flagged. The MQL list's precision stands beside the rule's at the same volume.",
+        ),
+        tables=(
+            text_table(
+                trend.columns,
+                trend.rows,
+                id="backtest-trend",
+                row_class=lambda r: "flagged" if r[-1].startswith(DEGRADED) else "",
+            ),
+        ),
+        notes=flagged,
+    )
+
+
+def plan_extra(section: PlanSection | None, target: PlanTarget, scores_where: str) -> ExtraSection:
+    """The plan for the params' target (`plan.core.plan_section`, total row last); `None`: no nightly run to plan
+    from, said in one sentence."""
+    title = "How many leads and MQLs the sales target needs"
+    goal = f"{num(target.sql, 1 if target.sql % 1 else 0)} SQLs a {target.per}"
+    if section is None:
+        return ExtraSection(
+            title,
+            f"No nightly run yet in {scores_where} to plan {goal} from: the plan starts from the latest run's "
+            "probabilities, so it appears after the first leadscore score.",
+        )
+    why = (
+        f"The target, {goal}, is the SQL list's capacity of {num(target.capacity_per_week)} hand-offs a week "
+        "(calibrate.thresholds.SQL): the leads marketing must bring so that every lead sales can work is a real SQL."
+        if target.from_capacity
+        else f"The target, {goal}, is report.plan_target_sql of params.yaml."
+    )
+    total = len(section.rows) - 1
+    return ExtraSection(
+        title,
+        section.headline,
+        paragraphs=(
+            why,
+            "Per campaign: the SQLs it must deliver (its share of the target, in proportion to what it brings now), "
+            "what its open leads are expected to bring, how many SQLs each new lead yields, and so the new leads and "
+            "MQLs it needs, against the new leads it gets now. Intervals resample whole accounts.",
+        ),
+        tables=(
+            text_table(
+                section.columns,
+                section.rows,
+                id="plan-table",
+                row_class=lambda r: "total" if r is section.rows[total] else "",
+            ),
+        ),
+        notes=section.notes,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------

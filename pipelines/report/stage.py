@@ -1,5 +1,5 @@
-"""The report stage's entry point: load the test slice, the evaluate stage's metrics and the latest nightly run,
-build the sections, write HTML.
+"""The report stage's entry point: load the test slice, the evaluate stage's metrics, the latest nightly run, the
+stored backtests and the plan for the params' target, build the sections, write HTML.
 
 Everything the evaluate stage reads is read the same way (features, split, booster, calibrator, thresholds, rule
 scores aligned on (lead_id, snapshot_at)); probabilities, predicted stages and grades come from the registered
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines.backtest.core import TrendSection
 from pipelines.calibrate import CALIBRATOR_FILE, THRESHOLDS_FILE, Thresholds, load_calibrator, load_thresholds
 from pipelines.config import Params
 from pipelines.evaluate import read_test_slice
@@ -33,6 +34,7 @@ from pipelines.modeling import (
     read_json,
     row_weights,
 )
+from pipelines.plan.core import PlanSection
 from pipelines.report import core, headline, render
 
 log = logging.getLogger(__name__)
@@ -251,6 +253,36 @@ def load_nightly(params: Params, scores_url: str, crm_url: str) -> core.NightlyS
     return core.nightly_section(rows, latest.run, params.report)
 
 
+def load_backtest_trend(params: Params, scores_url: str) -> TrendSection | None:
+    """The trend of the stored backtests (`leadscore backtest`), or None when the scores database or its backtests
+    table does not exist yet (never created here) or holds no row."""
+    from pipelines.backtest.core import FIELDS, backtest_trend
+    from pipelines.crm.db import make_engine
+    from pipelines.report.nightly import sqlite_file_missing
+    from pipelines.score import store
+
+    name = store.check_backtest_name(params.score.tables, params.backtest.table)
+    if sqlite_file_missing(scores_url):
+        return None
+    engine = make_engine(scores_url)
+    try:
+        frame = store.read_backtests(engine, name, FIELDS)
+    finally:
+        engine.dispose()
+    if frame.empty:
+        log.info("no backtest row in %s yet: no run has been judged", name)
+        return None
+    return backtest_trend(frame)
+
+
+def load_plan(params: Params, scores_url: str, crm_url: str, target: core.PlanTarget) -> PlanSection:
+    """The plan for `target` from the latest production run (`leadscore plan`'s own reading and core)."""
+    from pipelines.plan.core import Target, plan_section
+    from pipelines.plan.run import run_plan
+
+    return plan_section(run_plan(crm_url, scores_url, params, Target("sql", target.sql, target.per)))
+
+
 def run_report(
     params: Params,
     features_dir: Path,
@@ -268,7 +300,22 @@ def run_report(
     metrics = read_json(Path(metrics_path), "evaluate metrics")
     holdout = load_holdout(params, features_dir, model_dir, rules_path, raw_dir)
     nightly = load_nightly(params, scores_url, crm_url)
-    html = build_page(params, holdout, nightly, display_url(scores_url), metrics, data_as_of(raw_dir))
+    target = core.plan_target(params.report, params.calibrate.thresholds)
+    # the plan starts from the latest production run: the one the nightly section shows (the latest view holds
+    # production runs only), so without it there is nothing to plan from
+    plan = None if nightly is None else load_plan(params, scores_url, crm_url, target)
+    trend = load_backtest_trend(params, scores_url)
+    where = display_url(scores_url)
+    html = build_page(
+        params,
+        holdout,
+        nightly,
+        where,
+        metrics,
+        data_as_of(raw_dir),
+        backtest=render.backtest_extra(trend, params.backtest, params.features.horizon_days),
+        plan=render.plan_extra(plan, target, where),
+    )
     with atomic_path(Path(out)) as tmp:
         tmp.write_text(html, encoding="utf-8")
     summary = {
@@ -276,12 +323,16 @@ def run_report(
         "bytes": len(html.encode()),
         "test_rows": len(holdout.rows),
         "nightly_run": None if nightly is None else nightly.run.get("run_id"),
+        "backtested_runs": 0 if trend is None else len(trend.rows),
+        "plan_target_sql": target.sql if plan is not None else None,
     }
     log.info(
-        "report written to %s (%s bytes; %s test rows; nightly run %s)",
+        "report written to %s (%s bytes; %s test rows; nightly run %s; %d backtested run(s) shown; plan %s)",
         out,
         f"{summary['bytes']:,}",
         f"{summary['test_rows']:,}",
         summary["nightly_run"] or "none yet",
+        summary["backtested_runs"],
+        "none (no nightly run)" if plan is None else f"for {target.sql:g} SQLs a {target.per}",
     )
     return summary

@@ -1,6 +1,7 @@
 """The report in a real browser: headless Chromium (Debian's `chromium`) opens the page from a file at a desktop
 (1400 px) and a phone (400 px) width, logs no console error, renders every chart with a non-zero size, shows the
-headline first, needs no sideways scrolling, keeps the SQL-conversion column on screen, and saves a screenshot.
+headline first, needs no sideways scrolling, keeps the SQL-conversion column on screen, shows every cell of the
+backtest-trend and plan sections after the headline and on screen, and saves a screenshot.
 
 The browser is driven over the DevTools protocol on a pipe (--remote-debugging-pipe: JSON messages separated by
 NUL bytes on file descriptors 3 and 4), so no websocket client is needed and no port is opened.
@@ -137,6 +138,14 @@ return JSON.stringify({
     return {text: td.textContent.trim(), left: r.left, right: r.right, width: r.width, height: r.height,
             display: getComputedStyle(td).display, visibility: getComputedStyle(td).visibility};
   }),
+  sections: ["backtest", "plan"].map(function (id) {
+    var s = document.getElementById(id);
+    var tds = s ? Array.from(s.querySelectorAll("td")).filter(function (td) { return td.textContent.trim(); }) : [];
+    var r = tds.map(function (td) { return td.getBoundingClientRect(); }).filter(function (b) { return b.width > 0; });
+    return {id: id, top: top(s), cells: tds.length, shown: r.length,
+            left: Math.min.apply(null, r.map(function (b) { return b.left; })),
+            right: Math.max.apply(null, r.map(function (b) { return b.right; }))};
+  }),
   headlineTop: top(document.getElementById("headline")),
   firstTableTop: top(document.querySelector("table")),
   scrollWidth: document.documentElement.scrollWidth, clientWidth: document.documentElement.clientWidth,
@@ -190,10 +199,10 @@ def open_in_browser(page: Path, tmp_path: Path, width: int = 1280) -> tuple[dict
 
 @pytest.fixture(scope="module")
 def tiny_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.unit.report.report_frames import tiny_page
+    from tests.unit.report.report_frames import extra_sections, tiny_page
 
     page = tmp_path_factory.mktemp("report") / "mql_comparison.html"
-    page.write_text(tiny_page(), encoding="utf-8")
+    page.write_text(tiny_page(**extra_sections()), encoding="utf-8")  # with the backtest trend and the plan
     return page
 
 
@@ -214,7 +223,13 @@ def test_the_report_renders_in_headless_chromium_without_errors(tiny_report: Pat
     for cell in result["conversion"]:
         assert cell["text"].endswith("%") and cell["display"] != "none" and cell["visibility"] == "visible", cell
         assert cell["width"] > 0 and cell["height"] > 0 and cell["left"] >= 0 and cell["right"] <= width, cell
-    assert result["tables"] >= 6
+    assert result["tables"] >= 8
+    # the backtest trend and the plan follow the headline, every non-empty cell shown and on screen (cards
+    # on a phone hide empty cells)
+    for section in result["sections"]:
+        assert section["top"] is not None and section["top"] > result["headlineTop"], section
+        assert section["cells"] > 0 and section["shown"] == section["cells"], section
+        assert section["left"] >= 0 and section["right"] <= width, section
     shot = tmp_path / f"report-{width}.png"
     assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -24,6 +24,8 @@ def report_params(**overrides: object) -> ReportParams:
         "curve_points": 11,
         "examples": 3,
         "leakage": {"min_mqls": 3, "too_loose_below": 0.2, "too_narrow_above": 0.6},
+        "plan_target_sql": None,
+        "plan_per": "week",
     }
     values.update(overrides)
     return ReportParams.model_validate(values)
@@ -221,3 +223,75 @@ def tiny_page(
         "2026-07-19 23:00 UTC",
         **sections,  # type: ignore[arg-type]
     )
+
+
+def backtest_rows(degraded_newest: bool = True) -> pd.DataFrame:
+    """Two hand-made backtest rows (the `score_backtests` frame): an older run inside the band, a newer one flagged
+    for recalibration (or also inside the band)."""
+    from pipelines.backtest.core import FIELDS, backtest_frame
+
+    def run(run_id: str, as_of: str, obs_exp: float, status: str, recommendation: str | None) -> dict[str, Any]:
+        out: dict[str, Any] = {name: None for name in FIELDS}
+        out.update(
+            run_id=run_id,
+            as_of=pd.Timestamp(as_of, tz="UTC"),
+            outcomes_until=pd.Timestamp(as_of, tz="UTC") + pd.Timedelta(days=30),
+            history_end=pd.Timestamp("2026-11-19", tz="UTC"),
+            backtested_at=pd.Timestamp("2026-11-19", tz="UTC"),
+            model_name="lead-scoring",
+            model_version="3",
+            production=True,
+            target_stage="SQL",
+            horizon_days=30,
+            leads=1234,
+            roc_auc=0.812,
+            roc_auc_ci_low=0.79,
+            roc_auc_ci_high=0.83,
+            obs_exp=obs_exp,
+            obs_exp_ci_low=obs_exp - 0.1,
+            obs_exp_ci_high=obs_exp + 0.1,
+            mql_precision=0.081,
+            mql_rule_precision=0.043,
+            status=status,
+            recommendation=recommendation,
+        )
+        return out
+
+    newest = (1.41, "degraded", "recalibrate") if degraded_newest else (1.02, "ok", None)
+    return backtest_frame([run("r-old", "2026-09-14", 0.97, "ok", None), run("r-new", "2026-10-12", *newest)])
+
+
+def plan_rows() -> Any:
+    """A hand-made plan section (`plan.core.plan_section`'s shape): two campaigns and the total, last."""
+    from pipelines.plan.core import PlanSection
+
+    columns = (
+        "campaign",
+        "SQLs per week needed",
+        "SQLs per week now",
+        "SQLs per new lead",
+        "new leads per week (95% CI)",
+        "MQLs per week (95% CI)",
+        "new leads per week now",
+    )
+    rows = (
+        ("Webinar", "15.0", "12.0", "0.040", "375 (330-420)", "150 (130-170)", "300"),
+        ("Trade show", "10.0", "8.0", "0.020", "500 (440-560)", "200 (180-230)", "400"),
+        ("total", "25.0", "20.0", "", "875 (800-950)", "350 (320-380)", "700"),
+    )
+    headline = "25 SQLs a week need about 875 new leads (800-950) and 350 MQLs a week across 2 campaign group(s)."
+    return PlanSection(headline, columns, rows, ("campaigns without history take the rates of all",))
+
+
+def extra_sections() -> dict[str, object]:
+    """The backtest trend and the plan sections as the report stage builds them, from the hand-made rows."""
+    from pipelines.backtest.core import backtest_trend
+    from pipelines.config import load_params
+    from pipelines.report import core, render
+
+    params = load_params(REPO / "params.yaml")
+    target = core.plan_target(params.report, params.calibrate.thresholds)
+    return {
+        "backtest": render.backtest_extra(backtest_trend(backtest_rows()), params.backtest, 30),
+        "plan": render.plan_extra(plan_rows(), target, "sqlite:///data/scores.db"),
+    }
