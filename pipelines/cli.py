@@ -379,19 +379,19 @@ def train(
     out: Annotated[Path, typer.Option("--out", help="Models folder: booster.txt, baselines/, split.json.")],
     params: ParamsOption = Path("params.yaml"),
     metrics: Annotated[
-        Path | None, typer.Option("--metrics", help="Write validation-slice figures to this JSON file.")
+        Path | None, typer.Option("--metrics", help="Write the cross-validation figures to this JSON file.")
     ] = None,
 ) -> None:
-    """Out-of-time split, LightGBM with early stopping, and the logistic-regression baseline."""
+    """Out-of-time split, LightGBM tuned and its rounds chosen by purged CV, and the logistic-regression baseline."""
     from pipelines.config import load_params
     from pipelines.train import run_train
 
     with bad_input_exits():
         result = run_train(load_params(params), features, out, metrics)
-        valid = result.report["validation"]
+        cv = result.report["cv"]
         typer.echo(
-            f"models in {out}: {result.report['best_iteration']} rounds; validation ROC-AUC "
-            f"LightGBM {valid['lightgbm']['roc_auc']:.4f}, logistic regression {valid['logreg']['roc_auc']:.4f}"
+            f"models in {out}: {result.report['rounds']} rounds (purged CV, {cv['folds']} folds, mean fold "
+            f"ROC-AUC {cv['mean_roc_auc']:.4f}){'; CONSTANT MODEL' if result.report['constant_model'] else ''}"
         )
 
 
@@ -485,14 +485,26 @@ def register(
     lock: Annotated[Path, typer.Option("--lock", help="dvc.lock holding the inputs' hashes.")] = Path("dvc.lock"),
     params: ParamsOption = Path("params.yaml"),
     tracking_uri: TrackingOption = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Make the version champion even if the absolute or relative gate fails.")
+    ] = False,
 ) -> None:
-    """Log the training run to MLflow, register its scoring model as challenger, promote it if the gate passes."""
+    """Log the training run to MLflow, register its scoring model as challenger, make it champion if it clears the
+    gates (absolute: beats the best baseline, ECE, not constant; relative: not worse than the champion).
+
+    Exit code 0 whenever the version is registered, champion or not (the log line and --out say why not); 2 on bad
+    input."""
     from pipelines.config import load_params
     from pipelines.registry.tracking import RegisterInputs, run_register
 
     with bad_input_exits():
         summary = run_register(
-            load_params(params), RegisterInputs(features, models, metrics, plots, lock), out, card, tracking_uri
+            load_params(params),
+            RegisterInputs(features, models, metrics, plots, lock),
+            out,
+            card,
+            tracking_uri,
+            force=force,
         )
         typer.echo(
             f"{summary['name']} version {summary['version']} registered ({', '.join(summary['aliases'])}; "

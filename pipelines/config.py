@@ -147,7 +147,6 @@ class TrainParams(StrictModel):
 
     test_fraction: float = Field(gt=0, lt=0.5, description="Share of rows (latest snapshot dates) held out as test")
     calibration_fraction: float = Field(gt=0, lt=0.5, description="Share of rows before the test slice: calibration")
-    valid_fraction: float = Field(gt=0, lt=0.5, description="Share of train rows at its end: early stopping")
     min_positives: int = Field(ge=1, description="Refuse to train with fewer positive rows in the train slice")
     exclude_features: tuple[str, ...] = Field(description="Feature columns the models must not use")
     monotone_engagement: bool = Field(
@@ -163,8 +162,25 @@ class TrainParams(StrictModel):
     lambda_l2: float = Field(ge=0)
     cat_smooth: float = Field(ge=0)
     max_rounds: int = Field(ge=1, description="Upper bound on boosting rounds")
-    early_stopping_rounds: int = Field(ge=1)
-    refit_full_train: bool = Field(description="Refit on the whole train slice with the early-stopped round count")
+    min_rounds: int = Field(ge=1, description="Floor on the rounds chosen by cross-validation (never a stump)")
+    early_stopping_rounds: int = Field(ge=1, description="Patience of early stopping inside each CV fold")
+    cv_folds: int = Field(
+        ge=2, le=10, description="Purged expanding-window CV folds over the train period that choose the rounds"
+    )
+    tune_trials: int = Field(ge=0, description="Optuna trials over the small search space (0: no tuning)")
+    tune_timeout_seconds: float | None = Field(
+        gt=0, description="Stop tuning after this many seconds (a safety cap: trials cut short are not reproducible)"
+    )
+    tune_sample_leads: int | None = Field(
+        gt=0, description="Tune on the train-period rows of at most this many leads (a fixed hash sample); null: all"
+    )
+    tune_max_rounds: int = Field(ge=1, description="Upper bound on boosting rounds inside a tuning trial")
+    tune_min_gain: float = Field(
+        ge=0,
+        lt=0.5,
+        description="Keep the configured values unless the best trial's mean fold ROC-AUC beats theirs by this much "
+        "(the search on a sample is noisy: a gain within the noise is not worth the change)",
+    )
     num_threads: int = Field(ge=0, description="LightGBM threads (0: all cores)")
     logreg_c: float = Field(gt=0, description="Inverse L2 strength of the logistic-regression baseline")
     logreg_max_iter: int = Field(ge=10)
@@ -173,6 +189,8 @@ class TrainParams(StrictModel):
     def _slices_leave_training_rows(self) -> TrainParams:
         if self.test_fraction + self.calibration_fraction >= 0.8:
             raise ValueError("test_fraction + calibration_fraction must leave at least 20% of rows for training")
+        if self.min_rounds > self.max_rounds:
+            raise ValueError("min_rounds must be <= max_rounds")
         return self
 
 
@@ -298,13 +316,22 @@ class RulesParams(StrictModel):
 
 
 class GateParams(StrictModel):
-    """Promotion gate: a challenger replaces the champion only if it is not worse on the same test rows."""
+    """Promotion gate. Absolute (every version, the first included): beats the best baseline's test ROC-AUC, ECE at
+    most `max_ece`, not constant and at least `min_rounds` rounds. Relative: a challenger replaces the champion only
+    if it is not worse on the same test rows."""
 
     auc_margin: float = Field(ge=0, lt=0.5, description="Largest tolerated AUC loss vs the champion (lower CI bound)")
     max_ece: float = Field(gt=0, lt=1, description="The challenger's ECE on the test rows must not exceed this")
     max_ece_increase: float = Field(ge=0, lt=1, description="Largest tolerated ECE increase vs the champion")
     bootstrap: int = Field(ge=10, description="Paired bootstrap resamples (of leads) of the AUC difference")
     ci_level: float = Field(gt=0, lt=1, description="Two-sided level of the AUC-difference interval")
+    baseline_auc_margin: float = Field(
+        ge=0,
+        lt=0.5,
+        description="Absolute gate: the test ROC-AUC must exceed the best baseline's (logistic regression, best "
+        "rule) by more than this",
+    )
+    min_rounds: int = Field(ge=1, description="Absolute gate: a model of fewer boosting rounds never becomes champion")
 
 
 class RegisterParams(StrictModel):

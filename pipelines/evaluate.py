@@ -689,6 +689,29 @@ def rule_baselines(
     return out
 
 
+def validation_comparison(
+    y: np.ndarray, w: np.ndarray | None, model: np.ndarray, logreg: np.ndarray, rule_aucs: Mapping[str, float]
+) -> dict[str, Any]:
+    """Does the model beat the best baseline before the test slice is looked at? ROC-AUC on the calibration slice
+    (out of time for every model, the slice the best rule is picked on) of the booster, the logistic regression
+    and each rule (`rule_aucs`: name -> its calibration ROC-AUC); the best baseline is the highest of them."""
+    baselines = {"logreg": _auc(y, logreg, w), **{f"rule:{k}": float(v) for k, v in rule_aucs.items()}}
+    finite = {k: v for k, v in baselines.items() if np.isfinite(v)}
+    best = max(finite, key=finite.__getitem__) if finite else None
+    model_auc = _auc(y, model, w)
+    best_auc = finite[best] if best is not None else float("nan")
+    return {
+        "slice": "calibration",
+        "model_roc_auc": model_auc,
+        "logreg_roc_auc": baselines["logreg"],
+        "rule_roc_auc": {k: float(v) for k, v in rule_aucs.items()},
+        "best_baseline": best,
+        "best_baseline_roc_auc": best_auc,
+        "margin": model_auc - best_auc,
+        "beats_best_baseline": bool(best is not None and model_auc > best_auc),
+    }
+
+
 #: What a single-snapshot (leads-only) evaluation is, written into its metrics.
 RANDOM_SPLIT_NOTE = (
     "stratified random split by lead: the data has a single snapshot (leads-only, no dates), so "
@@ -732,16 +755,20 @@ def run_evaluate(
     rule_scores = read_rule_scores(rules_path)
     rules = align_rows(test, rule_scores, ["rule_score", "rule_mql"], "rule scores")
     variants = None
+    cal = frame.loc[slices == "calibration"].reset_index(drop=True)
+    rule_cal = align_rows(cal, rule_scores, ["rule_score", "rule_mql"], "rule scores")
     if variants_path is not None:
-        cal = frame.loc[slices == "calibration"].reset_index(drop=True)
-        variants = rule_baselines(
-            params,
-            Path(variants_path),
-            cal,
-            test,
-            align_rows(cal, rule_scores, ["rule_score", "rule_mql"], "rule scores"),
-            rules,
-        )
+        variants = rule_baselines(params, Path(variants_path), cal, test, rule_cal, rules)
+    cal_y, cal_w = cal[LABEL].to_numpy(), row_weights(cal)
+    validation = validation_comparison(
+        cal_y,
+        cal_w,
+        booster_predict(booster, cal),
+        logreg_predict(logreg, cal, logreg_features),
+        {k: v.calibration_roc_auc for k, v in variants.items()}
+        if variants
+        else {HISTORY_RULE: _auc(cal_y, rule_cal["rule_score"].to_numpy(dtype=float), cal_w)},
+    )
     oracle, observable = oracle_for(truth_path, test, params.features.horizon_days, raw_dir)
     raw = booster_predict(booster, test)
     cadence = params.features.cadence_days
@@ -781,6 +808,15 @@ def run_evaluate(
         slice_share(slices, frame["snapshot_at"], "test"),
         params.base.seed,
     )
+    result.metrics["validation"] = validation
+    result.metrics["beats_best_baseline"] = validation["beats_best_baseline"]
+    if not validation["beats_best_baseline"]:
+        log.warning(
+            "the model does NOT beat the best baseline on the calibration slice: ROC-AUC %.4f vs %s %.4f",
+            validation["model_roc_auc"],
+            validation["best_baseline"],
+            validation["best_baseline_roc_auc"],
+        )
     if split.kind == "random":  # leads-only data: say so in the metrics themselves (time splits keep their keys)
         result.metrics["split"] = RANDOM_SPLIT_NOTE
     elif split.note is not None:  # dated leads with a flag: an out-of-time split by creation date

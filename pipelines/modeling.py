@@ -32,7 +32,10 @@ log = logging.getLogger(__name__)
 
 KEY_COLUMNS: Final[tuple[str, str]] = ("lead_id", "snapshot_at")
 LABEL: Final = "label"
-SliceName = Literal["fit", "valid", "calibration", "test", "gap"]
+SliceName = Literal["fit", "calibration", "test", "gap"]
+#: Row and positive counts of each gap (the rows no slice uses), beside their sum "gap", in `SplitPlan.rows`.
+GAP_BEFORE_CALIBRATION: Final = "gap_before_calibration"
+GAP_BEFORE_TEST: Final = "gap_before_test"
 
 
 class ModelInputError(BadInputError):
@@ -152,9 +155,11 @@ def align_rows(frame: pd.DataFrame, other: pd.DataFrame, columns: Sequence[str],
 class SplitPlan:
     """Where each slice lies: snapshot-date boundaries (kind "time") or lead ids (kind "random", one snapshot).
 
-    Slices of a time split, oldest first: fit, valid (early stopping; fit + valid is the train period), calibration,
-    test. Between consecutive slices lies a gap of more than `gap_days`, so t + horizon of every row of an earlier
-    slice is before the first snapshot of the next one.
+    Slices of a time split, oldest first: fit (the whole train period; the rounds are chosen by purged
+    cross-validation inside it, `pipelines.tuning`), calibration, test. Between consecutive slices lies a gap of
+    more than `gap_days`, so t + horizon of every row of an earlier slice is before the first snapshot of the next
+    one; `rows` and `positives` count each gap (`gap_before_calibration`, `gap_before_test`) and their sum (`gap`).
+    Plans written before the CV had a `valid` slice at the end of the train period: it still counts as train.
     """
 
     kind: Literal["time", "random"]
@@ -222,9 +227,10 @@ def plan_split(
 ) -> SplitPlan:
     """Out-of-time slices by snapshot date; a stratified random split by lead only when there is one snapshot date.
 
-    Shares are of open-lead weeks (weighted rows: the latest dates go to test, those before to calibration, the end
-    of the train period to early stopping); each gap drops the dates whose label window would reach into the next
-    slice.
+    Shares are of open-lead weeks (weighted rows: the latest dates go to test, those before to calibration, the rest
+    is the train period); each of the two gaps drops the dates whose label window would reach into the next slice.
+    No early-stopping slice is carved out of the train period (a third gap would throw away more positives, and on
+    small data that slice starves): the rounds are chosen by purged CV within it.
     """
     at = pd.to_datetime(snapshot_at, utc=True)
     day_index = pd.DatetimeIndex(at).tz_convert("UTC").tz_localize(None).as_unit("ns")
@@ -248,26 +254,24 @@ def plan_split(
     train_end = _last_before(dates, dates[cal_start], gap)
     if train_end < 0:
         raise ModelInputError(f"{span}: no room for a train slice {horizon_days}+ days before the calibration slice")
-    valid_start = _suffix_start(dates[: train_end + 1], counts[: train_end + 1], params.valid_fraction)
-    fit_end = _last_before(dates, dates[valid_start], gap)
-    if fit_end < 0 or valid_start == 0:
-        raise ModelInputError(f"{span}: the train period is too short to carve a gapped early-stopping slice")
 
     ranges = {
-        "fit": (0, fit_end),
-        "valid": (valid_start, train_end),
+        "fit": (0, train_end),
         "calibration": (cal_start, cal_end),
         "test": (test_start, len(dates) - 1),
+        GAP_BEFORE_CALIBRATION: (train_end + 1, cal_start - 1),
+        GAP_BEFORE_TEST: (cal_end + 1, test_start - 1),
     }
     boundaries, rows, positives = {}, {}, {}
     date_of_row = np.searchsorted(dates, day_index.to_numpy())
     for name, (lo, hi) in ranges.items():
         inside = (date_of_row >= lo) & (date_of_row <= hi)
-        boundaries[name] = (_iso(dates[lo]), _iso(dates[hi]))
+        if not name.startswith("gap"):
+            boundaries[name] = (_iso(dates[lo]), _iso(dates[hi]))
         rows[name] = int(inside.sum())
         positives[name] = int(y[inside].sum())
-    rows["gap"] = len(y) - sum(rows.values())
-    positives["gap"] = int(y.sum()) - sum(positives.values())
+    rows["gap"] = rows[GAP_BEFORE_CALIBRATION] + rows[GAP_BEFORE_TEST]
+    positives["gap"] = positives[GAP_BEFORE_CALIBRATION] + positives[GAP_BEFORE_TEST]
     # the production model: refit on every labelled week up to a gap before the latest weeks, recalibrated on those
     recal_start = _suffix_start(dates, counts, params.calibration_fraction)
     refit_end = _last_before(dates, dates[recal_start], gap)
@@ -298,12 +302,9 @@ def _random_plan(at: pd.Series, y: np.ndarray, lead_id: np.ndarray, params: Trai
     )
     cal_share = params.calibration_fraction / (1 - params.test_fraction)
     rest_strat = y[rest] if stratify is not None else None
-    train, cal = train_test_split(rest, test_size=cal_share, random_state=seed, stratify=rest_strat)
-    fit, valid = train_test_split(
-        train, test_size=params.valid_fraction, random_state=seed, stratify=y[train] if stratify is not None else None
-    )
+    fit, cal = train_test_split(rest, test_size=cal_share, random_state=seed, stratify=rest_strat)
     day = _iso(pd.Timestamp(at.iloc[0]).tz_convert("UTC").tz_localize(None).to_datetime64())
-    parts = {"fit": fit, "valid": valid, "calibration": cal, "test": test}
+    parts = {"fit": fit, "calibration": cal, "test": test}
     return SplitPlan(
         kind="random",
         gap_days=0,
@@ -311,7 +312,7 @@ def _random_plan(at: pd.Series, y: np.ndarray, lead_id: np.ndarray, params: Trai
         rows={k: len(v) for k, v in parts.items()} | {"gap": 0},
         positives={k: int(y[v].sum()) for k, v in parts.items()} | {"gap": 0},
         leads={k: sorted(lead_id[v].tolist()) for k, v in parts.items()},
-        production={"fit": ("fit+valid+test", ""), "calibration": ("calibration", "")},
+        production={"fit": ("fit+test", ""), "calibration": ("calibration", "")},
     )
 
 

@@ -1,9 +1,11 @@
 """The train stage: out-of-time split, LightGBM propensity model and its logistic-regression baseline.
 
-Two LightGBM models come out. The procedure's model (models/booster.txt) is fitted on the train period with early
-stopping; the calibrate and evaluate stages measure it out of time. The production model
-(models/production/booster.txt) is the same procedure refitted, with the same number of rounds, on every labelled
-week up to a gap before the latest weeks, which the calibrate stage recalibrates it on: that is what is registered.
+Two LightGBM models come out. The procedure's model (models/booster.txt) is fitted on the whole train period with
+the number of rounds (and, with `train.tune_trials`, the hyper-parameters) chosen by purged expanding-window
+cross-validation inside it (`pipelines.tuning`); the calibrate and evaluate stages measure it out of time. The
+production model (models/production/booster.txt) is the same procedure refitted, with the same number of rounds, on
+every labelled week up to a gap before the latest weeks, which the calibrate stage recalibrates it on: that is what
+is registered.
 
 `train_models` is the pure core (feature frame + typed params in, fitted models and a report out); `run_train`
 reads the features stage's output and writes models/booster.txt (LightGBM text model, which carries its own
@@ -27,12 +29,13 @@ import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from pipelines.config import Params, TrainParams
 from pipelines.modeling import (
+    GAP_BEFORE_CALIBRATION,
+    GAP_BEFORE_TEST,
     LABEL,
     ColdStartError,
     FeatureSpec,
@@ -49,6 +52,7 @@ from pipelines.modeling import (
     row_weights,
     write_json,
 )
+from pipelines.tuning import TUNED, cross_validate, purged_folds, tune
 
 log = logging.getLogger(__name__)
 
@@ -144,51 +148,10 @@ def booster_predict(booster: lgb.Booster, frame: pd.DataFrame) -> np.ndarray:
     return np.asarray(booster.predict(frame[booster.feature_name()]), dtype=float)
 
 
-def fit_lightgbm(
-    frame: pd.DataFrame,
-    features: list[FeatureSpec],
-    fit: np.ndarray,
-    valid: np.ndarray,
-    params: TrainParams,
-    seed: int,
-    refit_rows: np.ndarray | None = None,
-) -> tuple[lgb.Booster, int, dict[str, float]]:
-    """Boost on `fit` rows with early stopping on `valid` rows; optionally refit on `refit_rows` with as many rounds.
-
-    Returns the booster, the early-stopped round count and the validation figures of the early-stopped model.
-    """
-    names = [f.name for f in features]
-    monotone = monotone_directions(features) if params.monotone_engagement else None
-    config = lgb_params(params, seed, monotone)
-    y, w = frame[LABEL].to_numpy(), row_weights(frame)
-    fit_set = lgb.Dataset(
-        frame.loc[fit, names], label=y[fit], weight=w[fit], categorical_feature="auto", free_raw_data=False
-    )
-    valid_set = lgb.Dataset(frame.loc[valid, names], label=y[valid], weight=w[valid], reference=fit_set)
-    booster = lgb.train(
-        config,
-        fit_set,
-        num_boost_round=params.max_rounds,
-        valid_sets=[valid_set],
-        valid_names=["valid"],
-        callbacks=[lgb.early_stopping(params.early_stopping_rounds, first_metric_only=True, verbose=False)],
-    )
-    best = int(booster.best_iteration or params.max_rounds)
-    valid_raw = np.asarray(booster.predict(frame.loc[valid, names], num_iteration=best))
-    metrics = {
-        "roc_auc": float(roc_auc_score(y[valid], valid_raw, sample_weight=w[valid])),
-        "log_loss": float(log_loss(y[valid], valid_raw, labels=[0, 1], sample_weight=w[valid])),
-    }
-    log.info("LightGBM: best iteration %d of %d, validation ROC-AUC %.4f", best, params.max_rounds, metrics["roc_auc"])
-    if refit_rows is not None:
-        booster = refit_lightgbm(frame, features, refit_rows, params, seed, best)
-    return booster, best, metrics
-
-
 def refit_lightgbm(
     frame: pd.DataFrame, features: list[FeatureSpec], rows: np.ndarray, params: TrainParams, seed: int, rounds: int
 ) -> lgb.Booster:
-    """LightGBM on `rows` (weighted) for a fixed number of rounds, with the same settings as the early-stopped fit."""
+    """LightGBM on `rows` (weighted) for a fixed number of rounds (the count the purged CV chose)."""
     names = [f.name for f in features]
     monotone = monotone_directions(features) if params.monotone_engagement else None
     data = lgb.Dataset(
@@ -200,10 +163,17 @@ def refit_lightgbm(
     return lgb.train(lgb_params(params, seed, monotone), data, num_boost_round=rounds)
 
 
+def is_constant(booster: lgb.Booster, frame: pd.DataFrame) -> bool:
+    """Whether the booster gives every row the same score (no tree split anything): a model that cannot rank."""
+    pred = booster_predict(booster, frame)
+    return bool(len(pred) == 0 or float(np.ptp(pred)) <= 1e-12)
+
+
 def train_models(
     frame: pd.DataFrame, infos: list[FeatureSpec], params: TrainParams, horizon_days: int, seed: int
 ) -> TrainResult:
-    """Split out of time, early-stop LightGBM on the gapped end of the train period, fit the baseline."""
+    """Split out of time; tune and choose the rounds by purged CV over the train period; fit LightGBM on the whole
+    train period with those rounds, the production refit and the logistic-regression baseline."""
     check_positives(int(frame[LABEL].sum()), params.min_positives, "the whole feature set")
     features = model_features(infos, params.exclude_features)
     names = [f.name for f in features]
@@ -211,39 +181,69 @@ def train_models(
         frame["snapshot_at"], frame[LABEL], frame["lead_id"], params, horizon_days, seed, row_weights(frame)
     )
     slices = assign_slices(frame, plan)
-    fit, valid = slices == "fit", slices == "valid"
-    # the train period: fit, valid and the gap between them (its labels end before the calibration slice too)
-    valid_end = pd.Timestamp(plan.boundaries["valid"][1])
-    train = fit | valid | ((slices == "gap") & (pd.to_datetime(frame["snapshot_at"], utc=True) <= valid_end).to_numpy())
-    period = f"{plan.boundaries['fit'][0][:10]} to {plan.boundaries['valid'][1][:10]}"
+    train = slices == "fit"
+    period = f"{plan.boundaries['fit'][0][:10]} to {plan.boundaries['fit'][1][:10]}"
     check_positives(int(frame.loc[train, LABEL].sum()), params.min_positives, f"the train slice (snapshots {period})")
-    for name in ("valid", "calibration", "test"):
+    for name in ("calibration", "test"):
         if plan.positives[name] == 0:
             raise ColdStartError(f"cannot train: the {name} slice holds no positive example; need more history")
+    total_pos = max(int(frame[LABEL].sum()), 1)
     log.info(
-        "split (%s): %s",
+        "split (%s): %s; the gaps drop %s of %s positive rows (%.0f%%)",
         plan.kind,
-        ", ".join(
-            f"{k} {plan.rows[k]:,} rows / {plan.positives[k]:,} pos" for k in ("fit", "valid", "calibration", "test")
-        ),
+        ", ".join(f"{k} {plan.rows[k]:,} rows / {plan.positives[k]:,} pos" for k in ("fit", "calibration", "test")),
+        f"{plan.positives['gap']:,}",
+        f"{total_pos:,}",
+        100 * plan.positives["gap"] / total_pos,
     )
 
     y, w = frame[LABEL].to_numpy(), row_weights(frame)
+    monotone = monotone_directions(features) if params.monotone_engagement else None
+    train_rows = frame.loc[train].reset_index(drop=True)
+    cpu0, started = time.process_time(), time.perf_counter()
+    tuned = None
+    if params.tune_trials > 0:
+        tuned = tune(train_rows, names, params, lambda p: lgb_params(p, seed, monotone), horizon_days, seed)
+        params = params.model_copy(update=tuned.best)
+    tune_seconds = time.perf_counter() - started
+
     started = time.perf_counter()
-    booster, best, valid_metrics = fit_lightgbm(
-        frame, features, fit, valid, params, seed, refit_rows=train if params.refit_full_train else None
+    folds = purged_folds(
+        train_rows["snapshot_at"],
+        train_rows[LABEL].to_numpy(),
+        row_weights(train_rows),
+        params.cv_folds,
+        horizon_days,
+        seed,
     )
+    cv = cross_validate(train_rows, names, folds, lgb_params(params, seed, monotone), params)
+    rounds = cv.rounds
+    log.info(
+        "purged CV (%d folds): rounds %s -> %d (floor train.min_rounds %d), fold ROC-AUC %s",
+        len(folds),
+        cv.fold_rounds,
+        rounds,
+        params.min_rounds,
+        ", ".join(f"{a:.4f}" for a in cv.fold_roc_auc),
+    )
+    cv_seconds = time.perf_counter() - started
+
+    started = time.perf_counter()
+    booster = refit_lightgbm(frame, features, train, params, seed, rounds)
     lgb_seconds = time.perf_counter() - started
+    constant = is_constant(booster, train_rows)
+    if constant:
+        log.warning("LightGBM is a constant model: no tree split the train rows (it cannot rank leads)")
 
     # the registered model: the same procedure refitted on every labelled week up to a gap before the latest ones
     # (which the calibrate stage recalibrates it on); the out-of-time test above measures the procedure
     started = time.perf_counter()
     refit = production_slices(frame, plan) == "fit"
-    production = refit_lightgbm(frame, features, refit, params, seed, best)
+    production = refit_lightgbm(frame, features, refit, params, seed, rounds)
     production_seconds = time.perf_counter() - started
     log.info(
         "production LightGBM: %d rounds on %s rows (%s open-lead weeks, %s positive rows) up to %s",
-        best,
+        rounds,
         f"{int(refit.sum()):,}",
         f"{float(w[refit].sum()):,.0f}",
         f"{int(y[refit].sum()):,}",
@@ -252,22 +252,42 @@ def train_models(
 
     started = time.perf_counter()
     logreg = build_logreg(features, params, seed)
-    logreg.fit(_as_object(frame.loc[fit], features), y[fit], model__sample_weight=w[fit])
-    logreg_valid = logreg_predict(logreg, frame.loc[valid], features)
-    logreg_metrics = {
-        "roc_auc": float(roc_auc_score(y[valid], logreg_valid, sample_weight=w[valid])),
-        "log_loss": float(log_loss(y[valid], logreg_valid, labels=[0, 1], sample_weight=w[valid])),
-    }
-    if params.refit_full_train:
-        logreg.fit(_as_object(frame.loc[train], features), y[train], model__sample_weight=w[train])
-    log.info("logistic regression: validation AUC %.4f", logreg_metrics["roc_auc"])
+    logreg.fit(_as_object(frame.loc[train], features), y[train], model__sample_weight=w[train])
+    logreg_seconds = time.perf_counter() - started
 
     directions = monotone_directions(features) if params.monotone_engagement else [0] * len(features)
     importance = pd.Series(booster.feature_importance("gain"), index=booster.feature_name())
     report = {
         "split": plan.to_dict(),
-        "best_iteration": best,
-        "refit_full_train": params.refit_full_train,
+        "rounds": rounds,
+        "constant_model": constant,
+        "cv": {
+            "folds": len(folds),
+            "fold_rounds": cv.fold_rounds,
+            "fold_roc_auc": cv.fold_roc_auc,
+            "mean_roc_auc": cv.mean_roc_auc,
+            "min_rounds": params.min_rounds,
+            "detail": cv.folds,
+        },
+        "gap_positives": {
+            "before_calibration": plan.positives.get(GAP_BEFORE_CALIBRATION, 0),
+            "before_test": plan.positives.get(GAP_BEFORE_TEST, 0),
+            "total": plan.positives["gap"],
+            "share_of_positives": plan.positives["gap"] / total_pos,
+        },
+        "hyperparameters": {k: getattr(params, k) for k in TUNED},
+        "tuning": (
+            {
+                "trials": tuned.trials,
+                "sample_rows": tuned.sample_rows,
+                "sample_leads": tuned.sample_leads,
+                "scale": tuned.scale,
+                "accepted": tuned.accepted,
+                "seconds": round(tuned.seconds, 1),
+            }
+            if tuned is not None
+            else None
+        ),
         "train_period": {
             "rows": int(train.sum()),
             "positives": int(y[train].sum()),
@@ -277,19 +297,21 @@ def train_models(
             "rows": int(refit.sum()),
             "positives": int(y[refit].sum()),
             "lead_weeks": float(w[refit].sum()),
-            "rounds": best,
+            "rounds": rounds,
             "fit": list((plan.production or {}).get("fit", ("", ""))),
             "calibration": list((plan.production or {}).get("calibration", ("", ""))),
         },
-        "validation": {"lightgbm": valid_metrics, "logreg": logreg_metrics},
         "monotone_increasing": [f.name for f, m in zip(features, directions, strict=True) if m > 0],
         "monotone_decreasing": [f.name for f, m in zip(features, directions, strict=True) if m < 0],
         "features": names,
         "top_features_by_gain": {k: float(v) for k, v in importance.sort_values(ascending=False).head(20).items()},
         "seconds": {
+            "tuning": round(tune_seconds, 1),
+            "cv": round(cv_seconds, 1),
             "lightgbm": round(lgb_seconds, 1),
             "production": round(production_seconds, 1),
-            "logreg": round(time.perf_counter() - started, 1),
+            "logreg": round(logreg_seconds, 1),
+            "cpu": round(time.process_time() - cpu0, 1),
         },
     }
     return TrainResult(
@@ -298,14 +320,20 @@ def train_models(
 
 
 def train_metrics(result: TrainResult) -> dict[str, Any]:
-    """The small metrics file of the train stage (validation slice figures, not the headline test figures)."""
+    """The small metrics file of the train stage (cross-validation figures, not the headline test figures)."""
+    r = result.report
     return {
-        "valid_roc_auc": result.report["validation"]["lightgbm"]["roc_auc"],
-        "valid_log_loss": result.report["validation"]["lightgbm"]["log_loss"],
-        "valid_roc_auc_logreg": result.report["validation"]["logreg"]["roc_auc"],
-        "best_iteration": result.report["best_iteration"],
-        "train_rows": result.report["train_period"]["rows"],
-        "train_positives": result.report["train_period"]["positives"],
+        "cv_roc_auc": r["cv"]["mean_roc_auc"],
+        "cv_fold_roc_auc": r["cv"]["fold_roc_auc"],
+        "cv_fold_rounds": r["cv"]["fold_rounds"],
+        "rounds": r["rounds"],
+        "constant_model": r["constant_model"],
+        "train_rows": r["train_period"]["rows"],
+        "train_positives": r["train_period"]["positives"],
+        "gap_positives": r["gap_positives"],
+        "hyperparameters": r["hyperparameters"],
+        "tuning_trials": len((r["tuning"] or {}).get("trials", [])),
+        "seconds": r["seconds"],
     }
 
 
@@ -313,7 +341,7 @@ def save_models(result: TrainResult, out_dir: Path) -> None:
     """Write booster, baseline, split and report atomically (each file replaced only once written)."""
     out_dir = Path(out_dir)
     with atomic_path(out_dir / BOOSTER_FILE) as tmp:
-        result.booster.save_model(tmp, num_iteration=result.booster.best_iteration or None)
+        result.booster.save_model(tmp)
     with atomic_path(out_dir / PRODUCTION_DIR / BOOSTER_FILE) as tmp:
         result.production.save_model(tmp)
     with atomic_path(out_dir / LOGREG_FILE) as tmp:

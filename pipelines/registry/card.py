@@ -36,6 +36,35 @@ def _fmt(value: Any) -> str:
     return "n/a" if value is None else str(value)
 
 
+def baseline_lines(metrics: Mapping[str, Any]) -> list[str]:
+    """The card's comparison with the baselines: on the calibration slice (before the test) and on the test slice.
+    A model that loses says so in bold: a team should keep the rule, or the logistic regression, then."""
+    validation = metrics.get("validation") or {}
+    test_rows = [
+        ("this model", metrics.get("roc_auc")),
+        ("logistic regression", (metrics.get("logreg") or {}).get("roc_auc")),
+        (
+            f"best rule ({metrics['best_rule']})" if metrics.get("best_rule") else "history rule",
+            metrics.get("best_rule_roc_auc", (metrics.get("rules") or {}).get("roc_auc")),
+        ),
+    ]
+    lines = ["", "## Against the baselines", ""]
+    if validation:
+        beats = bool(validation.get("beats_best_baseline"))
+        verdict = "beats the best baseline" if beats else "**does NOT beat the best baseline**"
+        lines += [
+            f"On the calibration slice (before the test slice is looked at) the model {verdict}: ROC-AUC "
+            f"{_fmt(validation.get('model_roc_auc'))} vs {validation.get('best_baseline')} "
+            f"{_fmt(validation.get('best_baseline_roc_auc'))}"
+            + ("" if beats else "; keep the baseline's scores until a model beats them")
+            + ".",
+            "",
+        ]
+    lines += ["| test-slice ROC-AUC | value |", "| --- | ---: |"]
+    lines += [f"| {label} | {_fmt(value)} |" for label, value in test_rows if value is not None]
+    return lines
+
+
 def model_card(
     name: str,
     version: str,
@@ -78,6 +107,8 @@ def model_card(
         "| --- | --- | --- | ---: | ---: |",
     ]
     for s in ("fit", "valid", "calibration", "test"):
+        if s == "valid" and s not in b:  # splits since the purged CV have no early-stopping slice
+            continue
         first, last = (b.get(s) or ["?", "?"])[:2]
         lines.append(f"| {s} | {str(first)[:10]} | {str(last)[:10]} | {rows.get(s, 0):,} | {positives.get(s, 0):,} |")
     lines += ["", f"Split kind: {split.get('kind')}; gap between slices: {split.get('gap_days')} days."]
@@ -113,6 +144,7 @@ def model_card(
             f"Test slice: {_fmt(test.get('rows'))} rows of {_fmt(test.get('leads'))} leads, "
             f"{_fmt(test.get('positives'))} positives, base rate {_fmt(test.get('base_rate'))}.",
         ]
+    lines += baseline_lines(metrics)
     lines += [
         "",
         "## Threshold policies",

@@ -1,4 +1,5 @@
-"""The promotion gate: may a challenger replace the champion? Decided on the same out-of-time test rows.
+"""The promotion gates. Absolute (`absolute_gate`, every version, the first included): may this version be champion
+at all? Relative (`compare`): may a challenger replace the champion? Both decided on the out-of-time test rows.
 
 Paired bootstrap over accounts (the two models score the same resampled rows, so the noise shared by both cancels):
 the challenger passes if the lower bound of the interval of AUC(challenger) - AUC(champion) is at least
@@ -7,6 +8,7 @@ the challenger passes if the lower bound of the interval of AUC(challenger) - AU
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,8 +33,8 @@ class GateResult:
 
 
 def first_model() -> GateResult:
-    """No champion yet: the first registered model becomes champion."""
-    return GateResult(passed=True, reasons=["no champion yet: the first model becomes champion"])
+    """No champion yet: nothing to compare with, so the relative gate passes (the absolute gate still decides)."""
+    return GateResult(passed=True, reasons=["no champion yet: nothing to compare with"])
 
 
 def _auc(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None) -> float:
@@ -104,3 +106,72 @@ def compare(
     if passed:
         reasons.append(f"ECE {figures['ece_challenger']:.4f} within bounds (champion {figures['ece_champion']:.4f})")
     return GateResult(passed=passed, reasons=reasons, figures=figures)
+
+
+def best_baseline(metrics: Mapping[str, Any]) -> tuple[str | None, float]:
+    """The best baseline on the test rows of metrics/evaluate.json: the logistic regression or the best rule (picked
+    on the calibration slice), whichever has the higher ROC-AUC; (None, NaN) when the metrics hold neither."""
+    candidates: dict[str, float] = {}
+    logreg = (metrics.get("logreg") or {}).get("roc_auc")
+    if isinstance(logreg, int | float):
+        candidates["logistic regression"] = float(logreg)
+    rule, rule_auc = metrics.get("best_rule"), metrics.get("best_rule_roc_auc")
+    if not isinstance(rule_auc, int | float):  # metrics without rule variants: the history's rule
+        rule, rule_auc = "history", (metrics.get("rules") or {}).get("roc_auc")
+    if isinstance(rule_auc, int | float):
+        candidates[f"rule {rule}"] = float(rule_auc)
+    finite = {k: v for k, v in candidates.items() if np.isfinite(v)}
+    if not finite:
+        return None, float("nan")
+    name = max(finite, key=finite.__getitem__)
+    return name, finite[name]
+
+
+def absolute_gate(metrics: Mapping[str, Any], rounds: int, constant: bool, gate: GateParams) -> GateResult:
+    """May this version become champion at all, whatever the champion? Checked for every version, the first too.
+
+    `metrics` is metrics/evaluate.json (the evaluation model on the out-of-time test rows), `rounds` the evaluation
+    booster's boosting rounds and `constant` whether it scores every row alike. It passes when its ROC-AUC beats the
+    best baseline's by more than `baseline_auc_margin`, its ECE is at most `max_ece`, it has at least `min_rounds`
+    rounds and is not constant: a model that loses to logistic regression or to a points rule, or cannot rank, must
+    not replace the scores a team works from.
+    """
+    auc, ece = metrics.get("roc_auc"), metrics.get("ece")
+    auc = float(auc) if isinstance(auc, int | float) else float("nan")
+    ece = float(ece) if isinstance(ece, int | float) else float("nan")
+    baseline, baseline_auc = best_baseline(metrics)
+    figures: dict[str, Any] = {
+        "roc_auc": auc,
+        "best_baseline": baseline,
+        "best_baseline_roc_auc": baseline_auc,
+        "baseline_auc_margin": gate.baseline_auc_margin,
+        "ece": ece,
+        "max_ece": gate.max_ece,
+        "rounds": rounds,
+        "min_rounds": gate.min_rounds,
+        "constant_model": constant,
+    }
+    failed: list[str] = []
+    if baseline is None:
+        failed.append("no baseline ROC-AUC in the metrics to beat")
+    elif not auc > baseline_auc + gate.baseline_auc_margin:
+        failed.append(
+            f"test ROC-AUC {auc:.4f} does not beat the best baseline ({baseline}, {baseline_auc:.4f})"
+            + (f" by more than {gate.baseline_auc_margin}" if gate.baseline_auc_margin else "")
+        )
+    if not ece <= gate.max_ece:
+        failed.append(f"test ECE {ece:.4f} above max_ece {gate.max_ece}")
+    if constant:
+        failed.append("constant model (every lead gets the same score)")
+    if rounds < gate.min_rounds:
+        failed.append(f"{rounds} boosting round(s), fewer than min_rounds {gate.min_rounds}")
+    if failed:
+        return GateResult(False, [f"absolute gate failed: {r}" for r in failed], figures)
+    return GateResult(
+        True,
+        [
+            f"absolute gate passed: test ROC-AUC {auc:.4f} beats the best baseline ({baseline}, {baseline_auc:.4f}); "
+            f"ECE {ece:.4f} <= {gate.max_ece}; {rounds} rounds"
+        ],
+        figures,
+    )

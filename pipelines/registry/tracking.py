@@ -51,7 +51,7 @@ from pipelines.modeling import (
     write_json,
 )
 from pipelines.registry.card import model_card
-from pipelines.registry.gate import GateResult, compare, first_model
+from pipelines.registry.gate import GateResult, absolute_gate, compare, first_model
 from pipelines.registry.lineage import (
     dvc_experiment,
     git_commit,
@@ -82,6 +82,8 @@ ARTIFACTS_DIR: Final = "mlartifacts"
 CHAMPION: Final = "champion"
 CHALLENGER: Final = "challenger"
 HISTORY_TAG: Final = "champion_history"
+#: Version tag: "true"/"false", whether the version cleared the absolute gate at registration (`gate.absolute_gate`).
+ABSOLUTE_TAG: Final = "gate.absolute.passed"
 MODEL_ARTIFACT: Final = "model"
 _METRIC_NAME: Final = re.compile(r"[^A-Za-z0-9_\-. :/]")
 #: Distributions the scoring model needs at load time (pinned to the versions it was logged with).
@@ -490,6 +492,9 @@ def promote(client: Any, name: str, version: str, rows: pd.DataFrame, params: Pa
             tags.get("registration.reason", "no reason recorded"),
         )
     gate = gate_against_champion(client, name, version, rows, params)
+    if tags.get(ABSOLUTE_TAG) == "false":  # recorded at registration (the figures are the version's own)
+        reasons = tags.get(f"{ABSOLUTE_TAG}.reasons", "absolute gate failed").split(" | ")
+        gate = GateResult(False, [*reasons, *gate.reasons], gate.figures)
     if not gate.passed and not force:
         raise GateFailedError(
             f"promotion of {name} version {version} refused by the gate: "
@@ -579,8 +584,21 @@ def _package_copy(tmp: Path) -> Path:
     return target
 
 
-def log_and_register(client: Any, params: Params, inputs: RegisterInputs, uri: str, repo: Path) -> dict[str, Any]:
-    """Log the training run (params, metrics with CIs, plots, features, lineage, model) and register the model."""
+def version_absolute_gate(
+    models_dir: Path, rows: pd.DataFrame, metrics: Mapping[str, Any], params: Params
+) -> GateResult:
+    """The absolute gate of the evaluation model (models/booster.txt, the one the test figures measure)."""
+    from pipelines.train import is_constant, load_booster
+
+    booster = load_booster(models_dir)
+    return absolute_gate(metrics, booster.num_trees(), is_constant(booster, rows), params.registry.gate)
+
+
+def log_and_register(
+    client: Any, params: Params, inputs: RegisterInputs, uri: str, repo: Path, force: bool = False
+) -> dict[str, Any]:
+    """Log the training run (params, metrics with CIs, plots, features, lineage, model) and register the model;
+    it becomes champion only through both gates (absolute, then against the champion), or with `force`."""
     import mlflow
 
     from pipelines.train import BOOSTER_FILE, PRODUCTION_DIR, load_booster, load_split
@@ -691,7 +709,17 @@ def log_and_register(client: Any, params: Params, inputs: RegisterInputs, uri: s
     client.set_registered_model_alias(name, CHALLENGER, version)
     log.info("registered %s version %s (run %s) as %s", name, version, run_id, CHALLENGER)
 
-    gate = gate_against_champion(client, name, version, rows, params)
+    absolute = version_absolute_gate(inputs.models_dir, rows, metrics, params)
+    client.set_model_version_tag(name, version, ABSOLUTE_TAG, str(absolute.passed).lower())
+    client.set_model_version_tag(
+        name, version, f"{ABSOLUTE_TAG[: -len('.passed')]}.reasons", " | ".join(absolute.reasons)[:4000]
+    )
+    relative = gate_against_champion(client, name, version, rows, params)
+    gate = GateResult(
+        absolute.passed and relative.passed,
+        [*absolute.reasons, *relative.reasons],
+        {**relative.figures, "absolute": absolute.figures},
+    )
     client.set_model_version_tag(name, version, "gate.passed", str(gate.passed).lower())
     client.set_model_version_tag(name, version, "gate.reasons", " | ".join(gate.reasons)[:4000])
     if kind != "clean":
@@ -707,6 +735,18 @@ def log_and_register(client: Any, params: Params, inputs: RegisterInputs, uri: s
         )
     elif gate.passed:
         set_champion(client, name, version, gate, [*champion_history(client, name), version])
+    elif force:
+        log.warning("%s version %s made champion by --force although: %s", name, version, "; ".join(gate.reasons))
+        set_champion(client, name, version, gate, [*champion_history(client, name), version])
+    elif not absolute.passed:
+        log.warning(
+            "%s version %s registered as challenger, NOT champion (champion: %s): %s; `leadscore register --force` "
+            "or `leadscore promote --force` overrides",
+            name,
+            version,
+            alias_version(client, name, CHAMPION) or "none",
+            "; ".join(r.removeprefix("absolute gate failed: ") for r in absolute.reasons),
+        )
     else:
         log.warning("%s version %s stays challenger: %s", name, version, "; ".join(gate.reasons))
     registration = {"kind": kind, "reason": why}
@@ -731,12 +771,14 @@ def run_register(
     card_path: Path | None,
     tracking_uri: str | None = None,
     repo: Path = Path("."),
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Entry point of the register stage: log, register, gate; write the small registered.json (and the card)."""
+    """Entry point of the register stage: log, register, gate; write the small registered.json (and the card).
+    The version is registered whatever the gates say; `force` makes it champion even when they fail."""
     uri = resolve_tracking_uri(tracking_uri)
     client = configure_tracking(uri)
     log.info("MLflow tracking at %s", mask_uri(uri))
-    result = log_and_register(client, params, inputs, uri, repo)
+    result = log_and_register(client, params, inputs, uri, repo, force)
     name, version = result["name"], result["version"]
     aliases = sorted(client.get_model_version(name, version).aliases)
     summary = {

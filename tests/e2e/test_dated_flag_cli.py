@@ -139,7 +139,7 @@ def test_a_dated_export_with_a_won_flag_gets_an_out_of_time_split_by_creation(tm
     split = json.loads((tmp_path / "models" / "split.json").read_text())
     assert split["kind"] == "time" and split["gap_days"] == MATURATION
     b = split["boundaries"]
-    assert b["fit"][1] < b["valid"][0] < b["valid"][1] < b["calibration"][0] < b["test"][0]  # by creation time
+    assert b["fit"][1] < b["calibration"][0] < b["calibration"][1] < b["test"][0]  # by creation time
     gap = pd.Timestamp(b["test"][0]) - pd.Timestamp(b["calibration"][1])
     assert gap > pd.Timedelta(days=MATURATION)
     metrics = json.loads((tmp_path / "metrics" / "evaluate.json").read_text())

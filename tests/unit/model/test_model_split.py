@@ -12,7 +12,7 @@ from model_frames import train_params, weekly_frame
 from pipelines.modeling import ModelInputError, SplitPlan, assign_slices, plan_split
 
 HORIZON = 30
-ORDER = ("fit", "valid", "calibration", "test")
+ORDER = ("fit", "calibration", "test")
 
 
 def _plan(frame: pd.DataFrame, horizon: int = HORIZON, **overrides: object) -> SplitPlan:
@@ -43,7 +43,23 @@ def test_slice_shares_and_counts_match_the_params() -> None:
     for name in ORDER:
         assert plan.rows[name] == int((slices == name).sum())
         assert plan.positives[name] == int(frame.loc[slices == name, "label"].sum())
-    assert sum(plan.rows.values()) == len(frame)
+    assert sum(plan.rows[k] for k in (*ORDER, "gap")) == len(frame)
+
+
+def test_two_gaps_only_and_each_gap_counts_the_positives_it_drops() -> None:
+    frame = weekly_frame()
+    plan = _plan(frame)
+    slices = assign_slices(frame, plan)
+    at = frame["snapshot_at"]
+    gap = slices == "gap"
+    before_cal = gap & (at < pd.Timestamp(plan.boundaries["calibration"][0])).to_numpy()
+    before_test = gap & (at > pd.Timestamp(plan.boundaries["calibration"][1])).to_numpy()
+
+    assert set(plan.boundaries) == set(ORDER)  # no early-stopping slice: no third gap
+    assert (before_cal | before_test).sum() == gap.sum()
+    assert plan.positives["gap_before_calibration"] == int(frame.loc[before_cal, "label"].sum()) > 0
+    assert plan.positives["gap_before_test"] == int(frame.loc[before_test, "label"].sum()) > 0
+    assert plan.positives["gap"] == plan.positives["gap_before_calibration"] + plan.positives["gap_before_test"]
 
 
 def test_plan_round_trips_through_json() -> None:

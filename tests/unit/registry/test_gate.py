@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from pipelines.config import GateParams
-from pipelines.registry.gate import compare, first_model
+from pipelines.registry.gate import absolute_gate, best_baseline, compare, first_model
 
-GATE = GateParams(auc_margin=0.005, max_ece=0.05, max_ece_increase=0.01, bootstrap=100, ci_level=0.95)
+GATE = GateParams(
+    auc_margin=0.005,
+    max_ece=0.05,
+    max_ece_increase=0.01,
+    bootstrap=100,
+    ci_level=0.95,
+    baseline_auc_margin=0.0,
+    min_rounds=2,
+)
 
 
 def rows(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -63,3 +72,53 @@ def test_the_paired_bootstrap_resamples_the_clusters_it_is_given() -> None:
     by_lead = compare(y, challenger, p, lead, GATE, 10, "quantile", seed=1).figures["auc_delta_ci"]
     by_account = compare(y, challenger, p, account, GATE, 10, "quantile", seed=1).figures["auc_delta_ci"]
     assert by_account[1] - by_account[0] > by_lead[1] - by_lead[0]
+
+
+METRICS = {
+    "roc_auc": 0.70,
+    "ece": 0.02,
+    "logreg": {"roc_auc": 0.66},
+    "rules": {"roc_auc": 0.55},
+    "best_rule": "decayed_30d",
+    "best_rule_roc_auc": 0.62,
+}
+
+
+def test_the_best_baseline_is_the_higher_of_logistic_regression_and_the_best_rule() -> None:
+    assert best_baseline(METRICS) == ("logistic regression", 0.66)
+    assert best_baseline(METRICS | {"best_rule_roc_auc": 0.69}) == ("rule decayed_30d", 0.69)
+    no_variants = {k: v for k, v in METRICS.items() if not k.startswith("best_rule")}  # the history's rule then
+    assert best_baseline(no_variants | {"rules": {"roc_auc": 0.68}}) == ("rule history", 0.68)
+
+
+def test_the_absolute_gate_passes_a_model_that_beats_the_baselines_and_is_calibrated() -> None:
+    result = absolute_gate(METRICS, rounds=120, constant=False, gate=GATE)
+
+    assert result.passed, result.reasons
+    assert result.figures["best_baseline"] == "logistic regression" and result.figures["rounds"] == 120
+
+
+@pytest.mark.parametrize(
+    ("metrics", "rounds", "constant", "why"),
+    [
+        (METRICS | {"roc_auc": 0.65}, 120, False, "does not beat the best baseline (logistic regression, 0.6600)"),
+        (METRICS | {"roc_auc": 0.66}, 120, False, "does not beat"),  # a tie does not beat
+        (METRICS | {"ece": 0.18}, 120, False, "ECE 0.1800 above max_ece"),
+        (METRICS | {"roc_auc": 0.5}, 120, True, "constant model"),
+        (METRICS, 1, False, "1 boosting round(s), fewer than min_rounds 2"),
+        ({"roc_auc": 0.9, "ece": 0.01}, 120, False, "no baseline"),
+    ],
+)
+def test_the_absolute_gate_refuses_a_model_that_loses_is_miscalibrated_constant_or_one_round(
+    metrics: dict, rounds: int, constant: bool, why: str
+) -> None:
+    result = absolute_gate(metrics, rounds=rounds, constant=constant, gate=GATE)
+
+    assert not result.passed
+    assert any(why in r and r.startswith("absolute gate failed") for r in result.reasons), result.reasons
+
+
+def test_a_baseline_margin_raises_the_bar() -> None:
+    strict = GATE.model_copy(update={"baseline_auc_margin": 0.05})
+
+    assert not absolute_gate(METRICS, rounds=120, constant=False, gate=strict).passed

@@ -210,3 +210,25 @@ def test_promote_and_rollback_by_hand_refuse_a_failed_gate_unless_forced(
 def test_params_name_the_model_and_gate() -> None:
     params = load_params(REPO / "params.yaml")
     assert params.registry.model_name == NAME and params.registry.gate.auc_margin >= 0
+
+
+def test_a_first_version_that_loses_to_a_baseline_is_registered_but_never_champion_unless_forced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    loose = tiny_params(tmp_path, max_ece=0.5, max_ece_increase=0.5, auc_margin=0.2)  # only the absolute gate bites
+    losing = {"roc_auc": 0.61, "logreg": {"roc_auc": 0.695}, "rules": {"roc_auc": 0.614}}
+    try:
+        with caplog.at_level("WARNING", logger="pipelines.registry.tracking"):
+            first = register_tiny(tmp_path, uri, seed=0, params_path=loose, metrics=losing)
+        assert first["aliases"] == ["challenger"] and first["champion"] is None  # the first version too
+        assert not first["gate"]["passed"]
+        line = next(r.getMessage() for r in caplog.records if "NOT champion" in r.getMessage())
+        assert "does not beat the best baseline (logistic regression, 0.6950)" in line and "--force" in line
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        assert client.get_model_version(NAME, "1").tags["gate.absolute.passed"] == "false"
+
+        forced = register_tiny(tmp_path, uri, seed=1, params_path=loose, metrics=losing, force=True)
+        assert forced["champion"] == forced["version"] == "2"
+    finally:
+        mlflow.set_tracking_uri(None)
