@@ -16,12 +16,13 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import PoolProxiedConnection
 
 from pipelines.crm.schema import PRIMARY_KEYS, SCHEMAS, TABLES, CrmDataError, validate_crm
 from pipelines.errors import DatabaseUnavailableError
@@ -107,7 +108,7 @@ def make_engine(url: str, create_dirs: bool = False) -> Engine:
     return engine
 
 
-def _sql_type(dtype: object) -> sa.types.TypeEngine:
+def _sql_type(dtype: np.dtype[Any] | pd.api.extensions.ExtensionDtype) -> sa.types.TypeEngine[Any]:
     if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(dtype):
         return sa.DateTime(timezone=True)
     if pd.api.types.is_bool_dtype(dtype):
@@ -136,7 +137,7 @@ def table_for_frame(name: str, frame: pd.DataFrame, metadata: sa.MetaData, prima
 
 def _python_rows(frame: pd.DataFrame, dialect: str) -> Iterator[tuple[object, ...]]:
     """Rows as tuples of plain Python values with None for missing; timestamps as UTC text on SQLite."""
-    columns = []
+    columns: list[Iterable[object]] = []
     for col in frame.columns:
         values = frame[col]
         if isinstance(values.dtype, pd.DatetimeTZDtype):
@@ -159,9 +160,10 @@ def _copy_postgres(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> No
 
     # An explicit NULL marker: with csv's default (an unquoted empty field) every "" would arrive as NULL.
     null = r"\N"
-    if frame.select_dtypes(include=["object", "string"]).eq(null).any(axis=None):
+    # pandas-stubs leave a scalar out of DataFrame.eq's accepted types; pandas compares each cell with it
+    if frame.select_dtypes(include=["object", "string"]).eq(null).any(axis=None):  # type: ignore[arg-type]
         null = f"\\N{uuid.uuid4().hex}"
-    cursor = conn.connection.driver_connection.cursor()
+    cursor = _dbapi(conn.connection).cursor()
     statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, NULL {})").format(
         sql.Identifier(table.name),
         sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns),
@@ -182,6 +184,13 @@ def _copy_postgres(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> No
             copy.write(buffer.getvalue())
 
 
+def _dbapi(connection: PoolProxiedConnection) -> Any:
+    """The driver's own connection (psycopg, sqlite3); a checked-out pooled connection always has one."""
+    driver = connection.driver_connection
+    assert driver is not None, "a checked-out connection has a driver connection"
+    return driver
+
+
 def insert_frame(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> None:
     """Bulk insert inside the caller's transaction: COPY on PostgreSQL, batched executemany elsewhere."""
     if frame.empty:
@@ -196,7 +205,7 @@ def insert_frame(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> None
         f"INSERT INTO {preparer.format_table(table)} "
         f"({', '.join(preparer.quote(c.name) for c in table.columns)}) VALUES ({placeholders})"
     )
-    cursor = conn.connection.driver_connection.cursor()
+    cursor = _dbapi(conn.connection).cursor()
     rows = _python_rows(frame, dialect)
     while True:
         batch = [row for _, row in zip(range(_INSERT_BATCH), rows, strict=False)]
@@ -221,9 +230,9 @@ def replace_tables(
     primary_keys = primary_keys or {}
     metadata = sa.MetaData()
     tables = {name: table_for_frame(name, frame, metadata, primary_keys.get(name)) for name, frame in frames.items()}
-    for table, columns in indexes:
-        if table in tables:  # after the rows are in: one sorted build instead of one insert per row
-            sa.Index(index_name(table, columns), *(tables[table].c[check_identifier(c, "column")] for c in columns))
+    for indexed, columns in indexes:
+        if indexed in tables:  # after the rows are in: one sorted build instead of one insert per row
+            sa.Index(index_name(indexed, columns), *(tables[indexed].c[check_identifier(c, "column")] for c in columns))
     with engine.begin() as conn:
         for table in reversed(list(tables.values())):
             table.drop(conn, checkfirst=True)
@@ -253,7 +262,7 @@ def read_table(engine: Engine, name: str, columns: Sequence[str] | None = None) 
     missing = [c for c in wanted if c not in have]
     if missing:
         raise CrmDataError(f"table '{name}' is missing column(s) {missing}; it has {have}")
-    query = sa.select(*(sa.column(c) for c in wanted)).select_from(sa.table(name))
+    query: sa.Select[*tuple[Any, ...]] = sa.select(*(sa.column(c) for c in wanted)).select_from(sa.table(name))
     started = time.perf_counter()
     with engine.connect() as conn, read_errors(conn, {name: wanted}):
         frame = pd.read_sql_query(query, conn)
@@ -291,7 +300,8 @@ def undecodable_text(conn: Connection, tables: Mapping[str, Sequence[str]], colu
     raw = conn.engine.raw_connection()
     problems = []
     try:
-        raw.driver_connection.text_factory = bytes
+        driver = _dbapi(raw)
+        driver.text_factory = bytes
         for table, columns in tables.items():
             check_identifier(table)
             key = PRIMARY_KEYS.get(table)
@@ -300,10 +310,9 @@ def undecodable_text(conn: Connection, tables: Mapping[str, Sequence[str]], colu
                     continue
                 check_identifier(col, "column")
                 shown = f'"{key}", ' if key else ""
-                cursor = raw.driver_connection.execute(
-                    f'SELECT {shown}"{col}" FROM "{table}" WHERE typeof("{col}") = \'text\''
-                )
-                bad, total = [], 0
+                cursor = driver.execute(f'SELECT {shown}"{col}" FROM "{table}" WHERE typeof("{col}") = \'text\'')
+                bad: list[str] = []
+                total = 0
                 for row in cursor:
                     try:
                         row[-1].decode("utf-8")

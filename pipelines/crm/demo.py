@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, cast
 
 import numpy as np
 import pandas as pd
@@ -317,13 +317,15 @@ def _choice_codes(rng: np.random.Generator, mix: dict[str, float], size: int) ->
 
 
 def _lookup(mapping: dict[str, float], keys: np.ndarray, default: float = 0.0) -> np.ndarray:
-    return pd.Series(keys).map(mapping).fillna(default).to_numpy(dtype=float)
+    looked_up: np.ndarray = pd.Series(keys).map(mapping).fillna(default).to_numpy(dtype=float)
+    return looked_up
 
 
 def _size_fit(employees: np.ndarray) -> np.ndarray:
     edges = np.array([edge for edge, _ in SIZE_FIT_BINS])
     values = np.array([value for _, value in SIZE_FIT_BINS])
-    return values[np.searchsorted(edges, employees, side="right").clip(0, len(values) - 1)]
+    fit: np.ndarray = values[np.searchsorted(edges, employees, side="right").clip(0, len(values) - 1)]
+    return fit
 
 
 def _segment_ids(counts: np.ndarray) -> np.ndarray:
@@ -852,7 +854,8 @@ def _draw_sources(rng: np.random.Generator, created: np.ndarray, horizon: float)
     probs = (1 - frac) * w0 + frac * w1
     cdf = np.cumsum(probs / probs.sum(axis=1, keepdims=True), axis=1)
     idx = (rng.random(len(created))[:, None] > cdf).sum(axis=1).clip(0, len(labels) - 1)
-    return labels[idx]
+    sources: np.ndarray = labels[idx]
+    return sources
 
 
 def _mix_by_group(rng: np.random.Generator, groups: np.ndarray, mixes: dict[str, dict[str, float]]) -> np.ndarray:
@@ -937,14 +940,15 @@ def _leads(
     style = rng.integers(0, 3, n)
     f_low, l_low = pd.Series(first).str.lower(), pd.Series(last).str.lower()
     local = np.select([style == 0, style == 1], [f_low + "." + l_low, f_low.str[:1] + l_low], default=f_low)
-    email = pd.Series(local) + "@" + pd.Series(domain)
+    # cast: pandas-stubs type a Series of an untyped array as Series[float]; `domain` holds text
+    email = pd.Series(local) + "@" + cast("pd.Series[str]", pd.Series(domain))
     email[bogus] = np.array(_BOGUS_EMAILS, dtype=object)[rng.integers(0, len(_BOGUS_EMAILS), int(bogus.sum()))]
-    country = np.where(
+    drawn_country = np.where(
         has_account & (rng.random(n) < 0.9),
         accounts["country"].to_numpy(dtype=object)[account_idx.clip(0)],
         _choice(rng, COUNTRY_MIX, n),
     )
-    country = pd.Series(country, dtype=object).where(rng.random(n) > 0.06)
+    country = pd.Series(drawn_country, dtype=object).where(rng.random(n) > 0.06)
     phone = (
         "+"
         + pd.Series(rng.integers(1, 99, n)).astype(str)
@@ -1158,9 +1162,9 @@ def _activities(
         np.where(rng.random(n) < 0.02, begin + rng.random(n) * (stop - begin), np.inf),
     )
     unsub = np.where(~bogus & (rng.random(n) < 0.06), begin + rng.random(n) * (stop - begin), np.inf)
-    for when, kind in ((bounce, "email_bounce"), (unsub, "unsubscribe")):
+    for when, stop_kind in ((bounce, "email_bounce"), (unsub, "unsubscribe")):
         rows = np.flatnonzero(np.isfinite(when))
-        parts.append((rows, when[rows], np.full(len(rows), ACTIVITY_CODE[kind], dtype=np.int8)))
+        parts.append((rows, when[rows], np.full(len(rows), ACTIVITY_CODE[stop_kind], dtype=np.int8)))
     lead = np.concatenate([p[0] for p in parts])
     day = np.concatenate([p[1] for p in parts])
     kind = np.concatenate([np.asarray(p[2], dtype=np.int8) for p in parts])

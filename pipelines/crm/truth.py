@@ -83,7 +83,8 @@ def truth_writer(path: Path) -> Iterator[Callable[[pd.DataFrame], None]]:
 def read_truth(path: Path) -> pd.DataFrame:
     """The ground truth as written, with the in-market window lists kept as Arrow lists."""
     table = pq.read_table(path)
-    return table.to_pandas(types_mapper=lambda t: pd.ArrowDtype(t) if pa.types.is_list(t) else None)
+    frame: pd.DataFrame = table.to_pandas(types_mapper=lambda t: pd.ArrowDtype(t) if pa.types.is_list(t) else None)
+    return frame
 
 
 def _flatten(lists: pd.Series) -> tuple[np.ndarray, pd.Series]:

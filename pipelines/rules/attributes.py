@@ -16,7 +16,16 @@ from pipelines.crm import vocab
 from pipelines.crm.attributes import ATTRIBUTES_KEY, ATTRIBUTES_TABLE, attribute_kind
 from pipelines.crm.titles import parse_titles
 from pipelines.features.static import email_domains
-from pipelines.rules.schema import ATTRIBUTE_PREFIX, FieldCondition, RulesError, RuleSet, conditions_of, field_spec
+from pipelines.rules.schema import (
+    ATTRIBUTE_PREFIX,
+    EngagementRule,
+    FieldCondition,
+    FitRule,
+    RulesError,
+    RuleSet,
+    conditions_of,
+    field_spec,
+)
 
 
 def attribute_columns(rules: RuleSet, leads: pd.DataFrame, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
@@ -102,14 +111,15 @@ def resolve_overrides(rules: RuleSet, attributes: pd.DataFrame) -> Plan:
     """Resolve the overrides for every lead: a campaign's setting beats its region's, which beats the default."""
     regions = list(rules.overrides.regions)
     campaigns = list(rules.overrides.campaigns)
-    region_code = pd.Index(regions, dtype=object).get_indexer(attributes["region"]).astype(np.int64)
+    # pandas-stubs accept only an Index as get_indexer's target; pandas takes any array-like (it wraps it itself)
+    region_code = pd.Index(regions, dtype=object).get_indexer(attributes["region"]).astype(np.int64)  # type: ignore[arg-type]
     campaign_ids = attributes["campaign_id"].to_numpy()
     campaign_code = np.full(len(attributes), -1, dtype=np.int64)
     for code, cid in enumerate(campaigns):  # one pass per override in the file, never per lead
         campaign_code[campaign_ids == cid] = code
     combo = (campaign_code + 1) * (len(regions) + 1) + (region_code + 1)
     uniques, set_of_lead = np.unique(combo, return_inverse=True)
-    scored = (*rules.fit, *rules.engagement)
+    scored: tuple[FitRule | EngagementRule, ...] = (*rules.fit, *rules.engagement)
     labels, thresholds, points = [], [], []
     for value in uniques:
         c, r = divmod(int(value), len(regions) + 1)

@@ -9,7 +9,7 @@ Pure: a `RuleSet`, snapshot keys and CRM frames in, a frame of `OUTPUT_COLUMNS` 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -68,7 +68,7 @@ def _field_mask(cond: FieldCondition, attributes: pd.DataFrame) -> np.ndarray:
     if field_spec(cond.field, cond.value).kind in ("number", "campaign"):
         values = column.to_numpy(dtype=float)
         with np.errstate(invalid="ignore"):
-            result = {
+            numeric: dict[str, Callable[[], np.ndarray]] = {
                 "eq": lambda: values == cond.value,
                 "ne": lambda: values != cond.value,
                 "gt": lambda: values > cond.value,
@@ -78,14 +78,16 @@ def _field_mask(cond: FieldCondition, attributes: pd.DataFrame) -> np.ndarray:
                 "between": lambda: (values >= cond.value[0]) & (values <= cond.value[1]),
                 "in": lambda: np.isin(values, cond.value),
                 "not_in": lambda: ~np.isin(values, cond.value),
-            }[cond.op]()
+            }
+            result = numeric[cond.op]()
     else:
-        result = {
+        text: dict[str, Callable[[], np.ndarray]] = {
             "eq": lambda: (column == cond.value).to_numpy(dtype=bool),
             "ne": lambda: (column != cond.value).to_numpy(dtype=bool),
             "in": lambda: column.isin(cond.value).to_numpy(),
             "not_in": lambda: ~column.isin(cond.value).to_numpy(),
-        }[cond.op]()
+        }
+        result = text[cond.op]()
     return np.asarray(result, dtype=bool) & present
 
 
@@ -97,9 +99,11 @@ def condition_mask(cond: BaseModel, queries: Queries) -> np.ndarray:
         within = None if cond.within_days is None else day_seconds(cond.within_days)
         return queries.count(cond.activity, within) >= cond.min_count
     if isinstance(cond, AllOf):
-        return np.logical_and.reduce([condition_mask(c, queries) for c in cond.all_of])
+        every: np.ndarray = np.logical_and.reduce([condition_mask(c, queries) for c in cond.all_of])
+        return every
     if isinstance(cond, AnyOf):
-        return np.logical_or.reduce([condition_mask(c, queries) for c in cond.any_of])
+        some: np.ndarray = np.logical_or.reduce([condition_mask(c, queries) for c in cond.any_of])
+        return some
     if isinstance(cond, Not):
         return ~condition_mask(cond.not_, queries)
     raise TypeError(f"not a condition: {cond!r}")
@@ -173,7 +177,8 @@ def score_queries(rules: RuleSet, plan: Plan, queries: Queries, explain: bool) -
     rule_set = plan.set_of_lead[queries.owner]
     score = np.zeros(n, dtype=float)
     explanation = _Explanation(n) if explain else None
-    for j, rule in enumerate((*rules.fit, *rules.engagement)):
+    scored: tuple[FitRule | EngagementRule, ...] = (*rules.fit, *rules.engagement)
+    for j, rule in enumerate(scored):
         points = plan.points[rule_set, j]
         count = None
         if isinstance(rule, FitRule):
@@ -186,7 +191,11 @@ def score_queries(rules: RuleSet, plan: Plan, queries: Queries, explain: bool) -
         score += contribution
         if explanation is not None:
             rows = np.flatnonzero(np.round(contribution, 1) != 0)  # what would read "+0" is left out
-            words = pa.scalar(_rule_words(rule)) if count is None else _engagement_words(rule, count[rows])
+            # count is None exactly for a fit rule; the isinstance only tells the type checker so
+            if count is None or isinstance(rule, FitRule):
+                words = pa.scalar(_rule_words(rule))
+            else:
+                words = _engagement_words(rule, count[rows])
             explanation.add(
                 queries.order[rows], pc.binary_join_element_wise(words, " (", _signed(contribution[rows]), ")", "")
             )
@@ -218,7 +227,8 @@ def _positions(ids: pd.Series, known: pd.Series, what: str) -> np.ndarray:
             f"{what}: {int((positions < 0).sum())} row(s) refer to lead_id(s) not in the leads table, "
             f"e.g. {[int(v) for v in missing]}"
         )
-    return positions.astype(np.int64)
+    as_int: np.ndarray = positions.astype(np.int64)
+    return as_int
 
 
 def snapshot_ns(values: pd.Series) -> np.ndarray:

@@ -27,9 +27,9 @@ from pydantic import (
     model_validator,
 )
 
-from pipelines.config import ParamsError
 from pipelines.crm import vocab
 from pipelines.crm.titles import DEPARTMENTS, SENIORITIES
+from pipelines.errors import ParamsError
 
 _NAME_PATTERN: Final = r"^[a-z][a-z0-9_]{0,63}$"
 
@@ -245,7 +245,7 @@ _CONDITION_TAGS: Final[dict[str, str]] = {
 def _condition_kind(value: object) -> str | None:
     if isinstance(value, dict):
         return next((tag for key, tag in _CONDITION_TAGS.items() if key in value), None)
-    kinds = {
+    kinds: dict[type, str] = {
         AllOf: "<all_of>",
         AnyOf: "<any_of>",
         Not: "<not>",
@@ -352,13 +352,15 @@ class RuleSet(_RulesModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> RuleSet:
-        names = [r.name for r in (*self.fit, *self.engagement, *self.gates)]
+        rules: tuple[FitRule | EngagementRule | Gate, ...] = (*self.fit, *self.engagement, *self.gates)
+        names = [r.name for r in rules]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"rule names must be unique; repeated: {duplicates}")
         if self.threshold is None and not self.gates:
             raise ValueError("threshold is null and there are no gates: nothing would define an MQL")
-        scored = {r.name for r in (*self.fit, *self.engagement)}
+        scored_rules: tuple[FitRule | EngagementRule, ...] = (*self.fit, *self.engagement)
+        scored = {r.name for r in scored_rules}
         for scope, table in (("regions", self.overrides.regions), ("campaigns", self.overrides.campaigns)):
             for key, override in table.items():
                 unknown = [n for n in override.points if n not in scored]
@@ -430,7 +432,8 @@ def check_rules_against_crm(rules: RuleSet, campaigns: pd.DataFrame) -> None:
         for cid in rules.overrides.campaigns
         if cid not in known
     ]
-    for rule in (*rules.fit, *rules.gates):
+    conditional: tuple[FitRule | Gate, ...] = (*rules.fit, *rules.gates)
+    for rule in conditional:
         for cond in conditions(rule.when):
             if isinstance(cond, FieldCondition) and cond.field == "campaign_id" and cond.value is not None:
                 values = cond.value if isinstance(cond.value, tuple) else (cond.value,)

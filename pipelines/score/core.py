@@ -58,7 +58,8 @@ class ScoringModel:
 
     def predict(self, features: pd.DataFrame) -> pd.DataFrame:
         """Score conformed feature rows in process (MLflow checks them against the signature first)."""
-        return self.pyfunc.predict(features)
+        scored: pd.DataFrame = self.pyfunc.predict(features)
+        return scored
 
 
 def resolve_model_uri(model_uri: str, client: Any) -> tuple[str, str, str]:
@@ -212,7 +213,8 @@ def crm_id_of(lead_ids: np.ndarray, crm_ids: pd.Series | None) -> np.ndarray:
     own = pd.Series(np.asarray(lead_ids, dtype=np.int64)).astype(str)
     if crm_ids is None:
         return own.to_numpy(dtype=object)
-    found = crm_ids.reindex(np.asarray(lead_ids, dtype=np.int64)).to_numpy(dtype=object, na_value=None)
+    # pandas-stubs leave None out of na_value's types; pandas puts it in for every missing id
+    found = crm_ids.reindex(np.asarray(lead_ids, dtype=np.int64)).to_numpy(dtype=object, na_value=None)  # type: ignore[call-overload]
     return np.where(pd.isna(found), own.to_numpy(dtype=object), found).astype(object)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 from sqlalchemy.engine import Engine
@@ -51,7 +51,7 @@ def previous_run(engine: Engine, tables: ScoreTables) -> dict[str, Any] | None:
         runs = runs[runs["production"].isna() | runs["production"].astype("boolean").fillna(True)]
     if runs.empty:
         return None
-    return runs.iloc[-1].to_dict()
+    return cast(dict[str, Any], runs.iloc[-1].to_dict())  # column names: str
 
 
 def check_volume(what: str, count: int, previous: dict[str, Any] | None, ratio: float, allow_shrink: bool) -> None:
@@ -61,6 +61,7 @@ def check_volume(what: str, count: int, previous: dict[str, Any] | None, ratio: 
     if what == "read" and count == 0:
         problem = "the CRM's leads table is empty"
     elif before and count < ratio * before:
+        assert previous is not None  # `before` was read from it
         problem = (
             f"{count:,} leads {what}, fewer than {ratio:g} x the {before:,} of the latest run "
             f"({previous['run_id']}, as of {pd.Timestamp(previous['as_of']):%Y-%m-%d %H:%M:%S}Z; "

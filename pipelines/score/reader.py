@@ -100,7 +100,9 @@ def preflight(conn: Connection) -> dict[str, int]:
     return counts
 
 
-def _problem(conn: Connection, query: sa.Select, table: str, column: str, what: str, show: Any) -> None:
+def _problem(
+    conn: Connection, query: sa.Select[*tuple[Any, ...]], table: str, column: str, what: str, show: Any
+) -> None:
     """Raise CrmDataError with the count and first rows of `query` (rows that break a rule), if there are any."""
     rows = conn.execute(query.limit(_EXAMPLES)).all()
     if rows:
@@ -183,7 +185,7 @@ def _group_key(leads: sa.TableClause) -> tuple[sa.ColumnElement[Any], sa.ColumnE
 class _Stream:
     """One ordered cursor read in batches, handing out rows up to a group key (a peek buffer keeps the rest)."""
 
-    def __init__(self, conn: Connection, query: sa.Select, columns: list[str], table: str) -> None:
+    def __init__(self, conn: Connection, query: sa.Select[*tuple[Any, ...]], columns: list[str], table: str) -> None:
         self.conn, self.table = conn, table
         with read_errors(conn, {table: columns}):
             self.result = conn.execution_options(stream_results=True, yield_per=_FETCH).execute(query)
@@ -393,7 +395,9 @@ def read_group(conn: Connection, lead_id: int) -> dict[str, pd.DataFrame] | None
     account = found[0]
     mine = leads.c.lead_id == int(lead_id) if account is None else leads.c.account_id == account
     tables: dict[str, pd.DataFrame] = {}
-    queries: dict[str, sa.Select] = {"leads": sa.select(*(leads.c[c] for c in _columns("leads"))).where(mine)}
+    queries: dict[str, sa.Select[*tuple[Any, ...]]] = {
+        "leads": sa.select(*(leads.c[c] for c in _columns("leads"))).where(mine)
+    }
     for table in ("activities", "stage_history"):
         child = _relation(table)
         queries[table] = (

@@ -233,7 +233,7 @@ def run_score(
             drift = summary.pop("drift")
             volumes = summary.pop("stage_volumes")
             features_psi = {k: v for k, v in drift.items() if k != SCORE}
-            worst = max(features_psi, key=features_psi.get) if features_psi else None
+            worst = max(features_psi, key=features_psi.__getitem__) if features_psi else None
             tracked = [v for v in drift.values()]
             status = "drift_warning" if tracked and max(tracked) > params.score.psi_warning else "ok"
             run = {
@@ -299,7 +299,8 @@ def _score_chunks(
     crm_ids = _crm_ids(crm_url)  # an imported CRM's own lead ids, kept beside the scores
     totals = {"leads_read": 0, "leads_scored": 0, "n_mql": 0, "n_sal": 0, "n_sql": 0, "n_rule_mql": 0, "chunks": 0}
     prob_sum = 0.0
-    ruleset, lists = load_rules(params.rules.file), {}
+    ruleset = load_rules(params.rules.file)
+    lists: dict[str, int] = {}
     for chunk, features, rules in iter_feature_chunks(crm_url, as_of, params, timings, progress, guard):
         totals["leads_read"] += len(chunk.tables["leads"])
         totals["chunks"] += 1
@@ -350,7 +351,8 @@ def _score_spark(
     counter = DriftCounter(model.reference) if model.reference is not None else None
     crm_ids = _crm_ids(crm_url) if snapshot is None or _is_reachable(crm_url) else None
     totals = {"leads_read": 0, "leads_scored": 0, "n_mql": 0, "n_sal": 0, "n_sql": 0, "n_rule_mql": 0, "chunks": 0}
-    prob_sum, lists = 0.0, {}
+    prob_sum = 0.0
+    lists: dict[str, int] = {}
     with score_on_spark(crm_url, snapshot, as_of, params, model, meta, staging, guard) as scored:
         totals["leads_read"], totals["chunks"] = scored.counts["leads"], scored.groups
         timings.read += scored.seconds_read

@@ -37,7 +37,7 @@ from pipelines.errors import BadInputError
 log = logging.getLogger(__name__)
 
 #: lead_scores columns, in order.
-SCORE_COLUMNS: Final[dict[str, sa.types.TypeEngine]] = {
+SCORE_COLUMNS: Final[dict[str, sa.types.TypeEngine[Any]]] = {
     "run_id": sa.Text(),
     "lead_id": sa.BigInteger(),
     "as_of": sa.DateTime(timezone=True),
@@ -54,7 +54,7 @@ SCORE_COLUMNS: Final[dict[str, sa.types.TypeEngine]] = {
     "crm_id": sa.Text(),  # the CRM's own lead id (an imported CRM's text key), for `leadscore export`
 }
 #: scoring_runs columns, in order.
-RUN_COLUMNS: Final[dict[str, sa.types.TypeEngine]] = {
+RUN_COLUMNS: Final[dict[str, sa.types.TypeEngine[Any]]] = {
     "run_id": sa.Text(),
     "as_of": sa.DateTime(timezone=True),
     "started_at": sa.DateTime(timezone=True),
@@ -417,7 +417,7 @@ def run_lock(engine: Engine, tables: ScoreTables) -> Iterator[None]:
             got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar()
             conn.commit()
             if not got:
-                holder = conn.execute(
+                locker = conn.execute(
                     sa.text(
                         "SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l JOIN pg_stat_activity a "
                         "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND "
@@ -427,7 +427,7 @@ def run_lock(engine: Engine, tables: ScoreTables) -> Iterator[None]:
                     {"hi": (key >> 32) & 0xFFFFFFFF, "lo": key & 0xFFFFFFFF},
                 ).first()
                 who = (
-                    f" (backend pid {holder.pid}, connected {holder.backend_start:%Y-%m-%d %H:%M:%S})" if holder else ""
+                    f" (backend pid {locker.pid}, connected {locker.backend_start:%Y-%m-%d %H:%M:%S})" if locker else ""
                 )
                 raise ScoringLockedError(
                     f"another scoring run is writing to {display_url(engine.url)} (database "
@@ -482,7 +482,7 @@ def run_lock(engine: Engine, tables: ScoreTables) -> Iterator[None]:
 # ----------------------------------------------------------------------------------------------------------------
 
 #: SQL type of each kind of backtest field (`pipelines.backtest.core.FIELDS`).
-_KIND_TYPES: Final[dict[str, sa.types.TypeEngine]] = {
+_KIND_TYPES: Final[dict[str, sa.types.TypeEngine[Any]]] = {
     "text": sa.Text(),
     "timestamp": sa.DateTime(timezone=True),
     "bool": sa.Boolean(),
