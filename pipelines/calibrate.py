@@ -66,7 +66,8 @@ _EPS: Final = 1e-6
 
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(p, dtype=float), _EPS, 1 - _EPS)
-    return np.log(p / (1 - p))
+    logit: np.ndarray = np.log(p / (1 - p))
+    return logit
 
 
 @dataclass(frozen=True)
@@ -82,9 +83,12 @@ class Calibrator:
     def apply(self, raw: np.ndarray) -> np.ndarray:
         """Calibrated probabilities of raw model scores."""
         raw = np.asarray(raw, dtype=float)
+        calibrated: np.ndarray
         if self.method == "isotonic":
-            return np.interp(raw, self.knots_x, self.knots_y)
-        return 1.0 / (1.0 + np.exp(-(self.slope * _logit(raw) + self.intercept)))
+            calibrated = np.interp(raw, self.knots_x, self.knots_y)
+        else:
+            calibrated = 1.0 / (1.0 + np.exp(-(self.slope * _logit(raw) + self.intercept)))
+        return calibrated
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (no pickle: readable, diffable, safe to load)."""
@@ -141,7 +145,7 @@ def _top_rise(
     mid, top, level = knots_x[-2], knots_x[-1], knots_y[-2]
     floor = 1e-6 * max(level, 1e-6)
     if raw is None or len(knots_y) < 3:
-        return floor
+        return float(floor)
     raw = np.asarray(raw, dtype=float)
     w = np.ones(len(raw)) if weight is None else np.asarray(weight, dtype=float)
     lower = (raw >= top_lo) & (raw < mid)
@@ -149,7 +153,7 @@ def _top_rise(
     deficit = float(np.sum(w[lower] * (level - np.interp(raw[lower], knots_x[:-1], knots_y[:-1]))))
     lift = float(np.sum(w[upper] * (raw[upper] - mid) / (top - mid)))
     calibrated = deficit / lift if lift > 0 else 0.0
-    return max(min(calibrated, (level - knots_y[-3]) / 2), floor)
+    return float(max(min(calibrated, (level - knots_y[-3]) / 2), floor))
 
 
 def fit_calibrator(
@@ -201,7 +205,8 @@ class Thresholds:
         reached = prob[:, None] >= self.matrix(len(prob), segments)
         level = reached.sum(axis=1)  # thresholds are ordered, so reached stages form a prefix
         names = np.array([NO_STAGE, *THRESHOLD_STAGES], dtype=object)
-        return names[level]
+        stages: np.ndarray = names[level]
+        return stages
 
     def grade_of(self, prob: np.ndarray, segments: np.ndarray | pd.Series | None = None) -> np.ndarray:
         """Grade A (SQL threshold reached), B (SAL), C (MQL) or D (below MQL)."""

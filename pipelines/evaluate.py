@@ -25,7 +25,7 @@ Conventions:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -448,9 +448,9 @@ def evaluate_scores(
         metrics["best_rule"] = best
         metrics["best_rule_selected_by"] = BEST_RULE_NOTE
         metrics["best_rule_roc_auc"] = roc_auc(y, variants[best].score, w)
-        metrics["sql_capture_ratio_vs_best_rule"] = capture_at_rule_volume(y, rows.prob, best_mql, snapshot, w)[
-            "sql_capture_ratio_vs_rules"
-        ]
+        metrics["sql_capture_ratio_vs_best_rule"] = capture_at_rule_volume(
+            y, rows.prob, variants[best].mql, snapshot, w
+        )["sql_capture_ratio_vs_rules"]
         metrics["rule_variants"] = rule_variant_table(
             y,
             w,
@@ -628,6 +628,12 @@ def oracle_for(
     return oracle, np.asarray(observable_probability(truth, tables, keys, horizon_days), dtype=float)
 
 
+def _three(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A variant's (score, own MQL, gates) columns as arrays."""
+    score, mql, gates = columns
+    return frame[score].to_numpy(), frame[mql].to_numpy(), frame[gates].to_numpy()
+
+
 def rule_baselines(
     params: Params,
     variants_path: Path,
@@ -680,11 +686,11 @@ def rule_baselines(
         out[name] = rule_baseline(
             variant.threshold_policy,
             source,
-            tuple(c[col].to_numpy() for col in columns),
+            _three(c, columns),
             cal_y,
             cal_w,
             target,
-            tuple(t[col].to_numpy() for col in columns),
+            _three(t, columns),
         )
     return out
 
@@ -695,10 +701,10 @@ def validation_comparison(
     """Does the model beat the best baseline before the test slice is looked at? ROC-AUC on the calibration slice
     (out of time for every model, the slice the best rule is picked on) of the booster, the logistic regression
     and each rule (`rule_aucs`: name -> its calibration ROC-AUC); the best baseline is the highest of them."""
-    baselines = {"logreg": _auc(y, logreg, w), **{f"rule:{k}": float(v) for k, v in rule_aucs.items()}}
+    baselines = {"logreg": roc_auc(y, logreg, w), **{f"rule:{k}": float(v) for k, v in rule_aucs.items()}}
     finite = {k: v for k, v in baselines.items() if np.isfinite(v)}
     best = max(finite, key=finite.__getitem__) if finite else None
-    model_auc = _auc(y, model, w)
+    model_auc = roc_auc(y, model, w)
     best_auc = finite[best] if best is not None else float("nan")
     return {
         "slice": "calibration",
@@ -767,7 +773,7 @@ def run_evaluate(
         logreg_predict(logreg, cal, logreg_features),
         {k: v.calibration_roc_auc for k, v in variants.items()}
         if variants
-        else {HISTORY_RULE: _auc(cal_y, rule_cal["rule_score"].to_numpy(dtype=float), cal_w)},
+        else {HISTORY_RULE: roc_auc(cal_y, rule_cal["rule_score"].to_numpy(dtype=float), cal_w)},
     )
     oracle, observable = oracle_for(truth_path, test, params.features.horizon_days, raw_dir)
     raw = booster_predict(booster, test)

@@ -373,11 +373,13 @@ def weighted_quantiles(values: np.ndarray, weight: np.ndarray | None, q: np.ndar
     values = np.asarray(values, dtype=float)
     w = weights_or_ones(weight, len(values))
     if weight is None:
-        return np.percentile(values, 100 * np.asarray(q))
+        plain: np.ndarray = np.percentile(values, 100 * np.asarray(q))
+        return plain
     order = np.argsort(values, kind="stable")
     cum = np.cumsum(w[order])
     idx = np.searchsorted(cum, np.asarray(q) * cum[-1], side="left")
-    return values[order][np.clip(idx, 0, len(values) - 1)]
+    weighted: np.ndarray = values[order][np.clip(idx, 0, len(values) - 1)]
+    return weighted
 
 
 def reliability_table(

@@ -33,12 +33,12 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from pipelines.config import Params, TrainParams
+from pipelines.features.spec import FeatureSpec
 from pipelines.modeling import (
     GAP_BEFORE_CALIBRATION,
     GAP_BEFORE_TEST,
     LABEL,
     ColdStartError,
-    FeatureSpec,
     ModelInputError,
     SplitPlan,
     assign_slices,
@@ -140,7 +140,8 @@ def _as_object(frame: pd.DataFrame, features: list[FeatureSpec]) -> pd.DataFrame
 
 def logreg_predict(model: Pipeline, frame: pd.DataFrame, features: list[FeatureSpec]) -> np.ndarray:
     """P(label = 1) from the logistic-regression baseline."""
-    return model.predict_proba(_as_object(frame, features))[:, 1]
+    probability: np.ndarray = model.predict_proba(_as_object(frame, features))[:, 1]
+    return probability
 
 
 def booster_predict(booster: lgb.Booster, frame: pd.DataFrame) -> np.ndarray:

@@ -69,7 +69,7 @@ def compare(
     low, high = ClusterBootstrap(np.asarray(cluster_id), seed).intervals(statistic, gate.bootstrap, gate.ci_level)[
         "auc_delta"
     ]
-    figures = {
+    figures: dict[str, Any] = {
         "rows": len(y),
         "positives": int(y.sum()),
         "auc_challenger": _auc(y, challenger, w),

@@ -347,7 +347,7 @@ def gate_rows(features_dir: Path, models_dir: Path) -> pd.DataFrame:
     from pipelines.train import load_split
 
     frame, _ = read_features(features_dir)
-    rows = frame.loc[assign_slices(frame, load_split(models_dir)) == "test"].reset_index(drop=True)
+    rows: pd.DataFrame = frame.loc[assign_slices(frame, load_split(models_dir)) == "test"].reset_index(drop=True)
     if rows.empty or not 0 < int(rows[LABEL].sum()) < len(rows):
         raise RegistryError("the test slice is empty or holds one class only: the gate cannot compare models")
     return rows
@@ -367,7 +367,8 @@ def model_probabilities(model_uri: str, rows: pd.DataFrame) -> np.ndarray:
         scored = model.predict(conform(rows, model.metadata.get_input_schema()), params=params)
     except (MlflowException, BadInputError) as exc:
         raise RegistryError(f"{model_uri} cannot score the test rows: {str(exc)[-300:]}") from None
-    return scored["probability"].to_numpy(dtype=float)
+    probability: np.ndarray = scored["probability"].to_numpy(dtype=float)
+    return probability
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -22,9 +22,8 @@ from pipelines.backtest.core import TrendSection
 from pipelines.calibrate import CALIBRATOR_FILE, THRESHOLDS_FILE, Thresholds, load_calibrator, load_thresholds
 from pipelines.config import Params
 from pipelines.evaluate import read_test_slice
-from pipelines.features.spec import WEIGHT
+from pipelines.features.spec import FEATURE_LIST_FILE, WEIGHT
 from pipelines.modeling import (
-    FEATURE_LIST_FILE,
     KEY_COLUMNS,
     LABEL,
     ModelInputError,
