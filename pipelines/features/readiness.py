@@ -87,7 +87,8 @@ def _sorted_keys(owner: np.ndarray, seconds: np.ndarray) -> tuple[np.ndarray, np
 def _count(keys: np.ndarray, owner: np.ndarray, since: np.ndarray | None, until: np.ndarray) -> np.ndarray:
     """Events of the owner with since < second <= until (since None: from the start)."""
     lower = tl.owner_start(keys, owner) if since is None else tl.count_upto(keys, owner, since)
-    return (tl.count_upto(keys, owner, until) - lower).astype(np.int32)
+    counts: np.ndarray = (tl.count_upto(keys, owner, until) - lower).astype(np.int32)
+    return counts
 
 
 def _days_since_last(keys: np.ndarray, owner: np.ndarray, seconds: np.ndarray) -> np.ndarray:
