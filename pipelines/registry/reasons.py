@@ -79,9 +79,9 @@ _ACCOUNT_DECAY: Final = re.compile(r"^account_(?P<what>intent|engagement)_(?P<ho
 _ACCOUNT_BREADTH: Final = re.compile(r"^account_(?P<what>engaged|intent)_contacts_(?P<change>change_)?(?P<days>\d+)d$")
 _ACCOUNT_SINCE: Final = re.compile(r"^days_since_account_(?P<what>intent|engagement)$")
 _COLLEAGUE_SQL: Final = re.compile(r"^account_other_sql_(?P<days>\d+)d$")
-_ACCOUNT_SIGNALS: Final[dict[str, str]] = {
-    "intent": "pricing visits or demo requests",
-    "engagement": "clicks, visits, downloads and forms",
+_ACCOUNT_SIGNALS: Final[dict[str, tuple[str, str]]] = {
+    "intent": ("pricing visit or demo request", "pricing visits or demo requests"),
+    "engagement": ("click, visit, download or form", "clicks, visits, downloads and forms"),
 }
 
 
@@ -200,7 +200,7 @@ def _activity(what: str, window: str, value: float) -> str:
 def _readiness(name: str, value: Any, missing: bool) -> str | None:
     """Words for the account readiness features, None for any other feature."""
     if m := _ACCOUNT_SINCE.match(name):
-        many = _ACCOUNT_SIGNALS[m["what"]]
+        many = _ACCOUNT_SIGNALS[m["what"]][1]
         return f"no {many} at the company yet" if missing else f"latest {many} at the company {_days(value)} ago"
     if name == "days_since_account_other_sql":
         return (
@@ -213,11 +213,12 @@ def _readiness(name: str, value: Any, missing: bool) -> str | None:
         return None
     count = float(value)
     if m := _ACCOUNT_DECAY.match(name):
-        many = _ACCOUNT_SIGNALS[m["what"]]
+        one, many = _ACCOUNT_SIGNALS[m["what"]]
         if m["how"] == "decay":
             if count < 0.05:
                 return f"no recent {many} across the company"
-            return f"{number(round(count, 1))} recent {many} across the company (half-life {m['days']} days)"
+            shown = round(count, 1)
+            return f"{plural(shown, 'recent ' + one, 'recent ' + many)} across the company (half-life {m['days']} days)"
         days = m["days"]
         if count == 0:
             return f"{many} across the company steady over the last {days} days"

@@ -194,6 +194,9 @@ def test_account_readiness_reads_as_sentences() -> None:
     assert describe("account_intent_decay_7d", 1.52) == (
         "1.5 recent pricing visits or demo requests across the company (half-life 7 days)"
     )
+    assert describe("account_intent_decay_7d", 0.98) == (
+        "1 recent pricing visit or demo request across the company (half-life 7 days)"
+    )
     assert describe("account_intent_decay_30d", 0.01) == "no recent pricing visits or demo requests across the company"
     assert describe("account_intent_change_14d", 1) == (
         "pricing visits or demo requests across the company rising: 1 more in the last 14 days than in the 14 before"
