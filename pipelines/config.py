@@ -120,6 +120,10 @@ class FeaturesParams(StrictModel):
     )
     windows_days: tuple[int, ...] = Field(min_length=1, description="Engagement count windows (days), plus all-time")
     velocity_days: int = Field(gt=0, description="Velocity: activity in the last N days vs the N days before")
+    decay_half_life_days: tuple[float, ...] = Field(
+        min_length=1,
+        description="Half-lives (days) of the account's exponentially decayed intent and engagement counts",
+    )
     chunk_leads: int = Field(gt=0, description="Leads per processing chunk (whole accounts kept together)")
     icp: IcpParams
     current_value_fields: tuple[CurrentValueField, ...] = Field(
@@ -139,6 +143,13 @@ class FeaturesParams(StrictModel):
     def _positive_sorted_windows(cls, value: tuple[int, ...]) -> tuple[int, ...]:
         if any(w <= 0 for w in value) or len(set(value)) != len(value):
             raise ValueError("windows_days must be distinct positive day counts")
+        return tuple(sorted(value))
+
+    @field_validator("decay_half_life_days")
+    @classmethod
+    def _positive_distinct_half_lives(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(h <= 0 for h in value) or len({f"{h:g}" for h in value}) != len(value):
+            raise ValueError("decay_half_life_days must be distinct positive day counts")
         return tuple(sorted(value))
 
 

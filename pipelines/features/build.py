@@ -26,6 +26,7 @@ from pipelines.crm.schema import PERSONAL_COLUMNS, UTC_NS
 from pipelines.features import timeline as tl
 from pipelines.features.attributes import LeadAttributes
 from pipelines.features.columns import feature_allowed, input_tables
+from pipelines.features.readiness import ChunkEvents, readiness_features, readiness_specs
 from pipelines.features.snapshots import STAGE_CODES, TARGET_STAGES, StageIndex, open_leads_at
 from pipelines.features.spec import FeatureSpec
 from pipelines.features.static import STATIC_SPECS, Categories, Reference, static_features
@@ -47,6 +48,8 @@ TYPE_CODES: Final[dict[str, int]] = {name: code for code, name in enumerate(voca
 _N_TYPES: Final = len(vocab.ACTIVITY_TYPES)
 _CONTENT_COLUMN: Final = _N_TYPES  # extra prefix-sum row: first download of a distinct content asset
 KEY_COLUMNS: Final[tuple[str, ...]] = ("lead_id", "snapshot_at")
+#: Stages that end a lead's time as an open contact of its account (a conversion or a disqualification).
+_CLOSING: Final = vocab.SQL_OR_LATER | {"Disqualified"}
 #: One output column: a NumPy array, or a pandas categorical / datetime array.
 Column = np.ndarray | pd.Categorical | pd.api.extensions.ExtensionArray
 
@@ -91,7 +94,7 @@ def feature_specs(params: FeaturesParams) -> list[FeatureSpec]:
         for what in ("activities", "high_intent")
         for w in windows
     ]
-    return specs
+    return specs + readiness_specs(params)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -347,6 +350,14 @@ def _first_entry(stages: StageIndex, wanted: frozenset[str]) -> tuple[np.ndarray
     return owners[firsts], tl.key_seconds(keys[firsts])
 
 
+def _first_entry_at(stages: StageIndex, wanted: frozenset[str], lo: int, hi: int) -> np.ndarray:
+    """Per chunk-local lead, the first known second of an entry into any of `wanted` (int64 max: none)."""
+    owner, seconds = _first_entry(stages, wanted)
+    first_at = np.full(hi - lo, np.iinfo(np.int64).max, dtype=np.int64)
+    first_at[owner - lo] = seconds
+    return first_at
+
+
 def _account(
     prep: _Prepared,
     acts: _Activities,
@@ -372,11 +383,13 @@ def _account(
     has = account_of >= 0
     contacts = np.sort(tl.make_keys(account_of[has], created[has]))
     cols["account_contacts"] = _other_count(contacts, n_accounts, q_acc, q_sec, own_created)
+    first_entries: dict[str, np.ndarray] = {}
     for name, wanted in (("mql", frozenset({"MQL"})), ("sql", vocab.SQL_OR_LATER)):
         owner, seconds = _first_entry(stages, wanted)
         owner = owner - lo
         first_at = np.full(hi - lo, np.iinfo(np.int64).max, dtype=np.int64)
         first_at[owner] = seconds
+        first_entries[name] = first_at
         with_acc = account_of[owner] >= 0
         milestones = np.sort(tl.make_keys(account_of[owner][with_acc], seconds[with_acc]))
         own = (first_at[q_pos] <= q_sec).astype(np.int32)
@@ -400,6 +413,18 @@ def _account(
             out = np.zeros(len(q_pos), dtype=np.int32)
             out[q_has] = account_count - totals[f"{what}_{name}"][q_has]
             cols[f"account_other_{what}_{name}"] = out
+
+    events = ChunkEvents(
+        group=pd.factorize(group)[0].astype(np.int64),
+        has_account=group >= 0,
+        lead=tl.key_owner(acts.keys),
+        seconds=tl.key_seconds(acts.keys),
+        kind=acts.kinds,
+        created=created,
+        converted=first_entries["sql"],
+        closed=_first_entry_at(stages, _CLOSING, lo, hi),
+    )
+    cols.update(readiness_features(events, q_pos, q_sec, params))
 
 
 def _take(columns: Mapping[str, Column], index: np.ndarray) -> dict[str, Column]:

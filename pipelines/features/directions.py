@@ -47,8 +47,11 @@ DIRECTIONS: Final[dict[str, int]] = {
 }
 #: The lead's own activity counts per type and window: n_<type>_<window>, and n_activities_<window> (any type).
 _OWN_COUNT: Final = re.compile(r"^n_(?P<what>.+)_(?P<window>\d+d|all)$")
-#: Colleagues' pricing-page visits and demo requests: the account is shopping.
-_ACCOUNT_INTENT: Final = re.compile(r"^account_other_high_intent_(?:\d+d|all)$")
+#: Colleagues' pricing-page visits and demo requests: the account is shopping. The account's decayed intent and
+#: engagement, and how many of its contacts engaged or showed intent within a window (the buying committee), too.
+_ACCOUNT_INTENT: Final = re.compile(
+    r"^account_(?:other_high_intent_(?:\d+d|all)|(?:intent|engagement)_decay_[\d.]+d|(?:engaged|intent)_contacts_\d+d)$"
+)
 
 
 def feature_direction(name: str, family: str, kind: str = "numeric") -> int:
@@ -73,6 +76,8 @@ def feature_direction(name: str, family: str, kind: str = "numeric") -> int:
 #: days in the current stage and the activity before the velocity window have no direction). They are constraints
 #: only, not reason filters: a continuous recency has no "absent" zero for `contradicts` to read.
 _RECENCY: Final = re.compile(r"^days_since_(?P<what>.+)$")
+#: Days since the account's latest intent or engagement (pipelines.features.readiness): the account-wide recency.
+_ACCOUNT_RECENCY: Final = re.compile(r"^days_since_account_(?:intent|engagement)$")
 
 
 def monotone_direction(name: str, family: str, kind: str = "numeric") -> int:
@@ -82,6 +87,8 @@ def monotone_direction(name: str, family: str, kind: str = "numeric") -> int:
     if declared or kind != "numeric":
         return declared
     if family == "recency" and (match := _RECENCY.match(name)) and match["what"] not in NEGATIVE_ACTIVITIES:
+        return -1
+    if family == "account" and _ACCOUNT_RECENCY.match(name):
         return -1
     if family == "velocity" and not name.startswith("n_activities_prior_"):
         return +1

@@ -117,3 +117,54 @@ def last_key_upto(sorted_keys: np.ndarray, mask: np.ndarray, prefix: np.ndarray)
     has = prefix > 0
     out[has] = running[prefix[has] - 1]
     return out
+
+
+#: Decayed sums restart their exponent every this many e-folding times, so exp() stays finite on any history.
+_ERA_TAUS: Final = 256
+
+
+def decayed_sums(
+    sorted_keys: np.ndarray, weights: np.ndarray, owner: np.ndarray, seconds: np.ndarray, half_life_days: float
+) -> np.ndarray:
+    """For each query, sum of `weights` of the owner's events known at `seconds`, each times 0.5 ** (age / half-life).
+
+    An exponentially decayed count: recent events count fully, older ones fade, with no window edge. Exact and
+    vectorised: the events' weights times exp(time / tau) are summed per (owner, era) with a segmented cumulative
+    sum (so no owner's sum cancels against another's), and an era's total is carried into the next one; eras are
+    `_ERA_TAUS` e-folding times long, so the exponents stay bounded (< e^256) on histories of any length, and
+    events two eras back weigh under e^-256 and are dropped.
+    """
+    tau = half_life_days * DAY / np.log(2.0)
+    era_len = int(_ERA_TAUS * tau)
+    times = key_seconds(sorted_keys)
+    owners = key_owner(sorted_keys)
+    era = times // era_len
+    values = np.asarray(weights, dtype=np.float64) * np.exp((times - era * era_len) / tau)
+    segment = np.r_[True, (owners[1:] != owners[:-1]) | (era[1:] != era[:-1])] if len(times) else np.zeros(0, bool)
+    within = pd.Series(values).groupby(np.cumsum(segment)).cumsum().to_numpy()  # per segment: no cancellation
+    q_era = np.asarray(seconds, dtype=np.int64) // era_len
+    now = count_upto(sorted_keys, owner, seconds)
+    last = np.maximum(now - 1, 0)
+    out = np.zeros(len(now), dtype=np.float64)
+    if not len(times):
+        return out
+    same_owner = (now > 0) & (owners[last] == owner)
+    current = same_owner & (era[last] == q_era)
+    out[current] = within[last[current]] * np.exp((q_era[current] * era_len - seconds[current]) / tau)
+    # the previous era's total, carried over: its last event, when it is this owner's and one era back
+    era_start = np.searchsorted(sorted_keys, make_keys(owner, q_era * era_len), side="left")
+    prev = np.maximum(era_start - 1, 0)
+    carried = (era_start > 0) & (owners[prev] == owner) & (era[prev] == q_era - 1) & (era_start <= now)
+    out[carried] += within[prev[carried]] * np.exp(((q_era[carried] - 1) * era_len - seconds[carried]) / tau)
+    return out
+
+
+def covering_counts(start_keys: np.ndarray, end_keys: np.ndarray, owner: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+    """For each query, how many of the owner's intervals [start, end) contain `seconds` (both key arrays sorted).
+
+    Distinct counts over time reduce to this: an interval per item from the moment it counts to the moment it
+    stops, so "how many contacts were active in the last 30 days at t" is two searches, not a loop per query.
+    """
+    begun = count_upto(start_keys, owner, seconds) - np.searchsorted(start_keys, np.asarray(owner) << SECOND_BITS)
+    ended = count_upto(end_keys, owner, seconds) - np.searchsorted(end_keys, np.asarray(owner) << SECOND_BITS)
+    return (begun - ended).astype(np.int32)

@@ -74,6 +74,15 @@ _COUNT: Final = re.compile(r"^n_(?P<what>.+)_(?P<window>\d+d|all)$")
 _SINCE: Final = re.compile(r"^days_since_(?P<what>.+)$")
 _ACCOUNT_WINDOW: Final = re.compile(r"^account_other_(?P<what>activities|high_intent)_(?P<window>\d+d|all)$")
 _VELOCITY: Final = re.compile(r"^(?:n_activities_(?P<when>last|prior)|activity_velocity)_(?P<days>\d+)d$")
+#: Account readiness (pipelines.features.readiness): the whole account's decayed signals, their change, its breadth.
+_ACCOUNT_DECAY: Final = re.compile(r"^account_(?P<what>intent|engagement)_(?P<how>decay|change)_(?P<days>[\d.]+)d$")
+_ACCOUNT_BREADTH: Final = re.compile(r"^account_(?P<what>engaged|intent)_contacts_(?P<change>change_)?(?P<days>\d+)d$")
+_ACCOUNT_SINCE: Final = re.compile(r"^days_since_account_(?P<what>intent|engagement)$")
+_COLLEAGUE_SQL: Final = re.compile(r"^account_other_sql_(?P<days>\d+)d$")
+_ACCOUNT_SIGNALS: Final[dict[str, tuple[str, str]]] = {
+    "intent": ("pricing visit or demo request", "pricing visits or demo requests"),
+    "engagement": ("click, visit, download or form", "clicks, visits, downloads and forms"),
+}
 
 
 @dataclass(frozen=True)
@@ -188,6 +197,54 @@ def _activity(what: str, window: str, value: float) -> str:
     return f"no {noun} {_window(window, True)}"
 
 
+def _readiness(name: str, value: Any, missing: bool) -> str | None:
+    """Words for the account readiness features, None for any other feature."""
+    if m := _ACCOUNT_SINCE.match(name):
+        many = _ACCOUNT_SIGNALS[m["what"]][1]
+        return f"no {many} at the company yet" if missing else f"latest {many} at the company {_days(value)} ago"
+    if name == "days_since_account_other_sql":
+        return (
+            "no colleague at the company has reached SQL yet"
+            if missing
+            else (f"a colleague at the company reached SQL {_days(value)} ago")
+        )
+    readiness = (_ACCOUNT_DECAY, _ACCOUNT_BREADTH, _COLLEAGUE_SQL)
+    if missing or not (name == "account_open_contacts" or any(p.match(name) for p in readiness)):
+        return None
+    count = float(value)
+    if m := _ACCOUNT_DECAY.match(name):
+        one, many = _ACCOUNT_SIGNALS[m["what"]]
+        if m["how"] == "decay":
+            if count < 0.05:
+                return f"no recent {many} across the company"
+            shown = round(count, 1)
+            return f"{plural(shown, 'recent ' + one, 'recent ' + many)} across the company (half-life {m['days']} days)"
+        days = m["days"]
+        if count == 0:
+            return f"{many} across the company steady over the last {days} days"
+        more = "more" if count > 0 else "fewer"
+        return f"{many} across the company {'rising' if count > 0 else 'falling'}: {number(abs(count))} {more} in " + (
+            f"the last {days} days than in the {days} before"
+        )
+    if m := _ACCOUNT_BREADTH.match(name):
+        did = "engaged" if m["what"] == "engaged" else "showed buying intent"
+        days = m["days"]
+        if m["change"]:
+            more = "more" if count >= 0 else "fewer"
+            return (
+                f"{number(abs(count))} {more} {'contact' if abs(count) == 1 else 'contacts'} at the company {did} "
+                + (f"in the last {days} days than in the {days} before")
+            )
+        return f"{plural(count, 'contact')} at the company {did} in the last {days} days"
+    if m := _COLLEAGUE_SQL.match(name):
+        return _colleagues(
+            count, f"reached SQL in the last {m['days']} days", f"reached SQL in the last {m['days']} days"
+        )
+    if name == "account_open_contacts":
+        return f"{plural(count, 'open contact')} at the company, this one included"
+    return None
+
+
 def describe(name: str, value: Any) -> str:
     """One feature's value of one lead in business words (falls back to "name: value")."""
     missing = _missing(value)
@@ -214,6 +271,8 @@ def describe(name: str, value: Any) -> str:
         )
         counted = plural(value, one, many) if value else f"no {many}"
         return f"{counted} by colleagues at the company {_window(m['window'], not value)}"
+    if (text := _readiness(name, value, missing)) is not None:
+        return text
     if missing or str(value) in UNKNOWN_LEVELS:
         return MISSING_WORDS.get(name, f"{name.replace('_', ' ')} unknown")
     numeric = isinstance(value, int | float | np.number) and not isinstance(value, bool)

@@ -36,6 +36,7 @@ def params(**overrides: Any) -> FeaturesParams:
         "sample_leads": None,
         "windows_days": (7, 30, 90),
         "velocity_days": 14,
+        "decay_half_life_days": (7.0, 30.0),
         "chunk_leads": 2,
         "icp": IcpParams(
             industries=("Software", "Financial Services", "Healthcare", "Manufacturing"),

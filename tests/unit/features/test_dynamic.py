@@ -147,13 +147,14 @@ def test_account_features_count_only_the_other_leads_and_only_what_was_known() -
     assert row["account_other_mql"] == 2 and row["account_other_sql"] == 1
 
 
-def test_account_features_are_zero_without_an_account() -> None:
+def test_colleague_features_are_zero_without_an_account() -> None:
     tables = build_crm([lead(1), lead(2)], activities=[(2, 1, "demo_request")])
 
     row = one_row(tables, 1, 10)
 
-    account = [c for c in row.index if c.startswith("account_")]
-    assert (row[account] == 0).all() and row["has_account"] == 0
+    colleagues = [c for c in row.index if c.startswith("account_other_")] + ["account_contacts"]
+    assert (row[colleagues] == 0).all() and row["has_account"] == 0
+    assert row["account_intent_decay_7d"] == 0 and row["account_open_contacts"] == 1  # the lead alone is its group
 
 
 @pytest.mark.parametrize("chunk_leads", [1, 2, 1000])

@@ -260,3 +260,34 @@ def test_the_vectorised_top_k_says_what_a_row_by_row_reading_of_the_rules_says()
     positive, negative = explain(contrib, frame, features, 3)
     assert [[r.text for r in row] for row in positive] == top_reasons(contrib, frame, features, 3)[0]
     assert all(r.sign == -1 and r.contribution < 0 for row in negative for r in row)
+
+
+def test_account_readiness_reads_as_sentences() -> None:
+    assert describe("account_intent_decay_7d", 1.52) == (
+        "1.5 recent pricing visits or demo requests across the company (half-life 7 days)"
+    )
+    assert describe("account_intent_decay_7d", 0.98) == (
+        "1 recent pricing visit or demo request across the company (half-life 7 days)"
+    )
+    assert describe("account_intent_decay_30d", 0.01) == "no recent pricing visits or demo requests across the company"
+    assert describe("account_intent_change_14d", 1) == (
+        "pricing visits or demo requests across the company rising: 1 more in the last 14 days than in the 14 before"
+    )
+    assert describe("account_engaged_contacts_30d", 1) == "1 contact at the company engaged in the last 30 days"
+    assert (
+        describe("account_intent_contacts_7d", 3) == "3 contacts at the company showed buying intent in the last 7 days"
+    )
+    assert describe("account_engaged_contacts_change_14d", -1) == (
+        "1 fewer contact at the company engaged in the last 14 days than in the 14 before"
+    )
+    assert describe("account_other_sql_30d", 2) == "2 other contacts at the company reached SQL in the last 30 days"
+    assert describe("days_since_account_other_sql", math.nan) == "no colleague at the company has reached SQL yet"
+    assert describe("days_since_account_other_sql", 12.2) == "a colleague at the company reached SQL 12 days ago"
+    assert describe("account_open_contacts", 1) == "1 open contact at the company, this one included"
+    assert (
+        describe("days_since_account_intent", 3.2) == "latest pricing visits or demo requests at the company 3 days ago"
+    )
+    assert (
+        describe("days_since_account_engagement", math.nan)
+        == "no clicks, visits, downloads and forms at the company yet"
+    )
