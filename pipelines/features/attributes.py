@@ -54,7 +54,7 @@ class LeadAttributes:
                 levels = sorted(text.dropna().unique().tolist())
                 codes = np.full(len(lead_ids), -1, dtype=np.int16 if len(levels) < 32_000 else np.int32)
                 codes[found] = pd.Categorical(text, categories=levels).codes[row[found]]
-                columns[spec.name] = pd.Categorical.from_codes(codes, categories=levels)
+                columns[spec.name] = pd.Categorical.from_codes(codes.astype(np.int64), categories=pd.Index(levels))
         return cls(columns=columns)
 
     def take(self, positions: np.ndarray) -> dict[str, np.ndarray | pd.Categorical]:

@@ -144,7 +144,8 @@ def _plan_chunks(group: np.ndarray, chunk_leads: int) -> np.ndarray:
     starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
     chunk_of_group = starts // chunk_leads
     firsts = starts[np.r_[True, chunk_of_group[1:] != chunk_of_group[:-1]]]
-    return np.r_[firsts, n].astype(np.int64)
+    bounds: np.ndarray = np.r_[firsts, n].astype(np.int64)
+    return bounds
 
 
 def _group_by_chunk(chunk: np.ndarray, n_chunks: int) -> tuple[np.ndarray, np.ndarray]:
@@ -458,7 +459,9 @@ def _chunk_features(
     cols["lead_age_days"] = ((q_ns - prep.created_ns[q_pos]) / (tl.DAY * 1e9)).astype(np.float32)
     stages = prep.stages.owners(lo, hi)
     _stage(stages, lo, hi, q_pos, q_sec, cols)
-    cols["stage_at_t"] = pd.Categorical.from_codes(cols["stage_at_t"], categories=prep.categories.levels["stage_at_t"])
+    cols["stage_at_t"] = pd.Categorical.from_codes(
+        np.asarray(cols["stage_at_t"]), categories=pd.Index(prep.categories.levels["stage_at_t"])
+    )
     _account(prep, acts, stages, lo, hi, local, q_sec, params, totals, cols)
     return {s.name: cols[s.name] for s in specs}
 
@@ -489,7 +492,7 @@ class FeatureChunk:
                 )
                 nullable = True
             elif isinstance(values, pd.arrays.DatetimeArray):  # UTC nanoseconds, straight from the int64 view
-                ns = values.tz_convert("UTC").as_unit("ns").asi8
+                ns = values.tz_convert("UTC").as_unit("ns").asi8  # type: ignore[attr-defined]  # pandas-stubs lack it
                 array = pa.array(ns.view("datetime64[ns]"), type=pa.timestamp("ns", tz="UTC"), mask=ns == pd.NaT.value)
                 nullable = array.null_count > 0
             else:

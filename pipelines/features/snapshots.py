@@ -83,7 +83,8 @@ class StageIndex:
         """Entries into any of `stages` with since < known second <= until (since None: from the start)."""
         sums = tl.prefix_sums(np.isin(self.stage, stage_codes(stages)).astype(np.int32))
         lower = self.start(owner) if since is None else self.prefix(owner, since)
-        return sums[self.prefix(owner, until)] - sums[lower]
+        counts: np.ndarray = sums[self.prefix(owner, until)] - sums[lower]
+        return counts
 
     def latest(self, owner: np.ndarray, seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(stage code, key) of the latest entry known at `seconds`; code -1 and key -1 when there is none."""
@@ -105,7 +106,8 @@ def open_mask(
     closed = stage_index.count_in(closing, owner, None, seconds) > 0
     latest, _ = stage_index.latest(owner, seconds)
     disqualified = latest == STAGE_CODES[DISQUALIFIED]
-    return created & ~closed & ~disqualified
+    open_now: np.ndarray = created & ~closed & ~disqualified
+    return open_now
 
 
 def labels(

@@ -80,7 +80,7 @@ def with_account(grid: pd.DataFrame, leads: pd.DataFrame) -> pd.DataFrame:
     """The grid with each lead's account id (`ACCOUNT`, empty without one) carried as a key column, never a feature:
     the model stages resample accounts for every interval (leads of one account share its buying state)."""
     account = pd.Series(leads["account_id"].to_numpy(), index=leads["lead_id"].to_numpy())
-    return grid.assign(**{ACCOUNT: pd.array(grid["lead_id"].map(account), dtype="Int64")})
+    return grid.assign(**{ACCOUNT: grid["lead_id"].map(account).astype("Int64")})
 
 
 def run_features(raw: Path, out: Path, params: FeaturesParams, progress: bool = True) -> dict[str, Any]:

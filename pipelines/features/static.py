@@ -176,9 +176,9 @@ class Categories:
         codes = pc.index_in(array, value_set=pa.array(levels, type=pa.large_string()))
         if OTHER in levels:
             codes = pc.if_else(pc.and_(pc.is_null(codes), pc.is_valid(array)), levels.index(OTHER), codes)
-        return pd.Categorical.from_codes(
-            pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype(np.int16), categories=levels
-        )
+        coded: np.ndarray = pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype(np.int16)
+        # the stubs type a str-category Categorical apart from the declared Categorical[object]
+        return pd.Categorical.from_codes(coded, categories=pd.Index(list(levels)))  # type: ignore[return-value]
 
 
 def _arrow(values: pd.Series | np.ndarray) -> pa.Array:
@@ -196,7 +196,8 @@ def _text(values: pd.Series) -> pa.Array:
 
 def _flag(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A boolean Arrow array as int8 0/1, null counting as 0."""
-    return pc.fill_null(values, False).to_numpy(zero_copy_only=False).astype(np.int8)
+    flags: np.ndarray = pc.fill_null(values, False).to_numpy(zero_copy_only=False).astype(np.int8)
+    return flags
 
 
 def _in(values: pa.Array, words: frozenset[str] | set[str]) -> pa.Array:
@@ -291,7 +292,7 @@ def bogus_signals(leads: pd.DataFrame, domains: pa.Array | None = None) -> dict[
         "phone_invalid",
         "title_placeholder",
     ]
-    out["bogus_signal_count"] = np.sum([out[c] for c in signals], axis=0, dtype=np.int8)
+    out["bogus_signal_count"] = np.asarray(np.sum([out[c] for c in signals], axis=0, dtype=np.int8))
     return out
 
 
@@ -376,7 +377,8 @@ def static_features(
     out["icp_industry"] = _flag(_in(industry, set(icp.industries)))
     out["icp_size"] = ((employees >= icp.employees_min) & (employees <= icp.employees_max)).astype(np.int8)
     out["icp_region"] = _flag(_in(region, set(icp.regions)))
-    out["icp_fit_count"] = (out["icp_industry"] + out["icp_size"] + out["icp_region"]).astype(np.int8)
+    fits = [np.asarray(out[c]) for c in ("icp_industry", "icp_size", "icp_region")]  # int8 0/1 arrays
+    out["icp_fit_count"] = (fits[0] + fits[1] + fits[2]).astype(np.int8)
     out["icp_match"] = (out["icp_fit_count"] == 3).astype(np.int8)
     # title
     out["seniority"] = pd.Categorical(titles["seniority"], categories=categories.levels["seniority"])

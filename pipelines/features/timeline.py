@@ -46,7 +46,7 @@ def query_seconds(values: pd.Series | pd.DatetimeIndex) -> np.ndarray:
 def from_seconds(seconds: np.ndarray) -> pd.DatetimeIndex:
     """Whole seconds since 1970 back to tz-aware UTC timestamps (ns)."""
     ns = np.asarray(seconds, dtype=np.int64) * _NS
-    return pd.DatetimeIndex(ns.view("datetime64[ns]")).tz_localize("UTC").astype(UTC_NS)
+    return pd.DatetimeIndex(pd.DatetimeIndex(ns.view("datetime64[ns]")).tz_localize("UTC").astype(UTC_NS))
 
 
 def index_of(ids: np.ndarray | pd.Series, lookup: np.ndarray | pd.Series) -> np.ndarray:
@@ -60,12 +60,16 @@ def index_of(ids: np.ndarray | pd.Series, lookup: np.ndarray | pd.Series) -> np.
         out = np.full(len(lookup), -1, dtype=np.int64)
         out[inside] = table[lookup[inside]]
         return out
-    return pd.Index(ids).get_indexer(lookup).astype(np.int64)
+    positions: np.ndarray = pd.Index(ids).get_indexer(lookup).astype(np.int64)
+    return positions
 
 
 def make_keys(owner: np.ndarray, seconds: np.ndarray) -> np.ndarray:
     """One sortable int64 per (owner position, second); seconds are clipped into the key's range."""
-    return (np.asarray(owner, dtype=np.int64) << SECOND_BITS) | np.clip(seconds, 0, SECOND_MASK).astype(np.int64)
+    keys: np.ndarray = (np.asarray(owner, dtype=np.int64) << SECOND_BITS) | np.clip(seconds, 0, SECOND_MASK).astype(
+        np.int64
+    )
+    return keys
 
 
 def key_owner(keys: np.ndarray) -> np.ndarray:
