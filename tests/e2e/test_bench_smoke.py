@@ -33,7 +33,7 @@ def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
 def quick_params(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The repository's params with a short LightGBM run (the smoke test checks the plumbing, not the model)."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["train"].update(max_rounds=30, early_stopping_rounds=10, logreg_max_iter=30)
+    raw["train"].update(max_rounds=30, early_stopping_rounds=10, min_rounds=10, tune_trials=0, logreg_max_iter=30)
     raw["rules"]["file"] = str(REPO / raw["rules"]["file"])
     path = tmp_path_factory.mktemp("bench_params") / "params.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
