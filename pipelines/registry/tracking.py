@@ -33,7 +33,17 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from pipelines.calibrate import CALIBRATOR_FILE, THRESHOLDS_FILE, load_calibrator, load_thresholds
+from pipelines.artifacts import (
+    BOOSTER_FILE,
+    CALIBRATOR_FILE,
+    PRODUCTION_DIR,
+    THRESHOLDS_FILE,
+    load_booster,
+    load_calibrator,
+    load_split,
+    load_thresholds,
+)
+from pipelines.atomic import atomic_path
 from pipelines.config import Params
 from pipelines.crm.db import display_url
 from pipelines.drift import DriftReference, build_reference, write_reference
@@ -41,7 +51,6 @@ from pipelines.errors import BadInputError
 from pipelines.modeling import (
     LABEL,
     assign_slices,
-    atomic_path,
     cluster_ids,
     expected_calibration_error,
     production_slices,
@@ -344,7 +353,6 @@ class RegisterInputs:
 
 def gate_rows(features_dir: Path, models_dir: Path) -> pd.DataFrame:
     """The out-of-time test slice of the current features under the current split (the gate's rows)."""
-    from pipelines.train import load_split
 
     frame, _ = read_features(features_dir)
     rows: pd.DataFrame = frame.loc[assign_slices(frame, load_split(models_dir)) == "test"].reset_index(drop=True)
@@ -542,7 +550,6 @@ def training_reference(
 ) -> DriftReference:
     """Bins of the calibrated score and the most important features (by gain) over the latest labelled weeks, the
     rows the production model was calibrated and thresholded on (weighted: the whole open population then)."""
-    from pipelines.train import PRODUCTION_DIR, load_booster, load_split
 
     production = models_dir / PRODUCTION_DIR
     booster = load_booster(production)
@@ -589,7 +596,7 @@ def version_absolute_gate(
     models_dir: Path, rows: pd.DataFrame, metrics: Mapping[str, Any], params: Params
 ) -> GateResult:
     """The absolute gate of the evaluation model (models/booster.txt, the one the test figures measure)."""
-    from pipelines.train import is_constant, load_booster
+    from pipelines.train import is_constant
 
     booster = load_booster(models_dir)
     return absolute_gate(metrics, booster.num_trees(), is_constant(booster, rows), params.registry.gate)
@@ -601,8 +608,6 @@ def log_and_register(
     """Log the training run (params, metrics with CIs, plots, features, lineage, model) and register the model;
     it becomes champion only through both gates (absolute, then against the champion), or with `force`."""
     import mlflow
-
-    from pipelines.train import BOOSTER_FILE, PRODUCTION_DIR, load_booster, load_split
 
     reg = params.registry
     production = inputs.models_dir / PRODUCTION_DIR  # what is registered; the evaluation model rides along

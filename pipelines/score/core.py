@@ -19,7 +19,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from pipelines.calibrate import THRESHOLD_STAGES, Thresholds
+from pipelines.calibrated import THRESHOLD_STAGES, Thresholds
 from pipelines.config import CalibrateParams, FeaturesParams, StagePolicy
 from pipelines.drift import DriftReference, read_reference
 from pipelines.errors import BadInputError

@@ -15,7 +15,9 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from pipelines.calibrate import Thresholds, fit_calibrator, save_calibrator, save_thresholds
+from pipelines.artifacts import save_calibrator, save_thresholds
+from pipelines.calibrate import fit_calibrator
+from pipelines.calibrated import Thresholds
 from pipelines.config import load_params
 from pipelines.modeling import assign_slices, plan_split, production_slices, write_csv, write_json
 
