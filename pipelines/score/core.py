@@ -122,7 +122,7 @@ def load_scoring_model(model_uri: str, client: Any, checked: tuple[str, str, str
 
     import mlflow
 
-    from pipelines.registry.tracking import check_version_location
+    from pipelines.registry.server import check_version_location
 
     name, version, pinned = checked or resolve_scoring_model(model_uri, client)
     check_version_location(client, name, version)  # loading a local model writes into its folder

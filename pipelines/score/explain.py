@@ -47,7 +47,7 @@ def explain_lead(
     crm_url: str, lead: str, as_of: pd.Timestamp, params: Params, model_uri: str, tracking_uri: str | None
 ) -> dict[str, Any]:
     """Score one lead as of `as_of` with reasons; UnknownLeadError or LeadNotScoredError (exit 2) otherwise."""
-    from pipelines.registry.tracking import configure_tracking, resolve_tracking_uri
+    from pipelines.registry.server import configure_tracking, resolve_tracking_uri
 
     engine = make_engine(crm_url)
     try:

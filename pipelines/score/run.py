@@ -164,7 +164,8 @@ def run_score(
     Cheap refusals come first (names, as-of, the model's kind from the registry), then the lock, and only then
     the slow model load: a second run is refused at once, and a refused run leaves nothing behind.
     """
-    from pipelines.registry.tracking import configure_tracking, production_run, resolve_tracking_uri
+    from pipelines.registry.aliases import production_run
+    from pipelines.registry.server import configure_tracking, resolve_tracking_uri
 
     out_url = scores_url or crm_url
     out_engine = make_engine(out_url, create_dirs=True)

@@ -222,7 +222,8 @@ def register_tiny(
 ) -> dict:
     """Build a tiny model's artifacts under root/<seed> and run the register stage's core against `uri`, with the
     lineage of `repo` (default: a clean git project under root); `metrics` overrides evaluate.json keys."""
-    from pipelines.registry.tracking import RegisterInputs, run_register
+    from pipelines.registry.inputs import RegisterInputs
+    from pipelines.registry.tracking import run_register
 
     repo = repo or clean_project(root)
     dirs = build_tiny(root / f"run{seed}", seed=seed, metrics=metrics)

@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from pipelines.cli import EXIT_BAD_INPUT, app
-from pipelines.registry.tracking import RegistryError
+from pipelines.registry.server import RegistryError
 from tests.support.tiny_model import clean_project, register_tiny, tiny_params
 
 NAME = "lead-scoring"
