@@ -18,7 +18,8 @@ from pipelines.errors import BadInputError
 from pipelines.registry.model import conform
 from pipelines.rules import load_rules
 from pipelines.score import reader
-from pipelines.score.core import check_compatible, chunk_features, load_scoring_model
+from pipelines.score.core import check_compatible, chunk_features
+from pipelines.score.model import load_scoring_model
 
 log = logging.getLogger(__name__)
 

@@ -33,14 +33,8 @@ from pipelines.errors import BadInputError
 from pipelines.registry.model import conform
 from pipelines.rules import load_rules
 from pipelines.score import core, groups, reader, store
-from pipelines.score.core import (
-    ScoringModel,
-    check_compatible,
-    chunk_features,
-    load_scoring_model,
-    resolve_scoring_model,
-    score_rows,
-)
+from pipelines.score.core import ScoringModel, check_compatible, chunk_features, score_rows
+from pipelines.score.model import load_scoring_model, resolve_scoring_model
 from pipelines.score.preflight import check_as_of, check_volume, previous_run
 
 log = logging.getLogger(__name__)

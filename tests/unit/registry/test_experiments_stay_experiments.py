@@ -162,7 +162,7 @@ def test_a_copied_project_never_writes_into_the_original(tmp_path: Path, monkeyp
         register_tiny(copy, uri, seed=1, params_path=copy / "params.yaml")
     assert MlflowClient(uri, uri).get_experiment_by_name("lead-scoring-copy") is None
     # nor is scoring with it (MLflow writes a registered_model_meta file into a local model's folder on load)
-    from pipelines.score.core import load_scoring_model
+    from pipelines.score.model import load_scoring_model
 
     with pytest.raises(RegistryError, match="outside this project"):
         load_scoring_model("models:/lead-scoring@champion", MlflowClient(uri, uri))
