@@ -76,8 +76,8 @@ def _params(path: Path, reasons_for: str) -> Any:
 
 
 def _model(args: argparse.Namespace) -> Any:
-    from pipelines.registry.tracking import configure_tracking
-    from pipelines.score.core import load_scoring_model
+    from pipelines.registry.server import configure_tracking
+    from pipelines.score.model import load_scoring_model
 
     return load_scoring_model(args.model_uri, configure_tracking(args.tracking_uri))
 

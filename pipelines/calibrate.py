@@ -21,15 +21,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
+from pipelines.artifacts import (
+    CALIBRATOR_FILE,
+    PRODUCTION_DIR,
+    THRESHOLDS_FILE,
+    load_booster,
+    load_split,
+    save_calibrator,
+    save_thresholds,
+)
+from pipelines.calibrated import THRESHOLD_STAGES, Calibrator, Thresholds, logit
 from pipelines.config import CalibrateParams, Params, StagePolicy
 from pipelines.modeling import (
     LABEL,
@@ -41,67 +50,16 @@ from pipelines.modeling import (
     precision_recall,
     production_slices,
     read_features,
-    read_json,
     row_weights,
     weights_or_ones,
-    write_json,
 )
 
 log = logging.getLogger(__name__)
-
-CALIBRATOR_FILE: Final = "calibrator.json"
-THRESHOLDS_FILE: Final = "thresholds.json"
-#: The funnel stages that get a probability threshold (a subset of `vocab.STAGES`, the CRM's funnel stages).
-THRESHOLD_STAGES: Final[tuple[str, ...]] = ("MQL", "SAL", "SQL")
-NO_STAGE: Final = "none"
-#: Grade -> the stage whose threshold the probability must reach (D: none of them).
-GRADES: Final[dict[str, str | None]] = {"A": "SQL", "B": "SAL", "C": "MQL", "D": None}
-_EPS: Final = 1e-6
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Calibration
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, dtype=float), _EPS, 1 - _EPS)
-    logit: np.ndarray = np.log(p / (1 - p))
-    return logit
-
-
-@dataclass(frozen=True)
-class Calibrator:
-    """Raw score -> probability: centred isotonic knots (linear between them, flat outside them) or Platt scaling."""
-
-    method: Literal["isotonic", "platt"]
-    knots_x: tuple[float, ...] = ()
-    knots_y: tuple[float, ...] = ()
-    slope: float = 1.0
-    intercept: float = 0.0
-
-    def apply(self, raw: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities of raw model scores."""
-        raw = np.asarray(raw, dtype=float)
-        calibrated: np.ndarray
-        if self.method == "isotonic":
-            calibrated = np.interp(raw, self.knots_x, self.knots_y)
-        else:
-            calibrated = 1.0 / (1.0 + np.exp(-(self.slope * _logit(raw) + self.intercept)))
-        return calibrated
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (no pickle: readable, diffable, safe to load)."""
-        if self.method == "isotonic":
-            return {"method": "isotonic", "knots_x": list(self.knots_x), "knots_y": list(self.knots_y)}
-        return {"method": "platt", "slope": self.slope, "intercept": self.intercept}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Calibrator:
-        """Inverse of `to_dict`."""
-        if data["method"] == "isotonic":
-            return cls("isotonic", tuple(map(float, data["knots_x"])), tuple(map(float, data["knots_y"])))
-        return cls("platt", slope=float(data["slope"]), intercept=float(data["intercept"]))
 
 
 def centred_knots(
@@ -168,90 +126,13 @@ def fit_calibrator(
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, y, sample_weight=weight)
         knots_x, knots_y = centred_knots(iso.X_thresholds_, iso.y_thresholds_, raw, weight)
         return Calibrator("isotonic", tuple(map(float, knots_x)), tuple(map(float, knots_y)))
-    lr = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(raw)[:, None], y, sample_weight=weight)
+    lr = LogisticRegression(C=1e6, max_iter=1000).fit(logit(raw)[:, None], y, sample_weight=weight)
     return Calibrator("platt", slope=float(lr.coef_[0, 0]), intercept=float(lr.intercept_[0]))
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Thresholds
 # ----------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Per-stage thresholds on the calibrated probability, globally and optionally per segment."""
-
-    target_stage: str
-    horizon_days: int
-    global_thresholds: dict[str, float]
-    segment_column: str | None = None
-    segment_thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
-    report: dict[str, Any] = field(default_factory=dict)
-
-    def matrix(self, n: int, segments: np.ndarray | pd.Series | None = None) -> np.ndarray:
-        """(n, 3) thresholds for MQL, SAL, SQL of each row (its segment's when known, else the global ones)."""
-        out = np.tile(np.array([self.global_thresholds[s] for s in THRESHOLD_STAGES], dtype=float), (n, 1))
-        if self.segment_column and self.segment_thresholds and segments is not None:
-            values = pd.Series(np.asarray(segments, dtype=object)).astype("string").fillna("")
-            for value, per_stage in self.segment_thresholds.items():
-                rows = (values == value).to_numpy()
-                if rows.any():
-                    out[rows] = [per_stage[s] for s in THRESHOLD_STAGES]
-        return out
-
-    def stage_of(self, prob: np.ndarray, segments: np.ndarray | pd.Series | None = None) -> np.ndarray:
-        """The highest stage whose threshold each probability reaches, else "none" (nurture)."""
-        prob = np.asarray(prob, dtype=float)
-        reached = prob[:, None] >= self.matrix(len(prob), segments)
-        level = reached.sum(axis=1)  # thresholds are ordered, so reached stages form a prefix
-        names = np.array([NO_STAGE, *THRESHOLD_STAGES], dtype=object)
-        stages: np.ndarray = names[level]
-        return stages
-
-    def grade_of(self, prob: np.ndarray, segments: np.ndarray | pd.Series | None = None) -> np.ndarray:
-        """Grade A (SQL threshold reached), B (SAL), C (MQL) or D (below MQL)."""
-        stage = self.stage_of(prob, segments)
-        grade_of_stage = {stage_name or NO_STAGE: grade for grade, stage_name in GRADES.items()}
-        return np.array([grade_of_stage[s] for s in stage], dtype=object)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form of models/thresholds.json (thresholds, the grade bands, and how they were chosen)."""
-        return {
-            "score": f"calibrated probability of reaching {self.target_stage} within {self.horizon_days} days",
-            "target_stage": self.target_stage,
-            "horizon_days": self.horizon_days,
-            "stages": list(THRESHOLD_STAGES),
-            "rule": "predicted stage = the highest stage whose threshold the probability reaches, else 'none'",
-            "grades": {
-                g: (f"probability >= the {s} threshold" if s else "below the MQL threshold (nurture)")
-                for g, s in GRADES.items()
-            },
-            "thresholds": self.global_thresholds,
-            "segment_column": self.segment_column,
-            "segment_thresholds": self.segment_thresholds,
-            **self.report,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Thresholds:
-        """Read models/thresholds.json back (what nightly scoring does)."""
-        report_keys = {"policies", "volume", "precision_min_rows", "calibration_slice", "segments"}
-        return cls(
-            target_stage=data["target_stage"],
-            horizon_days=int(data["horizon_days"]),
-            global_thresholds={s: _from_json(data["thresholds"][s]) for s in THRESHOLD_STAGES},
-            segment_column=data.get("segment_column"),
-            segment_thresholds={
-                v: {s: _from_json(t[s]) for s in THRESHOLD_STAGES}
-                for v, t in (data.get("segment_thresholds") or {}).items()
-            },
-            report={k: v for k, v in data.items() if k in report_keys},
-        )
-
-
-def _from_json(value: float | None) -> float:
-    """null in JSON means "unreachable" (no lead is picked)."""
-    return float("inf") if value is None else float(value)
 
 
 class UnreachablePolicyError(ModelInputError):
@@ -681,26 +562,6 @@ def stage_statistics(
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def save_calibrator(calibrator: Calibrator, path: Path) -> None:
-    """Write models/calibrator.json atomically."""
-    write_json(path, calibrator.to_dict())
-
-
-def load_calibrator(path: Path) -> Calibrator:
-    """Read models/calibrator.json."""
-    return Calibrator.from_dict(read_json(path, "calibrator"))
-
-
-def save_thresholds(thresholds: Thresholds, path: Path) -> None:
-    """Write models/thresholds.json atomically (an unreachable threshold, inf, is written as null)."""
-    write_json(path, thresholds.to_dict())
-
-
-def load_thresholds(path: Path) -> Thresholds:
-    """Read models/thresholds.json: the one artifact scoring uses to assign stages and grades."""
-    return Thresholds.from_dict(read_json(path, "thresholds"))
-
-
 def read_rule_scores(path: Path) -> pd.DataFrame:
     """The rules stage's (lead_id, snapshot_at, rule_score, rule_mql)."""
     path = Path(path)
@@ -732,7 +593,6 @@ def run_calibrate(
 ) -> tuple[Calibrator, Thresholds]:
     """Entry point of the calibrate stage: calibrator and thresholds of the procedure's model on the calibration
     slice (what the evaluate stage tests), then of the production model on the latest weeks (what is registered)."""
-    from pipelines.train import PRODUCTION_DIR, load_booster, load_split
 
     model_dir = Path(model_dir)
     frame, _ = read_features(features_dir)

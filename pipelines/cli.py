@@ -495,7 +495,8 @@ def register(
     Exit code 0 whenever the version is registered, champion or not (the log line and --out say why not); 2 on bad
     input."""
     from pipelines.config import load_params
-    from pipelines.registry.tracking import RegisterInputs, run_register
+    from pipelines.registry.inputs import RegisterInputs
+    from pipelines.registry.tracking import run_register
 
     with bad_input_exits():
         summary = run_register(
@@ -524,14 +525,14 @@ def promote(
 ) -> None:
     """Make a version champion if it passes the gate against the current champion on the test rows (exit 2 if not)."""
     from pipelines.config import load_params
-    from pipelines.registry import tracking
+    from pipelines.registry.aliases import promote
+    from pipelines.registry.inputs import gate_rows
+    from pipelines.registry.server import registry_client
 
     with bad_input_exits():
         loaded = load_params(params)
-        client = tracking.registry_client(tracking_uri)
-        gate = tracking.promote(
-            client, loaded.registry.model_name, version, tracking.gate_rows(features, models), loaded, force
-        )
+        client = registry_client(tracking_uri)
+        gate = promote(client, loaded.registry.model_name, version, gate_rows(features, models), loaded, force)
         typer.echo(
             f"{loaded.registry.model_name} version {version} is champion"
             f"{'' if gate.passed else ' (gate failed, forced)'}: " + "; ".join(gate.reasons)
@@ -551,13 +552,15 @@ def rollback(
 ) -> None:
     """Return the champion alias to the previous champion, through the same gate (exit 2 if it fails)."""
     from pipelines.config import load_params
-    from pipelines.registry import tracking
+    from pipelines.registry.aliases import rollback as rollback_to
+    from pipelines.registry.inputs import gate_rows
+    from pipelines.registry.server import registry_client
 
     with bad_input_exits():
         loaded = load_params(params)
-        client = tracking.registry_client(tracking_uri)
-        target, gate = tracking.rollback(
-            client, loaded.registry.model_name, version, tracking.gate_rows(features, models), loaded, force
+        client = registry_client(tracking_uri)
+        target, gate = rollback_to(
+            client, loaded.registry.model_name, version, gate_rows(features, models), loaded, force
         )
         typer.echo(
             f"{loaded.registry.model_name} champion rolled back to version {target}"

@@ -34,14 +34,17 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import brier_score_loss, log_loss, roc_curve
 
-from pipelines.calibrate import (
+from pipelines.artifacts import (
     CALIBRATOR_FILE,
-    THRESHOLD_STAGES,
     THRESHOLDS_FILE,
-    Thresholds,
-    add_delivery,
+    load_booster,
     load_calibrator,
+    load_logreg,
+    load_split,
     load_thresholds,
+)
+from pipelines.calibrate import (
+    add_delivery,
     policy_target,
     previous_snapshot_rows,
     previous_values,
@@ -49,6 +52,7 @@ from pipelines.calibrate import (
     slice_share,
     stage_statistics,
 )
+from pipelines.calibrated import THRESHOLD_STAGES, Thresholds
 from pipelines.config import HISTORY_RULE, EvaluateParams, Params, StagePolicy
 from pipelines.features.spec import ACCOUNT
 from pipelines.modeling import (
@@ -727,7 +731,6 @@ RANDOM_SPLIT_NOTE = (
 
 def read_test_slice(features_dir: Path, model_dir: Path) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame, Any]:
     """(every feature row, its slice name, the out-of-time test rows, the split plan) under models/split.json."""
-    from pipelines.train import load_split
 
     frame, _ = read_features(features_dir)
     split = load_split(Path(model_dir))
@@ -750,7 +753,7 @@ def run_evaluate(
     raw_dir: Path | None = None,
 ) -> Evaluation:
     """Entry point of the evaluate stage: score the test slice with every model and write metrics and plots."""
-    from pipelines.train import booster_predict, load_booster, load_logreg, logreg_predict
+    from pipelines.train import booster_predict, logreg_predict
 
     model_dir = Path(model_dir)
     frame, slices, test, split = read_test_slice(features_dir, model_dir)

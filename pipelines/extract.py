@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -24,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.atomic import atomic_directory
 from pipelines.crm.schema import PRIMARY_KEYS, SCHEMAS, TABLES
 from pipelines.errors import CrmDataError
 
@@ -73,37 +71,6 @@ def check_no_future_events(
             )
     if problems:
         raise CrmDataError("\n".join(problems))
-
-
-@contextmanager
-def atomic_directory(out: Path) -> Iterator[Path]:
-    """A fresh temporary folder beside `out`; on success it replaces `out`, on failure it is removed.
-
-    The old folder is moved aside first and put back if the final rename fails, so `out` is always either the
-    previous complete output or the new complete output.
-    """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if old.exists():
-            os.replace(old, out)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def build_manifest(tables: Mapping[str, pd.DataFrame], extracted_at: datetime, source: str) -> dict[str, Any]:

@@ -6,16 +6,14 @@
 - the metric helpers sklearn lacks (reliability table and ECE with its counts, lift and capture, top-k per
   snapshot) and a bootstrap that resamples *accounts* (clusters), not rows: a lead contributes many snapshot rows
   and leads of one account share its buying state;
-- atomic writes, so a failed stage never destroys the previous good output.
+- JSON and CSV writes (atomic, through `pipelines.atomic`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -23,6 +21,7 @@ from typing import Any, Final, Literal
 import numpy as np
 import pandas as pd
 
+from pipelines.atomic import atomic_path
 from pipelines.config import TrainParams
 from pipelines.errors import BadInputError
 from pipelines.features.directions import monotone_direction
@@ -610,19 +609,6 @@ LeadBootstrap = ClusterBootstrap
 # ----------------------------------------------------------------------------------------------------------------
 # Atomic outputs
 # ----------------------------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside `path`, renamed onto it only when the block succeeds (removed otherwise)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _json_default(value: object) -> object:

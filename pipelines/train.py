@@ -22,7 +22,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import joblib
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
@@ -32,6 +31,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
+from pipelines.artifacts import save_models
 from pipelines.config import Params, TrainParams
 from pipelines.features.spec import FeatureSpec
 from pipelines.modeling import (
@@ -39,10 +39,8 @@ from pipelines.modeling import (
     GAP_BEFORE_TEST,
     LABEL,
     ColdStartError,
-    ModelInputError,
     SplitPlan,
     assign_slices,
-    atomic_path,
     model_features,
     monotone_directions,
     plan_split,
@@ -55,13 +53,6 @@ from pipelines.modeling import (
 from pipelines.tuning import TUNED, cross_validate, purged_folds, tune
 
 log = logging.getLogger(__name__)
-
-BOOSTER_FILE = "booster.txt"
-#: Subfolder of models/ holding what is registered: the refitted booster, its calibrator and thresholds.
-PRODUCTION_DIR = "production"
-LOGREG_FILE = "baselines/logreg.joblib"
-SPLIT_FILE = "split.json"
-REPORT_FILE = "train_report.json"
 
 
 @dataclass(frozen=True)
@@ -338,36 +329,6 @@ def train_metrics(result: TrainResult) -> dict[str, Any]:
     }
 
 
-def save_models(result: TrainResult, out_dir: Path) -> None:
-    """Write booster, baseline, split and report atomically (each file replaced only once written)."""
-    out_dir = Path(out_dir)
-    with atomic_path(out_dir / BOOSTER_FILE) as tmp:
-        result.booster.save_model(tmp)
-    with atomic_path(out_dir / PRODUCTION_DIR / BOOSTER_FILE) as tmp:
-        result.production.save_model(tmp)
-    with atomic_path(out_dir / LOGREG_FILE) as tmp:
-        joblib.dump({"model": result.logreg, "features": result.features}, tmp)
-    write_json(out_dir / SPLIT_FILE, result.split.to_dict())
-    write_json(out_dir / REPORT_FILE, result.report)
-
-
-def load_booster(model_dir: Path) -> lgb.Booster:
-    """The saved LightGBM model (ModelInputError when the train stage has not run)."""
-    path = Path(model_dir) / BOOSTER_FILE
-    if not path.exists():
-        raise ModelInputError(f"model {path} not found (run the train stage first)")
-    return lgb.Booster(model_file=str(path))
-
-
-def load_logreg(model_dir: Path) -> tuple[Pipeline, list[FeatureSpec]]:
-    """The saved baseline and the features it reads."""
-    path = Path(model_dir) / LOGREG_FILE
-    if not path.exists():
-        raise ModelInputError(f"baseline {path} not found (run the train stage first)")
-    saved = joblib.load(path)
-    return saved["model"], saved["features"]
-
-
 def dated_flag_note(maturation_days: int, summary: dict[str, Any]) -> str:
     """What the split of dated leads with a target flag (no conversion dates) is, for metrics and the model card."""
     if summary.get("order_column"):
@@ -380,11 +341,6 @@ def dated_flag_note(maturation_days: int, summary: dict[str, Any]) -> str:
         f"per lead at its creation; slices separated by the label's {maturation_days}-day maturation window; "
         f"{int(summary.get('censored_leads', 0)):,} leads younger than that at the export left out as censored"
     )
-
-
-def load_split(model_dir: Path) -> SplitPlan:
-    """The split the models were trained with."""
-    return SplitPlan.from_dict(read_json(Path(model_dir) / SPLIT_FILE, "split"))
 
 
 def run_train(params: Params, features_dir: Path, out_dir: Path, metrics_path: Path | None) -> TrainResult:

@@ -20,7 +20,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from pipelines.calibrate import THRESHOLD_STAGES
+from pipelines.calibrated import THRESHOLD_STAGES
 from pipelines.config import BacktestParams
 from pipelines.errors import BadInputError
 from pipelines.modeling import ClusterBootstrap, cluster_ids, precision_recall, roc_auc, top_k_per_group

@@ -90,7 +90,7 @@ def run_backtest(
 ) -> BacktestResult:
     """Judge the due runs, publish their rows in one transaction, then log them to MLflow (`mlflow`)."""
     from pipelines.registry.backtest import log_backtests
-    from pipelines.registry.tracking import configure_tracking, resolve_tracking_uri
+    from pipelines.registry.server import configure_tracking, resolve_tracking_uri
 
     tables = params.score.tables
     store.check_names(tables)

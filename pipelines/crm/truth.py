@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipelines.atomic import atomic_path
 from pipelines.crm.schema import UTC_NS
 from pipelines.crm.story import (
     CREATION_EVENT,
@@ -47,37 +48,29 @@ _TS_TYPE: Final = pa.timestamp("ns", tz="UTC")
 
 def write_truth(truth: pd.DataFrame, path: Path) -> None:
     """Write the ground truth atomically (temp file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    truth.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        truth.to_parquet(tmp, index=False)
 
 
 @contextmanager
 def truth_writer(path: Path) -> Iterator[Callable[[pd.DataFrame], None]]:
     """`add(part)` for the ground truth of a batched demo CRM, part by part into one Parquet file; the file
     appears (atomically) only when the block ends without error."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    writer: pq.ParquetWriter | None = None
+    with atomic_path(path) as tmp:  # nothing written (no part added): the file is left as it was
+        writer: pq.ParquetWriter | None = None
 
-    def add(part: pd.DataFrame) -> None:
-        nonlocal writer
-        table = pa.Table.from_pandas(part, preserve_index=False)
-        if writer is None:
-            writer = pq.ParquetWriter(tmp, table.schema)
-        writer.write_table(table.cast(writer.schema))
+        def add(part: pd.DataFrame) -> None:
+            nonlocal writer
+            table = pa.Table.from_pandas(part, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table.cast(writer.schema))
 
-    try:
-        yield add
-    except BaseException:
-        if writer is not None:
-            writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    if writer is not None:
-        writer.close()
-        tmp.replace(path)
+        try:
+            yield add
+        finally:
+            if writer is not None:
+                writer.close()
 
 
 def read_truth(path: Path) -> pd.DataFrame:

@@ -275,7 +275,7 @@ def hubspot_files(tables: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]
 
 def write_files(files: Mapping[str, pd.DataFrame], out: Path) -> list[Path]:
     """Write `<out>/<name>.csv` for every frame (UTF-8, header, empty cell = missing), the folder atomically."""
-    from pipelines.extract import atomic_directory
+    from pipelines.atomic import atomic_directory
 
     out = Path(out)
     with atomic_directory(out) as tmp:

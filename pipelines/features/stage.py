@@ -22,9 +22,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.atomic import atomic_directory
 from pipelines.config import FeaturesParams
 from pipelines.errors import CrmDataError
-from pipelines.extract import atomic_directory, read_snapshot
+from pipelines.extract import read_snapshot
 from pipelines.features.attributes import attribute_specs
 from pipelines.features.build import feature_specs, iter_feature_chunks, personal_columns
 from pipelines.features.columns import INPUT_COLUMNS

@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc.model import PythonModel
 
-from pipelines.calibrate import Calibrator, Thresholds, load_calibrator, load_thresholds
+from pipelines.artifacts import load_calibrator, load_thresholds
+from pipelines.calibrated import Calibrator, Thresholds
 from pipelines.errors import BadInputError
 from pipelines.registry.reasons import ReasonFeature, reason_features, top_reasons
 

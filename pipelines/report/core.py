@@ -26,7 +26,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from pipelines.calibrate import GRADES, NO_STAGE, THRESHOLD_STAGES, Thresholds
+from pipelines.calibrated import GRADES, NO_STAGE, THRESHOLD_STAGES, Thresholds
 from pipelines.config import LeakageParams, ReportParams, StageThresholds
 from pipelines.errors import BadInputError
 from pipelines.evaluate import gains_table, tradeoff_table  # the evaluate stage's curves, so both agree

@@ -18,8 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines.artifacts import CALIBRATOR_FILE, THRESHOLDS_FILE, load_booster, load_calibrator, load_thresholds
+from pipelines.atomic import atomic_path
 from pipelines.backtest.core import TrendSection
-from pipelines.calibrate import CALIBRATOR_FILE, THRESHOLDS_FILE, Thresholds, load_calibrator, load_thresholds
+from pipelines.calibrated import Thresholds
 from pipelines.config import Params
 from pipelines.evaluate import read_test_slice
 from pipelines.features.spec import FEATURE_LIST_FILE, WEIGHT
@@ -28,7 +30,6 @@ from pipelines.modeling import (
     LABEL,
     ModelInputError,
     align_rows,
-    atomic_path,
     cluster_ids,
     read_json,
     row_weights,
@@ -107,7 +108,6 @@ def load_holdout(params: Params, features_dir: Path, model_dir: Path, rules_path
     shows (codes, flags and campaign names only)."""
     from pipelines.calibrate import read_rule_scores, slice_share
     from pipelines.registry.model import build_spec, score_frame
-    from pipelines.train import load_booster
 
     model_dir = Path(model_dir)
     frame, slices, test, _ = read_test_slice(features_dir, model_dir)

@@ -4,12 +4,12 @@ rules stage scores, and writing its Parquet output.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Final
 
 import pandas as pd
 
+from pipelines.atomic import atomic_path
 from pipelines.config import RulesParams, read_yaml
 from pipelines.crm.schema import CrmDataError
 from pipelines.extract import read_snapshot
@@ -76,11 +76,5 @@ def read_snapshot_keys(path: Path) -> pd.DataFrame:
 
 def write_scores(scores: pd.DataFrame, path: Path) -> None:
     """Write the rule scores atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(Path(path)) as tmp:
         scores.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -18,7 +18,8 @@ from pipelines.errors import BadInputError
 from pipelines.registry.model import conform
 from pipelines.rules import load_rules
 from pipelines.score import reader
-from pipelines.score.core import check_compatible, chunk_features, load_scoring_model
+from pipelines.score.core import check_compatible, chunk_features
+from pipelines.score.model import load_scoring_model
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def explain_lead(
     crm_url: str, lead: str, as_of: pd.Timestamp, params: Params, model_uri: str, tracking_uri: str | None
 ) -> dict[str, Any]:
     """Score one lead as of `as_of` with reasons; UnknownLeadError or LeadNotScoredError (exit 2) otherwise."""
-    from pipelines.registry.tracking import configure_tracking, resolve_tracking_uri
+    from pipelines.registry.server import configure_tracking, resolve_tracking_uri
 
     engine = make_engine(crm_url)
     try:

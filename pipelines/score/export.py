@@ -17,8 +17,8 @@ from typing import Any, Final, Literal
 import numpy as np
 import pandas as pd
 
+from pipelines.atomic import atomic_path
 from pipelines.errors import BadInputError
-from pipelines.modeling import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,14 +34,8 @@ from pipelines.errors import BadInputError
 from pipelines.registry.model import conform
 from pipelines.rules import load_rules
 from pipelines.score import core, groups, reader, store
-from pipelines.score.core import (
-    ScoringModel,
-    check_compatible,
-    chunk_features,
-    load_scoring_model,
-    resolve_scoring_model,
-    score_rows,
-)
+from pipelines.score.core import ScoringModel, check_compatible, chunk_features, score_rows
+from pipelines.score.model import load_scoring_model, resolve_scoring_model
 from pipelines.score.preflight import check_as_of, check_volume, previous_run
 
 log = logging.getLogger(__name__)
@@ -164,7 +159,8 @@ def run_score(
     Cheap refusals come first (names, as-of, the model's kind from the registry), then the lock, and only then
     the slow model load: a second run is refused at once, and a refused run leaves nothing behind.
     """
-    from pipelines.registry.tracking import configure_tracking, production_run, resolve_tracking_uri
+    from pipelines.registry.aliases import production_run
+    from pipelines.registry.server import configure_tracking, resolve_tracking_uri
 
     out_url = scores_url or crm_url
     out_engine = make_engine(out_url, create_dirs=True)
@@ -182,17 +178,7 @@ def run_score(
         model = load_scoring_model(model_uri, client, checked)
         check_compatible(model, params.features)
         production, why = production_run(client, model.name, model.version)  # the alias as resolved at the start
-        if not production:
-            log.warning(
-                "not a production run (%s): scores go to the %s history only, %s does not show them",
-                why,
-                tables.scores,
-                tables.latest,
-            )
-        if model.reference is None:
-            log.warning(
-                "%s carries no drift reference (registered before drift checks): no PSI this run", model.pinned_uri
-            )
+        _warn_run_kind(model, production, why, tables)
         started_at = pd.Timestamp.now(tz="UTC")
         previous = previous_run(out_engine, tables)
         ratio = params.score.min_leads_ratio
@@ -200,17 +186,15 @@ def run_score(
         def guard(counts: dict[str, int]) -> None:
             check_volume("read", counts["leads"], previous, ratio, allow_shrink)
 
-        _clean_stale_staging(root)
-        staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{os.getpid()}-", dir=root))
-        try:
+        with _staging_dir(root) as staging:
             meta = {
                 "run_id": run_id,
                 "as_of": as_of,
                 "scored_at": started_at,
                 "model_name": model.name,
                 "model_version": model.version,
+                "production": production,
             }
-            meta["production"] = production
             if engine == "spark":
                 summary = _score_spark(crm_url, snapshot, as_of, params, model, meta, staging, timings, guard)
             else:
@@ -228,55 +212,102 @@ def run_score(
                     guard=guard,
                 )
             check_volume("scored", summary["leads_scored"], previous, ratio, allow_shrink)
-            finished = pd.Timestamp.now(tz="UTC")
-            total = time.perf_counter() - timings.started
-            drift = summary.pop("drift")
-            volumes = summary.pop("stage_volumes")
-            features_psi = {k: v for k, v in drift.items() if k != SCORE}
-            worst = max(features_psi, key=features_psi.__getitem__) if features_psi else None
-            tracked = [v for v in drift.values()]
-            status = "drift_warning" if tracked and max(tracked) > params.score.psi_warning else "ok"
-            run = {
-                **meta,
-                "started_at": started_at,
-                "finished_at": finished,
-                "model_uri": model.uri,
-                "engine": engine,
-                "status": status,
-                **summary,
-                "seconds_read": timings.read,
-                "seconds_features": timings.features,
-                "seconds_predict": timings.predict,
-                "seconds_total": total,
-                "rows_per_second": summary["leads_scored"] / total if total > 0 else None,
-                "psi_score": drift.get(SCORE),
-                "psi_max": features_psi.get(worst) if worst else None,
-                "psi_max_feature": worst,
-                "drift": _drift_json(drift),
-                "stage_volumes": _drift_json(volumes),
-            }
-            t0 = time.perf_counter()
-            replaced = store.publish_run(
-                out_engine, tables, {**run, "seconds_write": None}, _staged(sorted(staging.glob("chunk-*.parquet")))
-            )
-            run["seconds_write"] = timings.write + time.perf_counter() - t0
-            run["replaced_run_id"] = ",".join(replaced) or None
-            _record_write_seconds(out_engine, tables, run_id, run["seconds_write"])
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    if status == "drift_warning":
+            run, volumes = _run_row(meta, started_at, model, engine, summary, timings, params.score.psi_warning)
+            _publish(out_engine, tables, run, staging, timings)
+    _warn_outcome(run, volumes, params.score.psi_warning)
+    log.info("run %s published to %s", run_id, display_url(out_url))
+    return run
+
+
+def _warn_run_kind(model: ScoringModel, production: bool, why: str, tables: Any) -> None:
+    """Say when the run does not reach the latest view, and when it cannot measure drift."""
+    if not production:
+        log.warning(
+            "not a production run (%s): scores go to the %s history only, %s does not show them",
+            why,
+            tables.scores,
+            tables.latest,
+        )
+    if model.reference is None:
+        log.warning("%s carries no drift reference (registered before drift checks): no PSI this run", model.pinned_uri)
+
+
+@contextmanager
+def _staging_dir(root: Path) -> Iterator[Path]:
+    """A fresh staging folder for this process's chunk files (stale ones of dead runs removed first), always removed
+    at the end."""
+    _clean_stale_staging(root)
+    staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{os.getpid()}-", dir=root))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _run_row(
+    meta: dict[str, Any],
+    started_at: pd.Timestamp,
+    model: ScoringModel,
+    engine: str,
+    summary: dict[str, Any],
+    timings: Timings,
+    psi_warning: float,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The scoring_runs row of a scored run (status from its drift), and its stage volumes."""
+    finished = pd.Timestamp.now(tz="UTC")
+    total = time.perf_counter() - timings.started
+    drift = summary.pop("drift")
+    volumes: dict[str, Any] = summary.pop("stage_volumes")
+    features_psi = {k: v for k, v in drift.items() if k != SCORE}
+    worst = max(features_psi, key=features_psi.__getitem__) if features_psi else None
+    tracked = [v for v in drift.values()]
+    status = "drift_warning" if tracked and max(tracked) > psi_warning else "ok"
+    run = {
+        **meta,
+        "started_at": started_at,
+        "finished_at": finished,
+        "model_uri": model.uri,
+        "engine": engine,
+        "status": status,
+        **summary,
+        "seconds_read": timings.read,
+        "seconds_features": timings.features,
+        "seconds_predict": timings.predict,
+        "seconds_total": total,
+        "rows_per_second": summary["leads_scored"] / total if total > 0 else None,
+        "psi_score": drift.get(SCORE),
+        "psi_max": features_psi.get(worst) if worst else None,
+        "psi_max_feature": worst,
+        "drift": _drift_json(drift),
+        "stage_volumes": _drift_json(volumes),
+    }
+    return run, volumes
+
+
+def _publish(out_engine: Any, tables: Any, run: dict[str, Any], staging: Path, timings: Timings) -> None:
+    """Publish the staged rows and the run row in one transaction; record the write time and replaced runs."""
+    t0 = time.perf_counter()
+    replaced = store.publish_run(
+        out_engine, tables, {**run, "seconds_write": None}, _staged(sorted(staging.glob("chunk-*.parquet")))
+    )
+    run["seconds_write"] = timings.write + time.perf_counter() - t0
+    run["replaced_run_id"] = ",".join(replaced) or None
+    _record_write_seconds(out_engine, tables, run["run_id"], run["seconds_write"])
+
+
+def _warn_outcome(run: dict[str, Any], volumes: dict[str, Any], psi_warning: float) -> None:
+    """Warn about drift above the bound and stage volumes off their targets."""
+    if run["status"] == "drift_warning":
         log.warning(
             "drift: PSI above %.2f (score %s, worst feature %s %s): the population differs from the "
             "training data; check the inputs and consider retraining",
-            params.score.psi_warning,
+            psi_warning,
             _fmt(run["psi_score"]),
-            worst,
+            run["psi_max_feature"],
             _fmt(run["psi_max"]),
         )
     for line in core.off_target(volumes):
         log.warning("stage volume off target by more than 25%%: %s (scoring_runs.stage_volumes)", line)
-    log.info("run %s published to %s", run_id, display_url(out_url))
-    return run
 
 
 def _score_chunks(

@@ -120,10 +120,12 @@ def _clean_repo(root: Path) -> Path:
 def test_small_dated_export_beats_default_hgb_and_a_constant_model_never_becomes_champion(tmp_path: Path) -> None:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
+    from pipelines.artifacts import load_booster, load_logreg, load_split
     from pipelines.config import load_params
     from pipelines.modeling import LABEL, assign_slices, read_features, roc_auc
-    from pipelines.registry.tracking import RegisterInputs, run_register
-    from pipelines.train import booster_predict, load_booster, load_logreg, load_split, logreg_predict
+    from pipelines.registry.inputs import RegisterInputs
+    from pipelines.registry.tracking import run_register
+    from pipelines.train import booster_predict, logreg_predict
 
     params = _export(tmp_path)
     url = f"sqlite:///{tmp_path / 'crm.db'}"

@@ -15,7 +15,9 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from pipelines.calibrate import Thresholds, fit_calibrator, save_calibrator, save_thresholds
+from pipelines.artifacts import save_calibrator, save_thresholds
+from pipelines.calibrate import fit_calibrator
+from pipelines.calibrated import Thresholds
 from pipelines.config import load_params
 from pipelines.modeling import assign_slices, plan_split, production_slices, write_csv, write_json
 
@@ -220,7 +222,8 @@ def register_tiny(
 ) -> dict:
     """Build a tiny model's artifacts under root/<seed> and run the register stage's core against `uri`, with the
     lineage of `repo` (default: a clean git project under root); `metrics` overrides evaluate.json keys."""
-    from pipelines.registry.tracking import RegisterInputs, run_register
+    from pipelines.registry.inputs import RegisterInputs
+    from pipelines.registry.tracking import run_register
 
     repo = repo or clean_project(root)
     dirs = build_tiny(root / f"run{seed}", seed=seed, metrics=metrics)

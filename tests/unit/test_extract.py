@@ -9,9 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipelines.atomic import atomic_directory
 from pipelines.crm.schema import validate_crm
 from pipelines.errors import CrmDataError
-from pipelines.extract import atomic_directory, extract, history_end, read_manifest, read_snapshot, write_snapshot
+from pipelines.extract import extract, history_end, read_manifest, read_snapshot, write_snapshot
 
 
 @pytest.fixture

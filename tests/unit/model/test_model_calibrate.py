@@ -10,21 +10,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipelines.artifacts import load_thresholds, save_thresholds
 from pipelines.calibrate import (
-    Calibrator,
-    Thresholds,
     UnreachablePolicyError,
     best_precision,
     centred_knots,
     fit_calibrator,
     fit_thresholds,
     list_sizes,
-    load_thresholds,
     precision_threshold,
     previous_values,
-    save_thresholds,
     volume_threshold,
 )
+from pipelines.calibrated import Calibrator, Thresholds
 from pipelines.config import CalibrateParams, StagePolicy
 from pipelines.errors import BadInputError
 from pipelines.modeling import ModelInputError, expected_calibration_error, roc_auc

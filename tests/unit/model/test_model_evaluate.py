@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.calibrate import Thresholds, previous_values
+from pipelines.calibrate import previous_values
+from pipelines.calibrated import Thresholds
 from pipelines.config import EvaluateParams
 from pipelines.evaluate import PLOT_FILES, ScoredRows, capture_at_rule_volume, evaluate_scores
 

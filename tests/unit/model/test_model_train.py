@@ -8,18 +8,10 @@ import numpy as np
 import pytest
 from model_frames import FEATURES, train_params, weekly_frame
 
+from pipelines.artifacts import load_booster, load_logreg, load_split, save_models
 from pipelines.errors import BadInputError
 from pipelines.modeling import ColdStartError, FeatureSpec, ModelInputError, monotone_directions, roc_auc
-from pipelines.train import (
-    booster_predict,
-    lgb_params,
-    load_booster,
-    load_logreg,
-    load_split,
-    logreg_predict,
-    save_models,
-    train_models,
-)
+from pipelines.train import booster_predict, lgb_params, logreg_predict, train_models
 
 
 def test_cold_start_refuses_and_says_how_many_there_are_and_are_needed() -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.calibrate import Thresholds
+from pipelines.calibrated import Thresholds
 from pipelines.config import EvaluateParams
 from pipelines.evaluate import (
     BEST_RULE_NOTE,

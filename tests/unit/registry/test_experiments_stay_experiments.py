@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from pipelines.cli import EXIT_BAD_INPUT, app
-from pipelines.registry.tracking import RegistryError
+from pipelines.registry.server import RegistryError
 from tests.support.tiny_model import clean_project, register_tiny, tiny_params
 
 NAME = "lead-scoring"
@@ -162,7 +162,7 @@ def test_a_copied_project_never_writes_into_the_original(tmp_path: Path, monkeyp
         register_tiny(copy, uri, seed=1, params_path=copy / "params.yaml")
     assert MlflowClient(uri, uri).get_experiment_by_name("lead-scoring-copy") is None
     # nor is scoring with it (MLflow writes a registered_model_meta file into a local model's folder on load)
-    from pipelines.score.core import load_scoring_model
+    from pipelines.score.model import load_scoring_model
 
     with pytest.raises(RegistryError, match="outside this project"):
         load_scoring_model("models:/lead-scoring@champion", MlflowClient(uri, uri))

@@ -119,7 +119,7 @@ def test_the_registered_model_is_the_production_refit_and_carries_the_evaluation
     out-of-time model the gate compares, as the production one has seen the test rows."""
     import lightgbm as lgb
 
-    from pipelines.calibrate import load_calibrator
+    from pipelines.artifacts import load_calibrator
 
     models = registry["root"] / "run0" / "models"
     model = mlflow.pyfunc.load_model(f"models:/{NAME}/1")

@@ -6,13 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.registry.tracking import (
-    DEFAULT_TRACKING_URI,
-    data_window,
-    flatten_metrics,
-    mask_uri,
-    resolve_tracking_uri,
-)
+from pipelines.registry.runlog import data_window, flatten_metrics
+from pipelines.registry.server import DEFAULT_TRACKING_URI, mask_uri, resolve_tracking_uri
 
 
 def test_the_tracking_uri_comes_from_the_argument_then_the_environment_then_the_embedded_default(
@@ -76,7 +71,7 @@ def test_a_new_feature_list_passes_on_its_own_calibration_since_the_champion_can
     import pandas as pd
 
     from pipelines.config import load_params
-    from pipelines.registry.tracking import new_feature_list
+    from pipelines.registry.aliases import new_feature_list
 
     params = load_params(Path(__file__).resolve().parents[3] / "params.yaml")
     rng = np.random.default_rng(0)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.calibrate import Thresholds
+from pipelines.calibrated import Thresholds
 from pipelines.config import Params, ReportParams
 
 REPO = Path(__file__).resolve().parents[3]

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.calibrate import Thresholds
+from pipelines.calibrated import Thresholds
 from pipelines.config import CalibrateParams, StagePolicy
 from pipelines.score.core import ScoringModel, count_lists, off_target, stage_volumes, volume_policies
 
