@@ -92,7 +92,7 @@ def step_train(args: argparse.Namespace) -> dict[str, Any]:
         "rows_out": len(frame),
         "unit": "feature rows",
         "train_rows": report["train_period"]["rows"],
-        "best_iteration": report["best_iteration"],
+        "rounds": report["rounds"],
         "lightgbm_s": report["seconds"]["lightgbm"],
         "logreg_s": report["seconds"]["logreg"],
     }
@@ -217,7 +217,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     """The per-step table (Markdown)."""
     lines = ["| step | rows | seconds | rows/s | peak RSS | load | detail |", "|---|---|---|---|---|---|---|"]
     for step, r in results.items():
-        detail = {k: v for k, v in r.items() if k.endswith("_s") or k in ("phases", "best_iteration", "reasons_for")}
+        detail = {k: v for k, v in r.items() if k.endswith("_s") or k in ("phases", "rounds", "reasons_for")}
         lines.append(
             f"| {step} | {r['rows_out']:,} {r['unit']} | {r['seconds']:.1f} | "
             f"{r['rows_out'] / r['seconds']:,.0f} | {r['peak_rss_mib']:,} MiB | {r['load_before']} | "

@@ -66,7 +66,7 @@ def test_bench_score_runs_all_three_implementations(tmp_path: Path, tracking_uri
     )
     report = json.loads((tmp_path / "bench_score_flagged.json").read_text())
     results = report["results"]
-    assert set(results) == {"ours", "floor", "floor_no_reasons", "straightforward"}
+    assert set(results) == {"ours", "floor", "floor_no_reasons", "realistic", "straightforward"}
     ours = results["ours"]
     assert 0 < ours["leads"] <= ours["leads_read"] == 1500
     # every implementation scored the same open leads; ours wrote one row per lead
@@ -76,6 +76,9 @@ def test_bench_score_runs_all_three_implementations(tmp_path: Path, tracking_uri
         assert conn.execute("SELECT COUNT(*) FROM lead_scores").fetchone()[0] == ours["leads"]
     assert set(ours["phases"]) == {"read", "features", "predict", "write", "total"}
     assert results["floor_no_reasons"]["explained"] == 0
+    assert results["realistic"]["explained"] == results["floor"]["explained"] > 0  # the same leads get reasons
+    with sqlite3.connect(tmp_path / "scores_realistic.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM lead_scores").fetchone()[0] == ours["leads"]
     assert results["straightforward"]["sample"] == 15
     assert all(r["peak_rss_mib"] > 50 and r["seconds"] > 0 for r in results.values())
     assert "| ours |" in proc.stdout and "target >= 5x" in proc.stdout
