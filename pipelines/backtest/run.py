@@ -17,8 +17,7 @@ import pandas as pd
 
 from pipelines.backtest import core
 from pipelines.config import Params
-from pipelines.crm.db import display_url, make_engine, read_table
-from pipelines.crm.schema import validate_table
+from pipelines.crm.db import display_url, make_engine, read_columns
 from pipelines.extract import check_no_future_events, history_end
 from pipelines.features.snapshots import outcomes_as_of
 from pipelines.score import store
@@ -48,18 +47,6 @@ class BacktestResult:
     def degraded(self) -> pd.DataFrame:
         """The written rows whose observed / expected left the band."""
         return self.rows.loc[self.rows["status"] == core.DEGRADED]
-
-
-def read_crm_outcome_tables(crm_url: str) -> dict[str, pd.DataFrame]:
-    """The few CRM columns a backtest needs, validated with the CRM schemas (errors name table, column, rows)."""
-    engine = make_engine(crm_url)
-    try:
-        return {
-            name: validate_table(name, read_table(engine, name, columns), columns)
-            for name, columns in CRM_COLUMNS.items()
-        }
-    finally:
-        engine.dispose()
 
 
 def judge_run(
@@ -104,7 +91,7 @@ def run_backtest(
             raise core.BacktestInputError(
                 f"no scoring run in table '{tables.runs}' of {display_url(out_url)}: run `leadscore score` first"
             )
-        crm = read_crm_outcome_tables(crm_url)
+        crm = read_columns(crm_url, CRM_COLUMNS)
         # events past the clock would move the end of the data, and with it which runs look fully observed
         check_no_future_events(crm, params.base.future_tolerance_minutes)
         end = history_end(crm)

@@ -5,11 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 
-import pandas as pd
-
 from pipelines.config import Params
-from pipelines.crm.db import make_engine, read_table
-from pipelines.crm.schema import validate_table
+from pipelines.crm.db import make_engine, read_columns
 from pipelines.plan import core
 from pipelines.score import store
 
@@ -22,18 +19,6 @@ CRM_COLUMNS: dict[str, list[str]] = {
     "campaigns": ["campaign_id", "name"],
     "stage_history": ["stage_history_id", "lead_id", "stage", "entered_at"],
 }
-
-
-def read_plan_tables(crm_url: str) -> dict[str, pd.DataFrame]:
-    """The few CRM columns a plan needs, validated with the CRM schemas."""
-    engine = make_engine(crm_url)
-    try:
-        return {
-            name: validate_table(name, read_table(engine, name, columns), columns)
-            for name, columns in CRM_COLUMNS.items()
-        }
-    finally:
-        engine.dispose()
 
 
 def run_plan(
@@ -53,7 +38,7 @@ def run_plan(
         run, scores = store.read_export_run(engine, tables)
     finally:
         engine.dispose()
-    crm = read_plan_tables(crm_url)
+    crm = read_columns(crm_url, CRM_COLUMNS)
     leads = crm["leads"].copy()
     leads["campaign"] = core.campaign_of(leads, crm["campaigns"])
     leads["region"] = core.region_of(leads, crm["accounts"])
