@@ -137,9 +137,10 @@ def prepare_floor(args: argparse.Namespace) -> dict[str, Any]:
     tmp = out.with_name(out.name + ".tmp")
     writer = None
     try:
-        for _, features, rules in iter_feature_chunks(
+        for inputs in iter_feature_chunks(
             f"sqlite:///{args.crm}", parse_as_of(args.as_of), params, Timings(), progress=False
         ):
+            features, rules = inputs.features, inputs.rules
             if features.empty:
                 continue
             frame = conform(features, model.schema)

@@ -157,7 +157,7 @@ def _group_by_chunk(chunk: np.ndarray, n_chunks: int) -> tuple[np.ndarray, np.nd
 
 
 def _activity_codes(values: pd.Series) -> np.ndarray:
-    return pd.Categorical(values, categories=vocab.ACTIVITY_TYPES).codes.astype(np.int8)
+    return vocab.codes(values, vocab.ACTIVITY_TYPES).astype(np.int8)
 
 
 def _first_content(activities: pd.DataFrame, owner: np.ndarray, seconds: np.ndarray, kinds: np.ndarray) -> np.ndarray:

@@ -100,19 +100,33 @@ def _days_since_last(keys: np.ndarray, owner: np.ndarray, seconds: np.ndarray) -
     return days
 
 
-def _active_contacts(ev: ChunkEvents, mask: np.ndarray, window_days: int) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class _Runs:
+    """One kind of event per lead in (lead, time) order, with the time of the lead's next one (`_NEVER`: none)."""
+
+    group: np.ndarray  # the lead's group, per event
+    seconds: np.ndarray
+    following: np.ndarray
+
+    @classmethod
+    def of(cls, ev: ChunkEvents, mask: np.ndarray) -> _Runs:
+        lead, sec = ev.lead[mask], ev.seconds[mask]
+        later = (lead[1:] > lead[:-1]) | ((lead[1:] == lead[:-1]) & (sec[1:] >= sec[:-1]))
+        if not later.all():  # the chunk's events come sorted by (lead, time); sort only when they do not
+            order = np.lexsort((sec, lead))
+            lead, sec = lead[order], sec[order]
+        nxt = np.r_[sec[1:], _NEVER] if len(sec) else sec
+        last_of_lead = np.r_[lead[1:] != lead[:-1], True] if len(sec) else np.zeros(0, dtype=bool)
+        return cls(ev.group[lead], sec, np.where(last_of_lead, _NEVER, nxt))
+
+
+def _active_contacts(runs: _Runs, window_days: int) -> tuple[np.ndarray, np.ndarray]:
     """Interval keys (start, end; each sorted by group) during which a lead counts as active in its group: from each
-    of its `mask` events to the next one or the window's end, whichever is first."""
-    lead, sec = ev.lead[mask], ev.seconds[mask]
-    order = np.lexsort((sec, lead))
-    lead, sec = lead[order], sec[order]
-    nxt = np.r_[sec[1:], _NEVER] if len(sec) else sec
-    last_of_lead = np.r_[lead[1:] != lead[:-1], True] if len(sec) else np.zeros(0, dtype=bool)
-    nxt = np.where(last_of_lead, _NEVER, nxt)
-    end = np.minimum(nxt, sec + window_days * tl.DAY)
-    keep = end > sec  # a same-second repeat adds nothing
-    g = ev.group[lead[keep]]
-    return np.sort(tl.make_keys(g, sec[keep])), np.sort(tl.make_keys(g, end[keep]))
+    of its events to the next one or the window's end, whichever is first."""
+    end = np.minimum(runs.following, runs.seconds + window_days * tl.DAY)
+    keep = end > runs.seconds  # a same-second repeat adds nothing
+    g = runs.group[keep]
+    return np.sort(tl.make_keys(g, runs.seconds[keep])), np.sort(tl.make_keys(g, end[keep]))
 
 
 def readiness_features(
@@ -137,11 +151,12 @@ def readiness_features(
         prior = _count(sub, q_group, q_sec - 2 * v * tl.DAY, q_sec - v * tl.DAY)
         cols[f"account_{what}_change_{v}d"] = recent - prior
         cols[f"days_since_account_{what}"] = _days_since_last(sub, q_group, q_sec)
-    for what, mask in (("engaged", masks["engagement"]), ("intent", masks["intent"])):
+    runs = {what: _Runs.of(ev, masks[kind]) for what, kind in (("engaged", "engagement"), ("intent", "intent"))}
+    for what, of_kind in runs.items():
         for w in _windows(params):
-            starts, ends = _active_contacts(ev, mask, w)
+            starts, ends = _active_contacts(of_kind, w)
             cols[f"account_{what}_contacts_{w}d"] = tl.covering_counts(starts, ends, q_group, q_sec)
-    starts, ends = _active_contacts(ev, masks["engagement"], v)
+    starts, ends = _active_contacts(runs["engaged"], v)
     now = tl.covering_counts(starts, ends, q_group, q_sec)
     cols[f"account_engaged_contacts_change_{v}d"] = now - tl.covering_counts(starts, ends, q_group, q_sec - v * tl.DAY)
     opened = ev.closed > ev.created

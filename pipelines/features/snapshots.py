@@ -57,7 +57,7 @@ class StageIndex:
     def build(cls, stage_history: pd.DataFrame, lead_ids: np.ndarray) -> StageIndex:
         """Index `stage_history` by the position of each row's lead within `lead_ids`; other leads are skipped."""
         owner = tl.index_of(lead_ids, stage_history["lead_id"].to_numpy())
-        codes = pd.Categorical(stage_history["stage"], categories=vocab.STAGES).codes
+        codes = vocab.codes(stage_history["stage"], vocab.STAGES)
         keep = (owner >= 0) & (codes >= 0)
         keys = tl.make_keys(owner[keep], tl.known_seconds(stage_history["entered_at"])[keep])
         ids = stage_history["stage_history_id"].to_numpy(dtype=np.int64)[keep]

@@ -229,14 +229,23 @@ def conform(frame: pd.DataFrame, schema: Any) -> pd.DataFrame:
     for spec in schema.inputs:
         col = frame[spec.name]
         if spec.type == DataType.string:
-            values = col.astype(object)
-            out[spec.name] = values.where(col.notna(), None).map(lambda v: v if v is None else str(v))
+            out[spec.name] = _text_or_none(col)
         else:
             try:
                 out[spec.name] = pd.to_numeric(col, errors="raise").astype("float64")
             except (TypeError, ValueError) as exc:
                 raise ScoringInputError(f"feature {spec.name!r} must be numeric: {exc}") from None
     return pd.DataFrame(out, index=frame.index).reset_index(drop=True)
+
+
+def _text_or_none(col: pd.Series) -> pd.Series:
+    """Values as text (object), None where missing (what a JSON request holds); a categorical's levels are turned
+    into text once, not per row."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        levels = np.array([*(str(c) for c in col.cat.categories), None], dtype=object)
+        return pd.Series(levels[col.cat.codes.to_numpy()], index=col.index, dtype=object)  # code -1: the None
+    values = col.to_numpy(dtype=object, na_value=None)
+    return pd.Series([v if v is None else str(v) for v in values], index=col.index, dtype=object)
 
 
 def model_signature(spec: ScoringSpec, example: pd.DataFrame, output: pd.DataFrame) -> Any:

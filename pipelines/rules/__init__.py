@@ -12,7 +12,8 @@ One job per module:
 - `schema`: the rules file's model and its validation (pure);
 - `attributes`: the lead fields conditions test, and the overrides resolved per lead (pure);
 - `counting`: as-of activity counts and decayed sums on the features' clock, `pipelines.features.timeline` (pure);
-- `evaluation`: scoring snapshot rows, the fired rules in words, the first moment of MQL (pure);
+- `evaluation`: scoring snapshot rows, the fired rules in words, the first moment of MQL; `rule_flags` the score
+  and flag alone, for nightly scoring (pure);
 - `variants`: the standard decayed / windowed / four-part baselines (pure);
 - `io`: reading rules files, the raw tables and snapshot keys; writing the scores.
 
@@ -20,7 +21,7 @@ The names below are the package's interface (the CLI, scoring, evaluate, noteboo
 """
 
 from pipelines.rules.attributes import attribute_columns, lead_attributes
-from pipelines.rules.evaluation import INPUT_TABLES, OUTPUT_COLUMNS, evaluate_rules
+from pipelines.rules.evaluation import FLAG_COLUMNS, INPUT_TABLES, OUTPUT_COLUMNS, evaluate_rules, rule_flags
 from pipelines.rules.io import RAW_COLUMNS, load_rules, load_variants, read_raw_tables, read_snapshot_keys, write_scores
 from pipelines.rules.schema import (
     ATTRIBUTE_PREFIX,
@@ -48,6 +49,7 @@ from pipelines.rules.variants import VARIANT_SUFFIXES, derive_rules, score_varia
 __all__ = [
     "ATTRIBUTE_PREFIX",
     "FIELDS",
+    "FLAG_COLUMNS",
     "INPUT_TABLES",
     "OUTPUT_COLUMNS",
     "RAW_COLUMNS",
@@ -77,6 +79,7 @@ __all__ = [
     "parse_rules",
     "read_raw_tables",
     "read_snapshot_keys",
+    "rule_flags",
     "score_variants",
     "write_scores",
 ]

@@ -281,7 +281,7 @@ def prepare(rules: RuleSet, snapshots: pd.DataFrame, tables: Mapping[str, pd.Dat
     act_owner = pd.Index(leads["lead_id"]).get_indexer(activities["lead_id"]).astype(np.int64)
     scored_leads = np.zeros(len(leads), dtype=bool)
     scored_leads[snap_owner] = True
-    type_code = pd.Categorical(activities["activity_type"], categories=vocab.ACTIVITY_TYPES).codes.astype(np.int64)
+    type_code = vocab.codes(activities["activity_type"], vocab.ACTIVITY_TYPES)
     keep = (act_owner >= 0) & scored_leads[np.maximum(act_owner, 0)] & (type_code >= 0)
     known = tl.known_seconds(to_utc(activities["occurred_at"]))
     index = ActivityIndex(act_owner[keep], type_code[keep], known[keep], len(leads))
@@ -322,6 +322,28 @@ def evaluate_rules(rules: RuleSet, snapshots: pd.DataFrame, tables: Mapping[str,
         100 * frame["rule_mql_since"].notna().mean() if len(frame) else 0,
     )
     return frame
+
+
+#: The columns `rule_flags` returns: what nightly scoring stores of the rule beside the model's score.
+FLAG_COLUMNS: Final[tuple[str, ...]] = ("lead_id", "snapshot_at", "rule_score", "rule_mql")
+
+
+def rule_flags(rules: RuleSet, snapshots: pd.DataFrame, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """The rule score and MQL flag of every (lead_id, snapshot_at), exactly as `evaluate_rules` gives them.
+
+    Nightly scoring stores only these two; the fired rules in words and the first moment of MQL (two thirds of
+    `evaluate_rules`' time) are for the rules stage and the report, so they are not computed here.
+    """
+    setup = prepare(rules, snapshots, tables)
+    result = score_queries(rules, setup.plan, setup.queries(), explain=False)
+    return pd.DataFrame(
+        {
+            "lead_id": snapshots["lead_id"].to_numpy(dtype=np.int64),
+            "snapshot_at": utc(setup.snap_ns),
+            "rule_score": result["rule_score"],
+            "rule_mql": result["rule_mql"],
+        }
+    )
 
 
 def _first_mql(rules: RuleSet, setup: Setup) -> np.ndarray:

@@ -1,16 +1,18 @@
 """The scoring core: one chunk of CRM tables in, one chunk of `lead_scores` rows out.
 
-Features come from `features_as_of`, the very code that built the training rows, at t = the run's as-of time;
-the rule score and MQL flag from the rules stage's `evaluate_rules` at the same t; probability, stage, grade and
-reasons from the registered model. The pandas engine calls these functions chunk by chunk in process; the Spark
+Features come from `build_features`, the very code that built the training rows, at t = the run's as-of time
+(and, in the same build, at the previous snapshot's time, for what is new on each list); the rule score and MQL
+flag from the rules stage's scoring code (`rule_flags`) at the same times; probability, stage, grade and reasons
+from the registered model. The pandas engine calls these functions chunk by chunk in process; the Spark
 engine calls the same ones on its executors, one whole-account group at a time (pipelines.score.groups).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -21,9 +23,10 @@ from pipelines.calibrated import THRESHOLD_STAGES, Thresholds
 from pipelines.config import CalibrateParams, FeaturesParams, StagePolicy
 from pipelines.drift import DriftReference
 from pipelines.errors import BadInputError
-from pipelines.features.build import feature_specs, features_as_of
+from pipelines.features.build import build_features, feature_specs
+from pipelines.features.snapshots import open_leads_at
 from pipelines.registry.model import conform, feature_list_version
-from pipelines.rules import RuleSet, evaluate_rules
+from pipelines.rules import RuleSet, rule_flags
 
 #: What the model returns per lead (pipelines.registry.model.OUTPUT_COLUMNS).
 MODEL_OUTPUT: Final[tuple[str, ...]] = ("probability", "stage", "grade", "reasons_positive", "reasons_negative")
@@ -85,14 +88,34 @@ def chunk_features(
     tables: Mapping[str, pd.DataFrame], as_of: pd.Timestamp, params: FeaturesParams, ruleset: RuleSet
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Features and rule scores of every lead open at as_of in this chunk (same rows, same order)."""
-    features = features_as_of(tables, as_of, params)
-    rules = evaluate_rules(ruleset, features[["lead_id", "snapshot_at"]], tables)
-    return features, rules
+    return snapshot_features(tables, [as_of], params, ruleset)[0]
+
+
+def snapshot_features(
+    tables: Mapping[str, pd.DataFrame], times: Sequence[pd.Timestamp], params: FeaturesParams, ruleset: RuleSet
+) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+    """Per time: (features, rule score and flag) of every lead of the chunk open then, through one feature build
+    and one rules pass over all the times (the features of a (lead, t) row do not depend on the other rows asked
+    with it, so this is the same as one build per time, with the chunk's preparation done once)."""
+    keys = [open_leads_at(tables, t, params) for t in times]
+    features = build_features(tables, pd.concat(keys, ignore_index=True), params)
+    rules = rule_flags(ruleset, features[["lead_id", "snapshot_at"]], tables)
+    cuts = np.cumsum([0, *(len(k) for k in keys)])
+    return [
+        (
+            features.iloc[lo:hi].reset_index(drop=True),
+            rules.iloc[lo:hi].reset_index(drop=True),
+        )
+        for lo, hi in itertools.pairwise(cuts)
+    ]
 
 
 def _json_lists(values: pd.Series) -> list[str]:
+    """Each list as JSON text ("[]" without a call for the many leads that have no reasons tonight)."""
     return [
-        json.dumps([str(x) for x in v] if isinstance(v, list | tuple | np.ndarray) else [], ensure_ascii=False)
+        json.dumps([str(x) for x in v], ensure_ascii=False)
+        if isinstance(v, list | tuple | np.ndarray) and len(v)
+        else "[]"
         for v in values
     ]
 
@@ -148,17 +171,14 @@ _STAGE_RANK: Final[dict[str, int]] = {"none": 0, **{stage: i + 1 for i, stage in
 VOLUME_TOLERANCE: Final = 0.25
 
 
-def previous_flags(
-    tables: Mapping[str, pd.DataFrame],
-    as_of: pd.Timestamp,
-    params: FeaturesParams,
-    ruleset: RuleSet,
-    model: ScoringModel,
-) -> pd.DataFrame:
-    """(lead_id, stage, rule_mql) of the chunk's leads open at as_of - cadence_days: the lists of the previous
-    snapshot, which tonight's new hand-offs were not on. Probabilities and stages only (no reasons)."""
-    before = pd.Timestamp(as_of) - pd.Timedelta(days=params.cadence_days)
-    features, rules = chunk_features(tables, before, params, ruleset)
+def previous_time(as_of: pd.Timestamp, params: FeaturesParams) -> pd.Timestamp:
+    """The previous snapshot's time: as_of - cadence_days, whose lists tonight's new hand-offs were not on."""
+    return pd.Timestamp(as_of) - pd.Timedelta(days=params.cadence_days)
+
+
+def previous_flags(features: pd.DataFrame, rules: pd.DataFrame, model: ScoringModel) -> pd.DataFrame:
+    """(lead_id, stage, rule_mql) of the chunk's leads open at the previous snapshot (`previous_time`), from their
+    features and rule flags then: the lists tonight's new hand-offs were not on. Stages only (no reasons)."""
     if features.empty:
         return pd.DataFrame(
             {

@@ -6,7 +6,7 @@ stage entries) are stacked into one tagged table: a `__table` code, the `__group
 prefixed `<table>__`. Timestamps travel as int64 nanoseconds since the epoch (Spark's own timestamps hold
 microseconds and Parquet nanoseconds do not load into them), integers as nullable int64: nothing is rounded on the
 way, so a group's tables are the tables the pandas engine's reader hands its core, and `score_group` gives the
-same rows (`chunk_features`, the model, `previous_flags`, `score_rows`). Campaigns are small and go to every
+same rows (`snapshot_features`, the model, `previous_flags`, `score_rows`). Campaigns are small and go to every
 group whole. No Spark here: this module is pure and tested without a JVM.
 """
 
@@ -27,7 +27,7 @@ from pipelines.crm.schema import PRIMARY_KEYS, SCHEMAS, TABLES, UTC_NS, validate
 from pipelines.features.columns import INPUT_COLUMNS
 from pipelines.registry.model import conform
 from pipelines.rules import RuleSet
-from pipelines.score.core import ScoringModel, chunk_features, previous_flags, score_rows
+from pipelines.score.core import ScoringModel, previous_flags, previous_time, score_rows, snapshot_features
 
 log = logging.getLogger(__name__)
 
@@ -106,17 +106,17 @@ def score_group(
     (`drift`: (name, 'numeric' | 'categorical') pairs)."""
     t0 = time.perf_counter()
     checked = validate_crm(tables, {t: read_columns(t) for t in TABLES})
-    features, rules = chunk_features(checked, as_of, params.features, ruleset)
+    (features, rules), before = snapshot_features(
+        checked, [as_of, previous_time(as_of, params.features)], params.features, ruleset
+    )
     seconds_features = time.perf_counter() - t0
     if features.empty:
         return pd.DataFrame()
     t0 = time.perf_counter()
     rule_mql = rules["rule_mql"].to_numpy(dtype=bool)
     scored = predict(model, conform(features, model.schema), rule_mql, params.score.reasons_for)
+    previous = previous_flags(*before, model).set_index("lead_id")
     seconds_predict = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    previous = previous_flags(checked, as_of, params.features, ruleset, model).set_index("lead_id")
-    seconds_features += time.perf_counter() - t0
     rows = score_rows(features, rules, scored, run)
     lead_id = rows["lead_id"].to_numpy()
     rows[PREV_STAGE] = previous["stage"].reindex(lead_id).to_numpy(dtype=object)

@@ -14,9 +14,11 @@ that does not exist.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+import queue
+import threading
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -29,6 +31,7 @@ from pipelines.features.columns import INPUT_COLUMNS
 from pipelines.score import arrow_reader
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _FETCH: Final = 20_000
 #: Group key: (no account, account id or, without an account, lead id), packed into one int64.
@@ -288,6 +291,57 @@ def iter_chunks(
         yield from _iter_arrow_chunks(conn, chunk_leads, campaigns, counts)
         return
     yield from _iter_row_chunks(conn, chunk_leads, campaigns)
+
+
+def read_ahead(items: Iterator[T], depth: int = 1) -> Generator[T, None, None]:
+    """`items`, produced in a background thread up to `depth` ahead of the consumer.
+
+    Reading a chunk is mostly the database's and the Arrow driver's work, which release the GIL: on a machine with
+    two cores the next chunk is read while this one is scored, so the run waits for the database only for the
+    first chunk. Memory holds at most `depth` + 2 chunks (the one being scored, the queued ones, the one being
+    read). An error in the reader reaches the consumer at the item where it happened; when the consumer stops
+    early, the reader stops at its next item and `items` is closed in its own thread.
+    """
+    done = object()
+    handoff: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    break
+        except BaseException as exc:  # handed to the consumer, which raises it in its own thread
+            put((done, exc))
+            return
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+        put((done, None))
+
+    worker = threading.Thread(target=produce, name="leadscore-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = handoff.get()
+            if item is done:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 #: Per table, the row order of a chunk read as Arrow: leads as the ordered cursors give them, events per lead.

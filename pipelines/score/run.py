@@ -16,8 +16,8 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Iterator
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +34,7 @@ from pipelines.errors import BadInputError
 from pipelines.registry.model import conform
 from pipelines.rules import load_rules
 from pipelines.score import core, groups, reader, store
-from pipelines.score.core import ScoringModel, check_compatible, chunk_features, score_rows
+from pipelines.score.core import ScoringModel, check_compatible, score_rows, snapshot_features
 from pipelines.score.model import load_scoring_model, resolve_scoring_model
 from pipelines.score.preflight import check_as_of, check_volume, previous_run
 
@@ -93,6 +93,17 @@ def _staged(paths: list[Path]) -> Iterator[pd.DataFrame]:
         yield pd.read_parquet(path)
 
 
+@dataclass(frozen=True)
+class ChunkInputs:
+    """One chunk of the CRM and what the model needs of it: tonight's features and rule flags of its open leads
+    and, when asked for, the same of the leads open at the previous snapshot (`core.previous_time`)."""
+
+    chunk: reader.CrmChunk
+    features: pd.DataFrame
+    rules: pd.DataFrame
+    previous: tuple[pd.DataFrame, pd.DataFrame] | None = None
+
+
 def iter_feature_chunks(
     crm_url: str,
     as_of: pd.Timestamp,
@@ -100,19 +111,24 @@ def iter_feature_chunks(
     timings: Timings,
     progress: bool = True,
     guard: Callable[[dict[str, int]], None] | None = None,
-) -> Iterator[tuple[reader.CrmChunk, pd.DataFrame, pd.DataFrame]]:
-    """(chunk, features, rule scores) of the open leads, chunk by chunk, in one read transaction of the CRM;
-    `guard` sees the tables' row counts after the preflight, before the first chunk."""
+    previous: bool = False,
+) -> Generator[ChunkInputs, None, None]:
+    """The open leads' features and rule flags, chunk by chunk, in one read transaction of the CRM (with the
+    previous snapshot's, built in the same pass, when `previous`); `guard` sees the tables' row counts after the
+    preflight, before the first chunk."""
     engine = make_engine(crm_url)
     ruleset = load_rules(params.rules.file)
-    with engine.connect() as conn, conn.begin():
+    # the reader thread stops (and its read transaction ends) whenever this generator does, even on an error
+    with engine.connect() as conn, conn.begin(), ExitStack() as stack:
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         counts = reader.preflight(conn)
         if guard is not None:
             guard(counts)
         bar = tqdm(total=counts["leads"], desc="scoring", unit="lead", disable=None if progress else True)
-        chunks = reader.iter_chunks(conn, params.score.chunk_leads, counts=counts)
+        chunks = stack.enter_context(
+            closing(reader.read_ahead(reader.iter_chunks(conn, params.score.chunk_leads, counts=counts)))
+        )
         while True:
             t0 = time.perf_counter()
             chunk = next(chunks, None)
@@ -120,7 +136,9 @@ def iter_feature_chunks(
             if chunk is None:
                 break
             t0 = time.perf_counter()
-            features, rules = chunk_features(chunk.tables, as_of, params.features, ruleset)
+            times = [as_of, core.previous_time(as_of, params.features)] if previous else [as_of]
+            built = snapshot_features(chunk.tables, times, params.features, ruleset)
+            features, rules = built[0]
             timings.features += time.perf_counter() - t0
             log.debug(
                 "chunk %d: %s leads, %s activities, %s stage rows -> %s open leads (read %.2f s, features "
@@ -133,7 +151,7 @@ def iter_feature_chunks(
                 timings.read,
                 timings.features,
             )
-            yield chunk, features, rules
+            yield ChunkInputs(chunk, features, rules, built[1] if previous else None)
             bar.update(len(chunk.tables["leads"]))
         bar.close()
 
@@ -330,36 +348,37 @@ def _score_chunks(
     crm_ids = _crm_ids(crm_url)  # an imported CRM's own lead ids, kept beside the scores
     totals = {"leads_read": 0, "leads_scored": 0, "n_mql": 0, "n_sal": 0, "n_sql": 0, "n_rule_mql": 0, "chunks": 0}
     prob_sum = 0.0
-    ruleset = load_rules(params.rules.file)
     lists: dict[str, int] = {}
-    for chunk, features, rules in iter_feature_chunks(crm_url, as_of, params, timings, progress, guard):
-        totals["leads_read"] += len(chunk.tables["leads"])
-        totals["chunks"] += 1
-        if features.empty:
-            continue
-        t0 = time.perf_counter()
-        conformed = conform(features, model.schema)
-        if reasons_for == "all":
-            scored = predict(conformed)
-        else:  # the same choice of who gets reasons as the spark engine's executors make
-            scored = groups.predict(model, conformed, rules["rule_mql"].to_numpy(dtype=bool), reasons_for)
-        timings.predict += time.perf_counter() - t0
-        prob_sum += _add_totals(totals, features, rules, scored, counter)
-        t0 = time.perf_counter()  # the same leads a cadence earlier: which of tonight's are new on each list
-        previous = core.previous_flags(chunk.tables, as_of, params.features, ruleset, model)
-        core.count_lists(
-            lists,
-            features["lead_id"].to_numpy(),
-            scored["stage"].astype(str).to_numpy(),
-            rules["rule_mql"].to_numpy(dtype=bool),
-            previous,
-        )
-        timings.features += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        score_rows(features, rules, scored, meta, crm_ids).to_parquet(
-            staging / f"chunk-{chunk.index:06d}.parquet", index=False
-        )
-        timings.write += time.perf_counter() - t0
+    inputs_of_chunks = closing(iter_feature_chunks(crm_url, as_of, params, timings, progress, guard, previous=True))
+    with inputs_of_chunks as chunks:  # closed on an error too: the CRM's read transaction ends here, not at exit
+        for inputs in chunks:
+            chunk, features, rules = inputs.chunk, inputs.features, inputs.rules
+            totals["leads_read"] += len(chunk.tables["leads"])
+            totals["chunks"] += 1
+            if features.empty:
+                continue
+            t0 = time.perf_counter()
+            conformed = conform(features, model.schema)
+            if reasons_for == "all":
+                scored = predict(conformed)
+            else:  # the same choice of who gets reasons as the spark engine's executors make
+                scored = groups.predict(model, conformed, rules["rule_mql"].to_numpy(dtype=bool), reasons_for)
+            assert inputs.previous is not None  # asked for above
+            previous = core.previous_flags(*inputs.previous, model)  # which of tonight's leads are new on each list
+            timings.predict += time.perf_counter() - t0
+            prob_sum += _add_totals(totals, features, rules, scored, counter)
+            core.count_lists(
+                lists,
+                features["lead_id"].to_numpy(),
+                scored["stage"].astype(str).to_numpy(),
+                rules["rule_mql"].to_numpy(dtype=bool),
+                previous,
+            )
+            t0 = time.perf_counter()
+            score_rows(features, rules, scored, meta, crm_ids).to_parquet(
+                staging / f"chunk-{chunk.index:06d}.parquet", index=False
+            )
+            timings.write += time.perf_counter() - t0
     return _finish_totals(totals, prob_sum, counter, lists, model, params)
 
 

@@ -154,3 +154,31 @@ def test_readiness_columns_follow_params_and_declare_their_directions() -> None:
     assert monotone_direction("days_since_account_intent", "account") == -1  # a new signal only shortens it
     tables = build_crm([lead(1, account_id=10)], activities=[(1, 1, "demo_request")])
     assert set(names) <= set(build_features(tables, snapshots([(1, 2)]), p).columns)
+
+
+def test_active_contact_runs_do_not_depend_on_the_order_events_come_in() -> None:
+    """The chunk hands its events sorted by (lead, time) and the runs skip the sort then; any other order must give
+    the same intervals."""
+    from pipelines.features.readiness import ChunkEvents, _active_contacts, _Runs
+
+    rng = np.random.default_rng(3)
+    n_events, n_leads = 400, 30
+    lead_of = rng.integers(0, n_leads, n_events)
+    seconds = rng.integers(0, 60 * tl.DAY, n_events)
+    kind = rng.integers(0, 13, n_events).astype(np.int8)
+    order = np.lexsort((seconds, lead_of))
+
+    def events(rows: np.ndarray) -> ChunkEvents:
+        group = np.arange(n_leads) // 3
+        never = np.full(n_leads, np.iinfo(np.int64).max)
+        return ChunkEvents(
+            group, np.ones(n_leads, bool), lead_of[rows], seconds[rows], kind[rows], np.zeros(n_leads), never, never
+        )
+
+    shuffled = rng.permutation(n_events)
+    for window in (7, 30):
+        sorted_runs = _active_contacts(_Runs.of(events(order), kind[order] < 8), window)
+        shuffled_runs = _active_contacts(_Runs.of(events(shuffled), kind[shuffled] < 8), window)
+        np.testing.assert_array_equal(sorted_runs[0], shuffled_runs[0])
+        np.testing.assert_array_equal(sorted_runs[1], shuffled_runs[1])
+        assert len(sorted_runs[0]) > 50

@@ -291,3 +291,26 @@ def test_account_readiness_reads_as_sentences() -> None:
         describe("days_since_account_engagement", math.nan)
         == "no clicks, visits, downloads and forms at the company yet"
     )
+
+
+def test_conform_gives_text_or_none_for_string_inputs_whatever_the_column_type() -> None:
+    """Categoricals are turned into text level by level, not row by row: the same values as str() of each row."""
+    from mlflow.types import ColSpec, DataType, Schema
+
+    from pipelines.registry.model import conform
+
+    schema = Schema([ColSpec(DataType.string, "seniority"), ColSpec(DataType.string, "campaign_id")])
+    frame = pd.DataFrame(
+        {
+            "seniority": pd.Categorical(["vp", None, "manager", "vp"], categories=["manager", "vp", "unused"]),
+            "campaign_id": pd.Series([3, None, 12, 3], dtype=object),
+            "lead_id": [1, 2, 3, 4],  # not a feature: dropped
+        }
+    )
+
+    got = conform(frame, schema)
+
+    assert list(got.columns) == ["seniority", "campaign_id"]
+    assert got["seniority"].tolist() == ["vp", None, "manager", "vp"]
+    assert got["campaign_id"].tolist() == ["3", None, "12", "3"]
+    assert got["seniority"].dtype == object
