@@ -92,12 +92,22 @@ def chunk_features(
 
 
 def snapshot_features(
-    tables: Mapping[str, pd.DataFrame], times: Sequence[pd.Timestamp], params: FeaturesParams, ruleset: RuleSet
+    tables: Mapping[str, pd.DataFrame],
+    times: Sequence[pd.Timestamp],
+    params: FeaturesParams,
+    ruleset: RuleSet,
+    leads_of_first: bool = False,
 ) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
     """Per time: (features, rule score and flag) of every lead of the chunk open then, through one feature build
     and one rules pass over all the times (the features of a (lead, t) row do not depend on the other rows asked
-    with it, so this is the same as one build per time, with the chunk's preparation done once)."""
+    with it, so this is the same as one build per time, with the chunk's preparation done once).
+
+    `leads_of_first`: at the later times, only the leads also open at the first one (what is new on tonight's
+    lists needs the previous state of tonight's leads, not of leads that have closed since)."""
     keys = [open_leads_at(tables, t, params) for t in times]
+    if leads_of_first:
+        tonight = keys[0]["lead_id"].to_numpy()
+        keys[1:] = [k[k["lead_id"].isin(tonight).to_numpy()].reset_index(drop=True) for k in keys[1:]]
     features = build_features(tables, pd.concat(keys, ignore_index=True), params)
     rules = rule_flags(ruleset, features[["lead_id", "snapshot_at"]], tables)
     cuts = np.cumsum([0, *(len(k) for k in keys)])

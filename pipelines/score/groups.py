@@ -107,7 +107,7 @@ def score_group(
     t0 = time.perf_counter()
     checked = validate_crm(tables, {t: read_columns(t) for t in TABLES})
     (features, rules), before = snapshot_features(
-        checked, [as_of, previous_time(as_of, params.features)], params.features, ruleset
+        checked, [as_of, previous_time(as_of, params.features)], params.features, ruleset, leads_of_first=True
     )
     seconds_features = time.perf_counter() - t0
     if features.empty:

@@ -137,7 +137,7 @@ def iter_feature_chunks(
                 break
             t0 = time.perf_counter()
             times = [as_of, core.previous_time(as_of, params.features)] if previous else [as_of]
-            built = snapshot_features(chunk.tables, times, params.features, ruleset)
+            built = snapshot_features(chunk.tables, times, params.features, ruleset, leads_of_first=True)
             features, rules = built[0]
             timings.features += time.perf_counter() - t0
             log.debug(

@@ -67,3 +67,18 @@ def test_no_open_lead_at_a_time_gives_empty_frames(demo: dict[str, pd.DataFrame]
 
     assert len(features) == len(rules) > 0
     assert old.empty and old_rules.empty
+
+
+def test_the_previous_snapshot_can_be_limited_to_tonights_leads(demo: dict[str, pd.DataFrame]) -> None:
+    params = load_params(REPO / "params.yaml")
+    ruleset = load_rules(REPO / params.rules.file)
+    as_of = pd.Timestamp("2026-11-20T00:00:00Z")
+    times = [as_of, previous_time(as_of, params.features)]
+
+    (tonight, _), (previous, previous_rules) = snapshot_features(demo, times, params.features, ruleset, True)
+
+    (_, _), (everyone, everyone_rules) = snapshot_features(demo, times, params.features, ruleset)
+    kept = everyone["lead_id"].isin(tonight["lead_id"]).to_numpy()
+    assert 0 < kept.sum() < len(everyone)  # some leads open a week ago have closed since
+    pd.testing.assert_frame_equal(previous, everyone[kept].reset_index(drop=True))
+    pd.testing.assert_frame_equal(previous_rules, everyone_rules[kept].reset_index(drop=True))
