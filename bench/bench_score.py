@@ -199,7 +199,9 @@ def variant_naive(args: argparse.Namespace) -> dict[str, Any]:
     read_s = time.perf_counter() - started
     t0 = time.perf_counter()
     features = features_as_of(tables, as_of, params.features)
-    rules = evaluate_rules(load_rules(params.rules.file), features[["lead_id", "snapshot_at"]], tables)
+    rules = evaluate_rules(
+        load_rules(params.rules.file, params.features.icp), features[["lead_id", "snapshot_at"]], tables
+    )
     x = conform(features, model.schema)
     features_s = time.perf_counter() - t0
     n = len(x)
@@ -263,7 +265,9 @@ def variant_realistic(args: argparse.Namespace) -> dict[str, Any]:
     read_s = time.perf_counter() - started
     t0 = time.perf_counter()
     features = features_as_of(tables, as_of, params.features)
-    rules = evaluate_rules(load_rules(params.rules.file), features[["lead_id", "snapshot_at"]], tables)
+    rules = evaluate_rules(
+        load_rules(params.rules.file, params.features.icp), features[["lead_id", "snapshot_at"]], tables
+    )
     x = conform(features, model.schema)
     features_s = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -353,8 +353,8 @@ def rules(
 
     with bad_input_exits():
         loaded = load_params(params)
-        ruleset = mql_rules.load_rules(rules_file or loaded.rules.file)
-        variants = mql_rules.load_variants(loaded.rules) if variants_out is not None else {}
+        ruleset = mql_rules.load_rules(rules_file or loaded.rules.file, loaded.features.icp)
+        variants = mql_rules.load_variants(loaded.rules, loaded.features.icp) if variants_out is not None else {}
         tables = mql_rules.read_raw_tables(raw)
         keys = mql_rules.read_snapshot_keys(snapshots)
         scores = mql_rules.evaluate_rules(ruleset, keys, tables)

@@ -25,6 +25,7 @@ from pipelines.rules.io import RAW_COLUMNS, load_rules, load_variants, read_raw_
 from pipelines.rules.schema import (
     ATTRIBUTE_PREFIX,
     FIELDS,
+    ICP_KEYS,
     ActivityCondition,
     AllOf,
     AnyOf,
@@ -48,6 +49,7 @@ from pipelines.rules.variants import VARIANT_SUFFIXES, derive_rules, score_varia
 __all__ = [
     "ATTRIBUTE_PREFIX",
     "FIELDS",
+    "ICP_KEYS",
     "INPUT_TABLES",
     "OUTPUT_COLUMNS",
     "RAW_COLUMNS",

@@ -104,7 +104,7 @@ def iter_feature_chunks(
     """(chunk, features, rule scores) of the open leads, chunk by chunk, in one read transaction of the CRM;
     `guard` sees the tables' row counts after the preflight, before the first chunk."""
     engine = make_engine(crm_url)
-    ruleset = load_rules(params.rules.file)
+    ruleset = load_rules(params.rules.file, params.features.icp)
     with engine.connect() as conn, conn.begin():
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -330,7 +330,7 @@ def _score_chunks(
     crm_ids = _crm_ids(crm_url)  # an imported CRM's own lead ids, kept beside the scores
     totals = {"leads_read": 0, "leads_scored": 0, "n_mql": 0, "n_sal": 0, "n_sql": 0, "n_rule_mql": 0, "chunks": 0}
     prob_sum = 0.0
-    ruleset = load_rules(params.rules.file)
+    ruleset = load_rules(params.rules.file, params.features.icp)
     lists: dict[str, int] = {}
     for chunk, features, rules in iter_feature_chunks(crm_url, as_of, params, timings, progress, guard):
         totals["leads_read"] += len(chunk.tables["leads"])

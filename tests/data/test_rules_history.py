@@ -17,6 +17,7 @@ import pytest
 from pipelines import rules
 from pipelines.config import DemoCrmParams
 from pipelines.crm import demo
+from tests.support.params import demo_icp
 
 END = date(2026, 11, 20)
 LAG_MIN, LAG_MAX = pd.Timedelta(minutes=1), pd.Timedelta(minutes=30)
@@ -32,7 +33,7 @@ def crm() -> dict[str, pd.DataFrame]:
 def judged(crm: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Per lead: the rules' first crossing (rule_mql_since at the end of history) next to what the CRM recorded."""
     keys = pd.DataFrame({"lead_id": crm["leads"]["lead_id"], "snapshot_at": pd.Timestamp(END, tz="UTC")})
-    scores = rules.evaluate_rules(rules.load_rules("config/mql_rules.yaml"), keys, crm).set_index("lead_id")
+    scores = rules.evaluate_rules(rules.load_rules("config/mql_rules.yaml", demo_icp()), keys, crm).set_index("lead_id")
     stages = crm["stage_history"]
     acts = crm["activities"]
     first = stages.groupby(["lead_id", "stage"])["entered_at"].min().unstack()
@@ -81,7 +82,7 @@ def test_the_score_at_a_snapshot_is_the_cumulative_score(crm: dict[str, pd.DataF
         }
     )
     keys["snapshot_at"] = pd.to_datetime(keys["snapshot_at"], utc=True)
-    out = rules.evaluate_rules(rules.load_rules("config/mql_rules.yaml"), keys, crm)
+    out = rules.evaluate_rules(rules.load_rules("config/mql_rules.yaml", demo_icp()), keys, crm)
     before, at = out.iloc[0::2], out.iloc[1::2]
     assert (~before["rule_mql"].to_numpy()).mean() >= 0.99
     assert at["rule_mql"].mean() >= 0.99
@@ -93,6 +94,6 @@ def test_the_four_part_definition_runs_on_the_history(crm: dict[str, pd.DataFram
     leads = crm["leads"][["lead_id", "created_at"]]
     keys = leads.merge(pd.DataFrame({"snapshot_at": weekly}), how="cross")
     keys = keys[keys["snapshot_at"] >= keys["created_at"]][["lead_id", "snapshot_at"]]
-    out = rules.evaluate_rules(rules.load_rules("config/mql_rules_four_part.yaml"), keys, crm)
+    out = rules.evaluate_rules(rules.load_rules("config/mql_rules_four_part.yaml", demo_icp()), keys, crm)
     assert 0 < out["rule_mql"].mean() < 0.2
     assert out["rule_mql_since"].notna().mean() >= out["rule_mql"].mean()
