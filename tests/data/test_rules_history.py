@@ -20,7 +20,8 @@ import pytest
 from pipelines import rules
 from pipelines.config import DemoCrmParams, IcpParams
 from pipelines.crm import demo
-from tests.support.params import demo_icp
+from pipelines.features.build import build_features
+from tests.support.params import demo_icp, shipped_params
 
 END = date(2026, 11, 20)
 LAG_MIN, LAG_MAX = pd.Timedelta(minutes=1), pd.Timedelta(minutes=30)
@@ -121,3 +122,19 @@ def test_another_profile_marks_other_mqls_in_the_history() -> None:
 
     default, other = mql_leads(demo_icp()), mql_leads(OTHER_ICP)
     assert len(default ^ other) > 0.1 * len(default)
+
+
+def test_the_rules_profile_points_are_the_features_fit_flags(crm: dict[str, pd.DataFrame], icp: IcpParams) -> None:
+    """Rules and features read one profile: a lead gets the industry, size and region points exactly when its
+    icp_industry, icp_size and icp_region flags are set (the shipped params opt the firmographics in)."""
+    keys = pd.DataFrame({"lead_id": crm["leads"]["lead_id"], "snapshot_at": pd.Timestamp(END, tz="UTC")})
+    features = build_features(crm, keys, shipped_params().features.model_copy(update={"icp": icp}))
+    fired = rules.evaluate_rules(rules.load_rules("config/mql_rules.yaml", icp), keys, crm)["rules_fired"]
+    for flag, words in (
+        ("icp_industry", "account industry in the ideal customer profile"),
+        ("icp_size", "ideal company size"),
+        ("icp_region", "ideal-profile region"),
+    ):
+        points = fired.str.contains(words, regex=False).to_numpy(dtype=bool)
+        assert 0 < points.mean() < 1, flag
+        np.testing.assert_array_equal(points, features[flag].to_numpy() == 1, err_msg=flag)
