@@ -13,7 +13,7 @@ import resource
 import time
 from datetime import date
 
-from pipelines.config import DemoCrmParams
+from pipelines.config import DemoCrmParams, load_params
 from pipelines.crm import demo
 
 
@@ -23,11 +23,15 @@ def main() -> None:
     parser.add_argument("--leads", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--url", default=None, help="also write the CRM to this SQLAlchemy URL")
+    parser.add_argument(
+        "--params", default="params.yaml", help="params.yaml: its features.icp is the history's profile"
+    )
     args = parser.parse_args()
 
     start = time.perf_counter()
     result = demo.generate(
-        DemoCrmParams(leads=args.leads, seed=args.seed, end_date=date(2026, 11, 20), history_days=730)
+        DemoCrmParams(leads=args.leads, seed=args.seed, end_date=date(2026, 11, 20), history_days=730),
+        load_params(args.params).features.icp,
     )
     generated = time.perf_counter() - start
     rows = {name: len(frame) for name, frame in result.tables.items()}

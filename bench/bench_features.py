@@ -26,9 +26,9 @@ from pathlib import Path
 log = logging.getLogger("bench_features")
 
 
-def make_snapshot(raw: Path, leads: int, seed: int, end_date: date, history_days: int) -> None:
+def make_snapshot(raw: Path, leads: int, seed: int, end_date: date, history_days: int, params: Path) -> None:
     """Generate the demo CRM and write it as an extract snapshot (skipped when one already exists)."""
-    from pipelines.config import DemoCrmParams
+    from pipelines.config import DemoCrmParams, load_params
     from pipelines.crm import demo
     from pipelines.extract import read_manifest, write_snapshot
 
@@ -38,7 +38,10 @@ def make_snapshot(raw: Path, leads: int, seed: int, end_date: date, history_days
             log.info("reusing the snapshot in %s", raw)
             return
     started = time.perf_counter()
-    result = demo.generate(DemoCrmParams(leads=leads, seed=seed, end_date=end_date, history_days=history_days))
+    result = demo.generate(
+        DemoCrmParams(leads=leads, seed=seed, end_date=end_date, history_days=history_days),
+        load_params(params).features.icp,
+    )
     log.info("generated %s leads in %.1f s", f"{leads:,}", time.perf_counter() - started)
     write_snapshot(result.tables, raw, source=f"demo leads={leads} seed={seed} end={end_date} days={history_days}")
 
@@ -76,7 +79,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     raw, out = args.work / "raw", args.work / "features"
-    make_snapshot(raw, args.leads, args.seed, args.end_date, args.history_days)
+    make_snapshot(raw, args.leads, args.seed, args.end_date, args.history_days, args.params)
     manifest = json.loads((raw / "manifest.json").read_text())
     result = {
         "date": datetime.now(UTC).date().isoformat(),

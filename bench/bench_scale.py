@@ -41,7 +41,7 @@ log = logging.getLogger("bench_scale")
 
 def step_generate(args: argparse.Namespace) -> dict[str, Any]:
     """Generate the demo CRM in memory, write it to SQLite and as an extract snapshot; seconds of each part."""
-    from pipelines.config import DemoCrmParams
+    from pipelines.config import DemoCrmParams, load_params
     from pipelines.crm import demo
     from pipelines.crm.db import make_engine, write_crm
     from pipelines.extract import write_snapshot
@@ -49,7 +49,8 @@ def step_generate(args: argparse.Namespace) -> dict[str, Any]:
     crm, raw = args.work / "crm.db", args.work / "raw"
     started = time.perf_counter()
     result = demo.generate(
-        DemoCrmParams(leads=args.leads, seed=args.seed, end_date=date(2026, 11, 20), history_days=730)
+        DemoCrmParams(leads=args.leads, seed=args.seed, end_date=date(2026, 11, 20), history_days=730),
+        load_params(args.params).features.icp,
     )
     generate_s = time.perf_counter() - started
     rows = {name: len(frame) for name, frame in result.tables.items()}

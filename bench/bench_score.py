@@ -42,7 +42,7 @@ AS_OF = "2026-11-20T00:00:00Z"
 log = logging.getLogger("bench_score")
 
 
-def ensure_crm(path: Path, leads: int, seed: int) -> dict[str, int]:
+def ensure_crm(path: Path, leads: int, seed: int, params: Path) -> dict[str, int]:
     """The demo CRM at `path` (generated and written once; reused when it holds `leads` leads); its row counts."""
     if path.exists():
         with sqlite3.connect(path) as conn:
@@ -54,12 +54,15 @@ def ensure_crm(path: Path, leads: int, seed: int) -> dict[str, int]:
             log.info("reusing the demo CRM %s", path)
             return counts
         raise SystemExit(f"{path} holds {counts['leads']:,} leads, not {leads:,}: pass another --crm or remove it")
-    from pipelines.config import DemoCrmParams
+    from pipelines.config import DemoCrmParams, load_params
     from pipelines.crm import demo
     from pipelines.crm.db import make_engine, write_crm
 
     started = time.perf_counter()
-    result = demo.generate(DemoCrmParams(leads=leads, seed=seed, end_date=date(2026, 11, 20), history_days=730))
+    result = demo.generate(
+        DemoCrmParams(leads=leads, seed=seed, end_date=date(2026, 11, 20), history_days=730),
+        load_params(params).features.icp,
+    )
     log.info("generated %s leads in %.1f s", f"{leads:,}", time.perf_counter() - started)
     tmp = path.with_name(path.name + ".tmp")
     tmp.unlink(missing_ok=True)
@@ -200,7 +203,9 @@ def variant_naive(args: argparse.Namespace) -> dict[str, Any]:
     read_s = time.perf_counter() - started
     t0 = time.perf_counter()
     features = features_as_of(tables, as_of, params.features)
-    rules = evaluate_rules(load_rules(params.rules.file), features[["lead_id", "snapshot_at"]], tables)
+    rules = evaluate_rules(
+        load_rules(params.rules.file, params.features.icp), features[["lead_id", "snapshot_at"]], tables
+    )
     x = conform(features, model.schema)
     features_s = time.perf_counter() - t0
     n = len(x)
@@ -264,7 +269,9 @@ def variant_realistic(args: argparse.Namespace) -> dict[str, Any]:
     read_s = time.perf_counter() - started
     t0 = time.perf_counter()
     features = features_as_of(tables, as_of, params.features)
-    rules = evaluate_rules(load_rules(params.rules.file), features[["lead_id", "snapshot_at"]], tables)
+    rules = evaluate_rules(
+        load_rules(params.rules.file, params.features.icp), features[["lead_id", "snapshot_at"]], tables
+    )
     x = conform(features, model.schema)
     features_s = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -397,12 +404,14 @@ def main() -> None:
     if not args.crm.exists():
         # generate in a child of its own: the variants are children of this process, and a child's peak RSS
         # (wait4) starts from its parent's RSS at fork, so this process must never hold the generator's frames
-        child = multiprocessing.get_context("spawn").Process(target=ensure_crm, args=(args.crm, args.leads, args.seed))
+        child = multiprocessing.get_context("spawn").Process(
+            target=ensure_crm, args=(args.crm, args.leads, args.seed, args.params)
+        )
         child.start()
         child.join()
         if child.exitcode != 0:
             raise SystemExit(f"generating the demo CRM failed (exit {child.exitcode})")
-    counts = ensure_crm(args.crm, args.leads, args.seed)
+    counts = ensure_crm(args.crm, args.leads, args.seed, args.params)
     skip = {s for s in args.skip.split(",") if s}
     results: dict[str, dict[str, Any]] = {}
     results["ours"] = run_child(args, "ours")

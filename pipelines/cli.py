@@ -153,7 +153,12 @@ def demo_crm(
     ] = "db",
     out: Annotated[Path | None, typer.Option("--out", help="Folder for --format salesforce|hubspot.")] = None,
     params_path: Annotated[
-        Path, typer.Option("--params", help="The params.yaml whose demo_crm block gives what is not passed.")
+        Path,
+        typer.Option(
+            "--params",
+            help="The params.yaml whose demo_crm block gives what is not passed, and whose features.icp is the "
+            "ideal customer profile the history's MQL rule used.",
+        ),
     ] = Path("params.yaml"),
 ) -> None:
     """Generate the synthetic CRM (five tables, or a vendor's export files) and its ground-truth file."""
@@ -183,16 +188,17 @@ def demo_crm(
             "batch_leads": batch_leads,
         }
         given = {key: value for key, value in given.items() if value is not None}
-        # The params' demo_crm block is the one place the defaults live (read only when something is not passed).
-        defaults = {} if len(given) == 5 else load_params(params_path).demo_crm.model_dump()
-        params = DemoCrmParams(**{**defaults, **given})
+        # The params' demo_crm block is the one place the defaults live, features.icp the one ideal customer profile.
+        loaded = load_params(params_path)
+        params = DemoCrmParams(**{**loaded.demo_crm.model_dump(), **given})
+        icp = loaded.features.icp
         if fmt == "db" and len(demo.batch_sizes(params.leads, params.batch_leads)) > 1:  # streamed: one batch in memory
             assert url is not None
             truth_path = truth or _default_truth_path(url)
             with ground_truth.truth_writer(truth_path) as add_truth:
 
                 def batches() -> Iterator[dict[str, pd.DataFrame]]:
-                    for batch in demo.iter_batches(params):
+                    for batch in demo.iter_batches(params, icp):
                         add_truth(batch.truth)
                         yield batch.tables
 
@@ -207,7 +213,7 @@ def demo_crm(
                 truth_path,
             )
             return
-        result = demo.generate(params)
+        result = demo.generate(params, icp)
         if fmt == "db":
             assert url is not None
             truth_path = truth or _default_truth_path(url)
@@ -353,8 +359,8 @@ def rules(
 
     with bad_input_exits():
         loaded = load_params(params)
-        ruleset = mql_rules.load_rules(rules_file or loaded.rules.file)
-        variants = mql_rules.load_variants(loaded.rules) if variants_out is not None else {}
+        ruleset = mql_rules.load_rules(rules_file or loaded.rules.file, loaded.features.icp)
+        variants = mql_rules.load_variants(loaded.rules, loaded.features.icp) if variants_out is not None else {}
         tables = mql_rules.read_raw_tables(raw)
         keys = mql_rules.read_snapshot_keys(snapshots)
         scores = mql_rules.evaluate_rules(ruleset, keys, tables)

@@ -12,7 +12,8 @@ The story (docs/crm.md tells it in full):
   and lead source (referrals and sales-generated leads convert well, trade-show scans and purchased lists badly).
   In market, everybody visits the pricing page and some request demos: strong, late signals. Bogus leads never
   convert.
-* The funnel: the historical points rule (`HISTORICAL_RULE`, linear, engagement heavy) marks MQLs; a BDR accepts
+* The funnel: the historical points rule (`HistoricalRule`, linear, engagement heavy, its ideal customer profile the
+  params' `features.icp`, as the rules file's is) marks MQLs; a BDR accepts
   (SAL) or rejects (Nurture / Disqualified); SQL happens when the hazard fires, through the MQL route or directly
   (hand-raisers, sales-generated, referrals, leads the rules missed). Nurtured leads get an extra hazard for a
   while. Then Opportunity, Won or Lost.
@@ -34,7 +35,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipelines.config import DemoCrmParams
+from pipelines.config import DemoCrmParams, IcpParams
 from pipelines.crm import vocab
 from pipelines.crm.story import (
     CREATION_EVENT,
@@ -247,15 +248,20 @@ ACTIVITY_CODE: Final[dict[str, int]] = {name: i for i, name in enumerate(vocab.A
 
 @dataclass(frozen=True)
 class HistoricalRule:
-    """The points rule marketing used to mark MQLs in the demo history (reproduced by the rules stage)."""
+    """The points rule marketing used to mark MQLs in the demo history, which `config/mql_rules.yaml` reproduces.
 
-    icp_industries: frozenset[str] = frozenset({"Software", "Financial Services", "Healthcare", "Manufacturing"})
+    Its ideal customer profile (industries, ideal size, regions) has no default: it is the params' `features.icp`
+    (`from_icp`), the profile the rules file names with `{icp: ...}`, so one edit of params.yaml moves both. The
+    story's latent fit (INDUSTRY_FIT, SIZE_FIT_BINS, REGION_FIT: who really buys) does not move with it.
+    """
+
+    icp_industries: frozenset[str]
+    ideal_size: tuple[int, int]
+    icp_regions: frozenset[str]
     industry_points: int = 10
-    ideal_size: tuple[int, int] = (200, 5000)
     ideal_size_points: int = 10
-    near_sizes: tuple[tuple[int, int], ...] = ((50, 199), (5001, 20000))
+    near_size_band: tuple[int, int] = (50, 20000)  # "just outside the ideal size": this band less the ideal size
     near_size_points: int = 5
-    icp_regions: frozenset[str] = frozenset({"NA", "EMEA"})
     region_points: int = 5
     seniority_points: tuple[tuple[str, int], ...] = (
         ("c_level", 15),
@@ -285,8 +291,14 @@ class HistoricalRule:
     threshold: int = 60
     region_thresholds: tuple[tuple[str, int], ...] = (("APAC", 50),)
 
-
-HISTORICAL_RULE: Final = HistoricalRule()
+    @classmethod
+    def from_icp(cls, icp: IcpParams) -> HistoricalRule:
+        """The history's rule with the given ideal customer profile (the params' `features.icp`)."""
+        return cls(
+            icp_industries=frozenset(icp.industries),
+            ideal_size=(icp.employees_min, icp.employees_max),
+            icp_regions=frozenset(icp.regions),
+        )
 
 
 @dataclass(frozen=True)
@@ -1191,7 +1203,7 @@ def _details(rng: np.random.Generator, kinds: np.ndarray) -> np.ndarray:
 
 
 def historical_static_points(
-    leads: pd.DataFrame, accounts: pd.DataFrame, rule: HistoricalRule = HISTORICAL_RULE
+    leads: pd.DataFrame, accounts: pd.DataFrame, rule: HistoricalRule
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fit points known at creation and the MQL threshold for each lead, as the history's rule saw them."""
     acc = accounts.set_index("account_id")
@@ -1200,11 +1212,10 @@ def historical_static_points(
     region = vocab.lead_region(leads["country"], leads["account_id"].map(acc["region"]))
     parsed = parse_titles(leads["job_title"])
     points = np.where(industry.isin(rule.icp_industries), rule.industry_points, 0)
-    lo, hi = rule.ideal_size
-    points += np.where(employees.between(lo, hi).fillna(False).to_numpy(dtype=bool), rule.ideal_size_points, 0)
-    for near_lo, near_hi in rule.near_sizes:
-        near = employees.between(near_lo, near_hi).fillna(False).to_numpy(dtype=bool)
-        points += np.where(near, rule.near_size_points, 0)
+    ideal = employees.between(*rule.ideal_size).fillna(False).to_numpy(dtype=bool)
+    points += np.where(ideal, rule.ideal_size_points, 0)
+    near = employees.between(*rule.near_size_band).fillna(False).to_numpy(dtype=bool) & ~ideal
+    points += np.where(near, rule.near_size_points, 0)
     points += np.where(region.isin(rule.icp_regions), rule.region_points, 0)
     points += parsed["seniority"].astype(object).map(dict(rule.seniority_points)).fillna(0).to_numpy(dtype=int)
     points += np.where(parsed["department"].isin(rule.target_departments), rule.department_points, 0)
@@ -1214,14 +1225,14 @@ def historical_static_points(
     return points.astype(float), threshold
 
 
-def _mql_days(activities: pd.DataFrame, static: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+def _mql_days(activities: pd.DataFrame, static: np.ndarray, threshold: np.ndarray, rule: HistoricalRule) -> np.ndarray:
     """Per lead, the day of the activity whose points first lift the running score to the threshold."""
     n = len(static)
     order = np.lexsort((activities["day"].to_numpy(), activities["lead"].to_numpy()))
     lead = activities["lead"].to_numpy()[order]
     day = activities["day"].to_numpy()[order]
     points = np.zeros(len(vocab.ACTIVITY_TYPES))
-    for name, value in HISTORICAL_RULE.activity_points:
+    for name, value in rule.activity_points:
         points[ACTIVITY_CODE[name]] = value
     pts = points[activities["kind"].to_numpy()[order]]
     cum = np.cumsum(pts)
@@ -1293,10 +1304,11 @@ def _self_reports(
     )
 
 
-def generate(params: DemoCrmParams) -> DemoResult:
+def generate(params: DemoCrmParams, icp: IcpParams) -> DemoResult:
     """The five CRM tables and the ground truth for `params` (deterministic in the seed), in memory: one batch
-    up to `params.batch_leads` leads, else every batch of `iter_batches` put together."""
-    parts = list(iter_batches(params))
+    up to `params.batch_leads` leads, else every batch of `iter_batches` put together. `icp` (the params'
+    features.icp) is the profile the history's rule marked MQLs by."""
+    parts = list(iter_batches(params, icp))
     if len(parts) == 1:
         return parts[0]
     return DemoResult(
@@ -1316,8 +1328,9 @@ def batch_sizes(leads: int, batch_leads: int) -> list[int]:
     return [leads // count + (1 if i < leads % count else 0) for i in range(count)]
 
 
-def iter_batches(params: DemoCrmParams) -> Iterator[DemoResult]:
-    """The demo CRM in batches of at most `params.batch_leads` leads, so memory is bounded by the batch.
+def iter_batches(params: DemoCrmParams, icp: IcpParams) -> Iterator[DemoResult]:
+    """The demo CRM in batches of at most `params.batch_leads` leads, so memory is bounded by the batch; `icp` is
+    the history's rule's ideal customer profile.
 
     Each batch is a CRM of its own (accounts, leads, their activities and stage entries) on the one set of
     campaigns, with ids following on from the batch before (ids are in time order within a batch). The first
@@ -1327,6 +1340,7 @@ def iter_batches(params: DemoCrmParams) -> Iterator[DemoResult]:
     end = pd.Timestamp(params.end_date, tz="UTC")
     clock = _Clock(start=end - pd.Timedelta(days=params.history_days), horizon=float(params.history_days))
     sizes = batch_sizes(params.leads, params.batch_leads)
+    rule = HistoricalRule.from_icp(icp)
     campaigns = None
     offsets = {"lead_id": 0, "account_id": 0, "activity_id": 0, "stage_history_id": 0}
     for index, size in enumerate(sizes):
@@ -1335,7 +1349,7 @@ def iter_batches(params: DemoCrmParams) -> Iterator[DemoResult]:
         rng = np.random.default_rng(params.seed if index == 0 else [params.seed, index])
         if campaigns is None:
             campaigns = _campaigns(rng, clock)
-        batch = _generate(params, size, rng, clock, campaigns)
+        batch = _generate(params, size, rng, clock, campaigns, rule)
         if index > 0:
             batch = _offset(batch, offsets)
         for table, key in (("leads", "lead_id"), ("accounts", "account_id"), ("activities", "activity_id")):
@@ -1363,7 +1377,12 @@ def _offset(batch: DemoResult, offsets: dict[str, int]) -> DemoResult:
 
 
 def _generate(
-    params: DemoCrmParams, n: int, rng: np.random.Generator, clock: _Clock, campaigns: pd.DataFrame
+    params: DemoCrmParams,
+    n: int,
+    rng: np.random.Generator,
+    clock: _Clock,
+    campaigns: pd.DataFrame,
+    rule: HistoricalRule,
 ) -> DemoResult:
     """One batch: `n` leads with their own accounts on the given campaigns, ids from 1."""
     horizon = clock.horizon
@@ -1394,8 +1413,8 @@ def _generate(
     acts = _activities(rng, created, active_stop, latent, source, active_windows)
 
     # Rule MQLs, BDR review, nurture and conversion.
-    static, threshold = historical_static_points(obs.assign(account_id=obs["account_id"]), accounts)
-    crossing = _mql_days(acts, static, threshold)
+    static, threshold = historical_static_points(obs.assign(account_id=obs["account_id"]), accounts, rule)
+    crossing = _mql_days(acts, static, threshold, rule)
     demo_requests = acts[acts["kind"] == ACTIVITY_CODE["demo_request"]]
     first_demo = np.full(n, np.inf)
     np.minimum.at(first_demo, demo_requests["lead"].to_numpy(), demo_requests["day"].to_numpy())

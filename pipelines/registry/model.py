@@ -244,7 +244,8 @@ def _text_or_none(col: pd.Series) -> pd.Series:
     if isinstance(col.dtype, pd.CategoricalDtype):
         levels = np.array([*(str(c) for c in col.cat.categories), None], dtype=object)
         return pd.Series(levels[col.cat.codes.to_numpy()], index=col.index, dtype=object)  # code -1: the None
-    values = col.to_numpy(dtype=object, na_value=None)
+    # pandas-stubs leave None out of na_value's types; pandas puts it in for every missing value
+    values = col.to_numpy(dtype=object, na_value=None)  # type: ignore[call-overload]
     return pd.Series([v if v is None else str(v) for v in values], index=col.index, dtype=object)
 
 

@@ -26,6 +26,7 @@ from pipelines.rules.io import RAW_COLUMNS, load_rules, load_variants, read_raw_
 from pipelines.rules.schema import (
     ATTRIBUTE_PREFIX,
     FIELDS,
+    ICP_KEYS,
     ActivityCondition,
     AllOf,
     AnyOf,
@@ -50,6 +51,7 @@ __all__ = [
     "ATTRIBUTE_PREFIX",
     "FIELDS",
     "FLAG_COLUMNS",
+    "ICP_KEYS",
     "INPUT_TABLES",
     "OUTPUT_COLUMNS",
     "RAW_COLUMNS",

@@ -10,7 +10,7 @@ from typing import Final
 import pandas as pd
 
 from pipelines.atomic import atomic_path
-from pipelines.config import RulesParams, read_yaml
+from pipelines.config import IcpParams, RulesParams, read_yaml
 from pipelines.crm.schema import CrmDataError
 from pipelines.extract import read_snapshot
 from pipelines.rules.evaluation import INPUT_TABLES
@@ -18,21 +18,22 @@ from pipelines.rules.schema import RulesError, RuleSet, parse_rules
 from pipelines.rules.variants import derive_rules
 
 
-def load_rules(path: str | Path) -> RuleSet:
-    """Read and validate a rules file (static checks; `check_rules_against_crm` does the ones needing data)."""
+def load_rules(path: str | Path, icp: IcpParams) -> RuleSet:
+    """Read and validate a rules file, its `{icp: KEY}` values taken from `icp` (the params' features.icp: one
+    profile for rules, features and the demo's history); `check_rules_against_crm` does the checks needing data."""
     path = Path(path)
-    return parse_rules(read_yaml(path, "rules file", RulesError), str(path))
+    return parse_rules(read_yaml(path, "rules file", RulesError), str(path), icp)
 
 
-def load_variants(params: RulesParams) -> dict[str, RuleSet]:
+def load_variants(params: RulesParams, icp: IcpParams) -> dict[str, RuleSet]:
     """The rules of every variant of `params.variants`: its own file, or `params.file` decayed and/or windowed."""
     base: RuleSet | None = None
     out: dict[str, RuleSet] = {}
     for name, variant in params.variants.items():
         if variant.file is not None:
-            out[name] = load_rules(variant.file)
+            out[name] = load_rules(variant.file, icp)
             continue
-        base = base or load_rules(params.file)
+        base = base or load_rules(params.file, icp)
         out[name] = derive_rules(base, variant.half_life_days, variant.within_days)
     return out
 

@@ -1,7 +1,10 @@
 """The rules file: its model (fit and engagement rules, gates, overrides), validation with messages that name the
 rule and key, and the checks that need the CRM's campaigns (format: docs/rules.md).
 
-Pure: a loaded YAML mapping in, a frozen `RuleSet` out (reading the file is `pipelines.rules.io`).
+A condition's value may name the ideal customer profile of the params (`{icp: industries}`), so the profile is
+written once, in `features.icp`; such references are resolved while the file is validated.
+
+Pure: a loaded YAML mapping and the profile in, a frozen `RuleSet` out (reading the file is `pipelines.rules.io`).
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from pydantic import (
     StrictStr,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from pipelines.config import IcpParams
 from pipelines.crm import vocab
 from pipelines.crm.titles import DEPARTMENTS, SENIORITIES
 from pipelines.errors import ParamsError
@@ -115,6 +120,72 @@ _KIND_WORDS: Final[dict[str, tuple[str, str]]] = {  # (one value, a list of them
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# The ideal customer profile of the params, named from a condition's value
+# ----------------------------------------------------------------------------------------------------------------
+
+#: `{icp: KEY}` as a condition's value stands for this part of `features.icp`, so the rules, the features' fit flags
+#: and the demo's historical rule share one profile. KEY -> (what it is, the ops it goes with).
+ICP_KEYS: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
+    "industries": ("a list of industries", ("in", "not_in")),
+    "regions": ("a list of regions", ("in", "not_in")),
+    "employees": ("[employees_min, employees_max]", ("between",)),
+    "employees_min": ("a number", ("eq", "ne", "gt", "gte", "lt", "lte")),
+    "employees_max": ("a number", ("eq", "ne", "gt", "gte", "lt", "lte")),
+}
+#: The context key under which `parse_rules` hands the profile to the validators.
+_ICP_CONTEXT: Final = "icp"
+
+
+def icp_value(icp: IcpParams, key: str) -> object:
+    """The value `{icp: key}` stands for (a list, a [low, high] pair or a number), as a rules file would spell it."""
+    if key == "industries":
+        return list(icp.industries)
+    if key == "regions":
+        return list(icp.regions)
+    if key == "employees":
+        return [icp.employees_min, icp.employees_max]
+    if key == "employees_min":
+        return icp.employees_min
+    if key == "employees_max":
+        return icp.employees_max
+    raise KeyError(key)
+
+
+def _resolve_icp(reference: dict[Any, Any], field: object, op: object, icp: object) -> object:
+    """The profile's value for a `{icp: KEY}` value; a ValueError says what is wrong with the reference."""
+    key = reference.get("icp")
+    if set(reference) != {"icp"} or not isinstance(key, str):
+        raise ValueError(
+            f"a value written as a mapping must be a reference to the ideal customer profile, {{icp: KEY}} with KEY "
+            f"one of {list(ICP_KEYS)}; got {reference!r}"
+        )
+    if key not in ICP_KEYS:
+        raise ValueError(
+            f"unknown ICP key {key!r} in {{icp: {key}}}; expected one of {list(ICP_KEYS)} "
+            "(features.icp of params.yaml; employees is [employees_min, employees_max])"
+        )
+    what, ops = ICP_KEYS[key]
+    if isinstance(op, str) and op not in ops:
+        choices = ops[0] if len(ops) == 1 else f"{', '.join(ops[:-1])} or {ops[-1]}"
+        raise ValueError(f"{{icp: {key}}} is {what}: use it with op {choices}, not {op!r}")
+    if not isinstance(icp, IcpParams):
+        raise ValueError(
+            f"{{icp: {key}}} names the ideal customer profile, but the rules were read without the params' "
+            "features.icp (pass it to load_rules / parse_rules)"
+        )
+    value = icp_value(icp, key)
+    spec = FIELDS.get(field) if isinstance(field, str) else None
+    if spec is not None and spec.values is not None and isinstance(value, list):
+        unknown = [v for v in value if v not in spec.values]
+        if unknown:
+            raise ValueError(
+                f"features.icp.{key} of the params holds unknown {field} value(s) {unknown}; "
+                f"expected any of {list(spec.values)}"
+            )
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # The rules file model
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -157,6 +228,15 @@ class FieldCondition(_RulesModel):
                 f"unknown field {value!r}; expected one of {list(FIELDS)} or attribute.<name> (a mapped lead attribute)"
             )
         return value
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _icp_reference(cls, value: object, info: ValidationInfo) -> object:
+        """`{icp: KEY}` becomes the params' profile value here, so every check below applies to it."""
+        if not isinstance(value, dict):
+            return value
+        context = info.context if isinstance(info.context, dict) else {}
+        return _resolve_icp(value, info.data.get("field"), info.data.get("op"), context.get(_ICP_CONTEXT))
 
     @model_validator(mode="after")
     def _value_fits_op(self) -> FieldCondition:
@@ -395,12 +475,13 @@ def _describe_location(raw: object, loc: tuple[str | int, ...]) -> str:
     return f"{where}, key {key}" if key else where
 
 
-def parse_rules(raw: object, source: str = "<rules>") -> RuleSet:
-    """A validated RuleSet from the loaded YAML; RulesError lists every problem with its rule and key."""
+def parse_rules(raw: object, source: str = "<rules>", icp: IcpParams | None = None) -> RuleSet:
+    """A validated RuleSet from the loaded YAML, its `{icp: KEY}` values read from `icp` (the params'
+    features.icp); RulesError lists every problem with its rule and key."""
     if not isinstance(raw, dict):
         raise RulesError(f"{source}: a rules file must hold a mapping, got {type(raw).__name__}")
     try:
-        return RuleSet.model_validate(raw)
+        return RuleSet.model_validate(raw, context={_ICP_CONTEXT: icp})
     except ValidationError as exc:
         lines = [f"{source}: {exc.error_count()} problem(s) in the rules file"]
         for err in exc.errors():

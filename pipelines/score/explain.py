@@ -61,7 +61,7 @@ def explain_lead(
         engine.dispose()
     if tables is None or lead_id is None:
         raise UnknownLeadError(f"no lead {lead!r} in table 'leads', column 'lead_id' of {display_url(crm_url)}")
-    features, rules = chunk_features(tables, as_of, params.features, load_rules(params.rules.file))
+    features, rules = chunk_features(tables, as_of, params.features, load_rules(params.rules.file, params.features.icp))
     mine = (features["lead_id"].to_numpy() == lead_id).nonzero()[0]
     if len(mine) == 0:
         raise LeadNotScoredError(

@@ -117,7 +117,7 @@ def iter_feature_chunks(
     previous snapshot's, built in the same pass, when `previous`); `guard` sees the tables' row counts after the
     preflight, before the first chunk."""
     engine = make_engine(crm_url)
-    ruleset = load_rules(params.rules.file)
+    ruleset = load_rules(params.rules.file, params.features.icp)
     # the reader thread stops (and its read transaction ends) whenever this generator does, even on an error
     with engine.connect() as conn, conn.begin(), ExitStack() as stack:
         if conn.dialect.name == "postgresql":

@@ -470,7 +470,9 @@ def score_on_spark(
             spark.sparkContext.addFile(local, recursive=True)
             shipped = ShippedModel(Path(local).name, model.uri, model.pinned_uri, model.name, model.version)
             seconds_read = time.perf_counter() - t0
-            scorer = group_scorer(campaigns, as_of, params, load_rules(params.rules.file), shipped, run, drift)
+            scorer = group_scorer(
+                campaigns, as_of, params, load_rules(params.rules.file, params.features.icp), shipped, run, drift
+            )
             from pyspark.sql.pandas.types import from_arrow_schema
 
             schema = from_arrow_schema(output_schema(drift))

@@ -13,6 +13,7 @@ from pipelines.crm import demo, vocab
 from pipelines.crm import truth as ground_truth
 from pipelines.crm.schema import validate_crm
 from pipelines.crm.titles import parse_titles
+from tests.support.params import demo_icp
 
 Z = 1.96
 
@@ -27,7 +28,9 @@ def wilson(successes: float, n: float) -> tuple[float, float]:
 
 @pytest.fixture(scope="module")
 def crm() -> demo.DemoResult:
-    return demo.generate(DemoCrmParams(leads=25_000, seed=42, end_date=date(2026, 11, 20), history_days=730))
+    return demo.generate(
+        DemoCrmParams(leads=25_000, seed=42, end_date=date(2026, 11, 20), history_days=730), demo_icp()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +53,11 @@ def rate_interval(frame: pd.DataFrame, mask: pd.Series | np.ndarray) -> tuple[fl
 
 def test_same_seed_gives_identical_crm_and_another_seed_does_not() -> None:
     params = DemoCrmParams(leads=1_500, seed=7, end_date=date(2026, 11, 20), history_days=400)
-    first, second = demo.generate(params), demo.generate(params)
+    first, second = demo.generate(params, demo_icp()), demo.generate(params, demo_icp())
     for name, table in first.tables.items():
         pd.testing.assert_frame_equal(table, second.tables[name])
     pd.testing.assert_frame_equal(first.truth, second.truth)
-    other = demo.generate(params.model_copy(update={"seed": 8}))
+    other = demo.generate(params.model_copy(update={"seed": 8}), demo_icp())
     assert not other.tables["activities"]["occurred_at"].equals(first.tables["activities"]["occurred_at"])
 
 

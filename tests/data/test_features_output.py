@@ -27,6 +27,7 @@ from pipelines.crm.schema import PERSONAL_COLUMNS, SCHEMAS
 from pipelines.extract import read_snapshot
 from pipelines.features.build import build_features
 from pipelines.features.snapshots import STAGE_OUTCOMES, TARGET_STAGES, TERMINAL_STAGES
+from tests.support.params import demo_icp
 
 pytestmark = pytest.mark.slow  # a generated CRM through two CLI stages: ~10 s for the module
 
@@ -46,7 +47,7 @@ class StageOutput:
 @pytest.fixture(scope="module")
 def output(tmp_path_factory: pytest.TempPathFactory) -> StageOutput:
     work = tmp_path_factory.mktemp("features_stage")
-    crm = demo.generate(DemoCrmParams(leads=2_000, seed=7, end_date=date(2026, 11, 20), history_days=730))
+    crm = demo.generate(DemoCrmParams(leads=2_000, seed=7, end_date=date(2026, 11, 20), history_days=730), demo_icp())
     url = f"sqlite:///{work / 'crm.db'}"
     engine = make_engine(url, create_dirs=True)
     write_crm(engine, crm.tables)

@@ -53,7 +53,8 @@ def build_env(root: Path, leads: int = 1500, chunk_leads: int = 300) -> ScoreEnv
     demo = generate(
         params.demo_crm.model_copy(
             update={"leads": leads, "seed": 5, "end_date": date(2026, 11, 20), "history_days": 400}
-        )
+        ),
+        params.features.icp,
     )
     from pipelines.crm.db import make_engine, write_crm
 

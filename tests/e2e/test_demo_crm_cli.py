@@ -15,6 +15,7 @@ import pytest
 from pipelines.config import DemoCrmParams
 from pipelines.crm import demo
 from pipelines.crm import truth as ground_truth
+from tests.support.params import demo_icp
 
 LEADSCORE = shutil.which("leadscore", path=str(Path(sys.executable).parent)) or shutil.which("leadscore")
 
@@ -109,7 +110,7 @@ def test_demo_crm_writes_to_postgresql_and_validates(pg_schema_url: str, tmp_pat
     assert result.exit_code == 0, result.output
     tables = read_crm(make_engine(pg_schema_url))
     expected = demo.generate(
-        DemoCrmParams(leads=600, seed=11, end_date=pd.Timestamp("2026-11-20").date(), history_days=300)
+        DemoCrmParams(leads=600, seed=11, end_date=pd.Timestamp("2026-11-20").date(), history_days=300), demo_icp()
     ).tables
     for name, frame in expected.items():
         assert len(tables[name]) == len(frame), name
@@ -138,7 +139,7 @@ def test_a_big_demo_streams_in_batches_into_one_crm_that_equals_the_in_memory_on
     )
     assert result.exit_code == 0, result.output
     written = read_crm(make_engine(f"sqlite:///{db}"))
-    expected = demo.generate(params)
+    expected = demo.generate(params, demo_icp())
     for name, frame in validate_crm(expected.tables).items():
         pd.testing.assert_frame_equal(
             written[name].sort_values(list(frame.columns[:1])).reset_index(drop=True),
@@ -149,8 +150,8 @@ def test_a_big_demo_streams_in_batches_into_one_crm_that_equals_the_in_memory_on
     truth = ground_truth.read_truth(tmp_path / "crm_truth.parquet")
     assert truth["lead_id"].tolist() == expected.truth["lead_id"].tolist() == list(range(1, 901))
     # every batch has its own accounts, ids follow on; the first batch is the 300-lead CRM of the same seed
-    first = demo.generate(params.model_copy(update={"leads": 300}))
-    batches = list(demo.iter_batches(params))
+    first = demo.generate(params.model_copy(update={"leads": 300}), demo_icp())
+    batches = list(demo.iter_batches(params, demo_icp()))
     assert [len(b.tables["leads"]) for b in batches] == [300, 300, 300]
     for name in first.tables:
         pd.testing.assert_frame_equal(batches[0].tables[name], first.tables[name])
@@ -165,7 +166,8 @@ def test_a_big_demo_streams_in_batches_into_one_crm_that_equals_the_in_memory_on
 
 def test_a_demo_that_fits_one_batch_is_the_same_whatever_the_batch_size() -> None:
     small = DemoCrmParams(leads=400, seed=9, end_date=date(2026, 11, 20), history_days=150, batch_leads=400)
-    a, b = demo.generate(small), demo.generate(small.model_copy(update={"batch_leads": 10_000}))
+    a = demo.generate(small, demo_icp())
+    b = demo.generate(small.model_copy(update={"batch_leads": 10_000}), demo_icp())
     for name in a.tables:
         pd.testing.assert_frame_equal(a.tables[name], b.tables[name])
     pd.testing.assert_frame_equal(a.truth, b.truth)

@@ -51,7 +51,8 @@ def demo_model() -> DemoModel:
     demo = generate(
         params.demo_crm.model_copy(
             update={"leads": 12_000, "seed": 11, "end_date": date(2026, 11, 20), "history_days": 540}
-        )
+        ),
+        params.features.icp,
     )
     grid = snapshot_grid(demo.tables, params.features)
     features = feature_specs(params.features)

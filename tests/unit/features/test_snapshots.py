@@ -199,7 +199,8 @@ def test_sample_leads_keeps_every_row_of_a_fixed_subset_of_leads() -> None:
     tables = generate(
         params.demo_crm.model_copy(
             update={"leads": 1500, "seed": 3, "end_date": date(2026, 11, 20), "history_days": 300}
-        )
+        ),
+        params.features.icp,
     ).tables
     full = snapshot_grid(tables, params.features)
     sampled = snapshot_grid(tables, params.features.model_copy(update={"sample_leads": 300}))

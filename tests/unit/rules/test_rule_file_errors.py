@@ -13,6 +13,7 @@ from rule_frames import days, make_crm
 from pipelines import rules
 from pipelines.config import ParamsError
 from pipelines.rules import RulesError, load_rules, parse_rules
+from tests.support.params import demo_icp
 
 ICP = {"field": "industry", "op": "eq", "value": "Software"}
 
@@ -111,15 +112,15 @@ def test_rules_errors_are_params_errors_so_the_cli_exits_with_bad_input() -> Non
 
 def test_unreadable_files_are_rules_errors(tmp_path: Path) -> None:
     with pytest.raises(RulesError, match="not found"):
-        load_rules(tmp_path / "absent.yaml")
+        load_rules(tmp_path / "absent.yaml", demo_icp())
     broken = tmp_path / "broken.yaml"
     broken.write_text("threshold: [60\n")
     with pytest.raises(RulesError, match="not valid YAML"):
-        load_rules(broken)
+        load_rules(broken, demo_icp())
     listed = tmp_path / "list.yaml"
     listed.write_text("- threshold: 60\n")
     with pytest.raises(RulesError, match="must hold a mapping"):
-        load_rules(listed)
+        load_rules(listed, demo_icp())
 
 
 def test_unknown_campaign_ids_are_caught_against_the_campaigns_table() -> None:
@@ -135,5 +136,5 @@ def test_unknown_campaign_ids_are_caught_against_the_campaigns_table() -> None:
 
 @pytest.mark.parametrize("path", ["config/mql_rules.yaml", "config/mql_rules_four_part.yaml"])
 def test_the_shipped_rules_files_load_and_round_trip(path: str) -> None:
-    ruleset = load_rules(path)
+    ruleset = load_rules(path, demo_icp())
     assert parse_rules(yaml.safe_load(yaml.safe_dump(ruleset.model_dump(by_alias=True, mode="json")))) == ruleset

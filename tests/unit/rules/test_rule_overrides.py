@@ -8,6 +8,7 @@ import pandas as pd
 from rule_frames import days, make_crm, score
 
 from pipelines import rules
+from tests.support.params import demo_icp
 
 RULES: dict[str, Any] = {
     "threshold": 60,
@@ -78,7 +79,7 @@ def test_an_override_of_zero_points_silences_a_rule() -> None:
 
 
 def test_the_default_rules_file_lowers_the_bar_in_apac_only() -> None:
-    ruleset = rules.load_rules("config/mql_rules.yaml")
+    ruleset = rules.load_rules("config/mql_rules.yaml", demo_icp())
     assert ruleset.threshold == 60
     assert {region: o.threshold for region, o in ruleset.overrides.regions.items()} == {"APAC": 50}
     assert ruleset.overrides.campaigns == {}

@@ -11,6 +11,7 @@ from rule_frames import T0, canonical
 
 from pipelines import rules
 from pipelines.crm import vocab
+from tests.support.params import demo_icp
 
 
 @pytest.mark.slow
@@ -86,7 +87,7 @@ def test_half_a_million_snapshots_and_a_million_activities_score_in_well_under_a
     tables = {"campaigns": campaigns, "accounts": accounts, "leads": leads, "activities": activities}
     for path in ("config/mql_rules.yaml", "config/mql_rules_four_part.yaml"):
         start = time.perf_counter()
-        out = rules.evaluate_rules(rules.load_rules(path), keys, tables)
+        out = rules.evaluate_rules(rules.load_rules(path, demo_icp()), keys, tables)
         elapsed = time.perf_counter() - start
         assert len(out) == n_snaps and out["rules_fired"].notna().all()
         assert elapsed < 60, f"{path}: {elapsed:.1f}s"

@@ -11,6 +11,7 @@ from rule_frames import T0, days, make_crm, score
 
 from pipelines import rules
 from pipelines.crm.schema import CrmDataError, validate_table
+from tests.support.params import demo_icp
 
 
 def test_canonical_matches_validation() -> None:
@@ -289,7 +290,7 @@ FOUR_PART_ACTS = [
 
 
 def test_four_part_definition_needs_every_part() -> None:
-    ruleset = rules.load_rules("config/mql_rules_four_part.yaml")
+    ruleset = rules.load_rules("config/mql_rules_four_part.yaml", demo_icp())
     keys = pd.DataFrame({"lead_id": [1, 2, 3, 4, 5], "snapshot_at": AT})
     out = rules.evaluate_rules(ruleset, keys, make_crm(FOUR_PART_LEADS, FOUR_PART_ACTS))
     assert out["rule_mql"].tolist() == [True, False, False, False, False]

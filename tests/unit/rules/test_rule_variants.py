@@ -13,6 +13,7 @@ from rule_frames import days, make_crm
 
 from pipelines import rules
 from pipelines.config import RulesParams, RuleVariant
+from tests.support.params import demo_icp
 
 BASE = rules.parse_rules(
     {
@@ -76,7 +77,7 @@ def test_load_variants_reads_files_and_derives_from_rules_file(tmp_path: Path) -
     params = RulesParams(
         file=base, variants={"decayed_7d": RuleVariant(half_life_days=7), "other": RuleVariant(file=base)}
     )
-    loaded = rules.load_variants(params)
+    loaded = rules.load_variants(params, demo_icp())
     assert loaded["decayed_7d"].engagement[0].half_life_days == 7
     assert loaded["other"].engagement[0].half_life_days is None
 

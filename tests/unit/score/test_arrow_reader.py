@@ -18,6 +18,7 @@ from pipelines.crm.db import SCORING_INDEXES, index_name, make_engine, write_crm
 from pipelines.crm.demo import generate
 from pipelines.crm.schema import CrmDataError
 from pipelines.score import arrow_reader, reader
+from tests.support.params import demo_icp
 
 pytest.importorskip("adbc_driver_sqlite")
 CHUNK = 50
@@ -25,7 +26,7 @@ CHUNK = 50
 
 @pytest.fixture(scope="module")
 def demo_tables() -> dict[str, pd.DataFrame]:
-    return generate(DemoCrmParams(leads=400, seed=3, end_date=date(2026, 11, 20), history_days=300)).tables
+    return generate(DemoCrmParams(leads=400, seed=3, end_date=date(2026, 11, 20), history_days=300), demo_icp()).tables
 
 
 @pytest.fixture(scope="module")

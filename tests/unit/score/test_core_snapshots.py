@@ -14,18 +14,19 @@ from pipelines.crm.demo import generate
 from pipelines.features.build import features_as_of
 from pipelines.rules import evaluate_rules, load_rules, rule_flags
 from pipelines.score.core import previous_time, snapshot_features
+from tests.support.params import demo_icp
 
 REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
 def demo() -> dict[str, pd.DataFrame]:
-    return generate(DemoCrmParams(leads=400, seed=11, end_date=date(2026, 11, 20), history_days=240)).tables
+    return generate(DemoCrmParams(leads=400, seed=11, end_date=date(2026, 11, 20), history_days=240), demo_icp()).tables
 
 
 def test_one_build_for_two_times_equals_one_build_per_time(demo: dict[str, pd.DataFrame]) -> None:
     params = load_params(REPO / "params.yaml")
-    ruleset = load_rules(REPO / params.rules.file)
+    ruleset = load_rules(REPO / params.rules.file, params.features.icp)
     as_of = pd.Timestamp("2026-11-20T00:00:00Z")
     before = previous_time(as_of, params.features)
     assert before == pd.Timestamp("2026-11-13T00:00:00Z")
@@ -45,7 +46,7 @@ def test_one_build_for_two_times_equals_one_build_per_time(demo: dict[str, pd.Da
 
 def test_rule_flags_are_evaluate_rules_score_and_flag(demo: dict[str, pd.DataFrame]) -> None:
     params = load_params(REPO / "params.yaml")
-    ruleset = load_rules(REPO / "config" / "mql_rules_four_part.yaml")
+    ruleset = load_rules(REPO / "config" / "mql_rules_four_part.yaml", params.features.icp)
     keys = features_as_of(demo, pd.Timestamp("2026-10-01T12:00:00Z"), params.features)[["lead_id", "snapshot_at"]]
     keys = keys.sample(frac=1.0, random_state=0).reset_index(drop=True)  # any order of rows
 
@@ -58,7 +59,7 @@ def test_rule_flags_are_evaluate_rules_score_and_flag(demo: dict[str, pd.DataFra
 
 def test_no_open_lead_at_a_time_gives_empty_frames(demo: dict[str, pd.DataFrame]) -> None:
     params = load_params(REPO / "params.yaml")
-    ruleset = load_rules(REPO / params.rules.file)
+    ruleset = load_rules(REPO / params.rules.file, params.features.icp)
     long_ago = pd.Timestamp("2020-01-01T00:00:00Z")  # before any lead was created
 
     (features, rules), (old, old_rules) = snapshot_features(
@@ -71,7 +72,7 @@ def test_no_open_lead_at_a_time_gives_empty_frames(demo: dict[str, pd.DataFrame]
 
 def test_the_previous_snapshot_can_be_limited_to_tonights_leads(demo: dict[str, pd.DataFrame]) -> None:
     params = load_params(REPO / "params.yaml")
-    ruleset = load_rules(REPO / params.rules.file)
+    ruleset = load_rules(REPO / params.rules.file, params.features.icp)
     as_of = pd.Timestamp("2026-11-20T00:00:00Z")
     times = [as_of, previous_time(as_of, params.features)]
 

@@ -28,11 +28,12 @@ from pipelines.score.groups import (
     timestamp_columns,
     unpack,
 )
+from tests.support.params import demo_icp
 
 
 @pytest.fixture(scope="module")
 def tables() -> dict[str, pd.DataFrame]:
-    demo = generate(DemoCrmParams(leads=120, seed=3, end_date=date(2026, 11, 20), history_days=120))
+    demo = generate(DemoCrmParams(leads=120, seed=3, end_date=date(2026, 11, 20), history_days=120), demo_icp())
     return demo.tables
 
 
