@@ -1018,7 +1018,7 @@ def with_leaky_as_attributes(mapping: CrmMapping) -> CrmMapping:
 
 def write_mapped(url: str, mapped: MappedCrm) -> None:
     """Replace the five CRM tables, `lead_attributes`, `lead_crm_ids` and `crm_import` at `url`, in one transaction."""
-    from pipelines.crm.db import SCORING_INDEXES, make_engine, replace_tables
+    from pipelines.crm.db import make_engine, replace_tables, scoring_indexes
 
     engine = make_engine(url, create_dirs=True)
     extra: dict[str, pd.DataFrame] = {IMPORT_TABLE: pd.DataFrame([{k: str(v) for k, v in mapped.label.items()}])}
@@ -1029,7 +1029,7 @@ def write_mapped(url: str, mapped: MappedCrm) -> None:
             engine,
             {**mapped.tables, ATTRIBUTES_TABLE: mapped.attributes, **extra},
             {**PRIMARY_KEYS, ATTRIBUTES_TABLE: ATTRIBUTES_KEY, CRM_IDS_TABLE: "lead_id"},
-            SCORING_INDEXES,
+            scoring_indexes(engine.dialect.name),
         )
     finally:
         engine.dispose()

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from pipelines.config import DemoCrmParams
-from pipelines.crm.db import SCORING_INDEXES, index_name, make_engine, write_crm
+from pipelines.crm.db import COVERING_COLUMNS, SCORING_INDEXES, index_name, make_engine, scoring_indexes, write_crm
 from pipelines.crm.demo import generate
 from pipelines.crm.schema import CrmDataError
 from pipelines.score import arrow_reader, reader
@@ -130,11 +130,21 @@ def test_the_writer_creates_the_indexes_sqlite_plans_the_chunk_queries_with(demo
     columns = {t: reader._columns(t) for t in reader.KEY_COLUMNS}
     with sqlite3.connect(demo_db) as conn:
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-        assert {index_name(t, c) for t, c in SCORING_INDEXES} <= names
+        assert {index_name(t, c) for t, c in scoring_indexes("sqlite")} <= names
         for kind in ("account", "lead"):
             for table, sql in arrow_reader.chunk_queries(kind, 1, 50, columns).items():
                 plan = " | ".join(r[-1] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
                 assert "SCAN" not in plan.replace("SCAN CONSTANT ROW", ""), (table, plan)  # searches only
+                if table in ("activities", "stage_history"):  # the events come from the index alone
+                    assert "USING COVERING INDEX ix_" + table in plan, plan
+
+
+def test_the_event_indexes_cover_every_column_the_reader_selects() -> None:
+    for table, covered in COVERING_COLUMNS.items():
+        index = dict(scoring_indexes("sqlite"))[table]
+        assert set(reader._columns(table)) <= set(index), table
+        assert index[0] == "lead_id" and index == ("lead_id", *covered)
+    assert scoring_indexes("postgresql") == SCORING_INDEXES
 
 
 def test_a_value_of_another_type_deep_in_a_column_is_named_with_its_row(demo_db: Path, tmp_path: Path) -> None:
