@@ -119,3 +119,32 @@ def test_bench_scale_runs_every_step(tmp_path: Path, tracking_uri: str, quick_pa
         "generate",
     )
     assert "reusing the generated CRM" in again.stderr
+
+
+def test_bench_tree_reports_the_peak_memory_of_the_whole_process_tree(tmp_path: Path) -> None:
+    """A parent that holds little and a child that holds ~200 MiB: the tree's peak counts the child."""
+    child = "import time; b = bytearray(200 * 2**20); time.sleep(1.5)"
+    parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}], check=True)"
+    out = tmp_path / "tree.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "bench_tree.py"),
+            "--every",
+            "0.2",
+            "--out",
+            str(out),
+            "--",
+            sys.executable,
+            "-c",
+            parent,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report == json.loads(out.read_text())
+    assert report["exit_code"] == 0 and report["samples"] >= 3
+    assert report["peak_tree_rss_mib"] >= 200  # the child's buffer is counted
+    assert report["peak_tree_rss_mib"] > report["peak_process_rss_mib"]  # and the parent beside it
