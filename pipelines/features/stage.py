@@ -45,6 +45,16 @@ DICTIONARY_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
 }
 
 
+def file_schema(first: pa.Schema) -> pa.Schema:
+    """The output file's schema: the first chunk's, with the account key nullable whatever that chunk held.
+
+    A chunk's Arrow fields are non-nullable when it has no missing value (cheaper Parquet encoding); the account
+    key is missing for leads without an account, which some chunks hold and others not, so every chunk is cast
+    to one schema in which it is nullable.
+    """
+    return pa.schema([f.with_nullable(True) if f.name == ACCOUNT else f for f in first], metadata=first.metadata)
+
+
 def write_feature_rows(
     tables: Mapping[str, pd.DataFrame], grid: pd.DataFrame, params: FeaturesParams, path: Path, progress: bool = True
 ) -> int:
@@ -58,13 +68,16 @@ def write_feature_rows(
                 table = chunk.to_arrow()
                 if writer is None:
                     categorical = [f.name for f in table.schema if pa.types.is_dictionary(f.type)]
+                    schema = file_schema(table.schema)
                     writer = pq.ParquetWriter(
                         path,
-                        table.schema,
+                        schema,
                         compression="lz4",
                         use_dictionary=categorical,
                         write_statistics=["lead_id", "snapshot_at", "label"],
                     )
+                if not table.schema.equals(writer.schema):  # a chunk without leads lacking an account
+                    table = table.cast(writer.schema)
                 if pending is not None:
                     pending.result()
                 pending = pool.submit(writer.write_table, table)
