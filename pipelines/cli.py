@@ -309,7 +309,9 @@ def extract(
 
     with bad_input_exits():
         base = load_params(params).base
-        manifest = run_extract(url or base.crm_url, out, future_tolerance_minutes=base.future_tolerance_minutes)
+        manifest = run_extract(
+            url or base.crm_url, out, future_tolerance_minutes=base.future_tolerance_minutes, progress=True
+        )
         counts = ", ".join(f"{name} {meta['rows']:,}" for name, meta in manifest["tables"].items())
         typer.echo(f"snapshot in {out}: {counts} rows; history ends {manifest['history_end']}")
 
