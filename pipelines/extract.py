@@ -243,6 +243,49 @@ def read_manifest(raw: Path) -> dict[str, Any]:
     return manifest
 
 
+def snapshot_file(raw: Path, manifest: Mapping[str, Any], name: str) -> Path:
+    """The path of one table of the snapshot at `raw`; CrmDataError when it is missing."""
+    path: Path = Path(raw) / str(manifest["tables"][name]["file"])
+    if not path.exists():
+        raise CrmDataError(f"{path} not found: the snapshot in {raw} is incomplete")
+    return path
+
+
+def unreadable(path: Path, exc: Exception) -> CrmDataError:
+    """The error for a truncated, overwritten or hand-edited snapshot file."""
+    return CrmDataError(
+        f"{path} is not a readable snapshot table ({str(exc).splitlines()[0][:200]}): run `leadscore extract` again"
+    )
+
+
+def read_snapshot_table(
+    raw: Path,
+    manifest: Mapping[str, Any],
+    name: str,
+    columns: Sequence[str] | None = None,
+    categorical: Sequence[str] = (),
+) -> pd.DataFrame:
+    """One table of the snapshot (all columns or those named; `categorical` text columns as categoricals),
+    its row count checked against the manifest."""
+    path = snapshot_file(raw, manifest, name)
+    wanted = list(columns) if columns else list(SCHEMAS[name].columns)
+    as_dict = [c for c in categorical if c in wanted]
+    started = time.perf_counter()
+    try:
+        frame: pd.DataFrame = pq.read_table(path, columns=wanted, read_dictionary=as_dict or None).to_pandas()
+    except (pa.ArrowException, OSError) as exc:
+        raise unreadable(path, exc) from None
+    log.debug(
+        "read %s rows x %d columns of %s in %.2f s", f"{len(frame):,}", len(wanted), path, time.perf_counter() - started
+    )
+    if len(frame) != manifest["tables"][name]["rows"]:
+        raise CrmDataError(
+            f"{path} holds {len(frame):,} rows but the manifest says "
+            f"{manifest['tables'][name]['rows']:,}: the snapshot is inconsistent"
+        )
+    return frame
+
+
 def read_snapshot(
     raw: Path,
     columns: Mapping[str, Sequence[str]] | None = None,
@@ -255,38 +298,21 @@ def read_snapshot(
     """
     raw = Path(raw)
     manifest = read_manifest(raw)
-    tables = {}
-    for name in TABLES:
-        path = raw / manifest["tables"][name]["file"]
-        if not path.exists():
-            raise CrmDataError(f"{path} not found: the snapshot in {raw} is incomplete")
-        wanted = list(columns[name]) if columns and name in columns else list(SCHEMAS[name].columns)
-        as_dict = [c for c in (categorical or {}).get(name, ()) if c in wanted]
-        started = time.perf_counter()
-        try:
-            frame = pq.read_table(path, columns=wanted, read_dictionary=as_dict or None).to_pandas()
-        except (pa.ArrowException, OSError) as exc:  # truncated, overwritten or hand-edited snapshot files
-            raise CrmDataError(
-                f"{path} is not a readable snapshot table ({str(exc).splitlines()[0][:200]}): "
-                "run `leadscore extract` again"
-            ) from None
-        log.debug(
-            "read %s rows x %d columns of %s in %.2f s",
-            f"{len(frame):,}",
-            len(wanted),
-            path,
-            time.perf_counter() - started,
-        )
-        if len(frame) != manifest["tables"][name]["rows"]:
-            raise CrmDataError(
-                f"{path} holds {len(frame):,} rows but the manifest says "
-                f"{manifest['tables'][name]['rows']:,}: the snapshot is inconsistent"
-            )
-        tables[name] = frame
-    for name in EXTRA_TABLES:  # optional tables (lead attributes of a mapped CRM) are read whole
-        if name in manifest["tables"]:
-            tables[name] = pd.read_parquet(raw / manifest["tables"][name]["file"])
+    tables = {
+        name: read_snapshot_table(raw, manifest, name, (columns or {}).get(name), (categorical or {}).get(name, ()))
+        for name in TABLES
+    }
+    tables.update(read_extra_tables_of(raw, manifest))
     return tables, manifest
+
+
+def read_extra_tables_of(raw: Path, manifest: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+    """The optional tables of a snapshot (lead attributes of a mapped CRM), read whole; {} when absent."""
+    return {
+        name: pd.read_parquet(Path(raw) / manifest["tables"][name]["file"])
+        for name in EXTRA_TABLES
+        if name in manifest["tables"]
+    }
 
 
 def read_import_label(engine: Any) -> dict[str, str] | None:
