@@ -15,13 +15,15 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.atomic import atomic_directory
@@ -41,6 +43,8 @@ HISTORY_COLUMNS: Final[tuple[tuple[str, str], ...]] = (
     ("stage_history", "entered_at"),
 )
 _EXAMPLES: Final = 5
+#: Rows per batch when a snapshot table is read with a filter.
+_FILTER_ROWS: Final = 1_000_000
 
 
 class EventClock:
@@ -264,23 +268,46 @@ def read_snapshot_table(
     name: str,
     columns: Sequence[str] | None = None,
     categorical: Sequence[str] = (),
+    where: tuple[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """One table of the snapshot (all columns or those named; `categorical` text columns as categoricals),
-    its row count checked against the manifest."""
+    its row count checked against the manifest.
+
+    `where` (column, values): only the rows whose column holds one of `values`, read batch by batch, so memory
+    follows the rows kept, not the table.
+    """
     path = snapshot_file(raw, manifest, name)
     wanted = list(columns) if columns else list(SCHEMAS[name].columns)
     as_dict = [c for c in categorical if c in wanted]
     started = time.perf_counter()
     try:
-        frame: pd.DataFrame = pq.read_table(path, columns=wanted, read_dictionary=as_dict or None).to_pandas()
+        if where is None:
+            data = pq.read_table(path, columns=wanted, read_dictionary=as_dict or None)
+            rows = data.num_rows
+        else:
+            column, values = where
+            keep = pa.array(np.unique(np.asarray(values, dtype=np.int64)))
+            source = pq.ParquetFile(path, read_dictionary=as_dict or None)
+            batches, rows = [], 0
+            for batch in source.iter_batches(batch_size=_FILTER_ROWS, columns=wanted):
+                batches.append(batch.filter(pc.is_in(batch.column(column), value_set=keep)))
+                rows += batch.num_rows
+            schema = source.schema_arrow
+            data = pa.Table.from_batches(batches, pa.schema([schema.field(c) for c in wanted], schema.metadata))
+        frame: pd.DataFrame = data.to_pandas()
     except (pa.ArrowException, OSError) as exc:
         raise unreadable(path, exc) from None
     log.debug(
-        "read %s rows x %d columns of %s in %.2f s", f"{len(frame):,}", len(wanted), path, time.perf_counter() - started
+        "read %s of %s rows x %d columns of %s in %.2f s",
+        f"{len(frame):,}",
+        f"{rows:,}",
+        len(wanted),
+        path,
+        time.perf_counter() - started,
     )
-    if len(frame) != manifest["tables"][name]["rows"]:
+    if rows != manifest["tables"][name]["rows"]:
         raise CrmDataError(
-            f"{path} holds {len(frame):,} rows but the manifest says "
+            f"{path} holds {rows:,} rows but the manifest says "
             f"{manifest['tables'][name]['rows']:,}: the snapshot is inconsistent"
         )
     return frame
@@ -330,8 +357,9 @@ def read_import_label(engine: Any) -> dict[str, str] | None:
     return {str(k): str(v) for k, v in rows.iloc[0].items() if pd.notna(v)}
 
 
-def read_extra_tables(engine: Any, lead_ids: pd.Series) -> dict[str, pd.DataFrame]:
-    """The optional tables beside the five (a mapped CRM's `lead_attributes`), checked; {} when absent."""
+def read_extra_tables(engine: Any, lead_ids: Callable[[], np.ndarray]) -> dict[str, pd.DataFrame]:
+    """The optional tables beside the five (a mapped CRM's `lead_attributes`, checked against the `lead_ids`
+    the CRM has); {} when absent."""
     import sqlalchemy as sa
 
     from pipelines.crm.attributes import ATTRIBUTES_TABLE, canonical_attributes
@@ -339,7 +367,7 @@ def read_extra_tables(engine: Any, lead_ids: pd.Series) -> dict[str, pd.DataFram
 
     if not sa.inspect(engine).has_table(ATTRIBUTES_TABLE):
         return {}
-    attributes = canonical_attributes(read_table(engine, ATTRIBUTES_TABLE), lead_ids)
+    attributes = canonical_attributes(read_table(engine, ATTRIBUTES_TABLE), pd.Series(lead_ids(), name="lead_id"))
     return {ATTRIBUTES_TABLE: attributes}
 
 
@@ -368,7 +396,7 @@ def extract(
             writer = SnapshotWriter(tmp, clock)
             for table, frame in read_crm_batches(engine, checker, batch_rows, progress):
                 writer.write(table, frame)
-            extras = read_extra_tables(engine, pd.Series(checker.keys["leads"].values(), name="lead_id"))
+            extras = read_extra_tables(engine, checker.keys["leads"].values)
             label = read_import_label(engine)
             manifest = _finish(tmp, writer, source or display_url(url), None, label, extras)
     finally:
