@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +81,10 @@ class IdLookup:
         return out
 
 
+#: Reads a part's tables: (part, the tables and columns wanted or None for all) -> frames.
+Reader = Callable[[int, Mapping[str, Sequence[str]] | None], dict[str, pd.DataFrame]]
+
+
 @dataclass(frozen=True)
 class Part:
     """One part: where its leads start in the whole CRM's lead order, how many leads it has, and its tables."""
@@ -88,7 +92,7 @@ class Part:
     index: int
     first_position: int
     leads: int
-    _read: Any = field(repr=False)
+    _read: Reader = field(repr=False)
 
     def tables(self, columns: Mapping[str, Sequence[str]] | None = None) -> dict[str, pd.DataFrame]:
         """The part's tables with every column the stage reads, campaigns and extras whole; or only the tables and
@@ -117,7 +121,7 @@ def plan_parts(leads: pa.Table, params: FeaturesParams) -> Plan:
     chunk that begins past a multiple of `features.part_leads`, as a chunk starts at the first account that
     begins past a multiple of `features.chunk_leads`."""
     lead_ids = leads.column("lead_id").to_numpy(zero_copy_only=False).astype(np.int64)
-    account = pd.Series(leads.column("account_id").to_pandas(), dtype="Int64")
+    account = pd.Series(leads.column("account_id").to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get))
     group = lead_groups(account)
     order = np.argsort(group, kind="stable")
     bounds = plan_chunks(group[order], params.chunk_leads)
@@ -190,11 +194,7 @@ def _route(
     return groups
 
 
-def _reader(
-    folder: Path,
-    groups: Mapping[str, list[list[int]]],
-    whole: Mapping[str, pd.DataFrame],
-) -> Any:
+def _reader(folder: Path, groups: Mapping[str, list[list[int]]], whole: Mapping[str, pd.DataFrame]) -> Reader:
     """A function (part, columns) -> the part's tables, read back from the routed files."""
 
     def read(index: int, columns: Mapping[str, Sequence[str]] | None) -> dict[str, pd.DataFrame]:
