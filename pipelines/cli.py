@@ -315,7 +315,9 @@ def extract(
 
     with bad_input_exits():
         base = load_params(params).base
-        manifest = run_extract(url or base.crm_url, out, future_tolerance_minutes=base.future_tolerance_minutes)
+        manifest = run_extract(
+            url or base.crm_url, out, future_tolerance_minutes=base.future_tolerance_minutes, progress=True
+        )
         counts = ", ".join(f"{name} {meta['rows']:,}" for name, meta in manifest["tables"].items())
         typer.echo(f"snapshot in {out}: {counts} rows; history ends {manifest['history_end']}")
 
@@ -356,20 +358,16 @@ def rules(
     """Rule-based MQL scores point-in-time: score, MQL flag and the rules that fired, per (lead, snapshot)."""
     from pipelines import rules as mql_rules
     from pipelines.config import load_params
+    from pipelines.rules.stage import run_rules
 
     with bad_input_exits():
         loaded = load_params(params)
         ruleset = mql_rules.load_rules(rules_file or loaded.rules.file, loaded.features.icp)
         variants = mql_rules.load_variants(loaded.rules, loaded.features.icp) if variants_out is not None else {}
-        tables = mql_rules.read_raw_tables(raw)
-        keys = mql_rules.read_snapshot_keys(snapshots)
-        scores = mql_rules.evaluate_rules(ruleset, keys, tables)
-        if variants_out is not None:
-            mql_rules.write_scores(mql_rules.score_variants(variants, keys, tables), variants_out)
-        mql_rules.write_scores(scores, out)
+        scores = run_rules(ruleset, variants, raw, snapshots, out, variants_out)
         typer.echo(
-            f"rule scores in {out}: {len(scores):,} rows, {int(scores['rule_mql'].sum()):,} MQL at the snapshot"
-            + (f"; {len(variants)} variant(s) in {variants_out}" if variants_out is not None else "")
+            f"rule scores in {out}: {scores.rows:,} rows, {scores.mql:,} MQL at the snapshot"
+            + (f"; {scores.variants} variant(s) in {variants_out}" if variants_out is not None else "")
         )
 
 

@@ -125,6 +125,11 @@ class FeaturesParams(StrictModel):
         description="Half-lives (days) of the account's exponentially decayed intent and engagement counts",
     )
     chunk_leads: int = Field(gt=0, description="Leads per processing chunk (whole accounts kept together)")
+    part_leads: int = Field(
+        gt=0,
+        description="Leads the features stage holds in memory at a time (whole chunks): a CRM with more is read "
+        "part by part; bounds memory with chunk_leads, never results",
+    )
     icp: IcpParams
     current_value_fields: tuple[CurrentValueField, ...] = Field(
         description="Current-value CRM fields used as features anyway (a leak risk: reps may fill them in while "

@@ -264,21 +264,26 @@ def replace_tables(
             log.info("wrote %s rows to %s", f"{len(frames[name]):,}", name)
 
 
+def check_columns(inspector: Any, name: str, columns: Sequence[str] | None, url: sa.URL) -> list[str]:
+    """The named columns (default: all) of table `name`; CrmDataError names a missing table or column."""
+    check_identifier(name)
+    if not inspector.has_table(name):
+        raise CrmDataError(f"table '{name}' not found in {display_url(url)}")
+    have = [c["name"] for c in inspector.get_columns(name)]
+    wanted = list(columns) if columns is not None else have
+    missing = [c for c in wanted if c not in have]
+    if missing:
+        raise CrmDataError(f"table '{name}' is missing column(s) {missing}; it has {have}")
+    return wanted
+
+
 def read_table(engine: Engine, name: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """The table's rows (all or the named columns); errors name the missing table or column.
 
     Columns are read untyped: values arrive as the driver stores them (SQLite timestamps as text), so a bad value
     reaches the schemas, which name table, column and rows, instead of failing inside a SQLAlchemy type converter.
     """
-    check_identifier(name)
-    inspector = sa.inspect(engine)
-    if not inspector.has_table(name):
-        raise CrmDataError(f"table '{name}' not found in {display_url(engine.url)}")
-    have = [c["name"] for c in inspector.get_columns(name)]
-    wanted = list(columns) if columns is not None else have
-    missing = [c for c in wanted if c not in have]
-    if missing:
-        raise CrmDataError(f"table '{name}' is missing column(s) {missing}; it has {have}")
+    wanted = check_columns(sa.inspect(engine), name, columns, engine.url)
     query: sa.Select[*tuple[Any, ...]] = sa.select(*(sa.column(c) for c in wanted)).select_from(sa.table(name))
     started = time.perf_counter()
     with engine.connect() as conn, read_errors(conn, {name: wanted}):

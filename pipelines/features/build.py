@@ -136,13 +136,26 @@ class _Activities:
     first_content: np.ndarray  # bool
 
 
-def _plan_chunks(group: np.ndarray, chunk_leads: int) -> np.ndarray:
-    """Chunk boundaries over positions sorted by group, never splitting a group (an account)."""
+def lead_groups(account_id: pd.Series) -> np.ndarray:
+    """Each lead's group, in table order: its account id, or -1 - row for a lead without an account (its own
+    group). Leads are processed in the stable order of their groups: those without an account first."""
+    account = account_id.astype("Int64")
+    rows = np.arange(len(account), dtype=np.int64)
+    groups: np.ndarray = np.where(account.isna().to_numpy(), -1 - rows, account.fillna(0).to_numpy(dtype=np.int64))
+    return groups
+
+
+def plan_chunks(group: np.ndarray, chunk_leads: int, first_position: int = 0) -> np.ndarray:
+    """Chunk boundaries over positions sorted by group, never splitting a group (an account).
+
+    `first_position`: where these positions start in the whole CRM's order (a part of it read on its own), so
+    that a part cut at a chunk boundary is chunked exactly as the whole CRM is.
+    """
     n = len(group)
     if n == 0:
         return np.array([0], dtype=np.int64)
     starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-    chunk_of_group = starts // chunk_leads
+    chunk_of_group = (starts + first_position) // chunk_leads
     firsts = starts[np.r_[True, chunk_of_group[1:] != chunk_of_group[:-1]]]
     bounds: np.ndarray = np.r_[firsts, n].astype(np.int64)
     return bounds
@@ -174,17 +187,15 @@ def _first_content(activities: pd.DataFrame, owner: np.ndarray, seconds: np.ndar
     return flag
 
 
-def _prepare(tables: Mapping[str, pd.DataFrame], params: FeaturesParams) -> _Prepared:
+def _prepare(tables: Mapping[str, pd.DataFrame], params: FeaturesParams, first_position: int = 0) -> _Prepared:
     """Order leads by account, cut chunks, group activities by chunk and index stage entries by (lead, time)."""
     leads = tables["leads"]
-    account = leads["account_id"].astype("Int64")
-    rows = np.arange(len(leads), dtype=np.int64)
-    group = np.where(account.isna().to_numpy(), -1 - rows, account.fillna(0).to_numpy(dtype=np.int64))
+    group = lead_groups(leads["account_id"])
     order = np.argsort(group, kind="stable")
     group = group[order]
     lead_ids = leads["lead_id"].to_numpy(dtype=np.int64)[order]
     created = leads["created_at"].iloc[order]
-    bounds = _plan_chunks(group, params.chunk_leads)
+    bounds = plan_chunks(group, params.chunk_leads, first_position)
     chunk_of = np.repeat(np.arange(len(bounds) - 1, dtype=np.int64), np.diff(bounds))
 
     activities = tables["activities"]
@@ -520,19 +531,24 @@ def _by_lead_then_time(rows: np.ndarray, local: np.ndarray, q_sec: np.ndarray) -
 
 
 def iter_feature_chunks(
-    tables: Mapping[str, pd.DataFrame], snapshots: pd.DataFrame, params: FeaturesParams, progress: bool = True
+    tables: Mapping[str, pd.DataFrame],
+    snapshots: pd.DataFrame,
+    params: FeaturesParams,
+    progress: bool = True,
+    first_position: int = 0,
 ) -> Iterator[FeatureChunk]:
     """Feature rows chunk by chunk (whole accounts per chunk); extra snapshot columns (e.g. label) are carried.
 
     Each chunk's columns are lead_id, snapshot_at, any other columns of `snapshots`, then the features of
     `feature_specs(params)` in order, then a mapped CRM's lead attributes (`attribute_specs(tables)`); rows within
-    a chunk are sorted by lead, then time.
+    a chunk are sorted by lead, then time. `first_position` (see `plan_chunks`): `tables` hold a part of the CRM
+    whose leads start there in the whole CRM's order.
     """
     missing = [c for c in KEY_COLUMNS if c not in snapshots.columns]
     if missing:
         raise ValueError(f"snapshots need columns {list(KEY_COLUMNS)}; missing {missing}")
     tables = input_tables(tables, params.current_value_fields)  # explicit columns; current values not opted in blanked
-    prep = _prepare(tables, params)
+    prep = _prepare(tables, params, first_position)
     specs = feature_specs(params)
     attributes = LeadAttributes.from_tables(tables, prep.lead_ids)  # a mapped CRM's extra features, if any
     q_owner = tl.index_of(prep.lead_ids, snapshots["lead_id"].to_numpy())

@@ -118,16 +118,23 @@ def labels(
     return (stage_index.count_in(TARGET_STAGES[target_stage], owner, seconds, until) > 0).astype(np.int8)
 
 
+def _grid_span(created_ns: np.ndarray, last_allowed: np.ndarray, cadence_days: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per lead position: the index of its first grid date (since the anchor) and how many it has."""
+    step = cadence_days * tl.DAY
+    anchor = int(tl.GRID_ANCHOR.value // 1_000_000_000)
+    created_sec = -(-created_ns // 1_000_000_000)
+    first = -(-(created_sec - anchor) // step)
+    last = (last_allowed - anchor) // step
+    return first, np.clip(last - first + 1, 0, None)
+
+
 def _grid_candidates(
     created_ns: np.ndarray, last_allowed: np.ndarray, cadence_days: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(lead position, snapshot second) for every grid date from creation to `last_allowed`, vectorised."""
     step = cadence_days * tl.DAY
     anchor = int(tl.GRID_ANCHOR.value // 1_000_000_000)
-    created_sec = -(-created_ns // 1_000_000_000)
-    first = -(-(created_sec - anchor) // step)
-    last = (last_allowed - anchor) // step
-    counts = np.clip(last - first + 1, 0, None)
+    first, counts = _grid_span(created_ns, last_allowed, cadence_days)
     owner = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
     offsets = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
     seconds = anchor + (np.repeat(first, counts) + offsets) * step
@@ -150,6 +157,14 @@ def _mix(values: np.ndarray) -> np.ndarray:
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return z ^ (z >> np.uint64(31))
+
+
+def sample_cut(keys: np.ndarray, k: int) -> int:
+    """The largest sample key (`sample_keys`, over the whole CRM) among the k smallest: the leads whose key is at
+    most this are `sampled_leads`' k leads (the keys are distinct: the hash is a bijection); all when fewer."""
+    if len(keys) <= k:
+        return int(np.iinfo(np.uint64).max)
+    return int(np.partition(keys, k - 1)[k - 1])
 
 
 def sampled_leads(lead_ids: np.ndarray, eligible: np.ndarray, k: int) -> np.ndarray:
@@ -189,8 +204,46 @@ def stage_outcomes(
     }
 
 
+@dataclass(frozen=True)
+class _Span:
+    """Per lead: its id, creation, stage entries and the last second a grid date may have (open, labelled)."""
+
+    lead_ids: np.ndarray
+    created_ns: np.ndarray
+    stage_index: StageIndex
+    last_allowed: np.ndarray
+    end_sec: int
+
+    @classmethod
+    def of(cls, tables: Mapping[str, pd.DataFrame], params: FeaturesParams, end: pd.Timestamp) -> _Span:
+        leads = tables["leads"]
+        lead_ids = leads["lead_id"].to_numpy(dtype=np.int64)
+        created_ns = tl.nanoseconds(leads["created_at"])
+        stage_index = StageIndex.build(tables["stage_history"], lead_ids)
+        closes = first_entry_seconds(stage_index, TARGET_STAGES[params.target_stage] | TERMINAL_STAGES, len(lead_ids))
+        end_sec = int(end.value // 1_000_000_000)
+        last_allowed = np.minimum(end_sec - params.horizon_days * tl.DAY, closes - 1)
+        if params.max_lead_age_days is not None:
+            last_allowed = np.minimum(last_allowed, created_ns // 1_000_000_000 + params.max_lead_age_days * tl.DAY)
+        return cls(lead_ids, created_ns, stage_index, last_allowed, end_sec)
+
+
+def sample_keys(tables: Mapping[str, pd.DataFrame], params: FeaturesParams, end: pd.Timestamp) -> np.ndarray:
+    """The sample keys (hashes of lead_id) of the leads with at least one grid date: what `sample_cut` picks
+    `features.sample_leads` from when the grid is built part by part."""
+    span = _Span.of(tables, params, end)
+    _, counts = _grid_span(span.created_ns, span.last_allowed, params.cadence_days)
+    with np.errstate(over="ignore"):
+        keys: np.ndarray = _mix(span.lead_ids[counts > 0])
+    return keys
+
+
 def snapshot_grid(
-    tables: Mapping[str, pd.DataFrame], params: FeaturesParams, end: pd.Timestamp | None = None
+    tables: Mapping[str, pd.DataFrame],
+    params: FeaturesParams,
+    end: pd.Timestamp | None = None,
+    sample_below: int | None = None,
+    log_level: int = logging.INFO,
 ) -> pd.DataFrame:
     """Training examples: (lead_id, snapshot_at, label) for every open lead on every uncensored grid date.
 
@@ -199,24 +252,25 @@ def snapshot_grid(
     lead, not per candidate row: a lead is open from creation until its first closing entry (target or later,
     Won, Lost), except while its latest stage is Disqualified, which is checked only for leads ever disqualified;
     its label at t is whether its first target entry (necessarily after t, as it is open) is within the horizon.
+
+    With `features.sample_leads`, the sample is picked among these tables' leads, unless `sample_below` (a
+    `sample_cut` over the whole CRM, when `tables` hold a part of it) says which sample keys are in it.
     """
-    leads = tables["leads"]
     end = history_end(tables) if end is None else pd.Timestamp(end).tz_convert("UTC")
-    lead_ids = leads["lead_id"].to_numpy(dtype=np.int64)
+    span = _Span.of(tables, params, end)
+    lead_ids, created_ns, stage_index, end_sec = span.lead_ids, span.created_ns, span.stage_index, span.end_sec
     n = len(lead_ids)
-    created_ns = tl.nanoseconds(leads["created_at"])
-    stage_index = StageIndex.build(tables["stage_history"], lead_ids)
     target = TARGET_STAGES[params.target_stage]
-    closes = first_entry_seconds(stage_index, target | TERMINAL_STAGES, n)
-    end_sec = int(end.value // 1_000_000_000)
-    last_allowed = np.minimum(end_sec - params.horizon_days * tl.DAY, closes - 1)
-    if params.max_lead_age_days is not None:
-        last_allowed = np.minimum(last_allowed, created_ns // 1_000_000_000 + params.max_lead_age_days * tl.DAY)
-    owner, seconds = _grid_candidates(created_ns, last_allowed, params.cadence_days)
+    owner, seconds = _grid_candidates(created_ns, span.last_allowed, params.cadence_days)
     if params.sample_leads is not None:
-        keep = sampled_leads(lead_ids, np.bincount(owner, minlength=n) > 0, params.sample_leads)[owner]
+        if sample_below is None:
+            chosen = sampled_leads(lead_ids, np.bincount(owner, minlength=n) > 0, params.sample_leads)
+        else:
+            with np.errstate(over="ignore"):
+                chosen = _mix(lead_ids) <= np.uint64(sample_below)
+        keep = chosen[owner]
         owner, seconds = owner[keep], seconds[keep]
-    owner, seconds, weight = sample_long_open(lead_ids, created_ns, owner, seconds, params)
+    owner, seconds, weight = sample_long_open(lead_ids, created_ns, owner, seconds, params, log_level)
     ever_dq = first_entry_seconds(stage_index, frozenset({DISQUALIFIED}), n) <= end_sec
     check = np.flatnonzero(ever_dq[owner])
     if len(check):
@@ -237,7 +291,8 @@ def snapshot_grid(
         }
     )
     last = tl.from_seconds(seconds.max(keepdims=True))[0] if len(grid) else "-"
-    log.info(
+    log.log(
+        log_level,
         "snapshot grid: %s rows standing for %s open-lead weeks (%s leads, weighted positive rate %.2f%%) up "
         "to %s; history ends %s",
         f"{len(grid):,}",
@@ -251,7 +306,12 @@ def snapshot_grid(
 
 
 def sample_long_open(
-    lead_ids: np.ndarray, created_ns: np.ndarray, owner: np.ndarray, seconds: np.ndarray, params: FeaturesParams
+    lead_ids: np.ndarray,
+    created_ns: np.ndarray,
+    owner: np.ndarray,
+    seconds: np.ndarray,
+    params: FeaturesParams,
+    log_level: int = logging.INFO,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Keep the rows of long-open leads (older than `old_lead_days`) for a fixed hash-sample of 1 lead in
     `old_lead_keep_one_in`, each weighted by that number; every other row stays with weight 1.
@@ -270,7 +330,8 @@ def sample_long_open(
         kept_lead = _mix(_mix(lead_ids)) % np.uint64(n) == 0
     keep = ~old | kept_lead[owner]
     weight[old] = np.float32(n)
-    log.info(
+    log.log(
+        log_level,
         "long-open rows (lead older than %d days): %s of %s kept (1 lead in %d), each weighted %d",
         params.old_lead_days,
         f"{int((old & keep).sum()):,}",

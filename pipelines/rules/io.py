@@ -7,12 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
+import numpy as np
 import pandas as pd
 
 from pipelines.atomic import atomic_path
 from pipelines.config import IcpParams, RulesParams, read_yaml
 from pipelines.crm.schema import CrmDataError
-from pipelines.extract import read_snapshot
+from pipelines.extract import read_extra_tables_of, read_manifest, read_snapshot, read_snapshot_table
 from pipelines.rules.evaluation import INPUT_TABLES
 from pipelines.rules.schema import RulesError, RuleSet, parse_rules
 from pipelines.rules.variants import derive_rules
@@ -59,10 +60,31 @@ RAW_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
 }
 
 
-def read_raw_tables(raw: Path) -> dict[str, pd.DataFrame]:
-    """The tables the rules need from the extract stage's snapshot folder (validated when it was written)."""
-    tables, _ = read_snapshot(raw, RAW_COLUMNS, {"activities": ("activity_type",)})
-    return {name: tables[name] for name in (*INPUT_TABLES, "lead_attributes") if name in tables}
+def read_raw_tables(raw: Path, lead_ids: np.ndarray | None = None) -> dict[str, pd.DataFrame]:
+    """The tables the rules need from the extract stage's snapshot folder (validated when it was written).
+
+    With `lead_ids` (the leads of the snapshot keys scored), only those leads, their accounts and their
+    activities are kept, read batch by batch: memory follows the leads scored (`features.sample_leads`), not the
+    CRM. The scores are the same: every rule looks at one lead, its account and its own activities.
+    """
+    if lead_ids is None:
+        tables, _ = read_snapshot(raw, RAW_COLUMNS, {"activities": ("activity_type",)})
+        return {name: tables[name] for name in (*INPUT_TABLES, "lead_attributes") if name in tables}
+    manifest = read_manifest(raw)
+    leads = read_snapshot_table(raw, manifest, "leads", RAW_COLUMNS["leads"], where=("lead_id", lead_ids))
+    accounts = leads["account_id"].dropna().to_numpy(dtype=np.int64)
+    out = {
+        "campaigns": read_snapshot_table(raw, manifest, "campaigns", RAW_COLUMNS["campaigns"]),
+        "accounts": read_snapshot_table(
+            raw, manifest, "accounts", RAW_COLUMNS["accounts"], where=("account_id", accounts)
+        ),
+        "leads": leads,
+        "activities": read_snapshot_table(
+            raw, manifest, "activities", RAW_COLUMNS["activities"], ("activity_type",), where=("lead_id", lead_ids)
+        ),
+    }
+    out.update(read_extra_tables_of(raw, manifest))
+    return out
 
 
 def read_snapshot_keys(path: Path) -> pd.DataFrame:

@@ -100,12 +100,30 @@ def test_bench_scale_runs_every_step(tmp_path: Path, tracking_uri: str, quick_pa
     )
     report = json.loads((tmp_path / "bench_scale.json").read_text())
     results = report["results"]
-    assert list(results) == ["generate", "features", "train", "score"]
-    assert results["generate"]["rows"]["leads"] == 3000
-    assert results["features"]["rows_out"] == results["train"]["rows_out"] > 3000
+    assert list(results) == ["generate", "extract", "features", "rules", "train", "score"]
+    assert results["generate"]["rows"]["leads"] == results["extract"]["rows"]["leads"] == 3000
+    assert results["features"]["rows_out"] == results["rules"]["rows_out"] == results["train"]["rows_out"] > 3000
     assert 0 < results["score"]["rows_out"] <= results["score"]["leads_read"] == 3000
-    assert all(r["peak_rss_mib"] > 50 and r["seconds"] > 0 for r in results.values())
+    assert all(r["peak_rss_mib"] > 50 and r["seconds"] > 0 and r["cpu_s"] > 0 for r in results.values())
     assert "| train |" in proc.stdout
+    # the sampled variant of the model steps, beside the full ones
+    _run(
+        "bench_scale.py",
+        "--leads",
+        "3000",
+        "--work",
+        str(tmp_path),
+        "--params",
+        quick_params,
+        "--steps",
+        "features,rules,train",
+        "--sample-leads",
+        "1000",
+    )
+    sampled = json.loads((tmp_path / "bench_scale.json").read_text())["results"]
+    assert sampled["features (sample 1000)"]["leads"] <= 1000 < results["features"]["leads"]
+    assert sampled["train (sample 1000)"]["leads"] == sampled["features (sample 1000)"]["leads"]
+    assert sampled["rules (sample 1000)"]["rows_out"] == sampled["features (sample 1000)"]["rows_out"]
     # a second run reuses the generated CRM instead of timing the generator again
     again = _run(
         "bench_scale.py",

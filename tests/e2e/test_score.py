@@ -26,7 +26,7 @@ from score_env import AS_OF, LATER, ScoreEnv, build_env, count_rows, fresh_crm, 
 from typer.testing import CliRunner
 
 from pipelines.cli import EXIT_BAD_INPUT, EXIT_LOCKED, app
-from pipelines.crm.db import make_engine, write_crm
+from pipelines.crm.db import index_name, make_engine, scoring_indexes, write_crm
 from pipelines.features.build import features_as_of
 from pipelines.registry.model import conform
 from pipelines.score import store
@@ -338,9 +338,18 @@ def _type_break(url: str) -> list[str]:
     return [f"UPDATE accounts SET employee_count = 'many' WHERE account_id = {first}"]
 
 
+def _drop_detail_index(url: str) -> list[str]:
+    """SQLite refuses to drop a column an index holds: the covering event index goes first (it is not on PostgreSQL)."""
+    covering = dict(scoring_indexes("sqlite"))["activities"]
+    return [f"DROP INDEX IF EXISTS {index_name('activities', covering)}"]
+
+
 BREAKS = {
     "missing table": (lambda url: ["DROP TABLE stage_history"], ["table 'stage_history' not found"]),
-    "missing column": (lambda url: ["ALTER TABLE activities DROP COLUMN detail"], ["activities", "detail"]),
+    "missing column": (
+        lambda url: [*_drop_detail_index(url), "ALTER TABLE activities DROP COLUMN detail"],
+        ["activities", "detail"],
+    ),
     "wrong type": (_type_break, ["accounts", "employee_count", "account_id="]),
     "activities of unknown leads": (
         lambda url: [

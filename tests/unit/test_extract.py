@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
+import sqlalchemy as sa
 
 from pipelines.atomic import atomic_directory
-from pipelines.crm.schema import validate_crm
+from pipelines.crm.schema import TABLES, validate_crm
 from pipelines.errors import CrmDataError
 from pipelines.extract import extract, history_end, read_manifest, read_snapshot, write_snapshot
 
@@ -61,15 +63,15 @@ def test_a_failed_write_keeps_the_previous_snapshot(
     out = tmp_path / "raw"
     write_snapshot(crm, out, source="first")
     calls = {"n": 0}
-    original = pd.DataFrame.to_parquet
+    original = pq.ParquetWriter.write_table
 
-    def flaky(self: pd.DataFrame, *args: object, **kwargs: object) -> None:
+    def flaky(self: pq.ParquetWriter, *args: object, **kwargs: object) -> None:
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == 3:  # the third table's rows
             raise OSError("disk full")
-        original(self, *args, **kwargs)
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pd.DataFrame, "to_parquet", flaky)
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", flaky)
     with pytest.raises(OSError, match="disk full"):
         write_snapshot(crm, out, source="second")
 
@@ -119,3 +121,46 @@ def test_extract_reads_validates_and_snapshots_a_database(tiny_crm_sqlite: str, 
     assert manifest["tables"]["leads"]["rows"] == 3
     assert str(tables["activities"]["occurred_at"].dtype) == "datetime64[ns, UTC]"
     assert manifest["source"] == tiny_crm_sqlite
+
+
+def test_extract_in_batches_writes_the_same_tables_as_a_whole_table_snapshot(
+    tiny_crm_sqlite: str, crm: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
+    manifest = extract(tiny_crm_sqlite, tmp_path / "raw", batch_rows=dict.fromkeys(TABLES, 1))
+    write_snapshot(crm, tmp_path / "whole", source="test")
+
+    streamed, _ = read_snapshot(tmp_path / "raw")
+    whole, expected = read_snapshot(tmp_path / "whole")
+    for name in TABLES:
+        pd.testing.assert_frame_equal(streamed[name], whole[name], obj=name)
+    assert pq.ParquetFile(tmp_path / "raw" / "activities.parquet").metadata.num_row_groups == 3  # a row group a batch
+    assert manifest["history_end"] == expected["history_end"].isoformat()
+    assert manifest["tables"] == {name: {"file": f"{name}.parquet", "rows": len(crm[name])} for name in TABLES}
+
+
+def test_future_events_in_a_late_batch_leave_the_previous_snapshot(tiny_crm_sqlite: str, tmp_path: Path) -> None:
+    out = tmp_path / "raw"
+    extract(tiny_crm_sqlite, out, source="first")
+    engine = sa.create_engine(tiny_crm_sqlite)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE activities SET occurred_at = '2099-01-01 00:00:00' WHERE activity_id = 102")
+    engine.dispose()
+
+    with pytest.raises(CrmDataError, match=r"'occurred_at': 1 row\(s\) lie in the future .* activity_id=102"):
+        extract(tiny_crm_sqlite, out, future_tolerance_minutes=60, batch_rows=dict.fromkeys(TABLES, 1))
+
+    assert read_manifest(out)["source"] == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["crm.db", "raw"]
+
+
+def test_an_empty_table_still_gets_its_file_and_dtypes(tiny_crm_sqlite: str, tmp_path: Path) -> None:
+    engine = sa.create_engine(tiny_crm_sqlite)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM stage_history")
+    engine.dispose()
+
+    manifest = extract(tiny_crm_sqlite, tmp_path / "raw")
+
+    tables, _ = read_snapshot(tmp_path / "raw")
+    assert manifest["tables"]["stage_history"]["rows"] == 0
+    assert str(tables["stage_history"]["entered_at"].dtype) == "datetime64[ns, UTC]"

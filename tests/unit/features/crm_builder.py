@@ -38,6 +38,7 @@ def params(**overrides: Any) -> FeaturesParams:
         "velocity_days": 14,
         "decay_half_life_days": (7.0, 30.0),
         "chunk_leads": 2,
+        "part_leads": 1_000,
         "icp": IcpParams(
             industries=("Software", "Financial Services", "Healthcare", "Manufacturing"),
             employees_min=200,

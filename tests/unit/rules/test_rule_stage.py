@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -12,6 +14,7 @@ from pipelines import rules
 from pipelines.cli import EXIT_BAD_INPUT, app
 from pipelines.crm.schema import validate_crm
 from pipelines.extract import write_snapshot
+from pipelines.rules import stage
 
 runner = CliRunner()
 
@@ -149,3 +152,44 @@ def test_the_stage_scores_the_params_variants_beside_the_history_rule(stage_inpu
     assert 45.0 < out["decayed_30d_score"].iloc[1] < history["rule_score"].iloc[1]
     assert out["window_30d_score"].iloc[1] == history["rule_score"].iloc[1]
     assert "3 variant(s)" in result.stdout
+
+
+def test_chunks_of_whole_leads_score_as_one_call(
+    stage_inputs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    params = stage_inputs["params"]
+    params.write_text(
+        params.read_text().replace(
+            "four_part: {file: config/mql_rules_four_part.yaml}",
+            f"four_part: {{file: {Path('config/mql_rules_four_part.yaml').resolve()}}}",
+        )
+    )
+    variants = stage_inputs["out"].parent / "variants.parquet"
+    assert invoke(stage_inputs, "--variants-out", str(variants)).exit_code == 0
+    whole, whole_variants = pd.read_parquet(stage_inputs["out"]), pd.read_parquet(variants)
+
+    monkeypatch.setattr(stage, "CHUNK_ROWS", 2)  # lead 1's two rows, then leads 2 and 3
+    result = invoke(stage_inputs, "--variants-out", str(variants))
+
+    assert result.exit_code == 0, result.output
+    pd.testing.assert_frame_equal(pd.read_parquet(stage_inputs["out"]), whole)
+    pd.testing.assert_frame_equal(pd.read_parquet(variants), whole_variants)
+    assert pq.ParquetFile(stage_inputs["out"]).metadata.num_row_groups == 2
+
+
+def test_chunks_never_split_a_lead() -> None:
+    # a chunk starts at the first lead whose rows begin past a multiple of 2 rows
+    assert stage.chunk_bounds(np.array([1, 1, 2, 3, 3, 3, 4]), 2).tolist() == [0, 2, 6, 7]
+    assert stage.chunk_bounds(np.array([1, 2, 1]), 1).tolist() == [0, 3]  # lead 1 not contiguous: one chunk
+    assert stage.chunk_bounds(np.array([], dtype=np.int64), 5).tolist() == [0, 0]
+
+
+def test_the_scored_leads_rows_are_read_alone(stage_inputs: dict[str, Path]) -> None:
+    whole = rules.read_raw_tables(stage_inputs["raw"])
+
+    some = rules.read_raw_tables(stage_inputs["raw"], np.array([2, 2]))
+
+    assert some["leads"]["lead_id"].tolist() == [2]
+    assert some["accounts"]["account_id"].tolist() == [11]
+    pd.testing.assert_frame_equal(some["activities"], whole["activities"].iloc[[2]].reset_index(drop=True))
+    pd.testing.assert_frame_equal(some["campaigns"], whole["campaigns"])
