@@ -71,13 +71,18 @@ class DemoCrmParams(StrictModel):
     )
 
 
+#: The CRM's regions (`pipelines.crm.vocab.REGIONS`; a test keeps the two equal): a lead's region is always one of
+#: them (its country's, else its account's), so an ICP naming another one would silently match no lead.
+Region = Literal["NA", "EMEA", "APAC", "LATAM"]
+
+
 class IcpParams(StrictModel):
     """The ideal customer profile: fit features flag a lead whose account matches each part."""
 
     industries: tuple[str, ...] = Field(min_length=1, description="Industries of the ideal customer")
     employees_min: int = Field(ge=0, description="Smallest ideal account size (employees, inclusive)")
     employees_max: int = Field(ge=0, description="Largest ideal account size (employees, inclusive)")
-    regions: tuple[str, ...] = Field(min_length=1, description="Regions of the ideal customer")
+    regions: tuple[Region, ...] = Field(min_length=1, description="Regions of the ideal customer")
 
     @model_validator(mode="after")
     def _size_range(self) -> IcpParams:

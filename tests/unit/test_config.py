@@ -160,3 +160,22 @@ def test_a_file_that_is_not_a_mapping_is_refused(tmp_path: Path, text: str, kind
 
     with pytest.raises(ParamsError, match=rf"must hold a mapping of blocks, got {kind}"):
         load_params(path)
+
+
+def test_an_icp_region_outside_the_crm_vocabulary_is_named(tmp_path: Path, raw_params: dict[str, Any]) -> None:
+    """A lead's region is always one of the vocabulary's, so a misspelt ICP region would match nobody, silently."""
+    raw_params["features"]["icp"]["regions"] = ["NA", "Europe"]
+
+    with pytest.raises(
+        ParamsError, match=r"features\.icp\.regions\.1: Input should be 'NA', 'EMEA', 'APAC' or 'LATAM'"
+    ):
+        load_params(write(tmp_path, raw_params))
+
+
+def test_the_params_regions_are_the_crm_vocabulary() -> None:
+    from typing import get_args
+
+    from pipelines.config import Region
+    from pipelines.crm import vocab
+
+    assert get_args(Region) == vocab.REGIONS
