@@ -281,13 +281,35 @@ def publish_run(
             conn.execute(runs.delete().where(runs.c.run_id.in_(replaced)))
             log.info("replacing earlier run(s) %s of the same as-of time and model version", ", ".join(replaced))
         written = 0
-        for chunk in chunks:
-            insert_frame(conn, scores, chunk.reindex(columns=list(SCORE_COLUMNS)))  # optional columns: NULL
-            written += len(chunk)
+        with _page_cache(conn):
+            for chunk in chunks:
+                insert_frame(conn, scores, chunk.reindex(columns=list(SCORE_COLUMNS)))  # optional columns: NULL
+                written += len(chunk)
         row = {**run, "replaced_run_id": ",".join(replaced) or None}
         insert_frame(conn, runs, pd.DataFrame([{c: row.get(c) for c in RUN_COLUMNS}]).astype(_run_dtypes()))
     log.info("published run %s: %s rows in %s", run["run_id"], f"{written:,}", tables.scores)
     return replaced
+
+
+#: SQLite page cache while a run's rows go in (KiB): the history's primary key and lead_id index are B-trees far
+#: larger than the default 2 MiB cache, and each chunk's rows (sorted by lead) sweep them once; measured at 1M
+#: leads, 824,007 rows: 7.3 s of CPU as staged in account order with the default cache, 3.8 s sorted by lead per
+#: chunk with 256 MiB (128 MiB keeps most of that at half the memory).
+_SQLITE_PUBLISH_CACHE_KIB: Final = 131_072
+
+
+@contextmanager
+def _page_cache(conn: Connection) -> Iterator[None]:
+    """A larger SQLite page cache on this connection for the block, the previous size put back afterwards."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    previous = conn.exec_driver_sql("PRAGMA cache_size").scalar()
+    conn.exec_driver_sql(f"PRAGMA cache_size = -{_SQLITE_PUBLISH_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA cache_size = {int(previous or -2000)}")
 
 
 def set_run_value(engine: Engine, tables: ScoreTables, run_id: str, column: str, value: object) -> None:
