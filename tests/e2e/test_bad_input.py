@@ -119,6 +119,7 @@ def _max(table: str, key: str) -> str:
 
 
 LAST_ACTIVITY, LAST_LEAD = _max("activities", "activity_id"), _max("leads", "lead_id")
+LAST_STAGE = _max("stage_history", "stage_history_id")
 SQLITE_VALUES = {
     "not a date": (
         [f"UPDATE activities SET occurred_at = 'not a date' WHERE activity_id = {LAST_ACTIVITY}"],
@@ -138,6 +139,14 @@ SQLITE_VALUES = {
             "(SELECT MIN(lead_id) FROM leads WHERE account_id IS NOT NULL)"
         ],
         ["table 'leads', column 'account_id'", "'abc'", "lead_id="],
+    ),
+    "text in activities.lead_id": (  # on SQLite found by the reference check, then named as text
+        [f"UPDATE activities SET lead_id = 'abc' WHERE activity_id = {LAST_ACTIVITY}"],
+        ["table 'activities', column 'lead_id'", "'abc'", "activity_id="],
+    ),
+    "NULL stage_history.lead_id": (
+        [f"UPDATE stage_history SET lead_id = NULL WHERE stage_history_id = {LAST_STAGE}"],
+        ["table 'stage_history', column 'lead_id'", "NULL", "stage_history_id="],
     ),
 }
 
