@@ -192,6 +192,7 @@ def _describe_failures(table: str, frame: pd.DataFrame, failures: pd.DataFrame) 
     lines = []
     for (column, check), group in failures.groupby(["column", "check"], sort=False, dropna=False):
         column_name = column if isinstance(column, str) and column else None
+        null = check == "not_nullable"  # said in the user's words, without the empty value itself
         rows = [int(i) for i in group["index"].dropna().unique()[:_MAX_EXAMPLES] if int(i) < len(frame)]
         if rows and key in frame.columns:
             shown = ", ".join(
@@ -199,7 +200,7 @@ def _describe_failures(table: str, frame: pd.DataFrame, failures: pd.DataFrame) 
                     f"{key}={_plain(frame[key].iloc[r])!r}"
                     + (
                         f": {_plain(frame[column_name].iloc[r])!r}"
-                        if column_name in frame.columns and column_name != key
+                        if column_name in frame.columns and column_name != key and not null
                         else ""
                     )
                     for r in rows
@@ -208,9 +209,8 @@ def _describe_failures(table: str, frame: pd.DataFrame, failures: pd.DataFrame) 
         else:
             shown = ", ".join(repr(_plain(v)) for v in group["failure_case"].unique()[:_MAX_EXAMPLES])
         where = f", column '{column_name}'" if column_name else ""
-        lines.append(
-            f"table '{table}'{where}: check {check} failed for {len(group)} row(s); e.g. {shown or 'see the column'}"
-        )
+        what = "NULL where a value is required (not_nullable) in" if null else f"check {check} failed for"
+        lines.append(f"table '{table}'{where}: {what} {len(group)} row(s); e.g. {shown or 'see the column'}")
     return "\n".join(lines)
 
 

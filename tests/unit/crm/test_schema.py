@@ -105,12 +105,12 @@ def test_validate_crm_accepts_empty_event_tables(tiny_crm: Crm) -> None:
         ),
         pytest.param(
             set_value("activities", "lead_id", 2, None),
-            ["'activities'", "'lead_id'", "activity_id=102"],
+            ["'activities'", "'lead_id'", "activity_id=102", "NULL"],
             id="null-in-non-null-id",
         ),
         pytest.param(
             set_value("leads", "created_at", 2, None),
-            ["'leads'", "'created_at'", "lead_id=3", "not_nullable"],
+            ["'leads'", "'created_at'", "lead_id=3", "NULL"],
             id="null-timestamp",
         ),
         pytest.param(
