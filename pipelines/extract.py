@@ -47,6 +47,11 @@ _EXAMPLES: Final = 5
 _FILTER_ROWS: Final = 1_000_000
 
 
+def future_limit(tolerance_minutes: int, now: datetime | None = None) -> pd.Timestamp:
+    """The latest time a CRM event or an as-of time may carry: now (UTC) plus the clock-skew tolerance."""
+    return pd.Timestamp(now or datetime.now(UTC)).tz_convert("UTC") + pd.Timedelta(minutes=tolerance_minutes)
+
+
 class EventClock:
     """What a stream of CRM batches says about time: the latest event (`history_end`) and the events later than
     a limit (now plus the clock-skew tolerance), with the five latest of them per column as examples."""
@@ -60,8 +65,7 @@ class EventClock:
     @classmethod
     def until(cls, tolerance_minutes: int, now: datetime | None = None) -> EventClock:
         """A clock that notes events later than now + `tolerance_minutes`."""
-        limit = pd.Timestamp(now or datetime.now(UTC)).tz_convert("UTC") + pd.Timedelta(minutes=tolerance_minutes)
-        return cls(limit, tolerance_minutes)
+        return cls(future_limit(tolerance_minutes, now), tolerance_minutes)
 
     def add(self, table: str, frame: pd.DataFrame) -> None:
         """Note one batch of `table` (canonical dtypes)."""

@@ -12,7 +12,7 @@ The CRM checks that need the database (keys, types, references) are `pipelines.s
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 
 from pipelines.config import ScoreTables
 from pipelines.errors import BadInputError
+from pipelines.extract import future_limit
 from pipelines.score import store
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ class ScoringGuardError(BadInputError):
 
 def check_as_of(as_of: pd.Timestamp, tolerance_minutes: int, now: datetime | None = None) -> None:
     """Refuse an as-of time later than now plus the clock-skew tolerance."""
-    limit = pd.Timestamp(now or datetime.now(UTC)).tz_convert("UTC") + pd.Timedelta(minutes=tolerance_minutes)
+    limit = future_limit(tolerance_minutes, now)
     if as_of > limit:
         raise ScoringGuardError(
             f"--as-of {as_of:%Y-%m-%d %H:%M:%S}Z is in the future (now + {tolerance_minutes} min is "
