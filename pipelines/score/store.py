@@ -309,7 +309,7 @@ def _page_cache(conn: Connection) -> Iterator[None]:
     try:
         yield
     finally:
-        conn.exec_driver_sql(f"PRAGMA cache_size = {int(previous or -2000)}")
+        conn.exec_driver_sql(f"PRAGMA cache_size = {-2000 if previous is None else int(previous)}")
 
 
 def set_run_value(engine: Engine, tables: ScoreTables, run_id: str, column: str, value: object) -> None:

@@ -184,3 +184,11 @@ def test_a_table_without_its_key_columns_is_still_refused(url: str) -> None:
         conn.exec_driver_sql('CREATE TABLE "scoring_runs" ("as_of" TEXT)')
     with pytest.raises(store.ScoresTableError, match=r"lacks key column\(s\) \['run_id'\]"):
         publish(url, "x", "2026-11-20", "1", True, "2026-11-20 02:00")
+
+
+def test_publishing_raises_the_sqlite_page_cache_for_its_inserts_and_puts_it_back(tmp_path: Path) -> None:
+    with sa.create_engine(f"sqlite:///{tmp_path / 'scores.db'}").connect() as conn:
+        conn.exec_driver_sql("PRAGMA cache_size = 0")  # a user's own setting, even an unusual one, survives
+        with store._page_cache(conn):
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -store._SQLITE_PUBLISH_CACHE_KIB
+        assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == 0
