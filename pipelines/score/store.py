@@ -293,8 +293,9 @@ def publish_run(
 
 #: SQLite page cache while a run's rows go in (KiB): the history's primary key and lead_id index are B-trees far
 #: larger than the default 2 MiB cache, and each chunk's rows (sorted by lead) sweep them once; measured at 1M
-#: leads, 824,007 rows: 7.3 s of CPU as staged in account order with the default cache, 3.8 s sorted by lead per
-#: chunk with 256 MiB (128 MiB keeps most of that at half the memory).
+#: leads, the second night's 824,007 rows into a history holding the first night's: 10.3 s from the last chunk to
+#: the commit staged in account order with the default cache, 7.3 s with this cache, 6.1 s sorted by lead, 5.7 s
+#: sorted with this cache (BENCHMARKS.md).
 _SQLITE_PUBLISH_CACHE_KIB: Final = 131_072
 
 
